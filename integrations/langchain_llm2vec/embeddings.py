@@ -1,0 +1,191 @@
+"""LangChain `Embeddings` backed by an `llm2vec_retrieval.LLM2Vec` encoder."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+__all__ = ["LLM2VecEmbeddings", "encoder_lock", "load_encoder"]
+
+
+# One lock per encoder object: tokenizers (the Rust "fast" ones) and the model are not
+# meant to be driven by several threads at once, and the async methods run the encoder
+# in worker threads. Shared between every wrapper around the same encoder.
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def encoder_lock(encoder: Any) -> threading.Lock:
+    """The lock that serialises calls into `encoder` (created on first use)."""
+    with _LOCKS_GUARD:
+        try:
+            lock = _LOCKS.get(encoder)
+        except TypeError:  # not weak-referenceable: fall back to a per-call-site lock
+            return threading.Lock()
+        if lock is None:
+            lock = threading.Lock()
+            _LOCKS[encoder] = lock
+        return lock
+
+
+def load_encoder(model_name_or_path: str | None = None, **kwargs: Any) -> Any:
+    """Load an `LLM2Vec` encoder without ever downloading.
+
+    `None` loads the package's embedded default model (its pip package must be
+    installed: `ModelNotInstalledError` names it otherwise). A string must be a local
+    checkpoint folder, a local `.gguf` file or an embedded model name; anything else
+    raises `FileNotFoundError` instead of reaching for a model hub.
+    """
+    from llm2vec_retrieval import LLM2Vec, loading
+
+    if model_name_or_path is not None:
+        name = os.path.expanduser(os.fspath(model_name_or_path))
+        if loading.embedded_name(name) is None and not os.path.exists(name):
+            raise FileNotFoundError(
+                f"LLM2Vec model {str(model_name_or_path)!r} not found: pass a local checkpoint "
+                "folder, a local .gguf file or an embedded model name "
+                f"({', '.join(loading.EMBEDDED_MODELS)}). Models are never downloaded."
+            )
+        return LLM2Vec.from_pretrained(name, **kwargs)
+    return LLM2Vec.from_pretrained(**kwargs)
+
+
+class LLM2VecEmbeddings(BaseModel, Embeddings):
+    """LangChain embeddings from an LLM2Vec encoder (a decoder LLM turned text encoder).
+
+    Build it from a local checkpoint folder (`model_name="path/to/ckpt"`, alias
+    `model=`), from nothing (the package's embedded default model), or from an encoder
+    you already loaded (`encoder=LLM2Vec.from_pretrained(...)`).
+
+    Queries are encoded with `query_instruction` (default: the encoder's configured
+    query instruction); documents with `document_instruction` (default: the encoder's
+    document default, usually none). Vectors are L2-normalised when `normalize=True`
+    (the default).
+
+    Example:
+        ```python
+        from langchain_llm2vec import LLM2VecEmbeddings
+
+        emb = LLM2VecEmbeddings(model="path/to/checkpoint")
+        vectors = emb.embed_documents(["first text", "second text"])
+        query = emb.embed_query("what is in the first text?")
+        ```
+    """
+
+    model_name: str | None = Field(default=None, alias="model")
+    """Local checkpoint folder or locally resolvable name; None = embedded default."""
+    encoder: Any = Field(default=None, exclude=True, repr=False)
+    """An already loaded `LLM2Vec` encoder (takes precedence over `model_name`)."""
+    query_instruction: str | None = None
+    """Instruction for queries; None = the encoder's configured query instruction."""
+    document_instruction: str | None = None
+    """Instruction for documents; None = the encoder's default (usually none)."""
+    batch_size: int = 32
+    show_progress: bool = False
+    normalize: bool = True
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments for `LLM2Vec.from_pretrained` (e.g. `device`)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        arbitrary_types_allowed=True,
+        populate_by_name=True,
+        protected_namespaces=(),
+    )
+
+    _lock: threading.Lock | None = PrivateAttr(default=None)
+
+    @field_validator("model_name", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="after")
+    def _load(self) -> LLM2VecEmbeddings:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.encoder is None:
+            self.encoder = load_encoder(self.model_name, **self.model_kwargs)
+        config = getattr(self.encoder, "config", None)
+        if self.query_instruction is None:
+            self.query_instruction = getattr(config, "query_instruction", "") or ""
+        if self.document_instruction is None:
+            self.document_instruction = getattr(config, "document_instruction", "") or ""
+        self._lock = encoder_lock(self.encoder)
+        return self
+
+    # -- helpers ---------------------------------------------------------------------
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.encoder.embedding_dim)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON description of this embedder, recorded in saved indexes.
+
+        The encoder's own fingerprint (model digest, pooling, lengths, ...) with the
+        instructions and normalisation this wrapper actually uses.
+        """
+        return {
+            **self.encoder.fingerprint(),
+            "query_instruction": self.query_instruction,
+            "document_instruction": self.document_instruction,
+            "normalize": bool(self.normalize),
+        }
+
+    @staticmethod
+    def _to_lists(vectors: Any) -> list[list[float]]:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        return arr.astype(np.float64).tolist()
+
+    # -- Embeddings API ----------------------------------------------------------------
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents (with `document_instruction`, usually none)."""
+        texts = list(texts)
+        if not texts:
+            return []
+        assert self._lock is not None
+        with self._lock:
+            vectors = self.encoder.encode_documents(
+                texts,
+                self.document_instruction,
+                batch_size=self.batch_size,
+                show_progress_bar=self.show_progress,
+                normalize=self.normalize,
+            )
+        return self._to_lists(vectors)
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query (with `query_instruction`)."""
+        return self.embed_queries([text])[0]
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """Embed several queries at once (with `query_instruction`)."""
+        texts = list(texts)
+        if not texts:
+            return []
+        assert self._lock is not None
+        with self._lock:
+            vectors = self.encoder.encode_queries(
+                texts,
+                self.query_instruction,
+                batch_size=self.batch_size,
+                show_progress_bar=self.show_progress,
+                normalize=self.normalize,
+            )
+        return self._to_lists(vectors)
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        # The encoder is synchronous: run it in a worker thread so the loop stays free.
+        return await asyncio.to_thread(self.embed_documents, list(texts))
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)

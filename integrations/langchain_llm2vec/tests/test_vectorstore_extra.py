@@ -1,0 +1,289 @@
+"""LLM2VecVectorStore beyond the standard suite: filters, scores, MMR, persistence."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from langchain_llm2vec import LLM2VecEmbeddings, LLM2VecVectorStore
+from llm2vec_retrieval.index import FingerprintMismatchError, IndexStore
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_checkpoint(seed: int = 0) -> str:
+    from llm2vec_retrieval.testing import make_tiny_checkpoint
+
+    root = tempfile.mkdtemp(prefix="lc-llm2vec-")
+    atexit.register(shutil.rmtree, root, True)
+    return str(make_tiny_checkpoint(os.path.join(root, f"tiny{seed}"), "llama", seed=seed))
+
+
+@pytest.fixture(scope="module")
+def emb() -> LLM2VecEmbeddings:
+    return LLM2VecEmbeddings(model=tiny_checkpoint(0))
+
+
+@pytest.fixture()
+def fake() -> DeterministicFakeEmbedding:
+    return DeterministicFakeEmbedding(size=16)
+
+
+def _corpus(n: int = 30) -> tuple[list[str], list[dict]]:
+    texts = [f"document number {i} about {'rivers' if i % 3 == 0 else 'mountains'}" for i in range(n)]
+    metas = [{"i": i, "topic": "rivers" if i % 3 == 0 else "mountains", "even": i % 2 == 0} for i in range(n)]
+    return texts, metas
+
+
+# -- filters -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_filter_returns_exactly_k(emb: LLM2VecEmbeddings, kind: str) -> None:
+    texts, metas = _corpus(30)
+    store = LLM2VecVectorStore.from_texts(texts, emb, metas, index_kind=kind)
+    for flt, n_match in [
+        ({"topic": "rivers"}, 10),
+        ({"i": {"$gte": 20}}, 10),
+        ({"$and": [{"topic": "mountains"}, {"even": True}]}, 10),
+        ({"i": {"$in": [1, 2, 3]}}, 3),
+        ({"$or": [{"i": 0}, {"i": {"$gt": 27}}]}, 3),
+    ]:
+        for k in (1, 5, 12):
+            docs = store.similarity_search("rivers", k=k, filter=flt)
+            assert len(docs) == min(k, n_match), (flt, k)
+            keep = [m for m in metas if _matches(m, flt)]
+            assert all(d.metadata in keep for d in docs)
+    # a callable filter works too
+    docs = store.similarity_search("x", k=4, filter=lambda m: m["i"] % 10 == 0)
+    assert sorted(d.metadata["i"] for d in docs) == [0, 10, 20]
+
+
+def _matches(meta: dict, flt: dict) -> bool:
+    from llm2vec_retrieval.index import compile_filter
+
+    return compile_filter(flt)(meta)
+
+
+def test_filter_with_scores_mmr_and_retriever(fake: DeterministicFakeEmbedding) -> None:
+    texts, metas = _corpus(20)
+    store = LLM2VecVectorStore.from_texts(texts, fake, metas)
+    pairs = store.similarity_search_with_score("q", k=3, filter={"topic": "rivers"})
+    assert len(pairs) == 3 and all(d.metadata["topic"] == "rivers" for d, _ in pairs)
+    mmr = store.max_marginal_relevance_search("q", k=3, fetch_k=10, filter={"even": False})
+    assert len(mmr) == 3 and all(not d.metadata["even"] for d in mmr)
+    retriever = store.as_retriever(search_kwargs={"k": 2, "filter": {"i": {"$lt": 3}}})
+    got = retriever.invoke("q")
+    assert len(got) == 2 and all(d.metadata["i"] < 3 for d in got)
+
+
+def test_bad_filter_raises(fake: DeterministicFakeEmbedding) -> None:
+    store = LLM2VecVectorStore.from_texts(["a"], fake)
+    with pytest.raises(ValueError):
+        store.similarity_search("a", k=1, filter={"i": {"$bogus": 1}})
+
+
+# -- scores --------------------------------------------------------------------------
+
+
+def test_scores_and_relevance(emb: LLM2VecEmbeddings) -> None:
+    texts, metas = _corpus(12)
+    store = LLM2VecVectorStore.from_texts(texts, emb, metas)
+    pairs = store.similarity_search_with_score(texts[4], k=12)
+    scores = [s for _, s in pairs]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    # The score is the cosine similarity between the query and document vectors.
+    q = np.array(emb.embed_query(texts[4]))
+    d = np.array(emb.embed_documents([pairs[0][0].page_content])[0])
+    assert scores[0] == pytest.approx(float(q @ d), abs=1e-4)
+    rel = store.similarity_search_with_relevance_scores(texts[4], k=12)
+    assert [doc.id for doc, _ in rel] == [doc.id for doc, _ in pairs]
+    for (_, r), s in zip(rel, scores):
+        assert 0.0 <= r <= 1.0
+        assert r == pytest.approx((1 + s) / 2, abs=1e-6)
+    # threshold retriever
+    top = rel[0][1]
+    retriever = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": top - 1e-6, "k": 5}
+    )
+    assert [d.id for d in retriever.invoke(texts[4])] == [rel[0][0].id]
+
+
+def test_relevance_function_per_metric(fake: DeterministicFakeEmbedding) -> None:
+    fn = LLM2VecVectorStore(fake)._select_relevance_score_fn()
+    assert fn(1.0) == 1.0 and fn(-1.0) == 0.0 and fn(0.0) == 0.5
+    l2 = LLM2VecVectorStore(fake, metric="l2")
+    fn = l2._select_relevance_score_fn()
+    assert fn(0.0) == 1.0 and 0.0 < fn(-4.0) < fn(-1.0) < 1.0
+    l2.add_texts(["a", "b", "c"])
+    rel = l2.similarity_search_with_relevance_scores("a", k=3)
+    assert rel[0][0].page_content == "a" and rel[0][1] == pytest.approx(1.0)
+    assert all(0.0 <= r <= 1.0 for _, r in rel)
+
+
+# -- ids, upsert, delete ---------------------------------------------------------------
+
+
+def test_ids_upsert_and_delete(fake: DeterministicFakeEmbedding) -> None:
+    store = LLM2VecVectorStore(fake)
+    ids = store.add_texts(["a", "b", "c"])
+    assert len(set(ids)) == 3 and len(store) == 3
+    # Partial ids: the missing one gets a uuid
+    more = store.add_texts(["d", "e"], ids=["my-d", None])
+    assert more[0] == "my-d" and more[1] and len(store) == 5
+    # Upsert
+    store.add_texts(["D!"], [{"v": 2}], ids=["my-d"])
+    assert len(store) == 5
+    assert store.get_by_ids(["my-d"]) == [Document(id="my-d", page_content="D!", metadata={"v": 2})]
+    # A repeated id within one call keeps the last one
+    store.add_texts(["x1", "x2"], ids=["dup", "dup"])
+    assert store.get_by_ids(["dup"])[0].page_content == "x2"
+    assert store.delete(["my-d", "nope"]) is True
+    assert store.get_by_ids(["my-d", "nope"]) == []
+    assert store.delete(["nope"]) is True
+    assert store.delete() is True and len(store) == 0
+    # Metadata is copied, not aliased
+    meta = {"tags": ["a"]}
+    store.add_texts(["t"], [meta], ids=["t"])
+    meta["tags"].append("b")
+    got = store.get_by_ids(["t"])[0]
+    got.metadata["tags"].append("c")
+    assert store.get_by_ids(["t"])[0].metadata == {"tags": ["a"]}
+
+
+def test_input_errors(fake: DeterministicFakeEmbedding) -> None:
+    store = LLM2VecVectorStore(fake)
+    with pytest.raises(ValueError, match="metadatas"):
+        store.add_texts(["a", "b"], [{}])
+    with pytest.raises(ValueError, match="ids"):
+        store.add_texts(["a", "b"], ids=["1"])
+    with pytest.raises(ValueError, match="JSON"):
+        store.add_texts(["a"], [{"obj": object()}])
+    with pytest.raises(TypeError):
+        LLM2VecVectorStore("not embeddings")  # type: ignore[arg-type]
+    other = DeterministicFakeEmbedding(size=8)
+    store.add_texts(["a"])
+    with pytest.raises(ValueError, match="dimension"):
+        LLM2VecVectorStore(other, store=store.store).add_texts(["b"])
+
+
+def test_wraps_an_existing_store(fake: DeterministicFakeEmbedding) -> None:
+    raw = IndexStore(16, kind="flat", metric="ip")
+    vs = LLM2VecVectorStore(fake, store=raw)
+    assert vs.metric == "ip" and vs.store is raw
+    vs.add_texts(["a", "b"], ids=["1", "2"])
+    assert len(raw) == 2 and vs.similarity_search("a", k=1)[0].id == "1"
+
+
+# -- MMR -----------------------------------------------------------------------------
+
+
+def test_mmr_diversifies(fake: DeterministicFakeEmbedding) -> None:
+    # Three near-duplicates of the query and one different document.
+    class Emb(DeterministicFakeEmbedding):
+        def embed_documents(self, texts):
+            table = {"a1": [1, 0, 0, 0], "a2": [0.99, 0.1, 0, 0], "a3": [0.98, 0.0, 0.1, 0], "b": [0.6, 0, 0, 0.8]}
+            return [table[t] for t in texts]
+
+        def embed_query(self, text):
+            return [1.0, 0.0, 0.0, 0.0]
+
+    store = LLM2VecVectorStore.from_texts(["a1", "a2", "a3", "b"], Emb(size=4), ids=["a1", "a2", "a3", "b"])
+    plain = [d.id for d in store.similarity_search("q", k=2)]
+    assert plain == ["a1", "a2"]
+    mmr = [d.id for d in store.max_marginal_relevance_search("q", k=2, fetch_k=4, lambda_mult=0.3)]
+    assert mmr == ["a1", "b"]
+    by_vec = store.max_marginal_relevance_search_by_vector([1.0, 0, 0, 0], k=2, fetch_k=4, lambda_mult=0.3)
+    assert [d.id for d in by_vec] == ["a1", "b"]
+    mmr_ret = store.as_retriever(search_type="mmr", search_kwargs={"k": 2, "fetch_k": 4, "lambda_mult": 0.3})
+    assert [d.id for d in mmr_ret.invoke("q")] == ["a1", "b"]
+    # lambda 1 = pure relevance
+    assert [d.id for d in store.max_marginal_relevance_search("q", k=2, lambda_mult=1.0)] == ["a1", "a2"]
+    # empty store
+    assert LLM2VecVectorStore(fake).max_marginal_relevance_search("q") == []
+
+
+async def test_async_api(emb: LLM2VecEmbeddings) -> None:
+    texts, metas = _corpus(10)
+    store = await LLM2VecVectorStore.afrom_texts(texts, emb, metas, ids=[str(i) for i in range(10)])
+    assert len(store) == 10
+    sync = [d.id for d in store.similarity_search(texts[2], k=3)]
+    assert [d.id for d in await store.asimilarity_search(texts[2], k=3)] == sync
+    pairs = await store.asimilarity_search_with_score(texts[2], k=3, filter={"topic": "rivers"})
+    assert len(pairs) == 3 and all(d.metadata["topic"] == "rivers" for d, _ in pairs)
+    rel = await store.asimilarity_search_with_relevance_scores(texts[2], k=2)
+    assert all(0 <= r <= 1 for _, r in rel)
+    vec = await emb.aembed_query(texts[2])
+    assert [d.id for d in await store.asimilarity_search_by_vector(vec, k=3)] == sync
+    mmr = await store.amax_marginal_relevance_search(texts[2], k=3, fetch_k=10)
+    assert len(mmr) == 3
+    assert len(await store.amax_marginal_relevance_search_by_vector(vec, k=2)) == 2
+    await store.adelete(["0", "1"])
+    assert sorted(d.id for d in await store.aget_by_ids(["0", "1", "2"])) == ["2"]
+    docs = await store.as_retriever(search_kwargs={"k": 2}).ainvoke(texts[5])
+    assert len(docs) == 2
+
+
+# -- persistence ---------------------------------------------------------------------
+
+
+def test_save_load_round_trip(emb: LLM2VecEmbeddings, tmp_path) -> None:
+    texts, metas = _corpus(15)
+    docs = [Document(page_content=t, metadata=m, id=f"doc-{i}") for i, (t, m) in enumerate(zip(texts, metas))]
+    store = LLM2VecVectorStore.from_documents(docs, emb, index_kind="hnsw", M=8)
+    before = store.similarity_search_with_score(texts[3], k=5, filter={"even": False})
+    store.save_local(tmp_path / "idx")
+    assert not list((tmp_path / "idx").glob("*.pkl"))
+    sidecar = json.loads((tmp_path / "idx" / "langchain_llm2vec.json").read_text())
+    assert sidecar["index_kind"] == "hnsw" and sidecar["fingerprint"] == emb.fingerprint()
+
+    loaded = LLM2VecVectorStore.load_local(tmp_path / "idx", LLM2VecEmbeddings(model=tiny_checkpoint(0)))
+    assert len(loaded) == 15 and loaded.index_kind == "hnsw"
+    assert loaded.store.fingerprint == emb.fingerprint()
+    after = loaded.similarity_search_with_score(texts[3], k=5, filter={"even": False})
+    assert [(d, pytest.approx(s, abs=1e-5)) for d, s in before] == after
+    assert loaded.get_by_ids(["doc-7"]) == [docs[7]]
+    # keeps working after load: upsert + save again over the same folder
+    loaded.add_documents([Document(page_content="new", metadata={"i": 99}, id="doc-7")])
+    loaded.save_local(tmp_path / "idx")
+    again = LLM2VecVectorStore.load_local(tmp_path / "idx", emb)
+    assert again.get_by_ids(["doc-7"])[0].page_content == "new" and len(again) == 15
+
+
+def test_load_refuses_another_embedder(emb: LLM2VecEmbeddings, tmp_path) -> None:
+    LLM2VecVectorStore.from_texts(["a", "b"], emb).save_local(tmp_path / "idx")
+    other = LLM2VecEmbeddings(model=tiny_checkpoint(1))  # another model
+    with pytest.raises(FingerprintMismatchError):
+        LLM2VecVectorStore.load_local(tmp_path / "idx", other)
+    # a different document instruction changes the vectors too
+    with pytest.raises(FingerprintMismatchError):
+        LLM2VecVectorStore.load_local(
+            tmp_path / "idx", LLM2VecEmbeddings(encoder=emb.encoder, document_instruction="Passage:")
+        )
+    with pytest.warns(UserWarning):
+        forced = LLM2VecVectorStore.load_local(tmp_path / "idx", other, allow_fingerprint_mismatch=True)
+    assert len(forced) == 2
+    # embeddings that do not describe themselves are not checked
+    fake = DeterministicFakeEmbedding(size=32)
+    assert len(LLM2VecVectorStore.load_local(tmp_path / "idx", fake)) == 2
+
+
+def test_save_load_empty_store(emb: LLM2VecEmbeddings, tmp_path) -> None:
+    LLM2VecVectorStore(emb, metric="ip").save_local(tmp_path / "empty")
+    loaded = LLM2VecVectorStore.load_local(tmp_path / "empty", emb)
+    assert len(loaded) == 0 and loaded.metric == "ip" and loaded.similarity_search("x") == []
+    loaded.add_texts(["x"])
+    assert loaded.store.metric == "ip"
+    with pytest.raises(FingerprintMismatchError):
+        LLM2VecVectorStore.load_local(tmp_path / "empty", LLM2VecEmbeddings(model=tiny_checkpoint(1)))

@@ -1,0 +1,556 @@
+"""LangChain `VectorStore` on the llm2vec-retrieval FAISS `IndexStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+
+
+if TYPE_CHECKING:
+    from llm2vec_retrieval.index import IndexStore
+
+
+def _index_store_cls() -> type[IndexStore]:
+    # Imported on use: the FAISS store module is only needed once vectors arrive.
+    from llm2vec_retrieval.index import IndexStore
+
+    return IndexStore
+
+__all__ = ["LLM2VecVectorStore", "embeddings_fingerprint"]
+
+# Written next to the IndexStore files by `save_local`: what `load_local` needs to
+# rebuild the wrapper (also when the store was never created because nothing was added).
+_SIDECAR = "langchain_llm2vec.json"
+_FORMAT_VERSION = 1
+
+
+def embeddings_fingerprint(embedding: Embeddings) -> dict[str, Any] | None:
+    """The embedder fingerprint recorded in saved indexes, or None when unknown.
+
+    Embeddings that describe themselves (`LLM2VecEmbeddings.fingerprint()`) get one;
+    any other `Embeddings` is not checked.
+    """
+    method = getattr(embedding, "fingerprint", None)
+    if callable(method):
+        return method()
+    return None
+
+
+def _check_fingerprint(
+    saved: dict[str, Any] | None, given: dict[str, Any] | None, allow_mismatch: bool
+) -> None:
+    """Raise `FingerprintMismatchError` like `IndexStore.load` does (no store saved)."""
+    if saved is None or given is None or allow_mismatch:
+        return
+    from llm2vec_retrieval.index import FingerprintMismatchError
+    from llm2vec_retrieval.index.errors import fingerprint_diff
+
+    given = json.loads(json.dumps(given, default=str))
+    differing = fingerprint_diff(saved, given)
+    if differing:
+        raise FingerprintMismatchError(saved, given, differing)
+
+
+def _as_matrix(vectors: Sequence[Sequence[float]]) -> np.ndarray:
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"Expected a 2-D array of embeddings, got shape {arr.shape}")
+    return arr
+
+
+class LLM2VecVectorStore(VectorStore):
+    """A LangChain vector store on a FAISS `IndexStore` (flat, HNSW, IVF, ...).
+
+    Works with any LangChain `Embeddings`; with `LLM2VecEmbeddings` the embedder's
+    fingerprint is recorded in the index so that `load_local` refuses a different
+    embedder. Documents keep their ids, text and metadata in the index (no pickle).
+
+    Scores from `similarity_search_with_score` are the store's similarity scores
+    (cosine similarity in [-1, 1] for the default metric: larger is closer);
+    `similarity_search_with_relevance_scores` maps them to [0, 1].
+
+    Metadata filters are dicts in the store's filter language: plain equality
+    (`{"source": "a.md"}`) and the operators `$eq $ne $gt $gte $lt $lte $in $nin
+    $exists $and $or $not` (e.g. `{"year": {"$gte": 2020}}`), or a callable
+    `metadata -> bool`.
+
+    Example:
+        ```python
+        from langchain_llm2vec import LLM2VecEmbeddings, LLM2VecVectorStore
+
+        store = LLM2VecVectorStore.from_texts(["a", "b"], LLM2VecEmbeddings(model=path))
+        store.similarity_search("a", k=1)
+        store.save_local("my_index")
+        store = LLM2VecVectorStore.load_local("my_index", LLM2VecEmbeddings(model=path))
+        ```
+    """
+
+    def __init__(
+        self,
+        embedding: Embeddings,
+        *,
+        index_kind: str = "flat",
+        metric: str = "cosine",
+        store: IndexStore | None = None,
+        **index_params: Any,
+    ) -> None:
+        if not isinstance(embedding, Embeddings):
+            raise TypeError(
+                f"embedding must be a langchain_core Embeddings, got {type(embedding).__name__}"
+            )
+        self.embedding = embedding
+        self.index_kind = index_kind
+        self.metric = metric
+        self.index_params = dict(index_params)
+        self._store: IndexStore | None = store
+        if store is not None:
+            self.index_kind = getattr(store, "kind", index_kind)
+            self.metric = getattr(store, "metric", metric)
+        # FAISS indexes are not safe for concurrent writes/reads, and the async API
+        # runs store calls in worker threads.
+        self._lock = threading.RLock()
+
+    # -- properties ------------------------------------------------------------------
+    @property
+    def embeddings(self) -> Embeddings:
+        return self.embedding
+
+    @property
+    def store(self) -> IndexStore | None:
+        """The underlying `IndexStore` (None until the first add fixes the dimension)."""
+        return self._store
+
+    def __len__(self) -> int:
+        return 0 if self._store is None else len(self._store)
+
+    def __bool__(self) -> bool:
+        # An empty store is still a store: frameworks test `if vector_store:` to mean
+        # "was one given" (LlamaIndex's StorageContext.from_defaults does).
+        return True
+
+    def _ensure_store(self, dim: int) -> IndexStore:
+        if self._store is None:
+            self._store = _index_store_cls()(
+                dim,
+                kind=self.index_kind,
+                metric=self.metric,
+                fingerprint=embeddings_fingerprint(self.embedding),
+                **self.index_params,
+            )
+        elif self._store.dim != dim:
+            raise ValueError(
+                f"Embedding dimension {dim} does not match the index dimension {self._store.dim}"
+            )
+        return self._store
+
+    # -- writes ------------------------------------------------------------------------
+    @staticmethod
+    def _prepare(
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None,
+        ids: list[str | None] | None,
+    ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+        texts = list(texts)
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise ValueError(
+                f"Got {len(metadatas)} metadatas for {len(texts)} texts; they must match."
+            )
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"Got {len(ids)} ids for {len(texts)} texts; they must match.")
+        metas = [dict(m) if m else {} for m in (metadatas or [None] * len(texts))]
+        ids_ = [str(i) if i is not None else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
+        return texts, metas, ids_
+
+    def _write(
+        self, ids: list[str], vectors: np.ndarray, texts: list[str], metas: list[dict[str, Any]]
+    ) -> None:
+        if not ids:
+            return
+        # Within one call a repeated id keeps its last occurrence (upsert semantics).
+        last = {id_: i for i, id_ in enumerate(ids)}
+        if len(last) != len(ids):
+            keep = sorted(last.values())
+            ids = [ids[i] for i in keep]
+            texts = [texts[i] for i in keep]
+            metas = [metas[i] for i in keep]
+            vectors = vectors[keep]
+        with self._lock:
+            store = self._ensure_store(int(vectors.shape[1]))
+            store.add(ids, vectors, texts=texts, metadatas=metas)
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed and add (or overwrite, by id) texts; returns their ids.
+
+        Missing ids (None) get a fresh uuid4.
+        """
+        texts_, metas, ids_ = self._prepare(texts, metadatas, ids)
+        if not texts_:
+            return []
+        vectors = _as_matrix(self.embedding.embed_documents(texts_))
+        self._write(ids_, vectors, texts_, metas)
+        return ids_
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        texts_, metas, ids_ = self._prepare(texts, metadatas, ids)
+        if not texts_:
+            return []
+        vectors = _as_matrix(await self.embedding.aembed_documents(texts_))
+        await asyncio.to_thread(self._write, ids_, vectors, texts_, metas)
+        return ids_
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Add (or overwrite) documents. `ids=` wins over the documents' own ids."""
+        ids = kwargs.pop("ids", None)
+        if ids is None:
+            ids = [doc.id for doc in documents]
+        return self.add_texts(
+            [doc.page_content for doc in documents],
+            [doc.metadata for doc in documents],
+            ids=ids,
+            **kwargs,
+        )
+
+    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        ids = kwargs.pop("ids", None)
+        if ids is None:
+            ids = [doc.id for doc in documents]
+        return await self.aadd_texts(
+            [doc.page_content for doc in documents],
+            [doc.metadata for doc in documents],
+            ids=ids,
+            **kwargs,
+        )
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        """Delete by id (unknown ids are ignored). `ids=None` deletes everything."""
+        with self._lock:
+            if self._store is None:
+                return True
+            if ids is None:
+                ids = list(self._store.ids)
+            if ids:
+                self._store.delete([str(i) for i in ids])
+        return True
+
+    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        return await asyncio.to_thread(self.delete, ids, **kwargs)
+
+    # -- reads -------------------------------------------------------------------------
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        with self._lock:
+            if self._store is None or not ids:
+                return []
+            wanted = list(dict.fromkeys(str(i) for i in ids))
+            records = self._store.get(wanted)
+        return [
+            Document(id=r.id, page_content=r.text or "", metadata=dict(r.metadata or {}))
+            for r in records
+            if r is not None
+        ]
+
+    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return await asyncio.to_thread(self.get_by_ids, ids)
+
+    @staticmethod
+    def _hit_to_doc(hit: Any) -> Document:
+        return Document(id=hit.id, page_content=hit.text or "", metadata=dict(hit.metadata or {}))
+
+    def similarity_search_with_score_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Nearest documents to a vector, with the store's similarity score."""
+        if k <= 0:
+            return []
+        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        with self._lock:
+            if self._store is None or len(self._store) == 0:
+                return []
+            hits = self._store.search(query, k, filter=filter)
+        return [(self._hit_to_doc(h), float(h.score)) for h in hits]
+
+    def similarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Nearest documents to a query with their similarity (larger is closer)."""
+        if self._store is None or len(self._store) == 0:
+            return []
+        vector = self.embedding.embed_query(query)
+        return self.similarity_search_with_score_by_vector(vector, k, filter=filter, **kwargs)
+
+    async def asimilarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        if self._store is None or len(self._store) == 0:
+            return []
+        vector = await self.embedding.aembed_query(query)
+        return await asyncio.to_thread(
+            self.similarity_search_with_score_by_vector, vector, k, filter, **kwargs
+        )
+
+    def similarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
+
+    async def asimilarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        pairs = await self.asimilarity_search_with_score(query, k, filter, **kwargs)
+        return [doc for doc, _ in pairs]
+
+    def similarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        pairs = self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
+        return [doc for doc, _ in pairs]
+
+    async def asimilarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        return await asyncio.to_thread(
+            self.similarity_search_by_vector, embedding, k, filter, **kwargs
+        )
+
+    # -- relevance scores --------------------------------------------------------------
+    @staticmethod
+    def _cosine_similarity_relevance(score: float) -> float:
+        """Cosine similarity in [-1, 1] -> relevance in [0, 1] (1 = same direction)."""
+        return min(1.0, max(0.0, (1.0 + score) / 2.0))
+
+    @staticmethod
+    def _l2_relevance(score: float) -> float:
+        """Store score for metric="l2" is minus the (squared) distance: map to (0, 1]."""
+        return 1.0 / (1.0 + math.sqrt(max(0.0, -score)))
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        metric = (self.metric or "cosine").lower()
+        if metric in ("l2", "euclidean"):
+            return self._l2_relevance
+        # cosine, and inner product on (normally unit-norm) embeddings
+        return self._cosine_similarity_relevance
+
+    # -- maximal marginal relevance ----------------------------------------------------
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        if k <= 0:
+            return []
+        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        with self._lock:
+            if self._store is None or len(self._store) == 0:
+                return []
+            hits = self._store.max_marginal_relevance(
+                query, k=k, fetch_k=max(fetch_k, k), lambda_mult=lambda_mult, filter=filter
+            )
+        return [self._hit_to_doc(h) for h in hits]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        if self._store is None or len(self._store) == 0:
+            return []
+        vector = self.embedding.embed_query(query)
+        return self.max_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter, **kwargs
+        )
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        if self._store is None or len(self._store) == 0:
+            return []
+        vector = await self.embedding.aembed_query(query)
+        return await asyncio.to_thread(
+            self.max_marginal_relevance_search_by_vector,
+            vector,
+            k,
+            fetch_k,
+            lambda_mult,
+            filter,
+            **kwargs,
+        )
+
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        return await asyncio.to_thread(
+            self.max_marginal_relevance_search_by_vector,
+            embedding,
+            k,
+            fetch_k,
+            lambda_mult,
+            filter,
+            **kwargs,
+        )
+
+    # -- constructors ------------------------------------------------------------------
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        index_kind: str = "flat",
+        metric: str = "cosine",
+        store: IndexStore | None = None,
+        **index_params: Any,
+    ) -> LLM2VecVectorStore:
+        vs = cls(embedding, index_kind=index_kind, metric=metric, store=store, **index_params)
+        vs.add_texts(texts, metadatas, ids=ids)
+        return vs
+
+    @classmethod
+    async def afrom_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        index_kind: str = "flat",
+        metric: str = "cosine",
+        store: IndexStore | None = None,
+        **index_params: Any,
+    ) -> LLM2VecVectorStore:
+        vs = cls(embedding, index_kind=index_kind, metric=metric, store=store, **index_params)
+        await vs.aadd_texts(texts, metadatas, ids=ids)
+        return vs
+
+    # -- persistence ---------------------------------------------------------------------
+    def save_local(self, folder_path: str | Path) -> None:
+        """Save the index, ids, texts and metadata to a folder (JSON + FAISS, no pickle).
+
+        Metadata values must be JSON-serialisable.
+        """
+        folder = Path(folder_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._store is not None:
+                self._store.save(folder)
+            sidecar = {
+                "format_version": _FORMAT_VERSION,
+                "index_kind": self.index_kind,
+                "metric": self.metric,
+                "index_params": self.index_params,
+                "has_store": self._store is not None,
+                "fingerprint": embeddings_fingerprint(self.embedding),
+            }
+        (folder / _SIDECAR).write_text(json.dumps(sidecar, indent=2, default=str))
+
+    @classmethod
+    def load_local(
+        cls,
+        folder_path: str | Path,
+        embeddings: Embeddings,
+        *,
+        allow_fingerprint_mismatch: bool = False,
+        **kwargs: Any,
+    ) -> LLM2VecVectorStore:
+        """Load a folder written by `save_local`.
+
+        When `embeddings` describes itself (`LLM2VecEmbeddings`), its fingerprint must
+        match the one recorded at save time, else `FingerprintMismatchError` is raised
+        (pass `allow_fingerprint_mismatch=True` to load anyway).
+        """
+        folder = Path(folder_path)
+        sidecar_file = folder / _SIDECAR
+        if sidecar_file.exists():
+            sidecar = json.loads(sidecar_file.read_text())
+        else:  # a bare IndexStore folder
+            sidecar = {"has_store": True, "index_params": {}}
+        fingerprint = embeddings_fingerprint(embeddings)
+        if sidecar.get("has_store", True):
+            store = _index_store_cls().load(
+                folder,
+                fingerprint=fingerprint,
+                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+            )
+        else:  # saved before anything was added: only the sidecar records the embedder
+            _check_fingerprint(sidecar.get("fingerprint"), fingerprint, allow_fingerprint_mismatch)
+            store = None
+        return cls(
+            embeddings,
+            index_kind=sidecar.get("index_kind", "flat"),
+            metric=sidecar.get("metric", "cosine"),
+            store=store,
+            **{**sidecar.get("index_params", {}), **kwargs},
+        )

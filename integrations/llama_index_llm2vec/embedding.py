@@ -1,0 +1,189 @@
+"""LlamaIndex `BaseEmbedding` backed by an `llm2vec_retrieval.LLM2Vec` encoder."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+__all__ = ["LLM2VecEmbedding"]
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _encoder_lock(encoder: Any) -> threading.Lock:
+    """One lock per encoder: its tokenizer/model must not be driven by two threads at once."""
+    with _LOCKS_GUARD:
+        try:
+            lock = _LOCKS.get(encoder)
+        except TypeError:
+            return threading.Lock()
+        if lock is None:
+            lock = threading.Lock()
+            _LOCKS[encoder] = lock
+        return lock
+
+
+def _load_encoder(model_name_or_path: str | None = None, **kwargs: Any) -> Any:
+    """Load an `LLM2Vec` encoder without ever downloading.
+
+    `None` loads the package's embedded default model (its pip package must be
+    installed: `ModelNotInstalledError` names it otherwise). A string must be a local
+    checkpoint folder, a local `.gguf` file or an embedded model name; anything else
+    raises `FileNotFoundError` instead of reaching for a model hub.
+    """
+    from llm2vec_retrieval import LLM2Vec, loading
+
+    if model_name_or_path is not None:
+        name = os.path.expanduser(os.fspath(model_name_or_path))
+        if loading.embedded_name(name) is None and not os.path.exists(name):
+            raise FileNotFoundError(
+                f"LLM2Vec model {str(model_name_or_path)!r} not found: pass a local checkpoint "
+                "folder, a local .gguf file or an embedded model name "
+                f"({', '.join(loading.EMBEDDED_MODELS)}). Models are never downloaded."
+            )
+        return LLM2Vec.from_pretrained(name, **kwargs)
+    return LLM2Vec.from_pretrained(**kwargs)
+
+
+class LLM2VecEmbedding(BaseEmbedding):
+    """LlamaIndex embedding model from an LLM2Vec encoder.
+
+    Build it from a local checkpoint (`model_name="path/to/ckpt"`), from nothing (the
+    package's embedded default model) or from a loaded encoder (`encoder=...`).
+    Queries use `query_instruction` (default: the encoder's configured one), texts
+    (nodes) use `text_instruction` (default: the encoder's document default, usually
+    none). `embed_batch_size` is also the encoder's batch size.
+
+    Example:
+        ```python
+        from llama_index.core import Settings
+        from llama_index_llm2vec import LLM2VecEmbedding
+
+        Settings.embed_model = LLM2VecEmbedding(model_name="path/to/checkpoint")
+        ```
+    """
+
+    model_name: str = Field(
+        default="llm2vec-default",
+        description="Local checkpoint folder, or 'llm2vec-default' for the embedded default.",
+    )
+    encoder: Any = Field(default=None, exclude=True, repr=False)
+    query_instruction: str | None = Field(
+        default=None, description="Query instruction; None = the encoder's configured one."
+    )
+    text_instruction: str | None = Field(
+        default=None, description="Instruction for texts/documents; None = encoder default."
+    )
+    normalize: bool = Field(default=True, description="L2-normalise the vectors.")
+    show_progress: bool = Field(default=False, description="Show the encoder's progress bar.")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    model_config = ConfigDict(
+        protected_namespaces=("pydantic_model_",), arbitrary_types_allowed=True
+    )
+
+    _lock: threading.Lock | None = PrivateAttr(default=None)
+
+    def __init__(self, model_name: str | os.PathLike | None = None, **kwargs: Any) -> None:
+        if model_name is not None:
+            kwargs["model_name"] = os.fspath(model_name)
+        super().__init__(**kwargs)
+
+    @field_validator("model_name", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="after")
+    def _load(self) -> LLM2VecEmbedding:
+        if self.encoder is None:
+            name = None if self.model_name in ("llm2vec-default", "", None) else self.model_name
+            self.encoder = _load_encoder(name, **self.model_kwargs)
+        config = getattr(self.encoder, "config", None)
+        if self.query_instruction is None:
+            self.query_instruction = getattr(config, "query_instruction", "") or ""
+        if self.text_instruction is None:
+            self.text_instruction = getattr(config, "document_instruction", "") or ""
+        self._lock = _encoder_lock(self.encoder)
+        return self
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LLM2VecEmbedding"
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.encoder.embedding_dim)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON description of this embedder (the encoder's fingerprint with the
+        instructions and normalisation this wrapper uses), recorded in saved indexes."""
+        return {
+            **self.encoder.fingerprint(),
+            "query_instruction": self.query_instruction,
+            "document_instruction": self.text_instruction,
+            "normalize": bool(self.normalize),
+        }
+
+    # -- encoding ----------------------------------------------------------------------
+    @staticmethod
+    def _to_lists(vectors: Any) -> list[Embedding]:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        return arr.astype(np.float64).tolist()
+
+    def _encode_queries(self, queries: list[str]) -> list[Embedding]:
+        if not queries:
+            return []
+        assert self._lock is not None
+        with self._lock:
+            vectors = self.encoder.encode_queries(
+                list(queries),
+                self.query_instruction,
+                batch_size=self.embed_batch_size,
+                show_progress_bar=self.show_progress,
+                normalize=self.normalize,
+            )
+        return self._to_lists(vectors)
+
+    def _encode_texts(self, texts: list[str]) -> list[Embedding]:
+        if not texts:
+            return []
+        assert self._lock is not None
+        with self._lock:
+            vectors = self.encoder.encode_documents(
+                list(texts),
+                self.text_instruction,
+                batch_size=self.embed_batch_size,
+                show_progress_bar=self.show_progress,
+                normalize=self.normalize,
+            )
+        return self._to_lists(vectors)
+
+    # -- BaseEmbedding API -------------------------------------------------------------
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._encode_queries([query])[0]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._encode_texts([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._encode_texts(texts)
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return (await asyncio.to_thread(self._encode_queries, [query]))[0]
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return (await asyncio.to_thread(self._encode_texts, [text]))[0]
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._encode_texts, list(texts))

@@ -1,0 +1,334 @@
+"""LlamaIndex integration: LLM2VecEmbedding and LLM2VecVectorStore, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from llama_index.core import Document, Settings, StorageContext, VectorStoreIndex  # noqa: E402
+from llama_index.core import load_index_from_storage  # noqa: E402
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode  # noqa: E402
+from llama_index.core.vector_stores.types import (  # noqa: E402
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+)
+
+from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore  # noqa: E402
+from llama_index_llm2vec.vector_store import metadata_filters_to_dict  # noqa: E402
+from llm2vec_retrieval.index import FingerprintMismatchError  # noqa: E402
+
+TOPICS = ["rivers", "mountains", "cells", "vaccines", "numbers"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[str, str]:
+    from llm2vec_retrieval.testing import make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny")
+    return (
+        str(make_tiny_checkpoint(root / "tiny0", "llama", seed=0)),
+        str(make_tiny_checkpoint(root / "tiny1", "llama", seed=1)),
+    )
+
+
+@pytest.fixture(scope="module")
+def embed(checkpoints) -> LLM2VecEmbedding:
+    return LLM2VecEmbedding(model_name=checkpoints[0], embed_batch_size=4)
+
+
+def _documents(n: int = 10) -> list[Document]:
+    return [
+        Document(
+            text=f"Document {i} is about {TOPICS[i % 5]}. " + "It has a few sentences. " * (i % 3 + 1),
+            id_=f"doc-{i}",
+            metadata={"topic": TOPICS[i % 5], "year": 2015 + i, "rank": i},
+        )
+        for i in range(n)
+    ]
+
+
+def _node(id_: str, vec: list[float], ref: str, **meta) -> TextNode:
+    node = TextNode(id_=id_, text=f"text of {id_}", metadata=meta, embedding=vec)
+    node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=ref)
+    return node
+
+
+# -- embedding -------------------------------------------------------------------------
+
+
+def test_embedding_basics(embed: LLM2VecEmbedding) -> None:
+    q = embed.get_query_embedding("rivers")
+    t = embed.get_text_embedding("rivers")
+    assert len(q) == len(t) == embed.embedding_dim == 32
+    assert not np.allclose(q, t)  # the query instruction is applied to queries only
+    assert np.allclose(q, embed.encoder.encode_queries(["rivers"], embed.query_instruction)[0], atol=1e-5)
+    assert embed.query_instruction == embed.encoder.config.query_instruction
+    texts = [f"text {i}" for i in range(9)]
+    batch = embed.get_text_embedding_batch(texts)  # batched by embed_batch_size
+    assert np.allclose(batch, embed.encoder.encode_documents(texts), atol=1e-5)
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    custom = LLM2VecEmbedding(encoder=embed.encoder, query_instruction="Find:", text_instruction="Passage:")
+    assert np.allclose(custom.get_query_embedding("x"), embed.encoder.encode_queries(["x"], "Find:")[0], atol=1e-5)
+    assert np.allclose(custom.get_text_embedding("x"), embed.encoder.encode_documents(["x"], "Passage:")[0], atol=1e-5)
+    assert custom.fingerprint() != embed.fingerprint()
+
+
+def test_embedding_missing_model(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        LLM2VecEmbedding(model_name=str(tmp_path / "missing"))
+
+
+async def test_embedding_async_is_threaded(embed: LLM2VecEmbedding, monkeypatch) -> None:
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    original = embed.encoder.encode_documents
+
+    def slow(*args, **kwargs):
+        seen.append(threading.get_ident())
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(embed.encoder, "encode_documents", slow)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        vecs = await embed.aget_text_embedding_batch(["a", "b", "c"])
+        one = await embed.aget_text_embedding("a")
+    finally:
+        task.cancel()
+    assert len(vecs) == 3 and len(one) == 32
+    assert seen and all(t != loop_thread for t in seen)
+    assert ticks >= 5
+    q = await embed.aget_query_embedding("a")
+    assert np.allclose(q, embed.get_query_embedding("a"), atol=1e-5)
+
+
+# -- filters ---------------------------------------------------------------------------
+
+
+def test_filter_translation() -> None:
+    f = MetadataFilters(
+        filters=[
+            MetadataFilter(key="a", value=1),
+            MetadataFilter(key="b", value="x", operator=FilterOperator.NE),
+            MetadataFilters(
+                filters=[
+                    MetadataFilter(key="c", value=2, operator=FilterOperator.GT),
+                    MetadataFilter(key="c", value=[5, 6], operator=FilterOperator.IN),
+                ],
+                condition=FilterCondition.OR,
+            ),
+        ]
+    )
+    assert metadata_filters_to_dict(f) == {
+        "$and": [
+            {"a": {"$eq": 1}},
+            {"b": {"$ne": "x"}},
+            {"$or": [{"c": {"$gt": 2}}, {"c": {"$in": [5, 6]}}]},
+        ]
+    }
+    assert metadata_filters_to_dict(None) is None
+    assert metadata_filters_to_dict(MetadataFilters(filters=[])) is None
+    ops = {
+        FilterOperator.GTE: "$gte",
+        FilterOperator.LT: "$lt",
+        FilterOperator.LTE: "$lte",
+        FilterOperator.NIN: "$nin",
+    }
+    for op, name in ops.items():
+        value = [1] if op == FilterOperator.NIN else 1
+        assert metadata_filters_to_dict(MetadataFilters(filters=[MetadataFilter(key="k", value=value, operator=op)])) == {
+            "k": {name: value}
+        }
+    not_ = MetadataFilters(filters=[MetadataFilter(key="k", value=1)], condition=FilterCondition.NOT)
+    assert metadata_filters_to_dict(not_) == {"$not": {"k": {"$eq": 1}}}
+    with pytest.raises(NotImplementedError):
+        metadata_filters_to_dict(
+            MetadataFilters(filters=[MetadataFilter(key="k", value="x", operator=FilterOperator.TEXT_MATCH_INSENSITIVE)])
+        )
+
+
+def test_vector_store_query_filters_exact_k() -> None:
+    store = LLM2VecVectorStore(index_kind="hnsw")
+    rng = np.random.default_rng(0)
+    nodes = [
+        _node(f"n{i}", rng.normal(size=8).tolist(), f"d{i % 4}", topic=TOPICS[i % 5], year=2000 + i)
+        for i in range(40)
+    ]
+    assert store.add(nodes) == [f"n{i}" for i in range(40)]
+    q = rng.normal(size=8).tolist()
+
+    def run(filters=None, k=5, **kw):
+        return store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=k, filters=filters, **kw))
+
+    res = run()
+    assert len(res.nodes) == 5 and res.similarities == sorted(res.similarities, reverse=True)
+    assert res.ids == [n.node_id for n in res.nodes]
+    assert res.nodes[0].get_content() == f"text of {res.ids[0]}"
+    cases = [
+        (MetadataFilter(key="topic", value="rivers"), lambda m: m["topic"] == "rivers"),
+        (MetadataFilter(key="topic", value="rivers", operator=FilterOperator.NE), lambda m: m["topic"] != "rivers"),
+        (MetadataFilter(key="year", value=2030, operator=FilterOperator.GT), lambda m: m["year"] > 2030),
+        (MetadataFilter(key="year", value=2030, operator=FilterOperator.GTE), lambda m: m["year"] >= 2030),
+        (MetadataFilter(key="year", value=2003, operator=FilterOperator.LT), lambda m: m["year"] < 2003),
+        (MetadataFilter(key="year", value=2003, operator=FilterOperator.LTE), lambda m: m["year"] <= 2003),
+        (MetadataFilter(key="topic", value=["cells", "numbers"], operator=FilterOperator.IN), lambda m: m["topic"] in ("cells", "numbers")),
+        (MetadataFilter(key="topic", value=["cells", "numbers"], operator=FilterOperator.NIN), lambda m: m["topic"] not in ("cells", "numbers")),
+    ]
+    all_meta = [n.metadata for n in nodes]
+    for flt, pred in cases:
+        res = run(MetadataFilters(filters=[flt]), k=6)
+        expected = sum(pred(m) for m in all_meta)
+        assert len(res.nodes) == min(6, expected), flt
+        assert all(pred(n.metadata) for n in res.nodes), flt
+    both = MetadataFilters(
+        filters=[MetadataFilter(key="topic", value="rivers"), MetadataFilter(key="year", value=2020, operator=FilterOperator.GTE)],
+        condition=FilterCondition.AND,
+    )
+    res = run(both, k=10)
+    assert sorted(n.node_id for n in res.nodes) == sorted(f"n{i}" for i in range(20, 40) if i % 5 == 0)
+    either = MetadataFilters(
+        filters=[MetadataFilter(key="year", value=2000), MetadataFilter(key="year", value=2039)],
+        condition=FilterCondition.OR,
+    )
+    assert sorted(run(either, k=10).ids) == ["n0", "n39"]
+    # doc_ids / node_ids restrictions
+    assert {n.ref_doc_id for n in run(k=40, doc_ids=["d1"]).nodes} == {"d1"}
+    assert len(run(k=40, doc_ids=["d1"]).nodes) == 10
+    assert sorted(run(k=40, node_ids=["n3", "n7"]).ids) == ["n3", "n7"]
+    # MMR mode
+    mmr = run(k=4, mode=VectorStoreQueryMode.MMR, mmr_threshold=0.5)
+    assert len(mmr.nodes) == 4
+    with pytest.raises(NotImplementedError):
+        run(mode=VectorStoreQueryMode.SVM)
+
+
+def test_vector_store_nodes_api() -> None:
+    store = LLM2VecVectorStore()
+    assert store.query(VectorStoreQuery(query_embedding=[1.0, 0.0], similarity_top_k=3)).nodes == []
+    store.add([_node("a", [1, 0], "d1", k=1), _node("b", [0, 1], "d1", k=2), _node("c", [1, 1], "d2", k=3)])
+    got = store.get_nodes(node_ids=["a", "zzz"])
+    assert [n.node_id for n in got] == ["a"] and got[0].metadata == {"k": 1}
+    assert got[0].embedding == pytest.approx([1.0, 0.0])
+    flt = MetadataFilters(filters=[MetadataFilter(key="k", value=2, operator=FilterOperator.GTE)])
+    assert sorted(n.node_id for n in store.get_nodes(filters=flt)) == ["b", "c"]
+    store.delete_nodes(node_ids=["a", "c"], filters=flt)  # only c matches both
+    assert sorted(n.node_id for n in store.get_nodes()) == ["a", "b"]
+    store.delete("d1")
+    assert store.get_nodes() == []
+    store.add([_node("x", [1, 0], "d3")])
+    store.clear()
+    assert len(store) == 0
+
+
+async def test_vector_store_async() -> None:
+    store = LLM2VecVectorStore()
+    await store.async_add([_node("a", [1, 0], "d1"), _node("b", [0, 1], "d2")])
+    res = await store.aquery(VectorStoreQuery(query_embedding=[1.0, 0.1], similarity_top_k=1))
+    assert res.ids == ["a"]
+    await store.adelete("d1")
+    assert [n.node_id for n in await store.aget_nodes()] == ["b"]
+    await store.adelete_nodes(node_ids=["b"])
+    assert len(store) == 0
+
+
+# -- end to end --------------------------------------------------------------------------
+
+
+def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp_path) -> None:
+    Settings.llm = None  # generation is not under test: a MockLLM
+    docs = _documents(10)
+    vector_store = LLM2VecVectorStore(embed_model=embed)
+    storage_context = StorageContext.from_defaults(vector_store=vector_store)
+    index = VectorStoreIndex.from_documents(docs, storage_context=storage_context, embed_model=embed)
+    assert len(vector_store) == 10
+    assert vector_store.store.fingerprint == embed.fingerprint()
+
+    retriever = index.as_retriever(similarity_top_k=3)
+    hits = retriever.retrieve(docs[3].text)
+    assert len(hits) == 3
+    assert hits[0].node.ref_doc_id == "doc-3"  # the exact text is its own best match
+    assert hits[0].node.get_content() == docs[3].text
+    assert hits[0].node.metadata["topic"] == TOPICS[3]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+    # metadata filters through the retriever
+    flt = MetadataFilters(filters=[MetadataFilter(key="topic", value="rivers")])
+    filtered = index.as_retriever(similarity_top_k=5, filters=flt).retrieve("anything")
+    assert sorted(h.node.ref_doc_id for h in filtered) == ["doc-0", "doc-5"]
+
+    # a query engine works end to end with the mock LLM
+    response = index.as_query_engine(similarity_top_k=2).query("What is about cells?")
+    assert len(response.source_nodes) == 2
+
+    # delete a ref doc: its nodes are gone from the store and from results
+    index.delete_ref_doc("doc-3", delete_from_docstore=True)
+    assert len(vector_store) == 9
+    hits = index.as_retriever(similarity_top_k=10).retrieve(docs[3].text)
+    assert "doc-3" not in {h.node.ref_doc_id for h in hits} and len(hits) == 9
+
+    # persist and reload
+    persist_dir = tmp_path / "storage"
+    storage_context.persist(persist_dir=str(persist_dir))
+    assert (persist_dir / "default__vector_store.json").is_file()
+    assert not list(persist_dir.rglob("*.pkl"))
+    loaded_store = LLM2VecVectorStore.from_persist_dir(str(persist_dir), embed_model=embed)
+    assert len(loaded_store) == 9
+    ctx2 = StorageContext.from_defaults(persist_dir=str(persist_dir), vector_store=loaded_store)
+    index2 = load_index_from_storage(ctx2, embed_model=embed)
+    hits2 = index2.as_retriever(similarity_top_k=3).retrieve(docs[4].text)
+    before = index.as_retriever(similarity_top_k=3).retrieve(docs[4].text)
+    assert [h.node.node_id for h in hits2] == [h.node.node_id for h in before]
+    assert [h.score for h in hits2] == pytest.approx([h.score for h in before], abs=1e-5)
+    # it keeps working: insert + delete after reload
+    index2.insert(Document(text="A new document about rivers.", id_="doc-new", metadata={"topic": "rivers"}))
+    assert len(loaded_store) == 10
+    index2.delete_ref_doc("doc-new")
+    assert len(loaded_store) == 9
+
+    # another embedder is refused
+    other = LLM2VecEmbedding(model_name=checkpoints[1])
+    with pytest.raises(FingerprintMismatchError):
+        LLM2VecVectorStore.from_persist_dir(str(persist_dir), embed_model=other)
+    with pytest.warns(UserWarning):
+        forced = LLM2VecVectorStore.from_persist_dir(str(persist_dir), embed_model=other, allow_fingerprint_mismatch=True)
+    assert len(forced) == 9
+
+
+async def test_async_index_end_to_end(embed: LLM2VecEmbedding) -> None:
+    docs = _documents(6)
+    vector_store = LLM2VecVectorStore()
+    ctx = StorageContext.from_defaults(vector_store=vector_store)
+    index = VectorStoreIndex.from_documents(docs, storage_context=ctx, embed_model=embed, use_async=True)
+    assert len(vector_store) == 6
+    hits = await index.as_retriever(similarity_top_k=2).aretrieve(docs[1].text)
+    assert len(hits) == 2 and hits[0].node.ref_doc_id == "doc-1"
+    await index.adelete_ref_doc("doc-1")
+    assert len(vector_store) == 5
+
+
+def test_persist_empty_and_missing(tmp_path, embed: LLM2VecEmbedding) -> None:
+    store = LLM2VecVectorStore(embed_model=embed, metric="ip")
+    store.persist(str(tmp_path / "vs.json"))
+    loaded = LLM2VecVectorStore.from_persist_path(str(tmp_path / "vs.json"), embed_model=embed)
+    assert len(loaded) == 0 and loaded.metric == "ip"
+    with pytest.raises(FileNotFoundError):
+        LLM2VecVectorStore.from_persist_dir(str(tmp_path / "nothing"))

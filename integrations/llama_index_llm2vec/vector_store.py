@@ -1,0 +1,450 @@
+"""LlamaIndex vector store on the llm2vec-retrieval FAISS `IndexStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+
+
+if TYPE_CHECKING:
+    from llm2vec_retrieval.index import IndexStore
+
+
+def _index_store_cls() -> type[IndexStore]:
+    # Imported on use: the FAISS store module is only needed once vectors arrive.
+    from llm2vec_retrieval.index import IndexStore
+
+    return IndexStore
+
+__all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
+
+DEFAULT_PERSIST_DIR = "./storage"
+DEFAULT_NAMESPACE = "default"
+NAMESPACE_SEP = "__"
+DEFAULT_PERSIST_FNAME = "vector_store.json"
+# Where each node's own id is kept in the store metadata (for node_ids queries/filters).
+NODE_ID_KEY = "_node_id"
+_FORMAT = "llama_index_llm2vec.vector_store"
+_FORMAT_VERSION = 1
+
+_SIMPLE_OPS = {
+    FilterOperator.EQ: "$eq",
+    FilterOperator.NE: "$ne",
+    FilterOperator.GT: "$gt",
+    FilterOperator.GTE: "$gte",
+    FilterOperator.LT: "$lt",
+    FilterOperator.LTE: "$lte",
+    FilterOperator.IN: "$in",
+    FilterOperator.NIN: "$nin",
+}
+
+
+def _filter_to_dict(f: MetadataFilter) -> dict[str, Any]:
+    op = FilterOperator(f.operator)
+    if op in _SIMPLE_OPS:
+        return {f.key: {_SIMPLE_OPS[op]: f.value}}
+    if op == FilterOperator.IS_EMPTY:
+        return {
+            "$or": [
+                {f.key: {"$exists": False}},
+                {f.key: {"$in": [None, ""]}},
+            ]
+        }
+    raise NotImplementedError(
+        f"Filter operator {op.value!r} is not supported by LLM2VecVectorStore "
+        f"(supported: {', '.join(o.value for o in _SIMPLE_OPS)}, is_empty)"
+    )
+
+
+def metadata_filters_to_dict(filters: MetadataFilters | None) -> dict[str, Any] | None:
+    """Translate LlamaIndex `MetadataFilters` into the IndexStore filter language.
+
+    EQ/NE/GT/GTE/LT/LTE/IN/NIN map to `$eq/$ne/$gt/$gte/$lt/$lte/$in/$nin`;
+    conditions AND/OR/NOT to `$and/$or/$not` (NOT = none of the filters holds);
+    nested `MetadataFilters` are supported.
+    """
+    if filters is None or not filters.filters:
+        return None
+    parts: list[dict[str, Any]] = []
+    for f in filters.filters:
+        if isinstance(f, MetadataFilters):
+            sub = metadata_filters_to_dict(f)
+            if sub is not None:
+                parts.append(sub)
+        else:
+            parts.append(_filter_to_dict(f))
+    if not parts:
+        return None
+    condition = FilterCondition(filters.condition or FilterCondition.AND)
+    if condition == FilterCondition.AND:
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+    if condition == FilterCondition.OR:
+        return parts[0] if len(parts) == 1 else {"$or": parts}
+    if condition == FilterCondition.NOT:
+        return {"$not": parts[0] if len(parts) == 1 else {"$or": parts}}
+    raise NotImplementedError(f"Filter condition {condition!r} is not supported")
+
+
+def _and(*parts: dict[str, Any] | None) -> dict[str, Any] | None:
+    present = [p for p in parts if p]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+def _check_local_fs(fs: Any) -> None:
+    if fs is None:
+        return
+    protocol = getattr(fs, "protocol", "file")
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    if not {"file", "local"} & set(protocols):
+        raise NotImplementedError("LLM2VecVectorStore persists to the local filesystem only")
+
+
+class LLM2VecVectorStore(BasePydanticVectorStore):
+    """A LlamaIndex vector store on the package's FAISS `IndexStore`.
+
+    Stores each node's vector, text and metadata (including `ref_doc_id`/`doc_id` and
+    the serialised node), so it can be the only store of a `VectorStoreIndex`
+    (`stores_text=True`). Queries support `MetadataFilters` (EQ, NE, GT, GTE, LT, LTE,
+    IN, NIN, IS_EMPTY; AND/OR/NOT, nested), `doc_ids`/`node_ids` restrictions and
+    the `MMR` mode (`mmr_threshold` is the MMR lambda, default 0.5).
+
+    Persistence: `persist(path)` writes a JSON manifest at `path` and the index next
+    to it in `path + ".index"`; `from_persist_dir(dir)` / `from_persist_path(path)`
+    load it back. No pickle. An embedder fingerprint (`fingerprint=` or
+    `embed_model=` on construction) is recorded and checked on load.
+
+    Example:
+        ```python
+        from llama_index.core import StorageContext, VectorStoreIndex
+        from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore
+
+        embed = LLM2VecEmbedding(model_name="path/to/checkpoint")
+        store = LLM2VecVectorStore(embed_model=embed)
+        ctx = StorageContext.from_defaults(vector_store=store)
+        index = VectorStoreIndex.from_documents(docs, storage_context=ctx, embed_model=embed)
+        ```
+    """
+
+    stores_text: bool = True
+    flat_metadata: bool = False
+    index_kind: str = Field(default="flat", description="IndexStore kind (flat, hnsw, ivf...)")
+    metric: str = Field(default="cosine", description="IndexStore metric")
+    index_params: dict[str, Any] = Field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = Field(
+        default=None, description="Embedder fingerprint recorded in the index"
+    )
+
+    _store: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default=None)
+
+    def __init__(
+        self,
+        store: IndexStore | None = None,
+        *,
+        embed_model: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("fingerprint") is None and embed_model is not None:
+            method = getattr(embed_model, "fingerprint", None)
+            if callable(method):
+                kwargs["fingerprint"] = method()
+        if store is not None:
+            kwargs.setdefault("index_kind", getattr(store, "kind", "flat"))
+            kwargs.setdefault("metric", getattr(store, "metric", "cosine"))
+        super().__init__(**kwargs)
+        self._store = store
+        self._lock = threading.RLock()
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LLM2VecVectorStore"
+
+    @property
+    def client(self) -> IndexStore | None:
+        """The underlying `IndexStore` (None until the first add fixes the dimension)."""
+        return self._store
+
+    @property
+    def store(self) -> IndexStore | None:
+        return self._store
+
+    def __len__(self) -> int:
+        return 0 if self._store is None else len(self._store)
+
+    def __bool__(self) -> bool:
+        # An empty store is still a store: frameworks test `if vector_store:` to mean
+        # "was one given" (LlamaIndex's StorageContext.from_defaults does).
+        return True
+
+    def _ensure_store(self, dim: int) -> IndexStore:
+        if self._store is None:
+            self._store = _index_store_cls()(
+                dim,
+                kind=self.index_kind,
+                metric=self.metric,
+                fingerprint=self.fingerprint,
+                **self.index_params,
+            )
+        elif self._store.dim != dim:
+            raise ValueError(
+                f"Embedding dimension {dim} does not match the index dimension {self._store.dim}"
+            )
+        return self._store
+
+    # -- writes ------------------------------------------------------------------------
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        """Add (or overwrite, by node id) nodes that carry embeddings."""
+        nodes = list(nodes)
+        if not nodes:
+            return []
+        ids, vectors, texts, metas = [], [], [], []
+        for node in nodes:
+            embedding = node.get_embedding()  # raises if the node was not embedded
+            metadata = node_to_metadata_dict(
+                node, remove_text=True, flat_metadata=self.flat_metadata
+            )
+            metadata[NODE_ID_KEY] = node.node_id
+            ids.append(node.node_id)
+            vectors.append(embedding)
+            texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
+            metas.append(metadata)
+        matrix = np.asarray(vectors, dtype=np.float32)
+        with self._lock:
+            self._ensure_store(int(matrix.shape[1])).add(ids, matrix, texts=texts, metadatas=metas)
+        return ids
+
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        return await asyncio.to_thread(self.add, nodes, **kwargs)
+
+    def _matching_ids(self, where: dict[str, Any] | None, node_ids: list[str] | None) -> list[str]:
+        """Ids of stored nodes among `node_ids` (all when None) whose metadata match."""
+        if self._store is None:
+            return []
+        if node_ids is None:
+            candidates = list(self._store.ids)
+        else:
+            candidates = [i for i in dict.fromkeys(str(i) for i in node_ids) if i in self._store]
+        if where is None or not candidates:
+            return candidates
+        from llm2vec_retrieval.index.filters import compile_filter
+
+        predicate = compile_filter(where)
+        records = self._store.get(candidates, include_vectors=False)
+        return [r.id for r in records if predicate(r.metadata or {})]
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every node of the source document `ref_doc_id`."""
+        with self._lock:
+            ids = self._matching_ids({"ref_doc_id": {"$eq": ref_doc_id}}, None)
+            if ids:
+                self._store.delete(ids)
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """Delete nodes by id and/or metadata filters (both given = both must hold)."""
+        if node_ids is None and filters is None:
+            return
+        with self._lock:
+            ids = self._matching_ids(metadata_filters_to_dict(filters), node_ids)
+            if ids:
+                self._store.delete(ids)
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        await asyncio.to_thread(self.delete_nodes, node_ids, filters)
+
+    def clear(self) -> None:
+        with self._lock:
+            if self._store is not None and len(self._store):
+                self._store.delete(list(self._store.ids))
+
+    async def aclear(self) -> None:
+        await asyncio.to_thread(self.clear)
+
+    # -- reads -------------------------------------------------------------------------
+    @staticmethod
+    def _to_node(metadata: dict[str, Any], text: str | None, embedding: Any = None) -> BaseNode:
+        node = metadata_dict_to_node(dict(metadata), text=text)
+        if embedding is not None:
+            node.embedding = np.asarray(embedding, dtype=np.float32).astype(float).tolist()
+        return node
+
+    def get_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+    ) -> list[BaseNode]:
+        """Nodes by id and/or metadata filters (with their embeddings)."""
+        with self._lock:
+            if self._store is None:
+                return []
+            ids = self._matching_ids(metadata_filters_to_dict(filters), node_ids)
+            records = self._store.get(ids) if ids else []
+        return [self._to_node(r.metadata or {}, r.text, r.vector) for r in records]
+
+    async def aget_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+    ) -> list[BaseNode]:
+        return await asyncio.to_thread(self.get_nodes, node_ids, filters)
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """Top-k nodes for `query.query_embedding` (cosine similarity, larger = closer)."""
+        if query.query_embedding is None:
+            raise ValueError("LLM2VecVectorStore.query needs query.query_embedding")
+        where = _and(
+            metadata_filters_to_dict(query.filters),
+            {"ref_doc_id": {"$in": list(query.doc_ids)}} if query.doc_ids else None,
+            {NODE_ID_KEY: {"$in": list(query.node_ids)}} if query.node_ids else None,
+        )
+        k = int(query.similarity_top_k or 1)
+        vector = np.asarray(query.query_embedding, dtype=np.float32).reshape(-1)
+        with self._lock:
+            if self._store is None or len(self._store) == 0:
+                return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+            if query.mode == VectorStoreQueryMode.MMR:
+                lambda_mult = 0.5 if query.mmr_threshold is None else float(query.mmr_threshold)
+                fetch_k = int(kwargs.get("mmr_prefetch_k") or max(20, 4 * k))
+                hits = self._store.max_marginal_relevance(
+                    vector, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=where
+                )
+            elif query.mode in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.TEXT_SEARCH) or (
+                query.mode == VectorStoreQueryMode.HYBRID and query.alpha in (None, 1.0)
+            ):
+                hits = self._store.search(vector, k, filter=where)
+            else:
+                raise NotImplementedError(
+                    f"Query mode {query.mode!r} is not supported by LLM2VecVectorStore"
+                )
+        nodes = [self._to_node(h.metadata or {}, h.text) for h in hits]
+        return VectorStoreQueryResult(
+            nodes=nodes, similarities=[float(h.score) for h in hits], ids=[h.id for h in hits]
+        )
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        return await asyncio.to_thread(self.query, query, **kwargs)
+
+    # -- persistence -------------------------------------------------------------------
+    @staticmethod
+    def _index_dir(persist_path: str | Path) -> Path:
+        path = Path(persist_path)
+        return path.with_name(path.name + ".index")
+
+    def persist(self, persist_path: str, fs: Any = None) -> None:
+        """Write a JSON manifest at `persist_path` and the index in `persist_path.index/`."""
+        _check_local_fs(fs)
+        path = Path(persist_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        index_dir = self._index_dir(path)
+        with self._lock:
+            if self._store is not None:
+                self._store.save(index_dir)
+            manifest = {
+                "format": _FORMAT,
+                "format_version": _FORMAT_VERSION,
+                "index_dir": index_dir.name,
+                "has_store": self._store is not None,
+                "index_kind": self.index_kind,
+                "metric": self.metric,
+                "index_params": self.index_params,
+                "fingerprint": self.fingerprint,
+                "flat_metadata": self.flat_metadata,
+            }
+        path.write_text(json.dumps(manifest, indent=2, default=str))
+
+    @classmethod
+    def from_persist_path(
+        cls,
+        persist_path: str,
+        fs: Any = None,
+        *,
+        embed_model: Any = None,
+        fingerprint: dict[str, Any] | None = None,
+        allow_fingerprint_mismatch: bool = False,
+    ) -> LLM2VecVectorStore:
+        """Load a store written by `persist(persist_path)`.
+
+        When an expected embedder is given (`embed_model=` with a `fingerprint()`
+        method, or `fingerprint=`), it must match the recorded one unless
+        `allow_fingerprint_mismatch=True` (else `FingerprintMismatchError`).
+        """
+        from llm2vec_retrieval.index import FingerprintMismatchError
+
+        _check_local_fs(fs)
+        path = Path(persist_path)
+        if not path.exists():
+            raise FileNotFoundError(f"No persisted LLM2VecVectorStore at {path}")
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not an LLM2VecVectorStore manifest")
+        if fingerprint is None and embed_model is not None:
+            method = getattr(embed_model, "fingerprint", None)
+            fingerprint = method() if callable(method) else None
+        saved = manifest.get("fingerprint")
+        store = None
+        if manifest.get("has_store"):
+            store = _index_store_cls().load(
+                path.parent / manifest["index_dir"],
+                fingerprint=fingerprint,
+                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+            )
+        elif fingerprint is not None and saved is not None and not allow_fingerprint_mismatch:
+            from llm2vec_retrieval.index.errors import fingerprint_diff
+
+            given = json.loads(json.dumps(fingerprint, default=str))
+            differing = fingerprint_diff(saved, given)
+            if differing:
+                raise FingerprintMismatchError(saved, given, differing)
+        return cls(
+            store,
+            index_kind=manifest.get("index_kind", "flat"),
+            metric=manifest.get("metric", "cosine"),
+            index_params=manifest.get("index_params") or {},
+            fingerprint=saved if saved is not None else fingerprint,
+            flat_metadata=bool(manifest.get("flat_metadata", False)),
+        )
+
+    @classmethod
+    def from_persist_dir(
+        cls,
+        persist_dir: str = DEFAULT_PERSIST_DIR,
+        namespace: str = DEFAULT_NAMESPACE,
+        fs: Any = None,
+        **kwargs: Any,
+    ) -> LLM2VecVectorStore:
+        """Load the store that `StorageContext.persist(persist_dir)` wrote."""
+        path = Path(persist_dir) / f"{namespace}{NAMESPACE_SEP}{DEFAULT_PERSIST_FNAME}"
+        return cls.from_persist_path(str(path), fs=fs, **kwargs)

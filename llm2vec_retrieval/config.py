@@ -1,0 +1,106 @@
+"""The encoder's configuration: one dataclass, saved as JSON beside the weights.
+
+Two files are written: `llm2vec_config.json` holds exactly the four keys the
+official llm2vec 0.2.3 reads (it passes every key to its constructor, so an extra
+key would break it), and `llm2vec_retrieval_config.json` holds the full config.
+Reading accepts either; unknown keys are an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .instructions import DEFAULT_QUERY_INSTRUCTION
+
+POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
+OFFICIAL_CONFIG_FILE = "llm2vec_config.json"
+CONFIG_FILE = "llm2vec_retrieval_config.json"
+_OFFICIAL_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
+
+
+@dataclass
+class EncoderConfig:
+    """How text becomes a vector. Every field is saved; see `validate` for the rules."""
+
+    pooling_mode: str = field(default="mean", metadata={"help": f"one of {POOLING_MODES}"})
+    max_length: int = field(default=512, metadata={"help": "token cap on instruction + text"})
+    doc_max_length: int = field(
+        default=400, metadata={"help": "token cap on the text part alone (cut by tokens)"}
+    )
+    skip_instruction: bool = field(
+        default=True, metadata={"help": "leave instruction tokens out of the pooled vector"}
+    )
+    enable_bidirectional: bool = field(default=True, metadata={"help": "non-causal attention"})
+    query_instruction: str = field(
+        default=DEFAULT_QUERY_INSTRUCTION,
+        metadata={"help": "instruction for encode_queries when none is given"},
+    )
+    document_instruction: str = field(
+        default="", metadata={"help": "instruction for encode_documents (LLM2Vec uses none)"}
+    )
+    normalize: bool = field(
+        default=True, metadata={"help": "L2-normalize encode_queries/encode_documents output"}
+    )
+    max_batch_tokens: int = field(
+        default=16384, metadata={"help": "padded-token budget per forward pass (bounds memory)"}
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.pooling_mode not in POOLING_MODES:
+            raise ValueError(
+                f"Unknown pooling mode {self.pooling_mode!r}. Valid pooling modes are: "
+                + ", ".join(POOLING_MODES)
+            )
+        for name in ("max_length", "doc_max_length", "max_batch_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_batch_tokens < self.max_length:
+            raise ValueError(
+                f"max_batch_tokens ({self.max_batch_tokens}) must be at least max_length ({self.max_length})"
+            )
+        for name in ("query_instruction", "document_instruction"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string")
+
+    # -- JSON ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderConfig:
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ValueError(
+                f"Unknown encoder config keys {unknown}. Valid keys are: {', '.join(sorted(valid))}"
+            )
+        return cls(**data)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        official = {key: getattr(self, key) for key in _OFFICIAL_KEYS}
+        (directory / OFFICIAL_CONFIG_FILE).write_text(json.dumps(official, indent=4))
+        (directory / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @staticmethod
+    def read_saved(directory: str | os.PathLike | None) -> dict:
+        """Saved settings in `directory` (ours take precedence over the official file)."""
+        if directory is None or not os.path.isdir(directory):
+            return {}
+        data: dict = {}
+        for name in (OFFICIAL_CONFIG_FILE, CONFIG_FILE):
+            path = Path(directory) / name
+            if path.is_file():
+                try:
+                    data.update(json.loads(path.read_text()))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        return data

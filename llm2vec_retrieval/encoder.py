@@ -1,0 +1,474 @@
+"""The encoder: LLM2Vec models as text encoders, a drop-in for the official `llm2vec`.
+
+Flow of one `encode` call:
+  inputs -> (instruction, text) pairs -> text cut to `doc_max_length` tokens
+  -> one batched tokenizer call for "instruction text" and one for the text part
+     (its token count fixes which trailing positions belong to the text, exactly
+     as the official library decides it) -> length-sorted token-budget batches
+  -> bidirectional decoder forward -> pooling over text positions -> float32.
+
+Deliberate differences from llm2vec 0.2.3 are listed in README.md ("Differences from
+the official library"); each one has a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import loading
+from .batching import token_budget_batches
+from .bidirectional import SUPPORTED_MODEL_TYPES, UnsupportedModelError, is_bidirectional, set_bidirectional
+from .bidirectional import enable_bidirectional as make_bidirectional
+from .config import EncoderConfig
+from .instructions import get_instruction
+from .pooling import pool
+
+# Chat wrappers the official library applies by model name (prepare_for_tokenization).
+_CHAT_TEMPLATES = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": ("<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>"),
+    "mistralai/Mistral-7B-Instruct-v0.2": ("[INST] ", " [/INST]"),
+    "meta-llama/Llama-2-7b-chat-hf": ("[INST] ", " [/INST]"),
+    "google/gemma-2-9b-it": ("<bos><start_of_turn>user\n", "<end_of_turn>"),
+    "Qwen/Qwen2-1.5B-Instruct": ("<|im_start|>user\n", "<|im_end|>"),
+    "Qwen/Qwen2-7B-Instruct": ("<|im_start|>user\n", "<|im_end|>"),
+}
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(EncoderConfig)}
+_LLAMA3_INSTRUCT = "meta-llama/Meta-Llama-3-8B-Instruct"
+
+
+class LLM2Vec(torch.nn.Module):
+    """A decoder-only LLM used as a text encoder.
+
+    Construct with `LLM2Vec.from_pretrained(...)`. `encode` follows the official
+    library's signature; `encode_queries` / `encode_documents` are the API the rest
+    of this project uses (instruction on queries, none on documents, float32 numpy,
+    L2-normalized by default).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        pooling_mode: str = "mean",
+        max_length: int = 512,
+        doc_max_length: int = 400,
+        skip_instruction: bool = True,
+        *,
+        config: EncoderConfig | None = None,
+        source: dict | None = None,
+    ):
+        super().__init__()
+        if config is None:
+            config = EncoderConfig(
+                pooling_mode=pooling_mode,
+                max_length=max_length,
+                doc_max_length=doc_max_length,
+                skip_instruction=skip_instruction,
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.source = source or {}
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._tokenizer_lock = threading.Lock()
+        self._model_type = getattr(self._base_config(), "model_type", "")
+
+    # Official attribute names, kept in sync with the config.
+    pooling_mode = property(lambda self: self.config.pooling_mode, lambda self, v: self._set("pooling_mode", v))
+    max_length = property(lambda self: self.config.max_length, lambda self, v: self._set("max_length", v))
+    doc_max_length = property(lambda self: self.config.doc_max_length, lambda self, v: self._set("doc_max_length", v))
+    skip_instruction = property(lambda self: self.config.skip_instruction, lambda self, v: self._set("skip_instruction", v))
+
+    def _set(self, name: str, value: Any) -> None:
+        setattr(self.config, name, value)
+        self.config.validate()
+
+    def _base_config(self):
+        cfg = self.model.config
+        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        base_model_name_or_path: str | os.PathLike | None = None,
+        peft_model_name_or_path: str | os.PathLike | None = None,
+        merge_peft: bool = False,
+        enable_bidirectional: bool = True,
+        **kwargs: Any,
+    ) -> LLM2Vec:
+        """Load a model (with optional PEFT adapters) as an encoder.
+
+        `base_model_name_or_path=None` loads the embedded default (`DEFAULT_MODEL`).
+        Encoder settings (pooling_mode, max_length, doc_max_length, skip_instruction,
+        and this project's query_instruction, document_instruction, normalize,
+        max_batch_tokens) come from keyword arguments, else from
+        `llm2vec_config.json` / `llm2vec_retrieval_config.json` in the adapter or base
+        folder. Other keyword arguments go to transformers (dtype / torch_dtype,
+        device_map, attn_implementation, ...).
+        """
+        encoder_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+        encoder_kwargs = {k: v for k, v in encoder_kwargs.items() if v is not None}
+        encoder_kwargs.pop("enable_bidirectional", None)
+        hf_kwargs = _hf_kwargs(kwargs)
+
+        base_path = loading.resolve_model_path(base_model_name_or_path)
+        peft_path = os.fspath(peft_model_name_or_path) if peft_model_name_or_path is not None else None
+        if peft_path is not None and not os.path.isdir(peft_path):
+            raise FileNotFoundError(f"Adapter path {peft_path!r} does not exist")
+
+        model, tokenizer, inner_adapter = _load_base(base_path, hf_kwargs)
+        if peft_path is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, peft_path)
+            if merge_peft:
+                model = model.merge_and_unload()
+        model.eval()
+        declared = getattr(model.config, "is_causal", None)  # set by exported LLM2Vec checkpoints
+        if declared is None and is_bidirectional(model):
+            raise UnsupportedModelError(
+                f"{base_path}: {getattr(model.config, 'model_type', '?')} is not a decoder-only (causal) LLM; "
+                f"LLM2Vec needs one (checked: {', '.join(SUPPORTED_MODEL_TYPES)})"
+            )
+        if enable_bidirectional:
+            make_bidirectional(model)
+        else:
+            set_bidirectional(model, False)
+
+        saved = EncoderConfig.read_saved(peft_path if peft_path is not None else base_path)
+        saved.pop("enable_bidirectional", None)
+        settings = {**saved, **encoder_kwargs, "enable_bidirectional": enable_bidirectional}
+        config = EncoderConfig.from_dict(settings)
+        source = {
+            "model": _model_label(base_model_name_or_path, base_path),
+            "model_path": base_path,
+            "model_digest": loading.folder_digest(base_path),
+            "inner_adapter": inner_adapter,
+            "adapter": peft_path,
+            "adapter_digest": loading.folder_digest(peft_path, ("adapter_model.*",)) if peft_path else None,
+        }
+        return cls(model, tokenizer, config=config, source=source)
+
+    def save(self, output_path: str | os.PathLike, merge_before_save: bool = False, save_config: bool = True) -> None:
+        """Write the official layout: weights or adapter, tokenizer, llm2vec_config.json."""
+        from peft import PeftModel
+
+        if merge_before_save and isinstance(self.model, PeftModel):
+            self.model = self.model.merge_and_unload()
+        output_path = Path(output_path)
+        output_path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(output_path)
+        self.tokenizer.save_pretrained(output_path)
+        if save_config:
+            self.config.save(output_path)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def embedding_dim(self) -> int:
+        return int(self._base_config().hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def fingerprint(self) -> dict:
+        """What determines the vectors: compare two fingerprints to know if indexes are compatible."""
+        return {
+            "model": self.source.get("model"),
+            "model_digest": self.source.get("model_digest"),
+            "adapter_digest": self.source.get("adapter_digest"),
+            "pooling_mode": self.config.pooling_mode,
+            "bidirectional": self.config.enable_bidirectional,
+            "skip_instruction": self.config.skip_instruction,
+            "query_instruction": self.config.query_instruction,
+            "document_instruction": self.config.document_instruction,
+            "normalize": self.config.normalize,
+            "max_length": self.config.max_length,
+            "doc_max_length": self.config.doc_max_length,
+            "dim": self.embedding_dim,
+        }
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of `texts` without special tokens."""
+        with self._tokenizer_lock:
+            return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    # ------------------------------------------------------------------ encoding
+    def encode(
+        self,
+        sentences: str | Sequence[str] | Sequence[Sequence[str]],
+        batch_size: int = 32,
+        show_progress_bar: bool = True,
+        convert_to_numpy: bool = False,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor | np.ndarray:
+        """Encode strings or [instruction, text] pairs; float32, not normalized (as upstream).
+
+        A single string gives a 1-D vector; a list gives (n, dim). Texts alone get no
+        instruction. `batch_size` caps the rows per forward pass; the token budget
+        (`config.max_batch_tokens`) caps the padded tokens.
+        """
+        single = isinstance(sentences, str)
+        pairs = _as_pairs(sentences)
+        if device is not None:
+            self.to(device)
+        out = self._encode_pairs(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        if single:
+            out = out[0]
+        if convert_to_numpy and not convert_to_tensor:
+            return out.numpy()
+        return out
+
+    def encode_queries(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        *,
+        task: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        normalize: bool | None = None,
+    ) -> np.ndarray:
+        """Queries with an instruction (given, the task's, or `config.query_instruction`)."""
+        if instruction is None:
+            instruction = get_instruction(task) if task is not None else self.config.query_instruction
+        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+
+    def encode_documents(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        normalize: bool | None = None,
+    ) -> np.ndarray:
+        """Documents, with no instruction unless one is given (LLM2Vec's convention)."""
+        if instruction is None:
+            instruction = self.config.document_instruction
+        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+
+    def _encode_side(self, texts, instruction, batch_size, show_progress_bar, normalize) -> np.ndarray:
+        single = isinstance(texts, str)
+        if single:
+            texts = [texts]
+        if not isinstance(instruction, str):
+            raise TypeError(f"instruction must be a string, got {type(instruction).__name__}")
+        _check_texts(texts)
+        vectors = self._encode_pairs([(instruction, t) for t in texts], batch_size, show_progress_bar)
+        if self.config.normalize if normalize is None else normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        array = vectors.numpy()
+        return array[0] if single else array
+
+    @torch.inference_mode()
+    def _encode_pairs(self, pairs: list[tuple[str, str]], batch_size: int, show_progress_bar: bool) -> torch.Tensor:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not pairs:
+            return torch.zeros((0, self.embedding_dim), dtype=torch.float32)
+        features = self._tokenize(pairs)
+        lengths = [len(ids) for ids in features["input_ids"]]
+        batches = token_budget_batches(lengths, self.config.max_batch_tokens, batch_size)
+        out = torch.empty((len(pairs), self.embedding_dim), dtype=torch.float32)
+        device = self.device
+        with tqdm(total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+            for batch in batches:
+                tensors = self._collate([features["input_ids"][i] for i in batch], [features["text_len"][i] for i in batch], device)
+                hidden = self.model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).last_hidden_state
+                vectors = pool(
+                    hidden,
+                    tensors["attention_mask"],
+                    tensors["pool_mask"],
+                    self.config.pooling_mode,
+                    tensors["input_ids"],
+                    self.tokenizer.bos_token_id,
+                )
+                out[torch.tensor(batch)] = vectors.cpu()
+                bar.update(len(batch))
+        return out
+
+    # ------------------------------------------------------------------ tokenization
+    def _format(self, instruction: str, text: str) -> tuple[str, str]:
+        """(full string, text part) as llm2vec 0.2.3 builds them; the text part ends the string.
+
+        Upstream joins "instruction text", wraps known chat models in their template,
+        appends EOS for eos_token pooling, and strips the string where it wraps or
+        appends (which trims trailing whitespace of the text).
+        """
+        head = f"{instruction.strip()} " if instruction.strip() else ""
+        name = str(getattr(self._base_config(), "_name_or_path", ""))
+        template = _CHAT_TEMPLATES.get(name)
+        eos = self._eos_suffix() if self.config.pooling_mode == "eos_token" and name != _LLAMA3_INSTRUCT else ""
+        if template is None and not eos:
+            return head + text, text
+        prefix, suffix = template or ("", "")
+        part = text.rstrip() + suffix + eos
+        return prefix + head + part, part
+
+    def _eos_suffix(self) -> str:
+        # Upstream appends " </s>" for Llama/Mistral configs, the bare EOS token otherwise.
+        eos = self.tokenizer.eos_token or ""
+        return f" {eos}" if eos == "</s>" and self._model_type in ("llama", "mistral") else eos
+
+    def _tokenize(self, pairs: list[tuple[str, str]]) -> dict[str, list]:
+        cfg = self.config
+        texts = [text for _, text in pairs]
+        with self._tokenizer_lock:
+            raw = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+            cut = 0
+            for i, ids in enumerate(raw["input_ids"]):
+                if len(ids) > cfg.doc_max_length:
+                    end = raw["offset_mapping"][i][cfg.doc_max_length - 1][1]
+                    texts[i] = texts[i][:end]
+                    cut += 1
+            formatted = [self._format(instr, text) for (instr, _), text in zip(pairs, texts)]
+            text_ids = self.tokenizer([part for _, part in formatted], add_special_tokens=False)["input_ids"]
+            full = self.tokenizer([f for f, _ in formatted], add_special_tokens=True, truncation=False)["input_ids"]
+        if cut:
+            warnings.warn(
+                f"{cut} text(s) longer than doc_max_length={cfg.doc_max_length} tokens were truncated",
+                stacklevel=4,
+            )
+        over = sum(len(ids) > cfg.max_length for ids in full)
+        if over:
+            warnings.warn(
+                f"{over} input(s) longer than max_length={cfg.max_length} tokens (instruction + text) were truncated",
+                stacklevel=4,
+            )
+        input_ids, text_len = [], []
+        for ids, tids in zip(full, text_ids):
+            ids = list(ids[: cfg.max_length])
+            if not ids:  # empty text, no instruction, no BOS: feed one EOS so the model sees something
+                ids = [self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id]
+            input_ids.append(ids)
+            text_len.append(min(len(tids), len(ids)))
+        return {"input_ids": input_ids, "text_len": text_len}
+
+    def _collate(self, rows: list[list[int]], text_lens: list[int], device) -> dict[str, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        pool_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, n_text) in enumerate(zip(rows, text_lens)):
+            length = len(row)
+            input_ids[i, :length] = torch.tensor(row)
+            attention[i, :length] = 1
+            if self.config.skip_instruction and n_text > 0:
+                pool_mask[i, length - n_text : length] = 1
+            else:  # no instruction skipping, or an empty text: pool over every real token
+                pool_mask[i, :length] = 1
+        return {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention.to(device),
+            "pool_mask": pool_mask.to(device),
+        }
+
+    def __repr__(self) -> str:
+        return f"LLM2Vec(model={self.source.get('model')!r}, dim={self.embedding_dim}, config={self.config})"
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_texts(texts) -> None:
+    if texts is None:
+        raise TypeError("texts must be a string or a list of strings, got None")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is {type(text).__name__}, expected str")
+
+
+def _as_pairs(sentences) -> list[tuple[str, str]]:
+    if sentences is None:
+        raise TypeError("sentences must be a string, a list of strings or a list of [instruction, text] pairs, got None")
+    if isinstance(sentences, str):
+        return [("", sentences)]
+    if isinstance(sentences, (list, tuple)) and len(sentences) >= 2 and isinstance(sentences[0], str) and isinstance(sentences[-1], int):
+        sentences = [sentences]  # a single MEDI-style [instruction, text, id] item, as upstream accepts
+    pairs = []
+    for i, item in enumerate(sentences):
+        if isinstance(item, str):
+            pairs.append(("", item))
+        elif isinstance(item, (list, tuple)):
+            if len(item) == 3 and isinstance(item[2], int):
+                item = item[:2]
+            if len(item) != 2 or not all(isinstance(x, str) for x in item):
+                raise ValueError(f"item {i} must be [instruction, text] (two strings), got {item!r}")
+            pairs.append((item[0], item[1]))
+        else:
+            raise TypeError(f"item {i} is {type(item).__name__}, expected str or [instruction, text]")
+    return pairs
+
+
+def _hf_kwargs(kwargs: dict) -> dict:
+    hf = dict(kwargs)
+    if "torch_dtype" in hf:  # transformers 5 renamed it
+        hf.setdefault("dtype", hf.pop("torch_dtype"))
+    dtype = hf.get("dtype", torch.float32)
+    if isinstance(dtype, str) and dtype != "auto":
+        try:
+            dtype = getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"Unknown dtype {dtype!r}. Use e.g. 'float32', 'bfloat16', 'float16' or 'auto'") from None
+    hf["dtype"] = dtype
+    return hf
+
+
+def _load_base(path: str, hf_kwargs: dict):
+    """Base model + tokenizer; an adapter folder (official MNTP layout) is merged into its base."""
+    from transformers import AutoModel, AutoTokenizer
+
+    inner_base = loading.read_adapter_base(path) if os.path.isdir(path) else None
+    weights_path = loading.resolve_model_path(inner_base) if inner_base is not None else path
+    with loading.quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path if _has_tokenizer(path) else weights_path)
+        try:
+            model = AutoModel.from_pretrained(weights_path, **hf_kwargs)
+        except ValueError as exc:
+            if "Unrecognized" in str(exc) or "does not recognize" in str(exc):
+                raise UnsupportedModelError(f"{weights_path}: not a supported decoder model ({exc})") from None
+            raise
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise UnsupportedModelError(f"{weights_path}: encoder-decoder models are not supported; use a decoder-only LLM")
+    if inner_base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return model, tokenizer, path if inner_base is not None else None
+
+
+def _has_tokenizer(path: str) -> bool:
+    return os.path.isdir(path) and any(
+        (Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+    )
+
+
+def _model_label(requested, resolved: str) -> str:
+    if requested is None:
+        return loading.DEFAULT_MODEL
+    key = loading.embedded_name(os.fspath(requested))
+    if key is not None:
+        return key
+    cfg = Path(resolved) / "config.json"
+    if cfg.is_file():
+        try:
+            name = json.loads(cfg.read_text()).get("_name_or_path")
+        except json.JSONDecodeError:
+            name = None
+        if name and not os.path.isabs(name):
+            return name
+    return Path(resolved).name

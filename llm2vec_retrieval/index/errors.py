@@ -1,0 +1,42 @@
+"""Errors raised by the index store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IndexCorruptedError(RuntimeError):
+    """A saved index is unreadable: a file is missing, truncated, corrupted or inconsistent.
+
+    ``file`` names the offending file (a path string) when one is known.
+    """
+
+    def __init__(self, message: str, file: str | None = None):
+        super().__init__(message)
+        self.file = file
+
+
+class FingerprintMismatchError(ValueError):
+    """The embedder fingerprint saved with an index differs from the one given to ``load``.
+
+    ``differing_keys`` lists the keys whose values differ (or exist on one side only);
+    ``stored`` and ``expected`` are the two fingerprints.
+    """
+
+    def __init__(self, stored: dict[str, Any], expected: dict[str, Any], differing_keys: list[str]):
+        self.stored = stored
+        self.expected = expected
+        self.differing_keys = differing_keys
+        details = "; ".join(
+            f"{k}: saved {stored.get(k, '<absent>')!r} != given {expected.get(k, '<absent>')!r}" for k in differing_keys
+        )
+        super().__init__(
+            f"embedder fingerprint mismatch on key(s) {', '.join(differing_keys)} ({details}); the vectors were made "
+            "by another embedder configuration. Pass allow_fingerprint_mismatch=True to load anyway."
+        )
+
+
+def fingerprint_diff(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two fingerprint dicts (sorted, as strings)."""
+    keys = set(stored) | set(expected)
+    return sorted((k for k in keys if k not in stored or k not in expected or stored[k] != expected[k]), key=str)

@@ -1,0 +1,168 @@
+"""Metadata filters: a small dict language (MongoDB-like) compiled to a predicate.
+
+A filter is ``None`` (everything matches), a callable ``f(metadata) -> bool``, or a dict:
+
+- ``{"key": value, ...}``: equality on every key (AND over keys).
+- ``{"key": {"$op": operand, ...}}``: operators on a field, several ops are ANDed:
+
+  ========== ====================================================================
+  ``$eq``     equal (JSON semantics: ``True`` is not ``1``; ``1 == 1.0``)
+  ``$ne``     not equal (a missing key matches)
+  ``$gt``     ``$gte``, ``$lt``, ``$lte``: ordered comparison; the operand is a
+              number or a string; a missing key or a value of another type never
+              matches
+  ``$in``     the value equals one element of the operand (a list)
+  ``$nin``    the value equals none of them (a missing key matches)
+  ``$exists`` ``True``: the key is present; ``False``: it is absent
+  ``$contains`` the value is a list holding the operand, or a string containing it
+  ========== ====================================================================
+
+- ``{"$and": [f, ...]}``, ``{"$or": [f, ...]}`` (non-empty lists of filters),
+  ``{"$not": f}``; these combine with field keys in the same dict (AND).
+
+A dict value whose keys all start with ``$`` is an operator spec; a dict value without
+``$`` keys is compared for equality; mixing both is an error. Any malformed filter
+raises ``ValueError`` when compiled, before anything is searched. Keys are top-level
+metadata keys (no dotted paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+FIELD_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains")
+LOGICAL_OPERATORS = ("$and", "$or", "$not")
+
+_MISSING = object()
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _json_eq(a: Any, b: Any) -> bool:
+    """Equality as JSON sees it: booleans never equal numbers; tuples equal lists."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if _is_number(a) and _is_number(b):
+        return a == b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_json_eq(x, y) for x, y in zip(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_json_eq(a[k], b[k]) for k in a)
+    if type(a) is not type(b) and not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    return a == b
+
+
+def _ordered(op: str, a: Any, b: Any) -> bool:
+    if _is_number(a) and _is_number(b) or isinstance(a, str) and isinstance(b, str):
+        if op == "$gt":
+            return a > b
+        if op == "$gte":
+            return a >= b
+        if op == "$lt":
+            return a < b
+        return a <= b
+    return False
+
+
+def _bad(msg: str) -> ValueError:
+    return ValueError(f"invalid filter: {msg}")
+
+
+def _compile_field_ops(key: str, spec: Mapping[str, Any]) -> Predicate:
+    preds: list[Predicate] = []
+    for op, operand in spec.items():
+        if op not in FIELD_OPERATORS:
+            raise _bad(f"unknown operator {op!r} on key {key!r}; valid: {', '.join(FIELD_OPERATORS)}")
+        if op == "$eq":
+            preds.append(lambda m, v=operand: _json_eq(m.get(key, _MISSING), v))
+        elif op == "$ne":
+            preds.append(lambda m, v=operand: not _json_eq(m.get(key, _MISSING), v))
+        elif op in ("$gt", "$gte", "$lt", "$lte"):
+            if not (_is_number(operand) or isinstance(operand, str)):
+                raise _bad(f"{op} on key {key!r} needs a number or a string, got {type(operand).__name__}")
+            preds.append(lambda m, o=op, v=operand: _ordered(o, m.get(key, _MISSING), v))
+        elif op in ("$in", "$nin"):
+            if not isinstance(operand, (list, tuple, set, frozenset)):
+                raise _bad(f"{op} on key {key!r} needs a list, got {type(operand).__name__}")
+            values = list(operand)
+            if op == "$in":
+                preds.append(lambda m, vs=values: (x := m.get(key, _MISSING)) is not _MISSING and any(_json_eq(x, v) for v in vs))
+            else:
+                preds.append(lambda m, vs=values: (x := m.get(key, _MISSING)) is _MISSING or not any(_json_eq(x, v) for v in vs))
+        elif op == "$exists":
+            if not isinstance(operand, bool):
+                raise _bad(f"$exists on key {key!r} needs true or false, got {operand!r}")
+            preds.append(lambda m, v=operand: (key in m) == v)
+        else:  # $contains
+            def contains(m: Mapping[str, Any], v: Any = operand) -> bool:
+                x = m.get(key, _MISSING)
+                if isinstance(x, (list, tuple)):
+                    return any(_json_eq(e, v) for e in x)
+                if isinstance(x, str) and isinstance(v, str):
+                    return v in x
+                return False
+
+            preds.append(contains)
+    if not preds:
+        raise _bad(f"empty operator dict on key {key!r}")
+    if len(preds) == 1:
+        return preds[0]
+    return lambda m: all(p(m) for p in preds)
+
+
+def _compile(f: Any, where: str) -> Predicate:
+    if not isinstance(f, Mapping):
+        raise _bad(f"{where} must be a dict, got {type(f).__name__}")
+    preds: list[Predicate] = []
+    for key, value in f.items():
+        if not isinstance(key, str):
+            raise _bad(f"keys must be strings, got {key!r}")
+        if key.startswith("$"):
+            if key in ("$and", "$or"):
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise _bad(f"{key} needs a non-empty list of filters")
+                subs = [_compile(v, f"{key}[{i}]") for i, v in enumerate(value)]
+                if key == "$and":
+                    preds.append(lambda m, s=subs: all(p(m) for p in s))
+                else:
+                    preds.append(lambda m, s=subs: any(p(m) for p in s))
+            elif key == "$not":
+                sub = _compile(value, "$not")
+                preds.append(lambda m, s=sub: not s(m))
+            else:
+                raise _bad(
+                    f"unknown top-level operator {key!r}; valid: {', '.join(LOGICAL_OPERATORS)}"
+                    f" (field operators like {FIELD_OPERATORS[0]} go inside {{'key': {{...}}}})"
+                )
+        elif isinstance(value, Mapping) and value and any(str(k).startswith("$") for k in value):
+            if not all(isinstance(k, str) and k.startswith("$") for k in value):
+                raise _bad(f"value of key {key!r} mixes operators and plain keys: {dict(value)!r}")
+            preds.append(_compile_field_ops(key, value))
+        else:
+            preds.append(lambda m, k=key, v=value: _json_eq(m.get(k, _MISSING), v))
+    if not preds:
+        return lambda m: True
+    if len(preds) == 1:
+        return preds[0]
+    return lambda m: all(p(m) for p in preds)
+
+
+def compile_filter(filter: Any) -> Predicate | None:
+    """Turn a filter (None, dict or callable) into a predicate on a metadata dict.
+
+    Returns ``None`` for ``None`` (no filtering). Raises ``ValueError`` for a malformed
+    filter. A callable is wrapped so that its result is read as a bool.
+    """
+    if filter is None:
+        return None
+    if callable(filter) and not isinstance(filter, Mapping):
+        return lambda m: bool(filter(m))
+    if not isinstance(filter, Mapping):
+        raise _bad(f"expected None, a dict or a callable, got {type(filter).__name__}")
+    return _compile(filter, "filter")

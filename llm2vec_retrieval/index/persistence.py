@@ -1,0 +1,422 @@
+"""Saving and loading an IndexStore: a directory, written atomically, no pickle.
+
+Layout of ``path/``:
+
+``index.faiss``     the FAISS index (``faiss.write_index``/``write_index_binary``);
+                    absent for an IVF store that is not trained yet.
+``docstore.jsonl``  one JSON object per document, in insertion order:
+                    ``{"id", "iid" (internal FAISS id), "text", "metadata"}``.
+``vectors.npy``     float32 (count, dim), rows in docstore order, written with
+                    ``allow_pickle=False``; present when the kind keeps float vectors
+                    (binary, ivf_sq8/ivf_pq with keep_vectors, untrained IVF).
+``manifest.json``   ``format_version``, ``kind``, ``metric``, ``dim``, ``count``,
+                    ``params``, ``state``, ``fingerprint``, ``created_at``, library and
+                    faiss versions, ``files`` (sha256 and size of every other file) and
+                    ``manifest_sha256`` (of the manifest itself, canonical JSON, without
+                    that key).
+
+Atomic save: everything is written and fsynced in a sibling ``.<name>.tmp-<pid>-<rand>``
+directory (manifest last); then the old directory is renamed to ``.<name>.bak``, the new
+one renamed into place, and the backup removed. A save is committed once the new
+directory has its final name. If a process dies between the two renames, ``path`` is
+missing and ``.<name>.bak`` holds the previous index: ``load`` and the next ``save``
+restore it. Leftover temporary directories of dead processes are removed by the next
+save. Concurrent saves to one path from several processes are not supported.
+Other files in the directory (e.g. an integration's sidecar JSON) are carried over
+into the new directory (hard links, else copies); a directory that is not a saved
+index and has sub-directories is refused, so a mistyped path cannot swap a big tree.
+
+Load verifies the manifest checksum, then every file's size and sha256 *before* any
+bytes reach FAISS (FAISS can crash on garbage), then the consistency between index,
+docstore and vectors. Any failure raises ``IndexCorruptedError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._faiss import get_faiss
+from .errors import FingerprintMismatchError, IndexCorruptedError, fingerprint_diff
+from .kinds import KINDS, METRICS
+
+if TYPE_CHECKING:
+    from .store import IndexStore
+
+FORMAT_VERSION = 1
+INDEX_FILE = "index.faiss"
+DOCSTORE_FILE = "docstore.jsonl"
+VECTORS_FILE = "vectors.npy"
+MANIFEST_FILE = "manifest.json"
+
+# Test hook: "stage[,stage...]:seconds" or "*:seconds" makes save() print
+# "llm2vec-save-stage: <stage>" to stderr and sleep at those stages
+# (index_written, files_written, before_swap, backed_up, swapped).
+PAUSE_ENV = "LLM2VEC_RETRIEVAL_SAVE_PAUSE"
+
+
+def _pause(stage: str) -> None:
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    stages, _, seconds = spec.rpartition(":")
+    if stages == "*" or stage in stages.split(","):
+        sys.stderr.write(f"llm2vec-save-stage: {stage}\n")
+        sys.stderr.flush()
+        time.sleep(float(seconds or 0))
+
+
+def _library_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("llm2vec-retrieval")
+    except Exception:
+        mod = sys.modules.get("llm2vec_retrieval")
+        return str(getattr(mod, "__version__", "unknown"))
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _backup_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.bak")
+
+
+def _recover(path: Path) -> Path:
+    """If a save died between its renames, put the backup back. Returns the directory
+    to read (the backup itself if it cannot be renamed)."""
+    bak = _backup_path(path)
+    if not path.exists() and bak.is_dir() and (bak / MANIFEST_FILE).exists():
+        try:
+            os.rename(bak, path)
+            _fsync_dir(path.parent)
+        except OSError:
+            return bak
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_tmp(path: Path) -> None:
+    prefix = f".{path.name}.tmp-"
+    for p in path.parent.glob(f"{prefix}*"):
+        pid_s = p.name[len(prefix) :].split("-", 1)[0]
+        if pid_s.isdigit() and not _pid_alive(int(pid_s)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+OWN_FILES = frozenset({INDEX_FILE, DOCSTORE_FILE, VECTORS_FILE, MANIFEST_FILE})
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _carry_foreign(src: Path, dst: Path) -> None:
+    """Bring files that are not ours (e.g. an integration's sidecar) into the new directory."""
+    for entry in src.iterdir():
+        if entry.name in OWN_FILES or (dst / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, dst / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dst / entry.name)
+
+
+def save_store(store: IndexStore, path: str | Path) -> None:
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with store._lock:
+        _recover(path)
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"{path} exists and is not a directory")
+            if not (path / MANIFEST_FILE).exists() and any(p.is_dir() for p in path.iterdir()):
+                raise ValueError(
+                    f"refusing to save into {path}: it has sub-directories and is not a saved index"
+                )
+        _remove_stale_tmp(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        bak = _backup_path(path)
+        tmp.mkdir()
+        try:
+            files: list[str] = []
+            backend = store._backend
+            if backend.write(str(tmp / INDEX_FILE)):
+                files.append(INDEX_FILE)
+            _pause("index_written")
+            docs = store._docs
+            with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8", newline="\n") as f:
+                for id_, d in docs.items():
+                    f.write(json.dumps({"id": id_, "iid": d.iid, "text": d.text, "metadata": d.metadata}, ensure_ascii=False))
+                    f.write("\n")
+            files.append(DOCSTORE_FILE)
+            if backend.keeps_vectors:
+                iids = store._live_iids()
+                with open(tmp / VECTORS_FILE, "wb") as f:
+                    np.save(f, np.ascontiguousarray(backend.fs.get(iids), dtype=np.float32), allow_pickle=False)
+                files.append(VECTORS_FILE)
+            file_info = {}
+            for name in files:
+                _fsync_file(tmp / name)
+                file_info[name] = {"sha256": _sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            _pause("files_written")
+            manifest: dict[str, Any] = {
+                "format_version": FORMAT_VERSION,
+                "library": "llm2vec-retrieval",
+                "library_version": _library_version(),
+                "faiss_version": getattr(get_faiss(), "__version__", "unknown"),
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "kind": store.kind,
+                "metric": store.metric,
+                "dim": store.dim,
+                "count": len(docs),
+                "params": store._params,
+                "state": {"next_iid": store._next_iid, **backend.state()},
+                "fingerprint": store._fingerprint,
+                "files": file_info,
+            }
+            manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
+                json.dump(manifest, f, indent=2, sort_keys=True)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            if path.exists():
+                _carry_foreign(path, tmp)
+            _fsync_dir(tmp)
+            _pause("before_swap")
+            if bak.exists():  # leftover of a save that died after its swap
+                shutil.rmtree(bak)
+            if path.exists():
+                os.rename(path, bak)
+                _fsync_dir(path.parent)
+                _pause("backed_up")
+            os.rename(tmp, path)
+            _fsync_dir(path.parent)
+            _pause("swapped")
+        except BaseException:
+            if not path.exists() and bak.exists():
+                os.rename(bak, path)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(bak, ignore_errors=True)
+
+
+def _corrupt(file: Path, msg: str) -> IndexCorruptedError:
+    return IndexCorruptedError(f"{file}: {msg}", file=str(file))
+
+
+def _read_manifest(d: Path) -> dict[str, Any]:
+    mpath = d / MANIFEST_FILE
+    if not mpath.exists():
+        raise _corrupt(mpath, "missing (not a saved index store)")
+    try:
+        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _corrupt(mpath, f"not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict) or "manifest_sha256" not in manifest:
+        raise _corrupt(mpath, "not an index manifest (no manifest_sha256)")
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    if hashlib.sha256(_canonical(body)).hexdigest() != manifest["manifest_sha256"]:
+        raise _corrupt(mpath, "checksum mismatch (corrupted or edited)")
+    fv = manifest.get("format_version")
+    if not isinstance(fv, int) or fv > FORMAT_VERSION or fv < 1:
+        raise _corrupt(mpath, f"unsupported format_version {fv!r} (this library reads {FORMAT_VERSION})")
+    checks = {
+        "kind": lambda v: v in KINDS,
+        "metric": lambda v: v in METRICS,
+        "dim": lambda v: isinstance(v, int) and v > 0,
+        "count": lambda v: isinstance(v, int) and v >= 0,
+        "params": lambda v: isinstance(v, dict),
+        "state": lambda v: isinstance(v, dict) and isinstance(v.get("next_iid"), int),
+        "files": lambda v: isinstance(v, dict) and DOCSTORE_FILE in v,
+        "fingerprint": lambda v: v is None or isinstance(v, dict),
+    }
+    for key, ok in checks.items():
+        if key not in manifest or not ok(manifest[key]):
+            raise _corrupt(mpath, f"bad or missing field {key!r}")
+    return manifest
+
+
+def _read_verified(d: Path, name: str, info: Any) -> bytes:
+    fpath = d / name
+    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or not isinstance(info.get("bytes"), int):
+        raise _corrupt(d / MANIFEST_FILE, f"bad file entry for {name}")
+    if not fpath.is_file():
+        raise _corrupt(fpath, "missing")
+    data = fpath.read_bytes()
+    if len(data) != info["bytes"]:
+        raise _corrupt(fpath, f"truncated or extended: {len(data)} bytes, manifest says {info['bytes']}")
+    if hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise _corrupt(fpath, "checksum mismatch (corrupted)")
+    return data
+
+
+def load_store(
+    cls: type[IndexStore],
+    path: str | Path,
+    fingerprint: dict[str, Any] | None = None,
+    allow_fingerprint_mismatch: bool = False,
+) -> IndexStore:
+    path = Path(path).absolute()
+    d = _recover(path)
+    if not d.exists():
+        raise FileNotFoundError(f"no saved index at {path}")
+    if not d.is_dir():
+        raise _corrupt(d, "not a directory")
+    manifest = _read_manifest(d)
+    stored_fp = manifest["fingerprint"]
+    if fingerprint is not None and stored_fp is not None:
+        diff = fingerprint_diff(stored_fp, dict(fingerprint))
+        if diff:
+            err = FingerprintMismatchError(stored_fp, dict(fingerprint), diff)
+            if not allow_fingerprint_mismatch:
+                raise err
+            warnings.warn(f"loading anyway: {err}", stacklevel=3)
+
+    files = manifest["files"]
+    unknown = set(files) - {INDEX_FILE, DOCSTORE_FILE, VECTORS_FILE}
+    if unknown:
+        raise _corrupt(d / MANIFEST_FILE, f"unknown file(s) listed: {', '.join(sorted(unknown))}")
+    blobs = {name: _read_verified(d, name, info) for name, info in files.items()}
+
+    # docstore
+    dpath = d / DOCSTORE_FILE
+    docs: list[tuple[str, int, str | None, dict[str, Any]]] = []
+    try:
+        lines = blobs[DOCSTORE_FILE].decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise _corrupt(dpath, "not UTF-8") from None
+    for n, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise _corrupt(dpath, f"line {n} is not valid JSON") from None
+        if (
+            not isinstance(rec, dict)
+            or not isinstance(rec.get("id"), str)
+            or not isinstance(rec.get("iid"), int)
+            or not (rec.get("text") is None or isinstance(rec.get("text"), str))
+            or not isinstance(rec.get("metadata"), dict)
+        ):
+            raise _corrupt(dpath, f"line {n} is not a document record")
+        docs.append((rec["id"], rec["iid"], rec["text"], rec["metadata"]))
+    count, dim = manifest["count"], manifest["dim"]
+    if len(docs) != count:
+        raise _corrupt(dpath, f"{len(docs)} documents, manifest says {count}")
+    next_iid = manifest["state"]["next_iid"]
+    iids = np.asarray([x[1] for x in docs], dtype=np.int64)
+    if len({x[0] for x in docs}) != count or len(set(iids.tolist())) != count:
+        raise _corrupt(dpath, "duplicate ids")
+    if count and (iids.min() < 0 or iids.max() >= next_iid):
+        raise _corrupt(dpath, "internal ids out of range")
+
+    # vectors
+    vectors = None
+    if VECTORS_FILE in blobs:
+        vpath = d / VECTORS_FILE
+        try:
+            vectors = np.load(io.BytesIO(blobs.pop(VECTORS_FILE)), allow_pickle=False)
+        except Exception as exc:
+            raise _corrupt(vpath, f"unreadable .npy ({type(exc).__name__})") from None
+        if vectors.dtype != np.float32 or vectors.shape != (count, dim):
+            raise _corrupt(vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32")
+
+    try:
+        store = cls(dim, manifest["kind"], manifest["metric"], stored_fp if stored_fp is not None else fingerprint,
+                    **manifest["params"])
+    except ValueError as exc:
+        raise _corrupt(d / MANIFEST_FILE, f"invalid parameters ({exc})") from None
+
+    backend = store._backend
+    index = None
+    if INDEX_FILE in blobs:
+        ipath = d / INDEX_FILE
+        try:
+            index = backend.read(np.frombuffer(blobs.pop(INDEX_FILE), dtype=np.uint8))
+        except Exception as exc:  # checksum matched, so this is a version/format problem
+            raise _corrupt(ipath, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})") from None
+    elif manifest["kind"] in ("flat", "hnsw", "binary") or manifest["state"].get("trained"):
+        raise _corrupt(d / INDEX_FILE, "missing from the manifest")
+    try:
+        backend.restore(index, manifest["state"])
+    except Exception as exc:
+        raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
+    needs_floats = manifest["kind"] == "binary" or (
+        manifest["kind"].startswith("ivf_") and (backend.params.get("keep_vectors") or index is None)
+    )
+    if needs_floats and count and vectors is None:
+        raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")
+    if vectors is not None:
+        backend.fs.add(iids, vectors)
+    msg = backend.validate(iids)
+    if msg:
+        raise _corrupt(d / INDEX_FILE, msg)
+
+    store._docs = {}
+    store._by_iid = {}
+    from .store import _Doc
+
+    for id_, iid, text, meta in docs:
+        store._docs[id_] = _Doc(iid, text, meta)
+        store._by_iid[iid] = id_
+    store._next_iid = next_iid
+    store._live_cache = None
+    return store

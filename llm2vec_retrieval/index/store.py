@@ -1,0 +1,409 @@
+"""IndexStore: a FAISS index plus a docstore (ids, texts, metadata), with upserts,
+deletes, pre-filtered search, MMR and atomic persistence."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ._faiss import get_faiss
+from .filters import compile_filter
+from .kinds import KINDS, METRICS, Backend, IVFBackend, make_backend, resolve_params
+from .mmr import mmr_select
+
+
+@dataclass
+class SearchHit:
+    """One search result. ``score``: larger is closer (see ``IndexStore.search``)."""
+
+    id: str
+    score: float
+    text: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """A stored document: ``vector`` as stored (L2-normalized for cosine), or None."""
+
+    id: str
+    text: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    vector: np.ndarray | None = None
+
+
+class _Doc:
+    __slots__ = ("iid", "text", "metadata")
+
+    def __init__(self, iid: int, text: str | None, metadata: dict[str, Any]):
+        self.iid = iid
+        self.text = text
+        self.metadata = metadata
+
+
+def _json_copy(obj: Any) -> Any:
+    """Copy of JSON-shaped data (dicts, lists, scalars): fast and deep."""
+    if isinstance(obj, dict):
+        return {k: _json_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_copy(v) for v in obj]
+    return obj
+
+
+def _check_json(what: str, value: Any) -> Any:
+    """A JSON round-trip copy of value, or ValueError naming ``what``."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+class IndexStore:
+    """Vectors in a FAISS index, with texts and JSON metadata, addressed by string ids.
+
+    Args:
+        dim: vector dimension.
+        kind: ``flat`` (exact), ``hnsw``, ``ivf_flat``, ``ivf_sq8``, ``ivf_pq`` or
+            ``binary``; see :mod:`llm2vec_retrieval.index.kinds` for each kind's params
+            and the IVF training rule.
+        metric: ``cosine`` (inner product of L2-normalized vectors: the store normalizes
+            on add and on search), ``ip`` (raw inner product) or ``l2``.
+        fingerprint: the embedder fingerprint (any JSON-serializable dict), saved with
+            the index and compared on load.
+        **params: kind parameters (``M``, ``ef_construction``, ``ef_search`` for hnsw;
+            ``nlist``, ``nprobe``, ``train_threshold``, ``retrain_growth``, ``pq_m``,
+            ``pq_nbits``, ``keep_vectors``, ``rescore_factor`` for IVF kinds;
+            ``rescore_factor`` for binary). Unknown names raise ValueError.
+
+    Scores (``SearchHit.score``): larger is always closer. ``cosine``: cosine
+    similarity in [-1, 1]; ``ip``: the raw inner product; ``l2``: the negated squared
+    Euclidean distance (``-||q - v||^2``, so 0 is an exact match).
+
+    All public methods take one re-entrant lock: the store is safe to share between
+    threads (operations run one at a time).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "flat",
+        metric: str = "cosine",
+        fingerprint: dict[str, Any] | None = None,
+        **params: Any,
+    ):
+        get_faiss()  # clear ImportError when faiss is missing
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+        if fingerprint is not None:
+            if not isinstance(fingerprint, Mapping):
+                raise ValueError(f"fingerprint must be a dict or None, got {type(fingerprint).__name__}")
+            fingerprint = _check_json("fingerprint", dict(fingerprint))
+        self._dim = int(dim)
+        self._kind = kind
+        self._metric = metric
+        self._fingerprint: dict[str, Any] | None = fingerprint
+        self._params = resolve_params(kind, self._dim, params)
+        self._backend: Backend = make_backend(kind, self._dim, metric, self._params)
+        self._docs: dict[str, _Doc] = {}
+        self._by_iid: dict[int, str] = {}
+        self._next_iid = 0
+        self._live_cache: np.ndarray | None = None
+        self._lock = threading.RLock()
+
+    # -- properties ---------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def metric(self) -> str:
+        return self._metric
+
+    @property
+    def fingerprint(self) -> dict[str, Any] | None:
+        return None if self._fingerprint is None else _json_copy(self._fingerprint)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The kind parameters in force (defaults filled in)."""
+        return dict(self._params)
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids in insertion order (an upsert keeps the id's first position)."""
+        with self._lock:
+            return list(self._docs)
+
+    @property
+    def is_trained(self) -> bool:
+        """False only for an IVF store that has not reached its training threshold."""
+        b = self._backend
+        return b.trained if isinstance(b, IVFBackend) else True
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._docs
+
+    def __repr__(self) -> str:
+        return f"IndexStore(dim={self._dim}, kind={self._kind!r}, metric={self._metric!r}, count={len(self)})"
+
+    # -- input checks -------------------------------------------------------------
+    def _as_matrix(self, x: Any, what: str) -> np.ndarray:
+        a = np.asarray(x, dtype=np.float32)
+        if a.ndim == 1:
+            a = a.reshape(1, -1)
+        if a.ndim != 2 or a.shape[1] != self._dim:
+            raise ValueError(f"{what} must have shape (n, {self._dim}), got {np.shape(x)}")
+        if not np.isfinite(a).all():
+            bad = int(np.nonzero(~np.isfinite(a).all(axis=1))[0][0])
+            raise ValueError(f"{what} row {bad} contains NaN or infinite values")
+        a = np.array(a, dtype=np.float32, order="C", copy=True)
+        if self._metric == "cosine":
+            get_faiss().normalize_L2(a)  # zero vectors stay zero
+        return a
+
+    # -- mutation -----------------------------------------------------------------
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        texts: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Insert or replace (upsert) documents; returns the ids.
+
+        Re-adding an existing id replaces its vector, text and metadata (``None`` text /
+        metadata included). Everything is validated before anything changes: ids must
+        be unique non-empty strings, ``vectors`` of shape (n, dim) without NaN/inf,
+        ``texts``/``metadatas`` of length n, metadata JSON-serializable dicts
+        (ValueError names the id).
+        """
+        ids = list(ids)
+        n = len(ids)
+        for i in ids:
+            if not isinstance(i, str) or not i:
+                raise ValueError(f"ids must be non-empty strings, got {i!r}")
+        if len(set(ids)) != n:
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise ValueError(f"duplicate id {dup!r} in one add() call")
+        if n == 0:
+            if vectors is not None and np.size(vectors):
+                raise ValueError("vectors given without ids")
+            return []
+        x = self._as_matrix(vectors, "vectors")
+        if len(x) != n:
+            raise ValueError(f"got {n} ids but {len(x)} vectors")
+        if texts is None:
+            texts = [None] * n
+        else:
+            texts = list(texts)
+            if len(texts) != n:
+                raise ValueError(f"got {n} ids but {len(texts)} texts")
+            for i, t in zip(ids, texts):
+                if t is not None and not isinstance(t, str):
+                    raise ValueError(f"text for id {i!r} must be a str or None, got {type(t).__name__}")
+        metas: list[dict[str, Any]] = []
+        if metadatas is None:
+            metas = [{} for _ in range(n)]
+        else:
+            metadatas = list(metadatas)
+            if len(metadatas) != n:
+                raise ValueError(f"got {n} ids but {len(metadatas)} metadatas")
+            for i, m in zip(ids, metadatas):
+                if m is None:
+                    metas.append({})
+                    continue
+                if not isinstance(m, Mapping):
+                    raise ValueError(f"metadata for id {i!r} must be a dict, got {type(m).__name__}")
+                for key in m:
+                    if not isinstance(key, str):
+                        raise ValueError(f"metadata for id {i!r} has a non-string key {key!r}")
+                metas.append(_check_json(f"metadata for id {i!r}", dict(m)))
+        with self._lock:
+            new_iids = np.arange(self._next_iid, self._next_iid + n, dtype=np.int64)
+            old = [self._docs[i].iid for i in ids if i in self._docs]
+            self._backend.add(new_iids, x)
+            self._next_iid += n
+            self._live_cache = None
+            if old:
+                self._backend.remove(np.asarray(old, dtype=np.int64))
+                for iid in old:
+                    del self._by_iid[iid]
+            for i, iid, t, m in zip(ids, new_iids.tolist(), texts, metas):
+                self._docs[i] = _Doc(iid, t, m)
+                self._by_iid[iid] = i
+        return ids
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Remove documents; returns how many existed. Missing ids are ignored."""
+        with self._lock:
+            found = list(dict.fromkeys(i for i in ids if i in self._docs))
+            if not found:
+                return 0
+            iids = np.asarray([self._docs[i].iid for i in found], dtype=np.int64)
+            self._backend.remove(iids)
+            for i, iid in zip(found, iids.tolist()):
+                del self._docs[i]
+                del self._by_iid[iid]
+            self._live_cache = None
+            return len(found)
+
+    def train(self) -> None:
+        """IVF kinds: (re)train now on all stored vectors, below the threshold too."""
+        with self._lock:
+            if isinstance(self._backend, IVFBackend):
+                self._backend.train()
+
+    # -- reading ------------------------------------------------------------------
+    def get(self, ids: Iterable[str], include_vectors: bool = True) -> list[Record]:
+        """Records for the ids that exist, in the order asked (missing ids skipped)."""
+        with self._lock:
+            found = [i for i in ids if i in self._docs]
+            vecs = None
+            if include_vectors and found:
+                vecs = self._backend.vectors(np.asarray([self._docs[i].iid for i in found], dtype=np.int64))
+            out = []
+            for j, i in enumerate(found):
+                d = self._docs[i]
+                out.append(Record(i, d.text, _json_copy(d.metadata), None if vecs is None else vecs[j].copy()))
+            return out
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors (n, dim) for ids, in order; KeyError for a missing id.
+
+        Exact for every kind except ``ivf_sq8``/``ivf_pq`` with ``keep_vectors=False``
+        (then decoded from the codes)."""
+        with self._lock:
+            missing = [i for i in ids if i not in self._docs]
+            if missing:
+                raise KeyError(f"unknown id(s): {', '.join(map(repr, missing[:5]))}")
+            return self._backend.vectors(np.asarray([self._docs[i].iid for i in ids], dtype=np.int64))
+
+    def _live_iids(self) -> np.ndarray:
+        if self._live_cache is None:
+            self._live_cache = np.fromiter((d.iid for d in self._docs.values()), np.int64, len(self._docs))
+        return self._live_cache
+
+    def _search_iids(
+        self, q: np.ndarray, k: int, pred: Callable[[Mapping[str, Any]], bool] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, iids) (nq, min(k, n_matching)); caller holds the lock."""
+        nq = len(q)
+        n = len(self._docs)
+        allowed = None
+        if pred is not None and n:
+            allowed = np.fromiter((d.iid for d in self._docs.values() if pred(d.metadata)), np.int64)
+            if len(allowed) == n:
+                allowed = None
+            n = n if allowed is None else len(allowed)
+        kk = min(k, n)
+        if kk == 0:
+            return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+        s, i = self._backend.search(q, kk, allowed)
+        s, i = np.asarray(s, np.float32)[:, :kk], np.asarray(i, np.int64)[:, :kk]
+        short = (i >= 0).sum(axis=1) < kk
+        if short.any():  # approximate search fell short: exact over the matching subset
+            pool = allowed if allowed is not None else self._live_iids()
+            s2, i2 = self._backend.exact_search(q[short], kk, pool)
+            s, i = s.copy(), i.copy()
+            s[short], i[short] = s2, i2
+        if self._metric == "cosine":
+            s = np.clip(s, -1.0, 1.0)
+        return s, i
+
+    def _hits(self, s_row: np.ndarray, i_row: np.ndarray) -> list[SearchHit]:
+        out = []
+        for score, iid in zip(s_row.tolist(), i_row.tolist()):
+            if iid < 0:
+                continue
+            id_ = self._by_iid[iid]
+            d = self._docs[id_]
+            out.append(SearchHit(id_, float(score), d.text, _json_copy(d.metadata)))
+        return out
+
+    def search(self, query: Any, k: int = 10, filter: Any = None) -> list[SearchHit] | list[list[SearchHit]]:
+        """Nearest documents, best first.
+
+        ``query``: a vector (dim,) -> ``list[SearchHit]``; a matrix (nq, dim) ->
+        ``list[list[SearchHit]]``. ``filter``: None, a dict in the filter language of
+        :mod:`llm2vec_retrieval.index.filters`, or ``callable(metadata) -> bool``.
+        Filtering happens before the search (matching ids are passed to FAISS as an id
+        selector), so each result holds exactly ``min(k, number matching)`` hits; when
+        an approximate kind returns fewer, that query is answered by exact search over
+        the matching documents. Scores: larger is closer (see the class doc).
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        single = np.ndim(query) == 1
+        if np.ndim(query) not in (1, 2):
+            raise ValueError(f"query must be a vector (dim,) or a matrix (nq, dim), got shape {np.shape(query)}")
+        q = self._as_matrix(query, "query")
+        pred = compile_filter(filter)
+        with self._lock:
+            s, i = self._search_iids(q, int(k), pred)
+            results = [self._hits(s[r], i[r]) for r in range(len(q))]
+        return results[0] if single else results
+
+    def max_marginal_relevance(
+        self, query: Any, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, filter: Any = None
+    ) -> list[SearchHit]:
+        """Up to k hits chosen by maximal marginal relevance among the ``fetch_k`` nearest
+        (``filter`` applies); ``lambda_mult`` in [0, 1]: 1 = relevance only, 0 = diversity
+        only. Hits keep their search scores and come in the order picked."""
+        for name, v in (("k", k), ("fetch_k", fetch_k)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not 0.0 <= float(lambda_mult) <= 1.0:
+            raise ValueError(f"lambda_mult must be in [0, 1], got {lambda_mult!r}")
+        if np.ndim(query) != 1 and not (np.ndim(query) == 2 and np.shape(query)[0] == 1):
+            raise ValueError(f"query must be one vector (dim,), got shape {np.shape(query)}")
+        q = self._as_matrix(query, "query")
+        pred = compile_filter(filter)
+        with self._lock:
+            s, i = self._search_iids(q, max(int(fetch_k), int(k)), pred)
+            valid = i[0] >= 0
+            s_row, cand = s[0][valid], i[0][valid]
+            if len(cand) == 0:
+                return []
+            picked = mmr_select(q[0], self._backend.vectors(cand), int(k), float(lambda_mult))
+            return self._hits(s_row[picked], cand[picked])
+
+    # -- persistence --------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Save into directory ``path`` atomically (see :mod:`.persistence`)."""
+        from .persistence import save_store
+
+        save_store(self, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        fingerprint: dict[str, Any] | None = None,
+        allow_fingerprint_mismatch: bool = False,
+    ) -> IndexStore:
+        """Load a saved store. Checksums are verified before FAISS reads anything:
+        missing, truncated, corrupted or inconsistent files raise ``IndexCorruptedError``.
+        If ``fingerprint`` and the saved one are both given and differ:
+        ``FingerprintMismatchError`` (unless ``allow_fingerprint_mismatch``: then a
+        warning, and the store keeps the saved fingerprint)."""
+        from .persistence import load_store
+
+        return load_store(cls, path, fingerprint, allow_fingerprint_mismatch)

