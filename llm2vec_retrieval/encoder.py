@@ -448,7 +448,22 @@ def _load_base(path: str, hf_kwargs: dict):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    # As upstream: the name recorded in a local config.json (not the folder path) identifies the
+    # model, and selects its chat template in `_format`.
+    recorded = _recorded_name(path)
+    if recorded:
+        model.config._name_or_path = recorded
     return model, tokenizer, path if inner_base is not None else None
+
+
+def _recorded_name(path: str) -> str | None:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return json.loads(cfg.read_text()).get("_name_or_path") or None
+    except json.JSONDecodeError:
+        return None
 
 
 def _has_tokenizer(path: str) -> bool:
@@ -463,12 +478,7 @@ def _model_label(requested, resolved: str) -> str:
     key = loading.embedded_name(os.fspath(requested))
     if key is not None:
         return key
-    cfg = Path(resolved) / "config.json"
-    if cfg.is_file():
-        try:
-            name = json.loads(cfg.read_text()).get("_name_or_path")
-        except json.JSONDecodeError:
-            name = None
-        if name and not os.path.isabs(name):
-            return name
+    name = _recorded_name(resolved)
+    if name and not os.path.isabs(name):
+        return name
     return Path(resolved).name

@@ -30,6 +30,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "LLM2VEC_RETRIEVAL_CACHE"
+CACHE_FORMAT = 2  # bump when the cached folder layout changes
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,12 @@ def materialize_embedded(name: str, show_progress: bool = True) -> Path:
     """Dequantize an embedded GGUF model once into the cache and return the folder."""
     model = EMBEDDED_MODELS[name]
     target = cache_dir() / "models" / name
-    if (target / ".complete").is_file():
+    marker = target / ".complete"
+    if marker.is_file():
+        info = json.loads(marker.read_text() or "{}")
+        if info.get("format") != CACHE_FORMAT:  # a folder cached by an older version: patch in place
+            make_portable(target)
+            marker.write_text(json.dumps({**info, "format": CACHE_FORMAT}))
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -165,7 +171,8 @@ def materialize_embedded(name: str, show_progress: bool = True) -> Path:
         config = json.loads((out / "config.json").read_text())
         config["_name_or_path"] = model.hub_id
         (out / "config.json").write_text(json.dumps(config, indent=2))
-        (out / ".complete").write_text(json.dumps({"source": model.distribution, "hub_id": model.hub_id}))
+        make_portable(out)
+        (out / ".complete").write_text(json.dumps({"source": model.distribution, "hub_id": model.hub_id, "format": CACHE_FORMAT}))
         try:
             os.replace(out, target)  # atomic: a crash leaves no half-written model folder
         except OSError:
@@ -230,6 +237,35 @@ def _save_dequantized(model, out: Path) -> None:
         with contextlib.suppress(AttributeError):
             delattr(model.config, "quantization_config")
     model.save_pretrained(out)
+
+
+def make_portable(folder: Path) -> None:
+    """Let transformers 4.x (and so the official llm2vec 0.2.3) read a checkpoint saved by 5.x.
+
+    5.x writes RoPE settings under `rope_parameters` and names its tokenizer class
+    `TokenizersBackend`; 4.x reads `rope_theta` (silently defaulting to 10000 when it
+    is missing) and knows the same class as `PreTrainedTokenizerFast`.
+    """
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    rope = cfg.get("rope_parameters") or {}
+    if "rope_theta" in rope and "rope_theta" not in cfg:
+        cfg["rope_theta"] = rope["rope_theta"]
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    fast_path = folder / "tokenizer.json"
+    if fast_path.is_file():
+        fast = json.loads(fast_path.read_text())
+        merges = (fast.get("model") or {}).get("merges")
+        if merges and isinstance(merges[0], list):  # tokenizers < 0.20 reads merges as "a b" strings
+            fast["model"]["merges"] = [" ".join(pair) for pair in merges]
+            fast_path.write_text(json.dumps(fast, ensure_ascii=False))
+    tok_path = folder / "tokenizer_config.json"
+    if tok_path.is_file():
+        tok = json.loads(tok_path.read_text())
+        if tok.get("tokenizer_class") == "TokenizersBackend":
+            tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+            tok.setdefault("model_input_names", ["input_ids", "attention_mask"])  # no token_type_ids
+            tok_path.write_text(json.dumps(tok, indent=2))
 
 
 def read_adapter_base(folder: str) -> str | None:

@@ -67,7 +67,17 @@ def build_cases() -> list[dict]:
     for arch in ARCHS:
         lora = f"{arch}-lora"
 
-        def add(pooling, bidir, inputs, skip=True, peft=None, merge=False, bs=ONE_BATCH, checkpoint=arch):
+        def add(
+            pooling,
+            bidir,
+            inputs,
+            skip=True,
+            peft=None,
+            merge=False,
+            bs=ONE_BATCH,
+            checkpoint=arch,
+            arch=arch,
+        ):
             parts = [checkpoint, pooling, "bi" if bidir else "causal", inputs]
             if not skip:
                 parts.append("noskip")
@@ -233,7 +243,15 @@ def stage_checkpoints(out_dir: Path) -> None:
             lora_alpha=4,
             lora_dropout=0.0,
             bias="none",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            target_modules=[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
             init_lora_weights=False,
         )
         peft_model = get_peft_model(base, lcfg)
@@ -369,7 +387,10 @@ def ensure_official_venv(venv: Path) -> Path:
     if python.exists():
         return python
     print(f"creating the official environment at {venv}", file=sys.stderr)
-    subprocess.run([sys.executable if sys.version_info >= (3, 10) else "python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [sys.executable if sys.version_info >= (3, 10) else "python3", "-m", "venv", str(venv)],
+        check=True,
+    )
     pip = [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check"]
     subprocess.run(pip + [TORCH_PIN], check=True)  # first: a bare torch pulls CUDA wheels
     subprocess.run(pip + OFFICIAL_PINS, check=True)
@@ -388,14 +409,23 @@ def _check_distinct_lengths() -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--official-venv", default=DEFAULT_OFFICIAL_VENV,
-                    help="venv with llm2vec 0.2.3 / transformers 4.44.2 (created if missing)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--official-venv",
+        default=DEFAULT_OFFICIAL_VENV,
+        help="venv with llm2vec 0.2.3 / transformers 4.44.2 (created if missing)",
+    )
     ap.add_argument("--out", default=str(FIXTURE_DIR), help="fixture folder")
-    ap.add_argument("--stage", choices=["all", "checkpoints", "encode"], default="all",
-                    help=argparse.SUPPRESS)
-    ap.add_argument("--skip-checkpoints", action="store_true",
-                    help="keep the existing checkpoints, only recompute expected.json")
+    ap.add_argument(
+        "--stage", choices=["all", "checkpoints", "encode"], default="all", help=argparse.SUPPRESS
+    )
+    ap.add_argument(
+        "--skip-checkpoints",
+        action="store_true",
+        help="keep the existing checkpoints, only recompute expected.json",
+    )
     args = ap.parse_args(argv)
     out_dir = Path(args.out).resolve()
 
@@ -410,12 +440,20 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     python = ensure_official_venv(Path(args.official_venv))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               CUDA_VISIBLE_DEVICES="")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        CUDA_VISIBLE_DEVICES="",
+    )
     me = str(Path(__file__).resolve())
     if not args.skip_checkpoints:
-        subprocess.run([str(python), me, "--stage", "checkpoints", "--out", str(out_dir)], check=True, env=env)
-    subprocess.run([str(python), me, "--stage", "encode", "--out", str(out_dir)], check=True, env=env)
+        subprocess.run(
+            [str(python), me, "--stage", "checkpoints", "--out", str(out_dir)], check=True, env=env
+        )
+    subprocess.run(
+        [str(python), me, "--stage", "encode", "--out", str(out_dir)], check=True, env=env
+    )
     return 0
 
 
