@@ -72,32 +72,39 @@ def load_documents(folder: Path) -> list[Any]:
 
 
 def _simple_split(text: str, chunk_size: int, overlap: int) -> list[str]:
-    """Greedy split on paragraphs, then sentences, then characters, with overlap."""
-    pieces: list[str] = []
+    """Greedy chunks of whole paragraphs/sentences (hard cuts only for huge sentences).
+
+    A new chunk starts with the last pieces of the previous one that fit in `overlap`.
+    """
+    pieces: list[tuple[str, str]] = []  # (separator before, text)
     for para in re.split(r"\n\s*\n", text):
         para = para.strip()
-        if not para:
-            continue
-        if len(para) <= chunk_size:
-            pieces.append(para)
-            continue
-        for sent in re.split(r"(?<=[.!?])\s+", para):
+        sep = "\n\n"
+        for sent in re.split(r"(?<=[.!?])\s+", para) if len(para) > chunk_size else [para]:
             while len(sent) > chunk_size:
-                pieces.append(sent[:chunk_size])
-                sent = sent[chunk_size - overlap :]
+                pieces.append((sep, sent[:chunk_size]))
+                sent, sep = sent[chunk_size:], ""
             if sent:
-                pieces.append(sent)
+                pieces.append((sep, sent))
+                sep = " "
+
+    def joined(parts: list[tuple[str, str]]) -> str:
+        return "".join(sep + t if i else t for i, (sep, t) in enumerate(parts))
+
     chunks: list[str] = []
-    current = ""
+    current: list[tuple[str, str]] = []
     for piece in pieces:
-        if current and len(current) + 1 + len(piece) > chunk_size:
-            chunks.append(current)
-            tail = current[-overlap:] if overlap else ""
-            current = (tail + " " + piece).strip() if len(tail) + 1 + len(piece) <= chunk_size else piece
-        else:
-            current = (current + "\n\n" + piece) if current else piece
+        if current and len(joined([*current, piece])) > chunk_size:
+            chunks.append(joined(current))
+            carry: list[tuple[str, str]] = []
+            for prev in reversed(current):
+                if len(joined([prev, *carry])) > overlap:
+                    break
+                carry.insert(0, prev)
+            current = carry if len(joined([*carry, piece])) <= chunk_size else []
+        current.append(piece)
     if current:
-        chunks.append(current)
+        chunks.append(joined(current))
     return chunks
 
 

@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.core.node_parser import SentenceSplitter
-
     from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore
 
     docs = load_documents(args.docs)

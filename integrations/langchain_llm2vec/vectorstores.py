@@ -16,6 +16,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
+__all__ = ["LLM2VecVectorStore", "embeddings_fingerprint"]
 
 if TYPE_CHECKING:
     from llm2vec_retrieval.index import IndexStore
@@ -27,7 +28,20 @@ def _index_store_cls() -> type[IndexStore]:
 
     return IndexStore
 
-__all__ = ["LLM2VecVectorStore", "embeddings_fingerprint"]
+
+def _check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
+    """Fail at construction (not at the first add) on an unknown kind, metric or param."""
+    from llm2vec_retrieval.index import DEFAULT_PARAMS, KINDS, METRICS
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS[kind]))
+    if unknown:
+        valid = ", ".join(DEFAULT_PARAMS[kind]) or "none"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
+
 
 # Written next to the IndexStore files by `save_local`: what `load_local` needs to
 # rebuild the wrapper (also when the store was never created because nothing was added).
@@ -117,6 +131,8 @@ class LLM2VecVectorStore(VectorStore):
         if store is not None:
             self.index_kind = getattr(store, "kind", index_kind)
             self.metric = getattr(store, "metric", metric)
+        else:
+            _check_index_config(index_kind, metric, self.index_params)
         # FAISS indexes are not safe for concurrent writes/reads, and the async API
         # runs store calls in worker threads.
         self._lock = threading.RLock()
@@ -169,7 +185,7 @@ class LLM2VecVectorStore(VectorStore):
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"Got {len(ids)} ids for {len(texts)} texts; they must match.")
         metas = [dict(m) if m else {} for m in (metadatas or [None] * len(texts))]
-        ids_ = [str(i) if i is not None else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
+        ids_ = [str(i) if i not in (None, "") else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
         return texts, metas, ids_
 
     def _write(

@@ -24,6 +24,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+__all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
 
 if TYPE_CHECKING:
     from llm2vec_retrieval.index import IndexStore
@@ -35,7 +36,6 @@ def _index_store_cls() -> type[IndexStore]:
 
     return IndexStore
 
-__all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
 
 DEFAULT_PERSIST_DIR = "./storage"
 DEFAULT_NAMESPACE = "default"
@@ -62,6 +62,15 @@ def _filter_to_dict(f: MetadataFilter) -> dict[str, Any]:
     op = FilterOperator(f.operator)
     if op in _SIMPLE_OPS:
         return {f.key: {_SIMPLE_OPS[op]: f.value}}
+    if op in (FilterOperator.CONTAINS, FilterOperator.TEXT_MATCH):
+        # a list value holding the operand, or (TEXT_MATCH) a substring of a string value
+        return {f.key: {"$contains": f.value}}
+    if op in (FilterOperator.ANY, FilterOperator.ALL):
+        values = f.value if isinstance(f.value, list) else [f.value]
+        parts = [{f.key: {"$contains": v}} for v in values]
+        if not parts:
+            return {f.key: {"$in": []}} if op == FilterOperator.ANY else {}  # none / all
+        return {"$or" if op == FilterOperator.ANY else "$and": parts}
     if op == FilterOperator.IS_EMPTY:
         return {
             "$or": [
@@ -71,16 +80,19 @@ def _filter_to_dict(f: MetadataFilter) -> dict[str, Any]:
         }
     raise NotImplementedError(
         f"Filter operator {op.value!r} is not supported by LLM2VecVectorStore "
-        f"(supported: {', '.join(o.value for o in _SIMPLE_OPS)}, is_empty)"
+        f"(supported: {', '.join(o.value for o in _SIMPLE_OPS)}, contains, any, all, "
+        "text_match, is_empty)"
     )
 
 
 def metadata_filters_to_dict(filters: MetadataFilters | None) -> dict[str, Any] | None:
     """Translate LlamaIndex `MetadataFilters` into the IndexStore filter language.
 
-    EQ/NE/GT/GTE/LT/LTE/IN/NIN map to `$eq/$ne/$gt/$gte/$lt/$lte/$in/$nin`;
-    conditions AND/OR/NOT to `$and/$or/$not` (NOT = none of the filters holds);
-    nested `MetadataFilters` are supported.
+    EQ/NE/GT/GTE/LT/LTE/IN/NIN map to `$eq/$ne/$gt/$gte/$lt/$lte/$in/$nin`,
+    CONTAINS/TEXT_MATCH to `$contains`, ANY/ALL to `$or`/`$and` of `$contains`,
+    IS_EMPTY to "missing, null or empty string"; conditions AND/OR/NOT to
+    `$and/$or/$not` (NOT = none of the filters holds); nested `MetadataFilters` too.
+    TEXT_MATCH_INSENSITIVE raises `NotImplementedError`.
     """
     if filters is None or not filters.filters:
         return None
@@ -111,6 +123,20 @@ def _and(*parts: dict[str, Any] | None) -> dict[str, Any] | None:
     return present[0] if len(present) == 1 else {"$and": present}
 
 
+def _check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
+    """Fail at construction (not at the first add) on an unknown kind, metric or param."""
+    from llm2vec_retrieval.index import DEFAULT_PARAMS, KINDS, METRICS
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS[kind]))
+    if unknown:
+        valid = ", ".join(DEFAULT_PARAMS[kind]) or "none"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
+
+
 def _check_local_fs(fs: Any) -> None:
     if fs is None:
         return
@@ -120,13 +146,22 @@ def _check_local_fs(fs: Any) -> None:
         raise NotImplementedError("LLM2VecVectorStore persists to the local filesystem only")
 
 
+class _State:
+    __slots__ = ("store", "lock")
+
+    def __init__(self, store: IndexStore | None) -> None:
+        self.store = store
+        self.lock = threading.RLock()
+
+
 class LLM2VecVectorStore(BasePydanticVectorStore):
     """A LlamaIndex vector store on the package's FAISS `IndexStore`.
 
     Stores each node's vector, text and metadata (including `ref_doc_id`/`doc_id` and
     the serialised node), so it can be the only store of a `VectorStoreIndex`
     (`stores_text=True`). Queries support `MetadataFilters` (EQ, NE, GT, GTE, LT, LTE,
-    IN, NIN, IS_EMPTY; AND/OR/NOT, nested), `doc_ids`/`node_ids` restrictions and
+    IN, NIN, CONTAINS, ANY, ALL, TEXT_MATCH, IS_EMPTY; AND/OR/NOT, nested; see
+    `metadata_filters_to_dict`), `doc_ids`/`node_ids` restrictions and
     the `MMR` mode (`mmr_threshold` is the MMR lambda, default 0.5).
 
     Persistence: `persist(path)` writes a JSON manifest at `path` and the index next
@@ -155,8 +190,9 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         default=None, description="Embedder fingerprint recorded in the index"
     )
 
-    _store: Any = PrivateAttr(default=None)
-    _lock: Any = PrivateAttr(default=None)
+    # One shared holder: pydantic copies of this model (model_copy) keep pointing at the
+    # same index, also when it is created lazily after the copy.
+    _state: Any = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -172,9 +208,12 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         if store is not None:
             kwargs.setdefault("index_kind", getattr(store, "kind", "flat"))
             kwargs.setdefault("metric", getattr(store, "metric", "cosine"))
+            if kwargs.get("fingerprint") is None:
+                kwargs["fingerprint"] = getattr(store, "fingerprint", None)
         super().__init__(**kwargs)
-        self._store = store
-        self._lock = threading.RLock()
+        if store is None:
+            _check_index_config(self.index_kind, self.metric, self.index_params)
+        self._state = _State(store)
 
     @classmethod
     def class_name(cls) -> str:
@@ -183,14 +222,14 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
     @property
     def client(self) -> IndexStore | None:
         """The underlying `IndexStore` (None until the first add fixes the dimension)."""
-        return self._store
+        return self._state.store
 
     @property
     def store(self) -> IndexStore | None:
-        return self._store
+        return self._state.store
 
     def __len__(self) -> int:
-        return 0 if self._store is None else len(self._store)
+        return 0 if self._state.store is None else len(self._state.store)
 
     def __bool__(self) -> bool:
         # An empty store is still a store: frameworks test `if vector_store:` to mean
@@ -198,19 +237,19 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         return True
 
     def _ensure_store(self, dim: int) -> IndexStore:
-        if self._store is None:
-            self._store = _index_store_cls()(
+        if self._state.store is None:
+            self._state.store = _index_store_cls()(
                 dim,
                 kind=self.index_kind,
                 metric=self.metric,
                 fingerprint=self.fingerprint,
                 **self.index_params,
             )
-        elif self._store.dim != dim:
+        elif self._state.store.dim != dim:
             raise ValueError(
-                f"Embedding dimension {dim} does not match the index dimension {self._store.dim}"
+                f"Embedding dimension {dim} does not match the index dimension {self._state.store.dim}"
             )
-        return self._store
+        return self._state.store
 
     # -- writes ------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -229,8 +268,13 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             vectors.append(embedding)
             texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
             metas.append(metadata)
+        last = {id_: i for i, id_ in enumerate(ids)}  # a repeated id: the last one wins
+        if len(last) != len(ids):
+            keep = sorted(last.values())
+            ids, vectors = [ids[i] for i in keep], [vectors[i] for i in keep]
+            texts, metas = [texts[i] for i in keep], [metas[i] for i in keep]
         matrix = np.asarray(vectors, dtype=np.float32)
-        with self._lock:
+        with self._state.lock:
             self._ensure_store(int(matrix.shape[1])).add(ids, matrix, texts=texts, metadatas=metas)
         return ids
 
@@ -239,26 +283,26 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
 
     def _matching_ids(self, where: dict[str, Any] | None, node_ids: list[str] | None) -> list[str]:
         """Ids of stored nodes among `node_ids` (all when None) whose metadata match."""
-        if self._store is None:
+        if self._state.store is None:
             return []
         if node_ids is None:
-            candidates = list(self._store.ids)
+            candidates = list(self._state.store.ids)
         else:
-            candidates = [i for i in dict.fromkeys(str(i) for i in node_ids) if i in self._store]
+            candidates = [i for i in dict.fromkeys(str(i) for i in node_ids) if i in self._state.store]
         if where is None or not candidates:
             return candidates
         from llm2vec_retrieval.index.filters import compile_filter
 
         predicate = compile_filter(where)
-        records = self._store.get(candidates, include_vectors=False)
+        records = self._state.store.get(candidates, include_vectors=False)
         return [r.id for r in records if predicate(r.metadata or {})]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document `ref_doc_id`."""
-        with self._lock:
+        with self._state.lock:
             ids = self._matching_ids({"ref_doc_id": {"$eq": ref_doc_id}}, None)
             if ids:
-                self._store.delete(ids)
+                self._state.store.delete(ids)
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
@@ -272,10 +316,10 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         """Delete nodes by id and/or metadata filters (both given = both must hold)."""
         if node_ids is None and filters is None:
             return
-        with self._lock:
+        with self._state.lock:
             ids = self._matching_ids(metadata_filters_to_dict(filters), node_ids)
             if ids:
-                self._store.delete(ids)
+                self._state.store.delete(ids)
 
     async def adelete_nodes(
         self,
@@ -286,9 +330,9 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         await asyncio.to_thread(self.delete_nodes, node_ids, filters)
 
     def clear(self) -> None:
-        with self._lock:
-            if self._store is not None and len(self._store):
-                self._store.delete(list(self._store.ids))
+        with self._state.lock:
+            if self._state.store is not None and len(self._state.store):
+                self._state.store.delete(list(self._state.store.ids))
 
     async def aclear(self) -> None:
         await asyncio.to_thread(self.clear)
@@ -307,11 +351,11 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         filters: MetadataFilters | None = None,
     ) -> list[BaseNode]:
         """Nodes by id and/or metadata filters (with their embeddings)."""
-        with self._lock:
-            if self._store is None:
+        with self._state.lock:
+            if self._state.store is None:
                 return []
             ids = self._matching_ids(metadata_filters_to_dict(filters), node_ids)
-            records = self._store.get(ids) if ids else []
+            records = self._state.store.get(ids) if ids else []
         return [self._to_node(r.metadata or {}, r.text, r.vector) for r in records]
 
     async def aget_nodes(
@@ -332,19 +376,19 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         )
         k = int(query.similarity_top_k or 1)
         vector = np.asarray(query.query_embedding, dtype=np.float32).reshape(-1)
-        with self._lock:
-            if self._store is None or len(self._store) == 0:
+        with self._state.lock:
+            if self._state.store is None or len(self._state.store) == 0:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
             if query.mode == VectorStoreQueryMode.MMR:
                 lambda_mult = 0.5 if query.mmr_threshold is None else float(query.mmr_threshold)
                 fetch_k = int(kwargs.get("mmr_prefetch_k") or max(20, 4 * k))
-                hits = self._store.max_marginal_relevance(
+                hits = self._state.store.max_marginal_relevance(
                     vector, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=where
                 )
             elif query.mode in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.TEXT_SEARCH) or (
                 query.mode == VectorStoreQueryMode.HYBRID and query.alpha in (None, 1.0)
             ):
-                hits = self._store.search(vector, k, filter=where)
+                hits = self._state.store.search(vector, k, filter=where)
             else:
                 raise NotImplementedError(
                     f"Query mode {query.mode!r} is not supported by LLM2VecVectorStore"
@@ -369,14 +413,14 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         path = Path(persist_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         index_dir = self._index_dir(path)
-        with self._lock:
-            if self._store is not None:
-                self._store.save(index_dir)
+        with self._state.lock:
+            if self._state.store is not None:
+                self._state.store.save(index_dir)
             manifest = {
                 "format": _FORMAT,
                 "format_version": _FORMAT_VERSION,
                 "index_dir": index_dir.name,
-                "has_store": self._store is not None,
+                "has_store": self._state.store is not None,
                 "index_kind": self.index_kind,
                 "metric": self.metric,
                 "index_params": self.index_params,

@@ -15,13 +15,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from langchain_llm2vec import LLM2VecEmbeddings  # noqa: E402
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
-from langchain_llm2vec import LLM2VecEmbeddings  # noqa: E402
 
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_checkpoint(seed: int = 0) -> str:
     """A tiny random llama checkpoint (dim 32), built once per test session."""
     from llm2vec_retrieval.testing import make_tiny_checkpoint

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
-
 from langchain_llm2vec import LLM2VecEmbeddings, LLM2VecVectorStore
+
 from llm2vec_retrieval.index import FingerprintMismatchError, IndexStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_checkpoint(seed: int = 0) -> str:
     from llm2vec_retrieval.testing import make_tiny_checkpoint
 
@@ -109,7 +109,7 @@ def test_scores_and_relevance(emb: LLM2VecEmbeddings) -> None:
     assert scores[0] == pytest.approx(float(q @ d), abs=1e-4)
     rel = store.similarity_search_with_relevance_scores(texts[4], k=12)
     assert [doc.id for doc, _ in rel] == [doc.id for doc, _ in pairs]
-    for (_, r), s in zip(rel, scores):
+    for (_, r), s in zip(rel, scores, strict=True):
         assert 0.0 <= r <= 1.0
         assert r == pytest.approx((1 + s) / 2, abs=1e-6)
     # threshold retriever
@@ -172,6 +172,12 @@ def test_input_errors(fake: DeterministicFakeEmbedding) -> None:
         store.add_texts(["a"], [{"obj": object()}])
     with pytest.raises(TypeError):
         LLM2VecVectorStore("not embeddings")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kind"):
+        LLM2VecVectorStore(fake, index_kind="annoy")
+    with pytest.raises(ValueError, match="metric"):
+        LLM2VecVectorStore(fake, metric="manhattan")
+    with pytest.raises(ValueError, match="collection_name"):
+        LLM2VecVectorStore.from_texts(["a"], fake, collection_name="x")
     other = DeterministicFakeEmbedding(size=8)
     store.add_texts(["a"])
     with pytest.raises(ValueError, match="dimension"):
@@ -240,7 +246,7 @@ async def test_async_api(emb: LLM2VecEmbeddings) -> None:
 
 def test_save_load_round_trip(emb: LLM2VecEmbeddings, tmp_path) -> None:
     texts, metas = _corpus(15)
-    docs = [Document(page_content=t, metadata=m, id=f"doc-{i}") for i, (t, m) in enumerate(zip(texts, metas))]
+    docs = [Document(page_content=t, metadata=m, id=f"doc-{i}") for i, (t, m) in enumerate(zip(texts, metas, strict=True))]
     store = LLM2VecVectorStore.from_documents(docs, emb, index_kind="hnsw", M=8)
     before = store.similarity_search_with_score(texts[3], k=5, filter={"even": False})
     store.save_local(tmp_path / "idx")
@@ -287,3 +293,16 @@ def test_save_load_empty_store(emb: LLM2VecEmbeddings, tmp_path) -> None:
     assert loaded.store.metric == "ip"
     with pytest.raises(FingerprintMismatchError):
         LLM2VecVectorStore.load_local(tmp_path / "empty", LLM2VecEmbeddings(model=tiny_checkpoint(1)))
+
+
+def test_missing_framework_gives_install_hint() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['langchain_core'] = None\n"
+        "try:\n    import langchain_llm2vec\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert "pip install 'llm2vec-retrieval[langchain]'" in out.stdout

