@@ -20,7 +20,14 @@ from .data import (
     subset_corpus,
     subset_queries,
 )
-from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, per_query_metrics, rank_documents, recall_at_k
+from .metrics import (
+    evaluate_run,
+    mrr_at_k,
+    ndcg_at_k,
+    per_query_metrics,
+    rank_documents,
+    recall_at_k,
+)
 from .sts import evaluate_sts, spearman
 
 __all__ = [

@@ -71,7 +71,7 @@ def exact_search(
             best_s = np.take_along_axis(all_s, top, axis=1)
             best_i = np.take_along_axis(all_i, top, axis=1)
         for row, qid in enumerate(query_ids[qs : qs + query_chunk]):
-            run[qid] = {ids[j]: float(sc) for j, sc in zip(best_i[row], best_s[row])}
+            run[qid] = {ids[j]: float(sc) for j, sc in zip(best_i[row], best_s[row], strict=True)}
     return run
 
 
