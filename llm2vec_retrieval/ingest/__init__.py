@@ -1,0 +1,32 @@
+"""Indexing folders of files into a searchable index folder (the `index`/`search` commands).
+
+- :mod:`.readers`: finding files and reading .txt/.md/.jsonl/.csv/.pdf into text segments;
+- :mod:`.chunking`: token windows with overlap, cut with the tokenizer's offsets;
+- :mod:`.folder`: the index folder layout (manifest, files.json, store) and the embedder;
+- :mod:`.indexer`: incremental, crash-safe indexing;
+- :mod:`.searcher`: opening an index folder for search.
+"""
+
+from .chunking import Span, chunk_spans
+from .folder import IndexFolder, IndexFolderError
+from .indexer import EmptyCorpusError, Indexer, IndexReport, IndexSettings
+from .readers import SUPPORTED_SUFFIXES, SkipFile, discover, read_segments
+from .searcher import Result, Searcher, snippet
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "EmptyCorpusError",
+    "IndexFolder",
+    "IndexFolderError",
+    "IndexReport",
+    "IndexSettings",
+    "Indexer",
+    "Result",
+    "Searcher",
+    "SkipFile",
+    "Span",
+    "chunk_spans",
+    "discover",
+    "read_segments",
+    "snippet",
+]

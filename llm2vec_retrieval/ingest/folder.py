@@ -1,0 +1,210 @@
+"""The index folder written by ``llm2vec-retrieval index``.
+
+Layout of ``DIR/``::
+
+    llm2vec-index.json   what built the index: embedder choice (model, adapter),
+                         query instruction, chunking, index kind, root folder
+    files.json           one entry per indexed file: sha256 of its bytes, size,
+                         chunk and token counts (rewritten after every commit)
+    store/               the IndexStore (vectors, texts, metadata, manifest with
+                         the embedder fingerprint), saved atomically
+    .lock                held by a running ``index`` (one writer at a time)
+
+All JSON, no pickle. Every JSON file is replaced atomically (write, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "llm2vec-index.json"
+FILES_FILE = "files.json"
+STORE_DIR = "store"
+LOCK_FILE = ".lock"
+FORMAT = "llm2vec-retrieval-index"
+FORMAT_VERSION = 1
+
+
+class IndexFolderError(Exception):
+    """The folder is missing, not an index, or unreadable (one-line message)."""
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise IndexFolderError(f"{path} is unreadable ({type(exc).__name__}); re-create the index with --rebuild") from None
+
+
+class IndexFolder:
+    """Paths and JSON files of one index folder."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    @property
+    def files_path(self) -> Path:
+        return self.path / FILES_FILE
+
+    @property
+    def store_path(self) -> Path:
+        return self.path / STORE_DIR
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def require(self) -> None:
+        """Raise IndexFolderError unless this is an index folder."""
+        if not self.path.exists():
+            raise IndexFolderError(f"index folder not found: {self.path} (create it with: llm2vec-retrieval index SOURCE --index {self.path})")
+        if not self.exists():
+            raise IndexFolderError(f"{self.path} is not an llm2vec-retrieval index (no {MANIFEST_FILE})")
+
+    def has_store(self) -> bool:
+        return (self.store_path / "manifest.json").is_file() or (self.path / f".{STORE_DIR}.bak").is_dir()
+
+    def read_manifest(self) -> dict[str, Any]:
+        self.require()
+        data = _read_json(self.manifest_path)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise IndexFolderError(f"{self.manifest_path} is not an llm2vec-retrieval index manifest")
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise IndexFolderError(f"{self.manifest_path}: format_version {data.get('format_version')} is newer than this library reads ({FORMAT_VERSION})")
+        return data
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.manifest_path, {"format": FORMAT, "format_version": FORMAT_VERSION, **data})
+
+    def read_files(self) -> dict[str, dict[str, Any]]:
+        if not self.files_path.is_file():
+            return {}
+        data = _read_json(self.files_path)
+        files = data.get("files") if isinstance(data, dict) else None
+        return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
+
+    def write_files(self, files: dict[str, dict[str, Any]]) -> None:
+        write_json_atomic(self.files_path, {"files": dict(sorted(files.items()))})
+
+    def read_store_manifest(self) -> dict[str, Any] | None:
+        """The store's own manifest.json (kind, count, fingerprint...) without loading FAISS."""
+        path = self.store_path / "manifest.json"
+        if not path.is_file():
+            return None
+        data = _read_json(path)
+        return data if isinstance(data, dict) else None
+
+    def size_on_disk(self) -> int:
+        total = 0
+        for dirpath, _, filenames in os.walk(self.path):
+            for name in filenames:
+                try:
+                    total += os.path.getsize(os.path.join(dirpath, name))
+                except OSError:
+                    pass
+        return total
+
+
+class FolderLock:
+    """An exclusive advisory lock on ``DIR/.lock`` (POSIX flock; a no-op elsewhere)."""
+
+    def __init__(self, folder: IndexFolder):
+        self.folder = folder
+        self._fh = None
+
+    def __enter__(self) -> FolderLock:
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.folder.path / LOCK_FILE, "a+")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            return self
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            self._fh = None
+            raise IndexFolderError(f"another process is indexing {self.folder.path}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+# ------------------------------------------------------------------ embedder
+_ENCODERS: dict[tuple, Any] = {}
+
+
+def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
+    """What to record so that search/serve can rebuild the same embedder."""
+
+    def local(p: str | None) -> str | None:
+        if p is None:
+            return None
+        expanded = os.path.expanduser(p)
+        return os.path.abspath(expanded) if os.path.exists(expanded) else None
+
+    return {"model": model, "model_path": local(model), "adapter": adapter, "adapter_path": local(adapter)}
+
+
+def load_encoder(spec: dict[str, Any]):
+    """An LLM2Vec built from an embedder spec (cached per process)."""
+    model = spec.get("model_path") if spec.get("model_path") and os.path.exists(spec["model_path"]) else spec.get("model")
+    adapter = spec.get("adapter_path") if spec.get("adapter_path") and os.path.exists(spec["adapter_path"]) else spec.get("adapter")
+    key = (model, adapter)
+    if key not in _ENCODERS:
+        from ..encoder import LLM2Vec
+
+        _ENCODERS.clear()  # keep at most one model in memory
+        _ENCODERS[key] = LLM2Vec.from_pretrained(model, adapter)
+    return _ENCODERS[key]
+
+
+def describe_embedder(spec: dict[str, Any]) -> str:
+    from ..loading import DEFAULT_MODEL
+
+    text = spec.get("model") or f"{DEFAULT_MODEL} (default)"
+    if spec.get("adapter"):
+        text += f" + adapter {spec['adapter']}"
+    return text
