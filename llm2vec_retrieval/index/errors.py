@@ -28,7 +28,8 @@ class FingerprintMismatchError(ValueError):
         self.expected = expected
         self.differing_keys = differing_keys
         details = "; ".join(
-            f"{k}: saved {stored.get(k, '<absent>')!r} != given {expected.get(k, '<absent>')!r}" for k in differing_keys
+            f"{k}: saved {stored.get(k, '<absent>')!r} != given {expected.get(k, '<absent>')!r}"
+            for k in differing_keys
         )
         super().__init__(
             f"embedder fingerprint mismatch on key(s) {', '.join(differing_keys)} ({details}); the vectors were made "
@@ -39,4 +40,7 @@ class FingerprintMismatchError(ValueError):
 def fingerprint_diff(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """Keys whose values differ between two fingerprint dicts (sorted, as strings)."""
     keys = set(stored) | set(expected)
-    return sorted((k for k in keys if k not in stored or k not in expected or stored[k] != expected[k]), key=str)
+    return sorted(
+        (k for k in keys if k not in stored or k not in expected or stored[k] != expected[k]),
+        key=str,
+    )

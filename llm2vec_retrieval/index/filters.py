@@ -33,7 +33,18 @@ from typing import Any
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
-FIELD_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains")
+FIELD_OPERATORS = (
+    "$eq",
+    "$ne",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$in",
+    "$nin",
+    "$exists",
+    "$contains",
+)
 LOGICAL_OPERATORS = ("$and", "$or", "$not")
 
 _MISSING = object()
@@ -50,7 +61,7 @@ def _json_eq(a: Any, b: Any) -> bool:
     if _is_number(a) and _is_number(b):
         return a == b
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_json_eq(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_json_eq(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(_json_eq(a[k], b[k]) for k in a)
     if type(a) is not type(b) and not (isinstance(a, str) and isinstance(b, str)):
@@ -78,28 +89,43 @@ def _compile_field_ops(key: str, spec: Mapping[str, Any]) -> Predicate:
     preds: list[Predicate] = []
     for op, operand in spec.items():
         if op not in FIELD_OPERATORS:
-            raise _bad(f"unknown operator {op!r} on key {key!r}; valid: {', '.join(FIELD_OPERATORS)}")
+            raise _bad(
+                f"unknown operator {op!r} on key {key!r}; valid: {', '.join(FIELD_OPERATORS)}"
+            )
         if op == "$eq":
             preds.append(lambda m, v=operand: _json_eq(m.get(key, _MISSING), v))
         elif op == "$ne":
             preds.append(lambda m, v=operand: not _json_eq(m.get(key, _MISSING), v))
         elif op in ("$gt", "$gte", "$lt", "$lte"):
             if not (_is_number(operand) or isinstance(operand, str)):
-                raise _bad(f"{op} on key {key!r} needs a number or a string, got {type(operand).__name__}")
+                raise _bad(
+                    f"{op} on key {key!r} needs a number or a string, got {type(operand).__name__}"
+                )
             preds.append(lambda m, o=op, v=operand: _ordered(o, m.get(key, _MISSING), v))
         elif op in ("$in", "$nin"):
             if not isinstance(operand, (list, tuple, set, frozenset)):
                 raise _bad(f"{op} on key {key!r} needs a list, got {type(operand).__name__}")
             values = list(operand)
             if op == "$in":
-                preds.append(lambda m, vs=values: (x := m.get(key, _MISSING)) is not _MISSING and any(_json_eq(x, v) for v in vs))
+                preds.append(
+                    lambda m, vs=values: (
+                        (x := m.get(key, _MISSING)) is not _MISSING
+                        and any(_json_eq(x, v) for v in vs)
+                    )
+                )
             else:
-                preds.append(lambda m, vs=values: (x := m.get(key, _MISSING)) is _MISSING or not any(_json_eq(x, v) for v in vs))
+                preds.append(
+                    lambda m, vs=values: (
+                        (x := m.get(key, _MISSING)) is _MISSING
+                        or not any(_json_eq(x, v) for v in vs)
+                    )
+                )
         elif op == "$exists":
             if not isinstance(operand, bool):
                 raise _bad(f"$exists on key {key!r} needs true or false, got {operand!r}")
             preds.append(lambda m, v=operand: (key in m) == v)
         else:  # $contains
+
             def contains(m: Mapping[str, Any], v: Any = operand) -> bool:
                 x = m.get(key, _MISSING)
                 if isinstance(x, (list, tuple)):

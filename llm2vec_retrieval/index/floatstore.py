@@ -73,7 +73,11 @@ class FloatStore:
 
     def rows(self, iids) -> np.ndarray:
         row = self._row
-        return np.fromiter((row[i] for i in np.asarray(iids, dtype=np.int64).tolist()), dtype=np.int64, count=len(iids))
+        return np.fromiter(
+            (row[i] for i in np.asarray(iids, dtype=np.int64).tolist()),
+            dtype=np.int64,
+            count=len(iids),
+        )
 
     def get(self, iids) -> np.ndarray:
         """Vectors for iids (KeyError if one is missing), as a new (n, dim) array."""

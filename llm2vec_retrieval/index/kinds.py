@@ -21,6 +21,7 @@ distances). Kinds:
               automatic ``nlist`` the store retrains when the count reaches
               ``retrain_growth`` (8) times the count at the last training (0 disables).
               Deleting vectors never untrains. ``nprobe`` (16) lists are scanned.
+              PQ codebooks train on at most 64 points per code, 10 iterations.
               ``ivf_sq8``/``ivf_pq`` keep the float vectors beside (``keep_vectors=True``,
               default): results are fetched ``rescore_factor`` times over (2 / 4) and
               rescored exactly, so scores are exact; with ``keep_vectors=False`` the
@@ -44,19 +45,32 @@ from .floatstore import FloatStore
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_sq8", "ivf_pq", "binary")
 METRICS = ("cosine", "ip", "l2")
 
-_IVF_COMMON: dict[str, Any] = {"nlist": None, "nprobe": 16, "train_threshold": None, "retrain_growth": 8.0}
+_IVF_COMMON: dict[str, Any] = {
+    "nlist": None,
+    "nprobe": 16,
+    "train_threshold": None,
+    "retrain_growth": 8.0,
+}
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "flat": {},
     "hnsw": {"M": 32, "ef_construction": 200, "ef_search": 128},
     "ivf_flat": dict(_IVF_COMMON),
     "ivf_sq8": {**_IVF_COMMON, "keep_vectors": True, "rescore_factor": 2},
-    "ivf_pq": {**_IVF_COMMON, "pq_m": None, "pq_nbits": 8, "keep_vectors": True, "rescore_factor": 4},
+    "ivf_pq": {
+        **_IVF_COMMON,
+        "pq_m": None,
+        "pq_nbits": 8,
+        "keep_vectors": True,
+        "rescore_factor": 4,
+    },
     "binary": {"rescore_factor": 10},
 }
 
 # An HNSW graph is rebuilt when tombstones exceed max(this, live count).
 HNSW_MIN_TOMBSTONES_FOR_REBUILD = 64
-_EXACT_CHUNK = 32768  # rows of stored vectors scored at once in exact search
+_EXACT_CHUNK = 32768
+PQ_TRAIN_POINTS_PER_CODE = 64
+PQ_TRAIN_ITERATIONS = 10  # rows of stored vectors scored at once in exact search
 
 
 def _pos_int(kind: str, name: str, v: Any, minimum: int = 1) -> int:
@@ -83,7 +97,9 @@ def resolve_params(kind: str, dim: int, params: dict[str, Any]) -> dict[str, Any
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         valid = ", ".join(defaults) or "none"
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}"
+        )
     p = {**defaults, **params}
     if kind == "hnsw":
         p["M"] = _pos_int(kind, "M", p["M"], 2)
@@ -164,6 +180,7 @@ class Backend:
 
     kind = ""
     binary = False
+    approximate = True  # flat overrides: its selector search is already exact
 
     def __init__(self, dim: int, metric: str, params: dict[str, Any]):
         self.dim = dim
@@ -180,7 +197,9 @@ class Backend:
     def remove(self, iids: np.ndarray) -> None:
         raise NotImplementedError
 
-    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, iids) per query over ``allowed`` iids (None: all). May return
         fewer than k valid ids (iid -1) for approximate kinds; the store then falls
         back to ``exact_search``."""
@@ -222,7 +241,9 @@ class Backend:
             return self.fs.get(iids)
         return self.index.reconstruct_batch(iids)
 
-    def exact_search(self, q: np.ndarray, k: int, iids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def exact_search(
+        self, q: np.ndarray, k: int, iids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the given iids (chunked so memory stays bounded)."""
         nq = len(q)
         best_s = np.full((nq, 0), -np.inf, np.float32)
@@ -231,7 +252,9 @@ class Backend:
             chunk = iids[start : start + _EXACT_CHUNK]
             s = exact_scores(self.metric, q, self.vectors(chunk))
             ids = np.broadcast_to(chunk, s.shape)
-            best_s, best_i = topk_merge(np.concatenate([best_s, s], 1), np.concatenate([best_i, ids], 1), k)
+            best_s, best_i = topk_merge(
+                np.concatenate([best_s, s], 1), np.concatenate([best_i, ids], 1), k
+            )
         if best_s.shape[1] < k:
             best_s, best_i = topk_merge(best_s, best_i, k)
         return best_s, best_i
@@ -281,6 +304,7 @@ class Backend:
 
 class FlatBackend(Backend):
     kind = "flat"
+    approximate = False
 
     def __init__(self, dim, metric, params):
         super().__init__(dim, metric, params)
@@ -310,7 +334,9 @@ class FlatBackend(Backend):
             return msg
         ids = self.index_ids()
         if len(ids) != len(live) or not np.array_equal(np.sort(ids), np.sort(live)):
-            return f"index holds {len(ids)} vectors whose ids differ from the docstore's {len(live)}"
+            return (
+                f"index holds {len(ids)} vectors whose ids differ from the docstore's {len(live)}"
+            )
         return None
 
 
@@ -324,7 +350,9 @@ class HNSWBackend(Backend):
         self.index = self._new_index()
 
     def _new_index(self):
-        index = self.faiss.index_factory(self.dim, f"IDMap2,HNSW{self.params['M']},Flat", faiss_metric(self.metric))
+        index = self.faiss.index_factory(
+            self.dim, f"IDMap2,HNSW{self.params['M']},Flat", faiss_metric(self.metric)
+        )
         self.faiss.downcast_index(index.index).hnsw.efConstruction = self.params["ef_construction"]
         return index
 
@@ -357,13 +385,17 @@ class HNSWBackend(Backend):
 
     def search(self, q, k, allowed):
         sel = None
+        ef = max(self.params["ef_search"], k)
         if allowed is not None:
             sel, _keep = bitmap_selector(allowed)
+            # a filter hides most neighbours: widen the beam with the selectivity (<= 8x)
+            live = max(1, self.index.ntotal - len(self.tombstones))
+            ef = int(ef * min(8.0, max(1.0, live / max(1, len(allowed)))))
         elif self.tombstones:
             if self._live_sel_cache is None:
                 self._live_sel_cache = bitmap_selector(self.live_ids())
             sel = self._live_sel_cache[0]
-        params = self.faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], k), sel=sel)
+        params = self.faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
         d, i = self.index.search(q, k, params=params)
         return self._scores(d), i
 
@@ -455,10 +487,17 @@ class IVFBackend(Backend):
         nlist = min(nlist, n)
         # index_factory returns the concrete class (IndexIVFFlat, ...); never rebind a
         # downcast_index() proxy: it does not own the C++ object.
-        index = self.faiss.index_factory(self.dim, f"IVF{nlist},{self._code()}", faiss_metric(self.metric))
+        index = self.faiss.index_factory(
+            self.dim, f"IVF{nlist},{self._code()}", faiss_metric(self.metric)
+        )
         index.cp.min_points_per_centroid = 1  # we choose nlist; silence FAISS' size warning
         if self.kind == "ivf_pq":
+            # Training runs inside add(): keep it bounded. Codebooks are trained on at most
+            # 64 points per code (16k for 8 bits) with 10 k-means iterations (FAISS: 256
+            # and 25), ~10x cheaper; rescoring with kept vectors hides the small loss.
             index.pq.cp.min_points_per_centroid = 1
+            index.pq.cp.max_points_per_centroid = PQ_TRAIN_POINTS_PER_CODE
+            index.pq.cp.niter = PQ_TRAIN_ITERATIONS
             index.do_polysemous_training = False  # index_factory turns it on; slow and unused here
         index.train(x)
         index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
@@ -472,7 +511,9 @@ class IVFBackend(Backend):
             return
         self.fs.remove(iids)
         if self.trained:
-            self.index.remove_ids(self.faiss.IDSelectorArray(np.ascontiguousarray(iids, dtype=np.int64)))
+            self.index.remove_ids(
+                self.faiss.IDSelectorArray(np.ascontiguousarray(iids, dtype=np.int64))
+            )
 
     def search(self, q, k, allowed):
         if not self.trained:
@@ -482,7 +523,9 @@ class IVFBackend(Backend):
         sel = None
         if allowed is not None:
             sel, _keep = bitmap_selector(allowed)
-        params = self.faiss.SearchParametersIVF(nprobe=min(self.params["nprobe"], self.nlist), sel=sel)
+        params = self.faiss.SearchParametersIVF(
+            nprobe=min(self.params["nprobe"], self.nlist), sel=sel
+        )
         d, i = self.index.search(q, kk, params=params)
         if self.keep:
             return self.rescore(q, i, k)

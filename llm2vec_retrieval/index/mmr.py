@@ -10,7 +10,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.where(n > 0, n, 1.0)
 
 
-def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float = 0.5) -> list[int]:
+def mmr_select(
+    query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float = 0.5
+) -> list[int]:
     """Indices (into ``candidates``) of up to k picks, in the order picked.
 
     Each step takes the candidate maximising

@@ -204,18 +204,30 @@ def save_store(store: IndexStore, path: str | Path) -> None:
             docs = store._docs
             with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8", newline="\n") as f:
                 for id_, d in docs.items():
-                    f.write(json.dumps({"id": id_, "iid": d.iid, "text": d.text, "metadata": d.metadata}, ensure_ascii=False))
+                    f.write(
+                        json.dumps(
+                            {"id": id_, "iid": d.iid, "text": d.text, "metadata": d.metadata},
+                            ensure_ascii=True,  # lone surrogates in texts survive too
+                        )
+                    )
                     f.write("\n")
             files.append(DOCSTORE_FILE)
             if backend.keeps_vectors:
                 iids = store._live_iids()
                 with open(tmp / VECTORS_FILE, "wb") as f:
-                    np.save(f, np.ascontiguousarray(backend.fs.get(iids), dtype=np.float32), allow_pickle=False)
+                    np.save(
+                        f,
+                        np.ascontiguousarray(backend.fs.get(iids), dtype=np.float32),
+                        allow_pickle=False,
+                    )
                 files.append(VECTORS_FILE)
             file_info = {}
             for name in files:
                 _fsync_file(tmp / name)
-                file_info[name] = {"sha256": _sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+                file_info[name] = {
+                    "sha256": _sha256_file(tmp / name),
+                    "bytes": (tmp / name).stat().st_size,
+                }
             _pause("files_written")
             manifest: dict[str, Any] = {
                 "format_version": FORMAT_VERSION,
@@ -242,9 +254,9 @@ def save_store(store: IndexStore, path: str | Path) -> None:
                 _carry_foreign(path, tmp)
             _fsync_dir(tmp)
             _pause("before_swap")
-            if bak.exists():  # leftover of a save that died after its swap
-                shutil.rmtree(bak)
             if path.exists():
+                if bak.exists():  # leftover of a save that died after its swap
+                    shutil.rmtree(bak)
                 os.rename(path, bak)
                 _fsync_dir(path.parent)
                 _pause("backed_up")
@@ -278,7 +290,9 @@ def _read_manifest(d: Path) -> dict[str, Any]:
         raise _corrupt(mpath, "checksum mismatch (corrupted or edited)")
     fv = manifest.get("format_version")
     if not isinstance(fv, int) or fv > FORMAT_VERSION or fv < 1:
-        raise _corrupt(mpath, f"unsupported format_version {fv!r} (this library reads {FORMAT_VERSION})")
+        raise _corrupt(
+            mpath, f"unsupported format_version {fv!r} (this library reads {FORMAT_VERSION})"
+        )
     checks = {
         "kind": lambda v: v in KINDS,
         "metric": lambda v: v in METRICS,
@@ -297,13 +311,19 @@ def _read_manifest(d: Path) -> dict[str, Any]:
 
 def _read_verified(d: Path, name: str, info: Any) -> bytes:
     fpath = d / name
-    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or not isinstance(info.get("bytes"), int):
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("sha256"), str)
+        or not isinstance(info.get("bytes"), int)
+    ):
         raise _corrupt(d / MANIFEST_FILE, f"bad file entry for {name}")
     if not fpath.is_file():
         raise _corrupt(fpath, "missing")
     data = fpath.read_bytes()
     if len(data) != info["bytes"]:
-        raise _corrupt(fpath, f"truncated or extended: {len(data)} bytes, manifest says {info['bytes']}")
+        raise _corrupt(
+            fpath, f"truncated or extended: {len(data)} bytes, manifest says {info['bytes']}"
+        )
     if hashlib.sha256(data).hexdigest() != info["sha256"]:
         raise _corrupt(fpath, "checksum mismatch (corrupted)")
     return data
@@ -323,10 +343,13 @@ def load_store(
         raise _corrupt(d, "not a directory")
     manifest = _read_manifest(d)
     stored_fp = manifest["fingerprint"]
+    if fingerprint is not None:
+        # compare as saved: a JSON round trip (tuples become lists, keys strings)
+        fingerprint = json.loads(json.dumps(dict(fingerprint), default=str))
     if fingerprint is not None and stored_fp is not None:
-        diff = fingerprint_diff(stored_fp, dict(fingerprint))
+        diff = fingerprint_diff(stored_fp, fingerprint)
         if diff:
-            err = FingerprintMismatchError(stored_fp, dict(fingerprint), diff)
+            err = FingerprintMismatchError(stored_fp, fingerprint, diff)
             if not allow_fingerprint_mismatch:
                 raise err
             warnings.warn(f"loading anyway: {err}", stacklevel=3)
@@ -377,11 +400,18 @@ def load_store(
         except Exception as exc:
             raise _corrupt(vpath, f"unreadable .npy ({type(exc).__name__})") from None
         if vectors.dtype != np.float32 or vectors.shape != (count, dim):
-            raise _corrupt(vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32")
+            raise _corrupt(
+                vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32"
+            )
 
     try:
-        store = cls(dim, manifest["kind"], manifest["metric"], stored_fp if stored_fp is not None else fingerprint,
-                    **manifest["params"])
+        store = cls(
+            dim,
+            manifest["kind"],
+            manifest["metric"],
+            stored_fp if stored_fp is not None else fingerprint,
+            **manifest["params"],
+        )
     except ValueError as exc:
         raise _corrupt(d / MANIFEST_FILE, f"invalid parameters ({exc})") from None
 
@@ -392,7 +422,9 @@ def load_store(
         try:
             index = backend.read(np.frombuffer(blobs.pop(INDEX_FILE), dtype=np.uint8))
         except Exception as exc:  # checksum matched, so this is a version/format problem
-            raise _corrupt(ipath, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})") from None
+            raise _corrupt(
+                ipath, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})"
+            ) from None
     elif manifest["kind"] in ("flat", "hnsw", "binary") or manifest["state"].get("trained"):
         raise _corrupt(d / INDEX_FILE, "missing from the manifest")
     try:
@@ -400,7 +432,8 @@ def load_store(
     except Exception as exc:
         raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
     needs_floats = manifest["kind"] == "binary" or (
-        manifest["kind"].startswith("ivf_") and (backend.params.get("keep_vectors") or index is None)
+        manifest["kind"].startswith("ivf_")
+        and (backend.params.get("keep_vectors") or index is None)
     )
     if needs_floats and count and vectors is None:
         raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +89,11 @@ class IndexStore:
     threads (operations run one at a time).
     """
 
+    #: With a filter matching at most this many documents, approximate kinds search
+    #: the matching vectors exactly instead of running a filtered ANN search (cheaper
+    #: and exact at that size). Set on the class or an instance; 0 disables.
+    exact_filter_max: int = 8192
+
     def __init__(
         self,
         dim: int,
@@ -106,7 +111,9 @@ class IndexStore:
             raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
         if fingerprint is not None:
             if not isinstance(fingerprint, Mapping):
-                raise ValueError(f"fingerprint must be a dict or None, got {type(fingerprint).__name__}")
+                raise ValueError(
+                    f"fingerprint must be a dict or None, got {type(fingerprint).__name__}"
+                )
             fingerprint = _check_json("fingerprint", dict(fingerprint))
         self._dim = int(dim)
         self._kind = kind
@@ -216,9 +223,11 @@ class IndexStore:
             texts = list(texts)
             if len(texts) != n:
                 raise ValueError(f"got {n} ids but {len(texts)} texts")
-            for i, t in zip(ids, texts):
+            for i, t in zip(ids, texts, strict=True):
                 if t is not None and not isinstance(t, str):
-                    raise ValueError(f"text for id {i!r} must be a str or None, got {type(t).__name__}")
+                    raise ValueError(
+                        f"text for id {i!r} must be a str or None, got {type(t).__name__}"
+                    )
         metas: list[dict[str, Any]] = []
         if metadatas is None:
             metas = [{} for _ in range(n)]
@@ -226,12 +235,14 @@ class IndexStore:
             metadatas = list(metadatas)
             if len(metadatas) != n:
                 raise ValueError(f"got {n} ids but {len(metadatas)} metadatas")
-            for i, m in zip(ids, metadatas):
+            for i, m in zip(ids, metadatas, strict=True):
                 if m is None:
                     metas.append({})
                     continue
                 if not isinstance(m, Mapping):
-                    raise ValueError(f"metadata for id {i!r} must be a dict, got {type(m).__name__}")
+                    raise ValueError(
+                        f"metadata for id {i!r} must be a dict, got {type(m).__name__}"
+                    )
                 for key in m:
                     if not isinstance(key, str):
                         raise ValueError(f"metadata for id {i!r} has a non-string key {key!r}")
@@ -246,7 +257,7 @@ class IndexStore:
                 self._backend.remove(np.asarray(old, dtype=np.int64))
                 for iid in old:
                     del self._by_iid[iid]
-            for i, iid, t, m in zip(ids, new_iids.tolist(), texts, metas):
+            for i, iid, t, m in zip(ids, new_iids.tolist(), texts, metas, strict=True):
                 self._docs[i] = _Doc(iid, t, m)
                 self._by_iid[iid] = i
         return ids
@@ -259,7 +270,7 @@ class IndexStore:
                 return 0
             iids = np.asarray([self._docs[i].iid for i in found], dtype=np.int64)
             self._backend.remove(iids)
-            for i, iid in zip(found, iids.tolist()):
+            for i, iid in zip(found, iids.tolist(), strict=True):
                 del self._docs[i]
                 del self._by_iid[iid]
             self._live_cache = None
@@ -278,11 +289,17 @@ class IndexStore:
             found = [i for i in ids if i in self._docs]
             vecs = None
             if include_vectors and found:
-                vecs = self._backend.vectors(np.asarray([self._docs[i].iid for i in found], dtype=np.int64))
+                vecs = self._backend.vectors(
+                    np.asarray([self._docs[i].iid for i in found], dtype=np.int64)
+                )
             out = []
             for j, i in enumerate(found):
                 d = self._docs[i]
-                out.append(Record(i, d.text, _json_copy(d.metadata), None if vecs is None else vecs[j].copy()))
+                out.append(
+                    Record(
+                        i, d.text, _json_copy(d.metadata), None if vecs is None else vecs[j].copy()
+                    )
+                )
             return out
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
@@ -294,11 +311,15 @@ class IndexStore:
             missing = [i for i in ids if i not in self._docs]
             if missing:
                 raise KeyError(f"unknown id(s): {', '.join(map(repr, missing[:5]))}")
-            return self._backend.vectors(np.asarray([self._docs[i].iid for i in ids], dtype=np.int64))
+            return self._backend.vectors(
+                np.asarray([self._docs[i].iid for i in ids], dtype=np.int64)
+            )
 
     def _live_iids(self) -> np.ndarray:
         if self._live_cache is None:
-            self._live_cache = np.fromiter((d.iid for d in self._docs.values()), np.int64, len(self._docs))
+            self._live_cache = np.fromiter(
+                (d.iid for d in self._docs.values()), np.int64, len(self._docs)
+            )
         return self._live_cache
 
     def _search_iids(
@@ -309,14 +330,24 @@ class IndexStore:
         n = len(self._docs)
         allowed = None
         if pred is not None and n:
-            allowed = np.fromiter((d.iid for d in self._docs.values() if pred(d.metadata)), np.int64)
+            allowed = np.fromiter(
+                (d.iid for d in self._docs.values() if pred(d.metadata)), np.int64
+            )
             if len(allowed) == n:
                 allowed = None
             n = n if allowed is None else len(allowed)
         kk = min(k, n)
         if kk == 0:
             return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
-        s, i = self._backend.search(q, kk, allowed)
+        if (
+            allowed is not None
+            and self._backend.approximate
+            and len(allowed) <= self.exact_filter_max
+        ):
+            # few matches: exact search over them is cheaper than a filtered ANN search
+            s, i = self._backend.exact_search(q, kk, allowed)
+        else:
+            s, i = self._backend.search(q, kk, allowed)
         s, i = np.asarray(s, np.float32)[:, :kk], np.asarray(i, np.int64)[:, :kk]
         short = (i >= 0).sum(axis=1) < kk
         if short.any():  # approximate search fell short: exact over the matching subset
@@ -330,7 +361,7 @@ class IndexStore:
 
     def _hits(self, s_row: np.ndarray, i_row: np.ndarray) -> list[SearchHit]:
         out = []
-        for score, iid in zip(s_row.tolist(), i_row.tolist()):
+        for score, iid in zip(s_row.tolist(), i_row.tolist(), strict=True):
             if iid < 0:
                 continue
             id_ = self._by_iid[iid]
@@ -338,7 +369,9 @@ class IndexStore:
             out.append(SearchHit(id_, float(score), d.text, _json_copy(d.metadata)))
         return out
 
-    def search(self, query: Any, k: int = 10, filter: Any = None) -> list[SearchHit] | list[list[SearchHit]]:
+    def search(
+        self, query: Any, k: int = 10, filter: Any = None
+    ) -> list[SearchHit] | list[list[SearchHit]]:
         """Nearest documents, best first.
 
         ``query``: a vector (dim,) -> ``list[SearchHit]``; a matrix (nq, dim) ->
@@ -347,13 +380,16 @@ class IndexStore:
         Filtering happens before the search (matching ids are passed to FAISS as an id
         selector), so each result holds exactly ``min(k, number matching)`` hits; when
         an approximate kind returns fewer, that query is answered by exact search over
-        the matching documents. Scores: larger is closer (see the class doc).
+        the matching documents. When at most ``exact_filter_max`` documents match,
+        approximate kinds search those exactly right away. Scores: larger is closer (see the class doc).
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         single = np.ndim(query) == 1
         if np.ndim(query) not in (1, 2):
-            raise ValueError(f"query must be a vector (dim,) or a matrix (nq, dim), got shape {np.shape(query)}")
+            raise ValueError(
+                f"query must be a vector (dim,) or a matrix (nq, dim), got shape {np.shape(query)}"
+            )
         q = self._as_matrix(query, "query")
         pred = compile_filter(filter)
         with self._lock:
@@ -362,7 +398,12 @@ class IndexStore:
         return results[0] if single else results
 
     def max_marginal_relevance(
-        self, query: Any, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, filter: Any = None
+        self,
+        query: Any,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Any = None,
     ) -> list[SearchHit]:
         """Up to k hits chosen by maximal marginal relevance among the ``fetch_k`` nearest
         (``filter`` applies); ``lambda_mult`` in [0, 1]: 1 = relevance only, 0 = diversity
