@@ -1,17 +1,27 @@
 """llm2vec-retrieval: decoder-only LLMs as text encoders (LLM2Vec), for retrieval.
 
-The public API is declared here once. The core imports no retrieval framework:
-FAISS (`llm2vec_retrieval.index`), LangChain (`langchain_llm2vec`) and LlamaIndex
-(`llama_index_llm2vec`) are optional extras imported where used.
+The public API is declared here once. Names that need torch/transformers are
+imported on first use, so `llm2vec-retrieval --help` or `info` start fast. The core
+imports no retrieval framework: FAISS (`llm2vec_retrieval.index`), LangChain
+(`langchain_llm2vec`) and LlamaIndex (`llama_index_llm2vec`) are optional extras.
 """
 
-from .bidirectional import SUPPORTED_MODEL_TYPES, UnsupportedModelError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .config import POOLING_MODES, EncoderConfig
-from .encoder import LLM2Vec
 from .instructions import DEFAULT_QUERY_INSTRUCTION, INSTRUCTIONS, STS_INSTRUCTION, get_instruction
 from .loading import DEFAULT_MODEL, EMBEDDED_MODELS, ModelNotInstalledError, cache_dir
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LLM2Vec": ".encoder",
+    "UnsupportedModelError": ".bidirectional",
+    "SUPPORTED_MODEL_TYPES": ".bidirectional",
+}
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -29,3 +39,15 @@ __all__ = [
     "cache_dir",
     "get_instruction",
 ]
+
+if TYPE_CHECKING:
+    from .bidirectional import SUPPORTED_MODEL_TYPES, UnsupportedModelError
+    from .encoder import LLM2Vec
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'llm2vec_retrieval' has no attribute {name!r}")
