@@ -1,0 +1,616 @@
+"""Build benchmarks/RESULTS.md and PNG plots from every benchmarks/results/*.json.
+
+    python -m benchmarks.report
+    python -m benchmarks.report --results-dir DIR --output DIR/RESULTS.md --plots-dir DIR/plots
+
+Reads the files the harnesses write (quality_*, speed_*, index_*, server_*, train_*; the kind is
+the file's "benchmark" key, else its name prefix). Files it cannot read or whose kind it does not
+know are listed under "Skipped files" with the reason. Tables:
+
+- quality: every (model, task, data subset) from all quality files, the newest file winning;
+- speed: the newest speed file (throughput, ratio vs official, roofline, memory, agreement,
+  index build time); older speed files are listed;
+- index: the newest index file; server: the newest server file; training: every train file.
+
+Every table names the result file and the command that produced it, and the machine.
+Plots (benchmarks/results/plots/): quality.png (per model), throughput.png (per implementation
+and dtype), index_build.png (when the speed file has an index build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+OUTPUT = PROJECT_ROOT / "benchmarks" / "RESULTS.md"
+KINDS = ("quality", "speed", "index", "server", "train")
+MODEL_ORDER = ("bm25", "minilm", "ours-causal", "ours-bidirectional")
+IMPL_ORDER = ("ours", "official", "sentence-transformers", "hf-bare")
+DTYPE_ORDER = ("float32", "bfloat16", "float16")
+
+
+# ------------------------------------------------------------------------------- loading
+def load_results(results_dir: Path) -> tuple[dict[str, list[tuple[Path, dict]]], list[tuple[str, str]]]:
+    """{kind: [(path, data), ...] oldest first}, [(file name, reason skipped)]."""
+    found: dict[str, list[tuple[Path, dict]]] = {k: [] for k in KINDS}
+    skipped: list[tuple[str, str]] = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            skipped.append((path.name, f"not readable JSON ({type(e).__name__}: {e})"))
+            continue
+        if not isinstance(data, dict):
+            skipped.append((path.name, "not a JSON object"))
+            continue
+        kind = data.get("benchmark")
+        if kind not in KINDS:
+            prefix = path.name.split("_", 1)[0]
+            kind = prefix if prefix in KINDS else None
+        if kind is None:
+            skipped.append((path.name, f"unknown kind (benchmark={data.get('benchmark')!r})"))
+            continue
+        found[kind].append((path, data))
+    for kind in found:
+        found[kind].sort(key=lambda item: (_when(item[1]), item[0].name))
+    return found, skipped
+
+
+def _when(data: dict) -> str:
+    return str(data.get("started") or data.get("date") or data.get("finished") or "")
+
+
+# ------------------------------------------------------------------------------- helpers
+def _fmt(value, spec: str = ".3f", missing: str = "-") -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return missing
+    return format(value, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    return out
+
+
+def machine_line(m: dict | None) -> str:
+    """One line describing the machine of a result file (whatever keys it has)."""
+    if not isinstance(m, dict):
+        return "machine: not recorded"
+    parts = []
+    cpu = m.get("cpu_model") or m.get("processor")
+    if cpu:
+        parts.append(str(cpu))
+    cores = m.get("cpu_affinity") or m.get("sched_affinity") or m.get("cpu_count")
+    if cores:
+        parts.append(f"{cores} cores")
+    if m.get("ram_gb"):
+        parts.append(f"{m['ram_gb']} GiB RAM")
+    if m.get("platform"):
+        parts.append(str(m["platform"]))
+    if m.get("python"):
+        parts.append(f"Python {m['python']}")
+    for dist in ("torch", "transformers", "sentence-transformers", "faiss-cpu"):
+        if m.get(dist):
+            parts.append(f"{dist} {m[dist]}")
+    threads = m.get("torch_threads_per_worker") or m.get("torch_threads") or m.get("threads")
+    if threads:
+        parts.append(f"{threads} torch threads")
+    load = m.get("loadavg_at_start") or m.get("load_average_at_start")
+    if load:
+        parts.append("load avg at start " + "/".join(_fmt(x, ".1f") for x in load))
+    return "machine: " + ", ".join(parts) if parts else "machine: not recorded"
+
+
+def source_line(path: Path, data: dict) -> str:
+    cmd = data.get("command")
+    settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+    if not cmd and isinstance(settings.get("argv"), list) and path.name.startswith("train_evidence"):
+        cmd = " ".join(["python -m benchmarks.train_evidence", *map(str, settings["argv"])])
+    when = _when(data) or _stamp_from_name(path.name) or "date not recorded"
+    machine = data.get("machine") if isinstance(data.get("machine"), dict) else data.get("environment")
+    return f"Source: `{path.name}` ({when}), command `{cmd or 'not recorded'}`; {machine_line(machine)}."
+
+
+def _stamp_from_name(name: str) -> str | None:
+    import re
+
+    m = re.search(r"(\d{8})-(\d{6})", name)
+    if not m:
+        return None
+    d, t = m.groups()
+    return f"{d[:4]}-{d[4:6]}-{d[6:]}T{t[:2]}:{t[2:4]}:{t[4:]}"
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------------------- quality
+def _subset_label(info: dict | None) -> str:
+    if not info or not isinstance(info, dict):
+        return "full"
+    sub = info.get("subset")
+    if not sub:
+        return "full"
+    parts = []
+    if "n_docs" in info:
+        parts.append(f"{info['n_docs']} docs")
+    if "n_queries" in info and (sub.get("max_queries") if isinstance(sub, dict) else False):
+        parts.append(f"{info['n_queries']} queries")
+    if "n_pairs" in info:
+        parts.append(f"{info['n_pairs']} pairs")
+    return "subset: " + ", ".join(parts) if parts else "subset"
+
+
+def quality_rows(files: list[tuple[Path, dict]]) -> list[dict]:
+    """Newest result per (model, task, subset), from every quality file."""
+    merged: dict[tuple, dict] = {}
+    for path, data in files:  # oldest first: newer files overwrite
+        results = data.get("results")
+        if not isinstance(results, dict):
+            continue
+        opts = data.get("options") or {}
+        data_info = data.get("data") or {}
+        for model, tasks in results.items():
+            if not isinstance(tasks, dict):
+                continue
+            label = model
+            if model.startswith("ours") and opts.get("dtype"):
+                label = f"{model} ({opts['dtype']})"
+            if model.startswith("ours") and opts.get("model"):
+                label = f"{label} [{Path(str(opts['model'])).name}]"
+            for task, r in tasks.items():
+                if not isinstance(r, dict):
+                    continue
+                subset = _subset_label(data_info.get(task))
+                merged[(label, task, subset)] = {"model": label, "base_model": model, "task": task, "subset": subset,
+                                                 "result": r, "path": path, "data": data}
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    return sorted(merged.values(), key=lambda x: (x["task"], x["subset"] != "full", x["subset"],
+                                                  order.get(x["base_model"], 99), x["model"]))
+
+
+def quality_section(files, base: Path, plots: dict) -> list[str]:
+    lines = ["## Quality", ""]
+    rows = quality_rows(files)
+    if not rows:
+        return lines + ["No quality results.", ""]
+    lines += ["SciFact (BEIR test queries): nDCG@10, Recall@100, MRR@10 of exact cosine search (BM25: bm25s). "
+              "STS-B: Spearman x100 of cosine similarity. A subset run (fewer documents) is optimistic and not "
+              "comparable to the references; `ref` says whether the reference number was reproduced "
+              "(full sets only).", ""]
+    table = []
+    sources: dict[str, tuple[Path, dict]] = {}
+    for x in rows:
+        r, m = x["result"], x["result"].get("metrics") or {}
+        src = x["path"].name
+        sources[src] = (x["path"], x["data"])
+        if "error" in r:
+            table.append([x["model"], x["task"], "error: " + str(r["error"])[:80], "", "", "", x["subset"], "", src])
+            continue
+        ref = r.get("reference_ok") or {}
+        ref_txt = ("ok" if all(ref.values()) else "OFF: " + ", ".join(k for k, v in ref.items() if not v)) if ref else "-"
+        if ref and r.get("subset"):
+            ref_txt = "n/a (subset)"
+        table.append([x["model"], x["task"], _fmt(m.get("ndcg@10"), ".4f"), _fmt(m.get("recall@100"), ".4f"),
+                      _fmt(m.get("mrr@10"), ".4f"), _fmt(m.get("spearman"), ".2f"), x["subset"], ref_txt, src])
+    lines += _table(["model", "task", "nDCG@10", "Recall@100", "MRR@10", "Spearman", "data", "ref", "file"], table)
+    lines.append("")
+    for _name, (path, data) in sorted(sources.items()):
+        lines.append(f"- {source_line(path, data)}")
+    lines.append("")
+    if "quality" in plots:
+        lines += [f"![quality per model]({_rel(plots['quality'], base)})", ""]
+    return lines
+
+
+# --------------------------------------------------------------------------------- speed
+def speed_section(files, base: Path, plots: dict) -> list[str]:
+    lines = ["## Speed", ""]
+    if not files:
+        return lines + ["No speed results.", ""]
+    path, d = files[-1]
+    data = d.get("data") or {}
+    model = d.get("model") or {}
+    flops = d.get("flops") or {}
+    lines += [
+        f"Encoding the first {data.get('n_docs', '?')} SciFact documents ({data.get('tokens', '?')} tokens, mean "
+        f"{_fmt(data.get('tokens_mean'), '.0f')}, each cut to {data.get('doc_max_length', 400)} tokens before any "
+        f"implementation sees it) with `{model.get('name') or model.get('path')}`; {_fmt((flops.get('total') or 0) / 1e9, '.1f')} "
+        "GFLOP counted from the config (2 x linear params per token + attention QK^T/AV on the real lengths, no lm_head). "
+        "tokens/s = the documents' token count (same for every implementation) / median encode time over the interleaved "
+        "repeats; `x official` > 1 means faster than llm2vec 0.2.3; roofline % = achieved FLOP/s / the best matmul "
+        "FLOP/s of that dtype on the same machine. Peak RSS = ru_maxrss of the worker process after encoding "
+        "(model load included); encode ΔRSS = RSS increase during one encode call (sampled every 10 ms).",
+        "",
+        source_line(path, d),
+        "",
+    ]
+    table = []
+    for r in sorted(d.get("results") or [], key=lambda r: (_dtype_order(r.get("dtype")), _order(r.get("impl")))):
+        if r.get("status") != "ok":
+            err = str(r.get("error") or "").strip().splitlines()
+            table.append([r.get("impl"), r.get("dtype"), f"{r.get('status')}: {err[0][:90] if err else ''}",
+                          "", "", "", "", "", "", ""])
+            continue
+        mem = r.get("memory") or {}
+        reps = ", ".join(_fmt(x, ".2f") for x in r.get("repeats_s") or [])
+        table.append([r["impl"], r["dtype"], _fmt(r.get("tokens_per_s"), ".0f"), _fmt(r.get("docs_per_s"), ".2f"),
+                      _fmt(r.get("ratio_vs_official"), ".2f"), _fmt(r.get("roofline_pct"), ".1f"),
+                      f"{_fmt(r.get('median_s'), '.2f')} ({reps})", _fmt(mem.get("maxrss_after_encode_mb"), ".0f"),
+                      _fmt(mem.get("encode_rss_delta_mb"), ".0f"), _fmt(r.get("load_s"), ".1f")])
+    lines += _table(["impl", "dtype", "tokens/s", "docs/s", "x official", "roofline %", "median s (repeats)",
+                     "peak RSS MiB", "encode ΔRSS MiB", "load s"], table)
+    lines.append("")
+    roof = d.get("roofline") or {}
+    if roof:
+        rows = []
+        for dtype, r in roof.items():
+            if "error" in r:
+                rows.append([dtype, "error", "", ""])
+                continue
+            best = max(r.get("rows") or [{}], key=lambda x: x.get("flops_per_s", 0))
+            rows.append([dtype, _fmt(r.get("peak_flops_per_s", 0) / 1e9, ".1f"),
+                         _fmt((r.get("square_flops_per_s") or 0) / 1e9, ".1f") if r.get("square_flops_per_s") else "-",
+                         "x".join(str(v) for v in best.get("shape", []))])
+        lines += ["Matmul peak (torch `linear`, best of several, same thread count):", ""]
+        lines += _table(["dtype", "peak GFLOP/s", "square GFLOP/s", "best shape (m x k x n)"], rows)
+        lines.append("")
+    agr = d.get("agreement") or {}
+    agr_lines = []
+    for dtype, per in agr.items():
+        for impl, a in (per or {}).items():
+            thr = d.get("agreement_threshold", 0.999)
+            ok = "ok" if a.get("ok") else f"below {thr}"
+            agr_lines.append(f"- {dtype}: ours vs {impl}: min cosine {_fmt(a.get('min_cos'), '.6f')}, mean "
+                             f"{_fmt(a.get('mean_cos'), '.6f')} over {a.get('n')} documents"
+                             + (f" ({ok})" if dtype == "float32" else ""))
+    if agr_lines:
+        lines += ["Vectors agree (cosine with ours on the benchmark documents; fp32 must exceed "
+                  f"{d.get('agreement_threshold', 0.999)}):", ""] + agr_lines + [""]
+    tc = d.get("token_count_check")
+    if isinstance(tc, dict) and "equal" in tc:
+        lines += [f"Token counts used for tokens/s equal our encoder's own: {'yes' if tc['equal'] else 'no'} "
+                  f"({tc.get('counted_tokens')} vs {tc.get('ours_tokens')}).", ""]
+    if "throughput" in plots:
+        lines += [f"![throughput]({_rel(plots['throughput'], base)})", ""]
+    ib = d.get("index_build")
+    if isinstance(ib, dict) and ib.get("results"):
+        lines += [f"### Index build (encode + add, {ib.get('n_docs')} documents, {ib.get('dtype')})", ""]
+        rows = []
+        for r in ib["results"]:
+            if r.get("status") != "ok":
+                err = str(r.get("error") or "").strip().splitlines()
+                rows.append([r.get("impl"), f"{r.get('status')}: {err[0][:90] if err else ''}", "", "", "", "", ""])
+                continue
+            reps = ", ".join(_fmt(x, ".2f") for x in r.get("repeats_s") or [])
+            rows.append([r["impl"], f"{_fmt(r.get('median_s'), '.2f')} ({reps})", _fmt(r.get("encode_s_median"), ".2f"),
+                         _fmt(r.get("add_s_median"), ".3f"), _fmt(r.get("docs_per_s"), ".2f"),
+                         _fmt(r.get("speedup_vs_langchain"), ".2f"),
+                         str(r.get("tokens_seen_by_model") or data.get("tokens", "-"))])
+        lines += _table(["implementation", "median s (repeats)", "encode s", "add s", "docs/s", "x LangChain",
+                         "tokens processed"], rows)
+        lines += ["", str(ib.get("note") or ""), ""]
+        if "index_build" in plots:
+            lines += [f"![index build]({_rel(plots['index_build'], base)})", ""]
+    if len(files) > 1:
+        lines += ["Earlier speed runs (not shown): " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
+    return lines
+
+
+def _order(impl) -> int:
+    return IMPL_ORDER.index(impl) if impl in IMPL_ORDER else 99
+
+
+def _dtype_order(dtype) -> tuple[int, str]:
+    return (DTYPE_ORDER.index(dtype) if dtype in DTYPE_ORDER else 99, str(dtype))
+
+
+# ---------------------------------------------------------------------- index / server
+def index_section(files, base: Path) -> list[str]:
+    lines = ["## Vector index kinds", ""]
+    if not files:
+        return lines + ["No index results.", ""]
+    path, d = files[-1]
+    cfg = d.get("config") or {}
+    k = cfg.get("k", 10)
+    lines += [f"`IndexStore` kinds on {cfg.get('n', '?')} clustered random vectors of dimension {cfg.get('dim', '?')} "
+              f"({cfg.get('metric', 'cosine')}), {cfg.get('queries', '?')} queries, recall@{k} against exact search; "
+              f"filtered: {cfg.get('filter', 'a metadata filter')}.", "", source_line(path, d), ""]
+    rows = []
+    for r in d.get("results") or []:
+        if not isinstance(r, dict):
+            continue
+        rows.append([r.get("kind"), _fmt(r.get("build_s"), ".1f"), _fmt(r.get("batch_qps"), ".0f"),
+                     _fmt(r.get("single_qps"), ".0f"), _fmt(r.get("recall_at_k"), ".3f"),
+                     _fmt(r.get("filtered_recall_at_k"), ".3f"), _fmt(r.get("filtered_batch_qps"), ".0f"),
+                     _fmt(r.get("total_bytes_per_vector"), ".0f"), _fmt(r.get("save_s"), ".2f"), _fmt(r.get("load_s"), ".2f")])
+    lines += _table(["kind", "build s", "batch QPS", "single QPS", f"recall@{k}", f"filtered recall@{k}",
+                     "filtered QPS", "bytes/vector", "save s", "load s"], rows)
+    lines.append("")
+    if len(files) > 1:
+        lines += ["Earlier index runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
+    return lines
+
+
+def server_section(files, base: Path) -> list[str]:
+    lines = ["## HTTP server under load", ""]
+    if not files:
+        return lines + ["No server results.", ""]
+    path, d = files[-1]
+    srv = d.get("server") or {}
+    opts = d.get("options") or {}
+    lines += [f"`llm2vec-retrieval serve` with {srv.get('model', '?')}{' (tiny random model: plumbing only)' if srv.get('tiny') else ''}, "
+              f"clients on the same machine, {opts.get('duration_s', '?')} s per level, {opts.get('inputs_per_request', '?')} "
+              f"text(s) per request, {opts.get('request_mix', '')}.", "", source_line(path, d), ""]
+    rows = []
+    for r in d.get("results") or []:
+        if not isinstance(r, dict):
+            continue
+        lat = r.get("latency_ms") or {}
+        rows.append([r.get("concurrency"), _fmt(r.get("requests_per_s"), ".2f"), _fmt(r.get("inputs_per_s"), ".2f"),
+                     _fmt(r.get("prompt_tokens_per_s"), ".0f"), _fmt(lat.get("p50"), ".0f"), _fmt(lat.get("p90"), ".0f"),
+                     _fmt(lat.get("p99"), ".0f"), r.get("errors", "-"), _fmt(r.get("requests_per_batch"), ".1f")])
+    lines += _table(["clients", "requests/s", "inputs/s", "tokens/s", "p50 ms", "p90 ms", "p99 ms", "errors",
+                     "requests per model batch"], rows)
+    lines.append("")
+    if len(files) > 1:
+        lines += ["Earlier server runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
+    return lines
+
+
+def _flatten(obj, prefix: str = "", out: dict | None = None, depth: int = 0) -> dict:
+    out = {} if out is None else out
+    if depth > 4:
+        return out
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("machine", "command", "options", "cwd"):
+                continue
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out, depth + 1)
+    elif isinstance(obj, (int, float, str)) and not isinstance(obj, bool) and prefix:
+        if not isinstance(obj, str) or len(obj) <= 80:
+            out[prefix] = obj
+    elif isinstance(obj, bool) and prefix:
+        out[prefix] = str(obj).lower()
+    return out
+
+
+def train_evidence_lines(path: Path, d: dict, base: Path, plots: dict) -> list[str]:
+    """Table of a benchmarks/train_evidence.py result: encoders before/after training, losses, timings."""
+    settings = d.get("settings") or {}
+    lines = []
+    if settings.get("smoke"):
+        lines += ["Smoke run (a few steps, small evaluations): it shows the pipeline runs and how long steps take, "
+                  "not what training achieves.", ""]
+    sts = settings.get("sts") or {}
+    sf = settings.get("scifact") or {}
+    sf_txt = (f" and SciFact test nDCG@10 on a corpus subset ({sf.get('n_docs', '?')} documents, "
+              f"{sf.get('max_queries', '?')} queries)") if sf else ""
+    lines += [f"STS-B {sts.get('split', 'dev')} Spearman x100 ({sts.get('pairs', '?')} pairs){sf_txt} per encoder; "
+              f"evaluation in {'bf16' if settings.get('eval_bf16') else 'fp32'}, documents cut to "
+              f"{settings.get('doc_max_length', '?')} tokens.", ""]
+    rows = []
+    for name, r in (d.get("rows") or {}).items():
+        if isinstance(r, dict):
+            rows.append([name, _fmt(r.get("stsb_dev_spearman"), ".2f"), _fmt(r.get("scifact_ndcg@10_subset"), ".4f")])
+    if rows:
+        lines += _table(["encoder", "STS-B dev Spearman", "SciFact nDCG@10 (subset)"], rows) + [""]
+    curves = d.get("loss_curves") or {}
+    crow = []
+    for stage, pts in curves.items():
+        pts = [p for p in pts or [] if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))]
+        if not pts:
+            continue
+        cfg = settings.get(stage) or {}
+        tps = [p["tokens_per_s"] for p in pts if isinstance(p.get("tokens_per_s"), (int, float))]
+        crow.append([stage, pts[-1].get("step", len(pts)), _fmt(pts[0]["loss"], ".4f"), _fmt(pts[-1]["loss"], ".4f"),
+                     _fmt(cfg.get("batch_size"), "d") if isinstance(cfg.get("batch_size"), int) else "-",
+                     _fmt(sum(tps) / len(tps), ".0f") if tps else "-",
+                     _fmt((d.get("timings_s") or {}).get(f"train:{stage}"), ".0f")])
+    if crow:
+        lines += _table(["stage", "steps", "first loss", "last loss", "batch", "tokens/s (mean)", "train s"], crow) + [""]
+    key = f"loss:{path.name}"
+    if key in plots:
+        lines += [f"![training loss]({_rel(plots[key], base)})", ""]
+    return lines
+
+
+def train_section(files, base: Path, plots: dict | None = None) -> list[str]:
+    plots = plots or {}
+    lines = ["## Training", ""]
+    if not files:
+        return lines + ["No training results.", ""]
+    lines += ["Evidence that training runs (the values each train result file records).", ""]
+    for path, d in files:
+        lines += [f"### `{path.name}`", "", source_line(path, d), ""]
+        if isinstance(d.get("rows"), dict) and "loss_curves" in d:
+            lines += train_evidence_lines(path, d, base, plots)
+            continue
+        flat = _flatten(d)
+        items = [(k, v) for k, v in flat.items() if k not in ("benchmark",)][:60]
+        if items:
+            lines += _table(["key", "value"], [[k, _fmt(v, ".4g") if isinstance(v, float) else v] for k, v in items])
+            if len(flat) > 60:
+                lines.append(f"\n({len(flat) - 60} more values in the file)")
+        else:
+            lines.append("(no scalar values found)")
+        lines.append("")
+    return lines
+
+
+# ---------------------------------------------------------------------------------- plots
+def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
+    """Write the PNGs; returns {name: path} for those written (none if matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+
+    rows = quality_rows(found.get("quality") or [])
+    panels = [("scifact", "ndcg@10", "SciFact nDCG@10"), ("scifact", "recall@100", "SciFact Recall@100"),
+              ("stsb", "spearman", "STS-B Spearman")]
+    panels = [p for p in panels if any(x["task"] == p[0] and (x["result"].get("metrics") or {}).get(p[1]) is not None
+                                       for x in rows)]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+        for ax, (task, metric, title) in zip(axes[0], panels, strict=False):
+            sel = [x for x in rows if x["task"] == task and (x["result"].get("metrics") or {}).get(metric) is not None]
+            labels = [x["model"] + ("\n" + x["subset"] if x["subset"] != "full" else "") for x in sel]
+            values = [x["result"]["metrics"][metric] for x in sel]
+            colors = ["#4c72b0" if x["base_model"].startswith("ours") else "#999999" for x in sel]
+            bars = ax.bar(range(len(values)), values, color=colors)
+            for b, v in zip(bars, values, strict=False):
+                ax.annotate(f"{v:.3f}" if v <= 1 else f"{v:.1f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+            ax.set_xticks(range(len(values)))
+            ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+            ax.set_title(title)
+            ax.set_ylim(0, max(values + [1.0 if metric != "spearman" else 100.0]) * 1.12)
+        fig.suptitle("Quality per model (grey: baselines, blue: ours)")
+        fig.tight_layout()
+        written["quality"] = plots_dir / "quality.png"
+        fig.savefig(written["quality"], dpi=110)
+        plt.close(fig)
+
+    speed = found.get("speed") or []
+    if speed:
+        path, d = speed[-1]
+        ok = [r for r in d.get("results") or [] if r.get("status") == "ok"]
+        impls = sorted({r["impl"] for r in ok}, key=_order)
+        dtypes = sorted({r["dtype"] for r in ok}, key=_dtype_order)
+        if ok:
+            fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(impls) + 2), 4.4))
+            width = 0.8 / max(len(dtypes), 1)
+            ymax = 0.0
+            for j, dtype in enumerate(dtypes):
+                xs, ys, lo, hi, pct = [], [], [], [], []
+                for i, impl in enumerate(impls):
+                    r = next((r for r in ok if r["impl"] == impl and r["dtype"] == dtype), None)
+                    if r is None:
+                        continue
+                    tokens = r["tokens_per_s"] * r["median_s"]
+                    reps = [tokens / s for s in r.get("repeats_s") or [r["median_s"]]]
+                    xs.append(i + (j - (len(dtypes) - 1) / 2) * width)
+                    ys.append(r["tokens_per_s"])
+                    lo.append(r["tokens_per_s"] - min(reps))
+                    hi.append(max(reps) - r["tokens_per_s"])
+                    pct.append(r.get("roofline_pct"))
+                    ymax = max(ymax, max(reps))
+                bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=dtype)
+                for b, y, top, p in zip(bars, ys, hi, pct, strict=False):
+                    txt = f"{y:.0f}" + (f"\n{p:.0f}% of peak" if isinstance(p, (int, float)) else "")
+                    ax.annotate(txt, (b.get_x() + b.get_width() / 2, y + top), xytext=(0, 3),
+                                textcoords="offset points", ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(impls)))
+            ax.set_xticklabels(impls)
+            ax.set_ylabel("tokens / s (median; bars: min-max of repeats)")
+            ax.set_ylim(0, ymax * 1.3 if ymax else 1)
+            n = (d.get("data") or {}).get("n_docs")
+            ax.set_title(f"Encoding throughput, {n} SciFact docs ({path.name})", fontsize=10)
+            ax.legend(title="dtype")
+            fig.tight_layout()
+            written["throughput"] = plots_dir / "throughput.png"
+            fig.savefig(written["throughput"], dpi=110)
+            plt.close(fig)
+        ib = d.get("index_build") or {}
+        ib_ok = [r for r in ib.get("results") or [] if r.get("status") == "ok"]
+        if ib_ok:
+            fig, ax = plt.subplots(figsize=(6.5, 3.6))
+            names = [r["impl"] for r in ib_ok]
+            vals = [r["median_s"] for r in ib_ok]
+            bars = ax.barh(names, vals, color=["#4c72b0" if n.startswith("ours") else "#999999" for n in names])
+            for b, v in zip(bars, vals, strict=False):
+                ax.annotate(f"{v:.1f} s", (v, b.get_y() + b.get_height() / 2), xytext=(3, 0),
+                            textcoords="offset points", va="center", fontsize=8)
+            ax.set_xlabel("seconds (median), encode + add")
+            ax.set_xlim(0, max(vals) * 1.25)
+            ax.set_title(f"Index build, {ib.get('n_docs')} docs, {ib.get('dtype')}", fontsize=10)
+            fig.tight_layout()
+            written["index_build"] = plots_dir / "index_build.png"
+            fig.savefig(written["index_build"], dpi=110)
+            plt.close(fig)
+    for path, d in found.get("train") or []:
+        curves = d.get("loss_curves") if isinstance(d, dict) else None
+        if not isinstance(curves, dict):
+            continue
+        series = {stage: [(p["step"], p["loss"]) for p in pts or [] if isinstance(p, dict)
+                          and isinstance(p.get("step"), (int, float)) and isinstance(p.get("loss"), (int, float))]
+                  for stage, pts in curves.items()}
+        series = {k: v for k, v in series.items() if v}
+        if not series:
+            continue
+        fig, axes = plt.subplots(1, len(series), figsize=(4.8 * len(series), 3.4), squeeze=False)
+        for ax, (stage, pts) in zip(axes[0], series.items(), strict=False):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
+            ax.set_title(f"{stage} loss")
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        fig.suptitle(path.name, fontsize=9)
+        fig.tight_layout()
+        target = plots_dir / f"train_loss_{path.stem}.png"
+        fig.savefig(target, dpi=100)
+        plt.close(fig)
+        written[f"loss:{path.name}"] = target
+    return written
+
+
+# ---------------------------------------------------------------------------------- main
+def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
+    found, skipped = load_results(results_dir)
+    plots = make_plots(found, plots_dir)
+    base = output.parent
+    n_files = sum(len(v) for v in found.values())
+    lines = [
+        "# Benchmark results",
+        "",
+        "<!-- Generated by benchmarks/report.py: do not edit by hand; re-run `python -m benchmarks.report`. -->",
+        "",
+        f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} by `python -m benchmarks.report` from "
+        f"{n_files} result file(s) in `{_rel(results_dir, base)}/`. Every table names the file and the command that "
+        "produced it and the machine it ran on; compare numbers only between runs on the same machine.",
+        "",
+    ]
+    lines += quality_section(found["quality"], base, plots)
+    lines += speed_section(found["speed"], base, plots)
+    lines += index_section(found["index"], base)
+    lines += server_section(found["server"], base)
+    lines += train_section(found["train"], base, plots)
+    if skipped:
+        lines += ["## Skipped files", ""] + [f"- `{name}`: {why}" for name, why in skipped] + [""]
+    text = "\n".join(lines).rstrip() + "\n"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--output", type=Path, default=None, help="markdown path (default benchmarks/RESULTS.md)")
+    p.add_argument("--plots-dir", type=Path, default=None, help="PNG folder (default <results-dir>/plots)")
+    args = p.parse_args(argv)
+    output = args.output or (OUTPUT if args.results_dir.resolve() == RESULTS_DIR.resolve() else args.results_dir / "RESULTS.md")
+    plots_dir = args.plots_dir or args.results_dir / "plots"
+    build_report(args.results_dir, output, plots_dir)
+    print(f"wrote {output} (plots in {plots_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
