@@ -298,7 +298,7 @@ class LLM2Vec(torch.nn.Module):
                     tensors["input_ids"],
                     self.tokenizer.bos_token_id,
                 )
-                out[torch.tensor(batch)] = vectors.cpu()
+                out[torch.tensor(batch)] = vectors.float().cpu()
                 bar.update(len(batch))
         return out
 

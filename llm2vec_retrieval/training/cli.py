@@ -1,0 +1,148 @@
+"""Command-line registration of `train` and `export`.
+
+    register(subparsers)   # adds: train {mntp,simcse,supervised} ..., export ...
+
+Every config key is a flag (`max_steps` -> `--max-steps`, booleans as `--bf16/--no-bf16`);
+`--config FILE` (JSON or YAML) holds any of them; flags given on the command line override the
+file; unknown keys in the file are an error that lists the valid keys. Handlers return an int
+exit code and raise ValueError / FileNotFoundError with one-line messages for user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from .config import STAGES, build_config, config_class
+
+_ALIASES = {"lr": ["--learning-rate"], "data": [], "output": ["-o"]}
+
+
+def _field_types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag, *_ALIASES.get(f.name, [])]
+        if f.name == "init_adapter":
+            names.append("--init-adapters")
+        hint = hints[f.name]
+        origin = typing.get_origin(hint)
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": cls.help_of(f.name) + _default_text(f)}
+        if hint is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif origin is list:
+            kw["nargs"] = "+"
+            kw["metavar"] = f.name.upper()
+        else:
+            base = args[0] if args else hint
+            optional = type(None) in typing.get_args(hint)
+            if base is float and optional:
+                kw["type"] = _optional_float
+            elif base in (int, float):
+                kw["type"] = base
+            else:
+                kw["metavar"] = f.name.upper()
+        parser.add_argument(*names, **kw)
+
+
+def _optional_float(text: str):
+    return None if text.lower() in ("none", "null") else float(text)
+
+
+def _default_text(f) -> str:
+    if f.default is not dataclasses.MISSING:
+        return f" (default: {f.default})"
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+        return f" (default: {' '.join(map(str, value)) if value else 'none'})"
+    return ""
+
+
+def register(subparsers) -> None:
+    """Add the `train` and `export` subcommands to an argparse subparsers object."""
+    train = subparsers.add_parser(
+        "train",
+        help="train an LLM2Vec stage (MNTP, SimCSE, supervised) with LoRA",
+        description="Train one LLM2Vec stage. Each stage can start from the previous one with --init-adapter.",
+    )
+    stages = train.add_subparsers(dest="stage", required=True, metavar="{" + ",".join(STAGES) + "}")
+    for stage in STAGES:
+        cls = config_class(stage)
+        p = stages.add_parser(stage, help=(cls.__doc__ or "").strip().splitlines()[0])
+        p.add_argument("--config", dest="config_file", default=None, metavar="FILE",
+                       help="JSON or YAML file with any of the settings below (flags override it)")
+        _add_config_flags(p, cls)
+        p.set_defaults(func=cmd_train, train_stage=stage)
+
+    export = subparsers.add_parser(
+        "export",
+        help="merge adapters into the base and write a standalone bidirectional checkpoint",
+        description="Merge LoRA adapters (in order) into the base model and save a stock transformers "
+        "checkpoint with is_causal=false, the tokenizer, encoder configs and sentence-transformers files.",
+    )
+    export.add_argument("--model", default=None, help="base model folder or embedded name (default: embedded default)")
+    export.add_argument("--adapter", nargs="+", required=True, metavar="DIR",
+                        help="adapter folder(s), merged in order (e.g. the MNTP output, then the SimCSE output)")
+    export.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+    export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="saved weight dtype")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    export.set_defaults(func=cmd_export)
+
+
+def config_from_args(args: argparse.Namespace):
+    cls = config_class(args.train_stage)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return build_config(args.train_stage, args.config_file, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    cfg = config_from_args(args)
+    result = train(cfg)
+    loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
+    print(f"{cfg.stage}: step {result.step}/{cfg.max_steps}, last loss {loss}; adapter in {result.output_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    out = export_model(args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"exported to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A standalone parser (`python -m llm2vec_retrieval.training ...`)."""
+    parser = argparse.ArgumentParser(prog="python -m llm2vec_retrieval.training",
+                                     description="LLM2Vec trainer: train and export.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+    import sys
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,109 @@
+"""Export: adapters merged into the base, saved as a stock transformers checkpoint.
+
+The folder holds the base *AutoModel* (e.g. `LlamaModel`) with `"is_causal": false` in
+config.json (transformers >= 5.2 then builds bidirectional masks by itself), the
+tokenizer, this project's encoder configs (`llm2vec_config.json`,
+`llm2vec_retrieval_config.json`) and sentence-transformers module files
+(`modules.json`, `sentence_bert_config.json`, `1_Pooling/config.json`), so that
+
+    LLM2Vec.from_pretrained(folder)            # our encoder
+    SentenceTransformer(folder)                 # no custom code
+    AutoModel.from_pretrained(folder)           # plain transformers, bidirectional
+
+all load it. sentence-transformers pools over every attended token, including a BOS token
+if the tokenizer adds one, while LLM2Vec leaves the BOS (an instruction token) out: the two
+agree exactly for tokenizers without BOS (SmolLM2, Qwen2) and differ slightly otherwise.
+Queries with an instruction: `SentenceTransformer.encode(q, prompt="<instruction> ")`
+with `include_prompt: false` approximates `skip_instruction`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..bidirectional import is_bidirectional, set_bidirectional
+from ..config import EncoderConfig
+from .modeling import load_encoder
+
+ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "eos_token": "lasttoken", "last_token": "lasttoken", "bos_token": "cls"}
+
+
+def export_model(
+    model: str | None,
+    adapters: list[str] | str,
+    output: str | os.PathLike,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Merge `adapters` (in order) into `model` and write a standalone bidirectional checkpoint."""
+    if isinstance(adapters, (str, os.PathLike)):
+        adapters = [os.fspath(adapters)]
+    if not adapters:
+        raise ValueError("export needs at least one --adapter folder")
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ValueError(f"output folder {output} is not empty (pass --overwrite to replace it)")
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        raise ValueError(f"unknown dtype {dtype!r}. Valid choices are: float32, bfloat16, float16")
+    encoder = load_encoder(model, adapters)
+    saved = EncoderConfig.read_saved(adapters[-1])
+    saved.pop("enable_bidirectional", None)
+    enc_cfg = EncoderConfig.from_dict({**saved, "enable_bidirectional": True})
+    merged = encoder.model
+    set_bidirectional(merged, True)
+    if not is_bidirectional(merged):
+        raise RuntimeError("the merged model is not bidirectional after setting is_causal=False")
+    merged = merged.to(torch_dtype)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        merged.save_pretrained(tmp)
+        cfg_path = tmp / "config.json"
+        data = json.loads(cfg_path.read_text())
+        data["is_causal"] = False
+        cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True))
+        encoder.tokenizer.save_pretrained(tmp)
+        enc_cfg.save(tmp)
+        hidden = int(merged.get_input_embeddings().weight.shape[1])
+        (tmp / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ], indent=2))
+        (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": enc_cfg.max_length, "do_lower_case": False}, indent=2))
+        (tmp / "1_Pooling").mkdir()
+        mode = ST_POOLING[enc_cfg.pooling_mode]
+        (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": mode == "cls",
+            "pooling_mode_mean_tokens": mode == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": mode == "weightedmean",
+            "pooling_mode_lasttoken": mode == "lasttoken",
+            "include_prompt": not enc_cfg.skip_instruction,
+        }, indent=2))
+        (tmp / "config_sentence_transformers.json").write_text(json.dumps({
+            "prompts": {"query": f"{enc_cfg.query_instruction.strip()} ", "document": ""},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        }, indent=2))
+        (tmp / "llm2vec_export.json").write_text(json.dumps({
+            "base": encoder.source.get("model"),
+            "adapters": [os.path.abspath(a) for a in adapters],
+            "dtype": dtype,
+        }, indent=2))
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output
