@@ -45,7 +45,11 @@ class EncoderConfig:
         default=True, metadata={"help": "L2-normalize encode_queries/encode_documents output"}
     )
     max_batch_tokens: int = field(
-        default=16384, metadata={"help": "padded-token budget per forward pass (bounds memory)"}
+        default=4096,
+        metadata={
+            "help": "padded-token budget per forward pass (bounds memory). 4096 measured fastest "
+            "on a 2-core CPU in bf16 (benchmarks/README.md); GPUs want far larger budgets"
+        },
     )
 
     def __post_init__(self) -> None:
