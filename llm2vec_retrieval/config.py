@@ -65,10 +65,6 @@ class EncoderConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_batch_tokens < self.max_length:
-            raise ValueError(
-                f"max_batch_tokens ({self.max_batch_tokens}) must be at least max_length ({self.max_length})"
-            )
         for name in ("query_instruction", "document_instruction"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
