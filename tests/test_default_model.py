@@ -65,10 +65,16 @@ def test_missing_model_package_names_pip_command(monkeypatch):
         loading.gguf_path(loading.EMBEDDED_MODELS["smollm2-135m-instruct"], None)
 
 
-def test_demo_command_runs():
-    out = subprocess.run([sys.executable, "-m", "llm2vec_retrieval", "demo"], capture_output=True, text=True, timeout=900)
+def test_demo_command_runs(tmp_path):
+    """The main job: index docs/ with the default model and run its two searches."""
+    from llm2vec_retrieval.cli import DEMO_SEARCHES
+
+    cmd = [sys.executable, "-m", "llm2vec_retrieval", "demo", "--index", str(tmp_path / "demo-index")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "best: doc0" in out.stdout
+    for query in DEMO_SEARCHES:
+        assert f"search: {query}" in out.stdout
+    assert out.stdout.count("docs/") >= 2 * 3, out.stdout[-3000:]  # three ranked chunks per search
 
 
 def test_gemma3_embedded_model():
