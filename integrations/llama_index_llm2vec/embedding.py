@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import weakref
 from typing import Any
 
 import numpy as np
@@ -14,43 +13,8 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 __all__ = ["LLM2VecEmbedding"]
 
-_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _encoder_lock(encoder: Any) -> threading.Lock:
-    """One lock per encoder: its tokenizer/model must not be driven by two threads at once."""
-    with _LOCKS_GUARD:
-        try:
-            lock = _LOCKS.get(encoder)
-        except TypeError:
-            return threading.Lock()
-        if lock is None:
-            lock = threading.Lock()
-            _LOCKS[encoder] = lock
-        return lock
-
-
-def _load_encoder(model_name_or_path: str | None = None, **kwargs: Any) -> Any:
-    """Load an `LLM2Vec` encoder without ever downloading.
-
-    `None` loads the package's embedded default model (its pip package must be
-    installed: `ModelNotInstalledError` names it otherwise). A string must be a local
-    checkpoint folder, a local `.gguf` file or an embedded model name; anything else
-    raises `FileNotFoundError` instead of reaching for a model hub.
-    """
-    from llm2vec_retrieval import LLM2Vec, loading
-
-    if model_name_or_path is not None:
-        name = os.path.expanduser(os.fspath(model_name_or_path))
-        if loading.embedded_name(name) is None and not os.path.exists(name):
-            raise FileNotFoundError(
-                f"LLM2Vec model {str(model_name_or_path)!r} not found: pass a local checkpoint "
-                "folder, a local .gguf file or an embedded model name "
-                f"({', '.join(loading.EMBEDDED_MODELS)}). Models are never downloaded."
-            )
-        return LLM2Vec.from_pretrained(name, **kwargs)
-    return LLM2Vec.from_pretrained(**kwargs)
+from llm2vec_retrieval.shared import encoder_lock as _encoder_lock
+from llm2vec_retrieval.shared import load_encoder as _load_encoder
 
 
 class LLM2VecEmbedding(BaseEmbedding):
