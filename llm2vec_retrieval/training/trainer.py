@@ -89,15 +89,23 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    """RNG states as plain types and tensors only, so resuming loads them with weights_only=True."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -341,15 +349,15 @@ class Trainer:
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
             raise ValueError(f"{path}: checkpoint does not match this model ({len(unexpected)} unexpected keys)")
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.tokens_total = int(state.get("tokens", 0))
         pos = state["data_position"]
         self.stream.position = data_mod.DataPosition(int(pos["pass_index"]), int(pos["batches_in_pass"]))
         self.resumed_from = self.step
-        _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+        _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
         self._truncate_log(self.step)
 
     def _unwrapped_peft(self):
