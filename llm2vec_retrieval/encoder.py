@@ -337,7 +337,14 @@ class LLM2Vec(torch.nn.Module):
                     texts[i] = texts[i][:end]
                     cut += 1
             formatted = [self._format(instr, text) for (instr, _), text in zip(pairs, texts)]
-            text_ids = self.tokenizer([part for _, part in formatted], add_special_tokens=False)["input_ids"]
+            # The text part's token count is usually the one just computed: re-tokenize only the
+            # parts that changed (cut to doc_max_length, or given a suffix/stripped by _format).
+            text_len = [len(ids) for ids in raw["input_ids"]]
+            redo = [i for i, (_, part) in enumerate(formatted) if part != pairs[i][1]]
+            if redo:
+                again = self.tokenizer([formatted[i][1] for i in redo], add_special_tokens=False)["input_ids"]
+                for i, ids in zip(redo, again):
+                    text_len[i] = len(ids)
             full = self.tokenizer([f for f, _ in formatted], add_special_tokens=True, truncation=False)["input_ids"]
         if cut:
             warnings.warn(
@@ -350,14 +357,14 @@ class LLM2Vec(torch.nn.Module):
                 f"{over} input(s) longer than max_length={cfg.max_length} tokens (instruction + text) were truncated",
                 stacklevel=4,
             )
-        input_ids, text_len = [], []
-        for ids, tids in zip(full, text_ids):
+        input_ids, text_counts = [], []
+        for ids, n_text in zip(full, text_len):
             ids = list(ids[: cfg.max_length])
             if not ids:  # empty text, no instruction, no BOS: feed one EOS so the model sees something
                 ids = [self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id]
             input_ids.append(ids)
-            text_len.append(min(len(tids), len(ids)))
-        return {"input_ids": input_ids, "text_len": text_len}
+            text_counts.append(min(n_text, len(ids)))
+        return {"input_ids": input_ids, "text_len": text_counts}
 
     def _collate(self, rows: list[list[int]], text_lens: list[int], device) -> dict[str, torch.Tensor]:
         width = max(len(r) for r in rows)
