@@ -47,8 +47,8 @@ class EncoderConfig:
     max_batch_tokens: int = field(
         default=4096,
         metadata={
-            "help": "padded-token budget per forward pass (bounds memory). 4096 measured fastest "
-            "on a 2-core CPU in bf16 (benchmarks/README.md); GPUs want far larger budgets"
+            "help": "padded-token budget per forward pass (bounds memory). 2048-4096 measured fastest "
+            "on a 2-core CPU in bf16 (python -m benchmarks.budget_sweep); GPUs want far larger budgets"
         },
     )
 

@@ -29,20 +29,6 @@ def _index_store_cls() -> type[IndexStore]:
     return IndexStore
 
 
-def _check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
-    """Fail at construction (not at the first add) on an unknown kind, metric or param."""
-    from llm2vec_retrieval.index import DEFAULT_PARAMS, KINDS, METRICS
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS[kind]))
-    if unknown:
-        valid = ", ".join(DEFAULT_PARAMS[kind]) or "none"
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
-
-
 # Written next to the IndexStore files by `save_local`: what `load_local` needs to
 # rebuild the wrapper (also when the store was never created because nothing was added).
 _SIDECAR = "langchain_llm2vec.json"
@@ -132,7 +118,9 @@ class LLM2VecVectorStore(VectorStore):
             self.index_kind = getattr(store, "kind", index_kind)
             self.metric = getattr(store, "metric", metric)
         else:
-            _check_index_config(index_kind, metric, self.index_params)
+            from llm2vec_retrieval.index import check_index_config
+
+            check_index_config(index_kind, metric, self.index_params)
         # FAISS indexes are not safe for concurrent writes/reads, and the async API
         # runs store calls in worker threads.
         self._lock = threading.RLock()

@@ -123,20 +123,6 @@ def _and(*parts: dict[str, Any] | None) -> dict[str, Any] | None:
     return present[0] if len(present) == 1 else {"$and": present}
 
 
-def _check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
-    """Fail at construction (not at the first add) on an unknown kind, metric or param."""
-    from llm2vec_retrieval.index import DEFAULT_PARAMS, KINDS, METRICS
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS[kind]))
-    if unknown:
-        valid = ", ".join(DEFAULT_PARAMS[kind]) or "none"
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
-
-
 def _check_local_fs(fs: Any) -> None:
     if fs is None:
         return
@@ -212,7 +198,9 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
                 kwargs["fingerprint"] = getattr(store, "fingerprint", None)
         super().__init__(**kwargs)
         if store is None:
-            _check_index_config(self.index_kind, self.metric, self.index_params)
+            from llm2vec_retrieval.index import check_index_config
+
+            check_index_config(self.index_kind, self.metric, self.index_params)
         self._state = _State(store)
 
     @classmethod

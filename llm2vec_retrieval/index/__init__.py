@@ -13,10 +13,11 @@ loading an ``IndexStore`` then raises ``ImportError`` with the install hint.
 
 from .errors import FingerprintMismatchError, IndexCorruptedError
 from .filters import compile_filter
-from .kinds import DEFAULT_PARAMS, KINDS, METRICS
+from .kinds import DEFAULT_PARAMS, KINDS, METRICS, check_index_config
 from .store import IndexStore, Record, SearchHit
 
 __all__ = [
+    "check_index_config",
     "DEFAULT_PARAMS",
     "KINDS",
     "METRICS",

@@ -89,6 +89,18 @@ def default_pq_m(dim: int) -> int:
     return 1
 
 
+def check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
+    """Fail early (before any vector exists) on an unknown kind, metric or parameter."""
+    if kind not in DEFAULT_PARAMS:
+        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS[kind]))
+    if unknown:
+        valid = ", ".join(DEFAULT_PARAMS[kind]) or "none"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
+
+
 def resolve_params(kind: str, dim: int, params: dict[str, Any]) -> dict[str, Any]:
     """Defaults merged with ``params``, validated. Raises ValueError for unknown kinds/params."""
     if kind not in DEFAULT_PARAMS:
