@@ -6,8 +6,8 @@
     simcse = train(SimCSEConfig(data=["sentences.txt"], output="out/simcse", init_adapter=["out/mntp"]))
     export_model(None, ["out/mntp", "out/simcse"], "out/encoder")
 
-Command line: `register(subparsers)` from `llm2vec_retrieval.training.cli` adds `train` and
-`export`; `python -m llm2vec_retrieval.training` runs them standalone. See docs/training.md.
+Command line: `register(subparsers)` from `llm2vec_retrieval.training.cli` adds `train`,
+`export` and `combine`; `python -m llm2vec_retrieval.training` runs them standalone. See docs/training.md.
 Importing this package imports neither torch nor transformers; `train` and `export_model` do.
 """
 
@@ -37,6 +37,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_config",
+    "combine_adapters",
     "config_class",
     "export_model",
     "load_saved_config",
@@ -55,6 +56,10 @@ def __getattr__(name: str):
         from .export import export_model
 
         return export_model
+    if name == "combine_adapters":
+        from .combine import combine_adapters
+
+        return combine_adapters
     if name == "register":
         from .cli import register
 

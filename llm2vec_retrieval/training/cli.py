@@ -1,6 +1,6 @@
-"""Command-line registration of `train` and `export`.
+"""Command-line registration of `train`, `export` and `combine`.
 
-    register(subparsers)   # adds: train {mntp,simcse,supervised} ..., export ...
+    register(subparsers)   # adds: train {mntp,simcse,supervised} ..., export ..., combine ...
 
 Every config key is a flag (`max_steps` -> `--max-steps`, booleans as `--bf16/--no-bf16`);
 `--config FILE` (JSON or YAML) holds any of them; flags given on the command line override the
@@ -65,7 +65,7 @@ def _default_text(f) -> str:
 
 
 def register(subparsers) -> None:
-    """Add the `train` and `export` subcommands to an argparse subparsers object."""
+    """Add the `train`, `export` and `combine` subcommands to an argparse subparsers object."""
     train = subparsers.add_parser(
         "train",
         help="train an LLM2Vec stage (MNTP, SimCSE, supervised) with LoRA",
@@ -94,6 +94,20 @@ def register(subparsers) -> None:
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     export.set_defaults(func=cmd_export)
 
+    combine = subparsers.add_parser(
+        "combine",
+        help="fold a chain of stage adapters into one LoRA adapter (exact, or truncated to --rank)",
+        description="Sum the updates of adapters trained one on top of the other (MNTP, SimCSE, supervised) "
+        "into a single official-layout adapter: exact (rank = sum of ranks) or the best rank-R approximation.",
+    )
+    combine.add_argument("--adapter", nargs="+", required=True, metavar="DIR", help="adapter folders, in training order")
+    combine.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+    combine.add_argument("--rank", type=int, default=None, help="target rank (default: exact, the sum of the ranks)")
+    combine.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="saved weight dtype")
+    combine.add_argument("--base-model", default=None, help="base model to record in adapter_config.json (default: the first adapter's)")
+    combine.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    combine.set_defaults(func=cmd_combine)
+
 
 def config_from_args(args: argparse.Namespace):
     cls = config_class(args.train_stage)
@@ -116,6 +130,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_model(args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite)
     print(f"exported to {out}")
+    return 0
+
+
+def cmd_combine(args: argparse.Namespace) -> int:
+    from .combine import combine_adapters
+
+    info = combine_adapters(args.adapter, args.output, rank=args.rank, dtype=args.dtype,
+                            base_model=args.base_model, overwrite=args.overwrite)
+    err = info["relative_error"]
+    print(f"combined {len(args.adapter)} adapter(s) into {args.output}: rank {info['rank']}, {info['dtype']}, "
+          f"{info['bytes'] / 1e6:.1f} MB, relative error max {err['max']:.4f} mean {err['mean']:.4f}")
     return 0
 
 

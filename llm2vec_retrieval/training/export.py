@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..bidirectional import is_bidirectional, set_bidirectional
 from ..config import EncoderConfig
+from .folders import staged_folder
 from .modeling import load_encoder
 
 ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "eos_token": "lasttoken", "last_token": "lasttoken", "bos_token": "cls"}
@@ -62,9 +61,7 @@ def export_model(
         raise RuntimeError("the merged model is not bidirectional after setting is_causal=False")
     merged = merged.to(torch_dtype)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with staged_folder(output) as tmp:
         merged.save_pretrained(tmp)
         cfg_path = tmp / "config.json"
         data = json.loads(cfg_path.read_text())
@@ -100,10 +97,4 @@ def export_model(
             "adapters": [os.path.abspath(a) for a in adapters],
             "dtype": dtype,
         }, indent=2))
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output
