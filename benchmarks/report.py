@@ -29,8 +29,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 OUTPUT = PROJECT_ROOT / "benchmarks" / "RESULTS.md"
-KINDS = ("quality", "speed", "index", "server", "train")
-MODEL_ORDER = ("bm25", "minilm", "ours-causal", "ours-bidirectional")
+KINDS = ("quality", "speed", "gpu", "index", "server", "train")
+MODEL_ORDER = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional")
 IMPL_ORDER = ("ours", "official", "sentence-transformers", "hf-bare")
 DTYPE_ORDER = ("float32", "bfloat16", "float16")
 
@@ -111,7 +111,7 @@ def machine_line(m: dict | None) -> str:
 def source_line(path: Path, data: dict) -> str:
     cmd = data.get("command")
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
-    if not cmd and isinstance(settings.get("argv"), list) and path.name.startswith("train_evidence"):
+    if not cmd and isinstance(settings.get("argv"), list) and path.name.startswith("train_"):
         cmd = " ".join(["python -m benchmarks.train_evidence", *map(str, settings["argv"])])
     when = _when(data) or _stamp_from_name(path.name) or "date not recorded"
     machine = data.get("machine") if isinstance(data.get("machine"), dict) else data.get("environment")
@@ -317,6 +317,27 @@ def _dtype_order(dtype) -> tuple[int, str]:
 
 
 # ---------------------------------------------------------------------- index / server
+def gpu_section(files, base: Path) -> list[str]:
+    """benchmarks/gpu_speed.py results: our encoder vs a bare forward on a GPU."""
+    lines = ["## GPU throughput", ""]
+    if not files:
+        return lines + ["No GPU results (the GPU machine is lent to some sessions only).", ""]
+    for path, d in files:
+        m = d.get("machine") or {}
+        lines += [f"### `{path.name}`", "",
+                  f"Source: `{path.name}`, command `{d.get('command', 'not recorded')}`; GPU {m.get('gpu', '?')}, "
+                  f"torch {m.get('torch', '?')}, transformers {m.get('transformers', '?')}; {d.get('docs', '?')} SciFact "
+                  f"documents, {d.get('max_length', '?')}-token cap, {d.get('dtype', '?')}.", ""]
+        if d.get("notes"):
+            lines += [f"Note: {d['notes']}", ""]
+        rows = []
+        for name, r in (d.get("runs") or {}).items():
+            if isinstance(r, dict):
+                rows.append([name, _fmt(r.get("s"), ".2f"), _fmt(r.get("tok_s"), ".0f"), _fmt(r.get("doc_s"), ".1f")])
+        lines += _table(["run", "seconds", "tokens/s", "docs/s"], rows) + [""]
+    return lines
+
+
 def index_section(files, base: Path) -> list[str]:
     lines = ["## Vector index kinds", ""]
     if not files:
@@ -395,24 +416,34 @@ def train_evidence_lines(path: Path, d: dict, base: Path, plots: dict) -> list[s
                   "not what training achieves.", ""]
     sts = settings.get("sts") or {}
     sf = settings.get("scifact") or {}
-    sf_txt = (f" and SciFact test nDCG@10 on a corpus subset ({sf.get('n_docs', '?')} documents, "
-              f"{sf.get('max_queries', '?')} queries)") if sf else ""
-    lines += [f"STS-B {sts.get('split', 'dev')} Spearman x100 ({sts.get('pairs', '?')} pairs){sf_txt} per encoder; "
-              f"evaluation in {'bf16' if settings.get('eval_bf16') else 'fp32'}, documents cut to "
-              f"{settings.get('doc_max_length', '?')} tokens.", ""]
-    rows = []
-    for name, r in (d.get("rows") or {}).items():
-        if isinstance(r, dict):
-            rows.append([name, _fmt(r.get("stsb_dev_spearman"), ".2f"), _fmt(r.get("scifact_ndcg@10_subset"), ".4f")])
+    if "split" in sts:  # older files: one STS split, SciFact subset keys n_docs / max_queries
+        sts_txt = f"STS-B {sts['split']} ({sts.get('pairs', '?')} pairs)"
+    else:
+        sts_txt = "STS-B " + ", ".join(f"{k} ({v} pairs)" for k, v in sts.items())
+    if sf:
+        n_docs = sf.get("docs", sf.get("n_docs", "?"))
+        n_q = sf.get("queries", sf.get("max_queries", "?"))
+        sf_txt = f"; SciFact test, {n_q} queries over {n_docs} documents"
+    else:
+        sf_txt = ""
+    dtype = settings.get("eval_dtype") or ("bfloat16" if settings.get("eval_bf16") else "float32")
+    lines += [f"{sts_txt}{sf_txt}; evaluation in {dtype} on {settings.get('eval_device', 'cpu')}, documents cut to "
+              f"{settings.get('doc_max_length', '?')} tokens. Spearman x100; nDCG@10 and Recall@100 as fractions.", ""]
+    metric_names = {"stsb_dev_spearman": "STS-B dev", "stsb_test_spearman": "STS-B test",
+                    "scifact_ndcg@10": "SciFact nDCG@10", "scifact_recall@100": "SciFact R@100",
+                    "scifact_ndcg@10_subset": "SciFact nDCG@10 (subset)", "scifact_recall@100_subset": "SciFact R@100 (subset)"}
+    row_dicts = {n: r for n, r in (d.get("rows") or {}).items() if isinstance(r, dict)}
+    keys = [k for k in metric_names if any(k in r for r in row_dicts.values())]
+    rows = [[name] + [_fmt(r.get(k), ".2f" if "spearman" in k else ".4f") for k in keys] for name, r in row_dicts.items()]
     if rows:
-        lines += _table(["encoder", "STS-B dev Spearman", "SciFact nDCG@10 (subset)"], rows) + [""]
+        lines += _table(["encoder"] + [metric_names[k] for k in keys], rows) + [""]
     curves = d.get("loss_curves") or {}
     crow = []
     for stage, pts in curves.items():
         pts = [p for p in pts or [] if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))]
         if not pts:
             continue
-        cfg = settings.get(stage) or {}
+        cfg = (d.get("settings_per_stage") or {}).get(stage) or settings.get(stage) or {}
         tps = [p["tokens_per_s"] for p in pts if isinstance(p.get("tokens_per_s"), (int, float))]
         crow.append([stage, pts[-1].get("step", len(pts)), _fmt(pts[0]["loss"], ".4f"), _fmt(pts[-1]["loss"], ".4f"),
                      _fmt(cfg.get("batch_size"), "d") if isinstance(cfg.get("batch_size"), int) else "-",
@@ -426,14 +457,62 @@ def train_evidence_lines(path: Path, d: dict, base: Path, plots: dict) -> list[s
     return lines
 
 
-def train_section(files, base: Path, plots: dict | None = None) -> list[str]:
+STAGE_ORDER = ("causal", "bidirectional", "mntp", "mntp+simcse", "mntp+supervised", "mntp+simcse+supervised")
+FULL_KEYS = ("stsb_test_spearman", "scifact_ndcg@10")
+
+
+def full_stage_rows(files) -> dict[str, dict[str, dict]]:
+    """{model: {stage: row}} from training runs evaluated on the full sets (newer files win)."""
+    out: dict[str, dict[str, dict]] = {}
+    for _path, d in files:
+        settings = d.get("settings") or {}
+        model = str(settings.get("model") or "?").split(" ")[0]
+        for stage, row in (d.get("rows") or {}).items():
+            if isinstance(row, dict) and all(k in row for k in FULL_KEYS):
+                out.setdefault(model, {})[stage] = row
+    order = {s: i for i, s in enumerate(STAGE_ORDER)}
+    return {m: dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], 99))) for m, rows in out.items()}
+
+
+def stage_summary(files, quality_files, base: Path, plots: dict) -> list[str]:
+    """Every stage of every trained model on the full sets, beside the full-set baselines."""
+    merged = full_stage_rows(files)
+    if not merged:
+        return []
+    lines = ["### Every stage on the full sets, beside the baselines", "",
+             "SciFact test (all 300 queries, 5,183 documents) nDCG@10 and STS-B test Spearman x100, from the "
+             "training runs below (bf16, GPU) and the quality runs above (baselines). The shipped default "
+             "(`LLM2Vec.from_pretrained()`) is Gemma 3 270M after mntp+simcse+supervised, folded into one "
+             "rank-40 adapter (docs/default_model.md).", ""]
+    rows = []
+    for model, stages in merged.items():
+        for stage, r in stages.items():
+            rows.append([model, stage, _fmt(r.get("scifact_ndcg@10"), ".4f"), _fmt(r.get("stsb_test_spearman"), ".2f")])
+    for x in quality_rows(quality_files):
+        m = x["result"].get("metrics") or {}
+        if x["subset"] != "full" or x["base_model"] not in ("bm25", "minilm"):
+            continue
+        if x["task"] == "scifact":
+            rows.append([x["model"], "baseline", _fmt(m.get("ndcg@10"), ".4f"), ""])
+        elif x["task"] == "stsb":
+            rows.append([x["model"], "baseline", "", _fmt(m.get("spearman"), ".2f")])
+    lines += _table(["model", "stage", "SciFact nDCG@10", "STS-B test"], rows) + [""]
+    if "stages" in plots:
+        lines += [f"![quality per training stage]({_rel(plots['stages'], base)})", ""]
+    return lines
+
+
+def train_section(files, base: Path, plots: dict | None = None, quality_files=()) -> list[str]:
     plots = plots or {}
     lines = ["## Training", ""]
     if not files:
         return lines + ["No training results.", ""]
+    lines += stage_summary(files, quality_files, base, plots)
     lines += ["Evidence that training runs (the values each train result file records).", ""]
     for path, d in files:
         lines += [f"### `{path.name}`", "", source_line(path, d), ""]
+        if d.get("notes"):
+            lines += [f"Note: {d['notes']}", ""]
         if isinstance(d.get("rows"), dict) and "loss_curves" in d:
             lines += train_evidence_lines(path, d, base, plots)
             continue
@@ -567,6 +646,33 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
         fig.savefig(target, dpi=100)
         plt.close(fig)
         written[f"loss:{path.name}"] = target
+    merged = full_stage_rows(found.get("train") or [])
+    if merged:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+        baselines = {}
+        for x in rows:
+            m = x["result"].get("metrics") or {}
+            if x["subset"] == "full" and x["base_model"] in ("bm25", "minilm"):
+                key = ("scifact_ndcg@10", m.get("ndcg@10")) if x["task"] == "scifact" else ("stsb_test_spearman", m.get("spearman"))
+                if key[1] is not None:
+                    baselines.setdefault(key[0], []).append((x["model"], key[1]))
+        for ax, (metric, title) in zip(axes[0], (("scifact_ndcg@10", "SciFact nDCG@10 (test)"),
+                                                 ("stsb_test_spearman", "STS-B test Spearman x100")), strict=True):
+            for model, stages in merged.items():
+                names = list(stages)
+                ax.plot(range(len(names)), [stages[n][metric] for n in names], marker="o", label=model)
+                ax.set_xticks(range(len(names)), [n.replace("+", "+\n") for n in names], fontsize=7)
+            for j, (name, value) in enumerate(baselines.get(metric, [])):
+                ax.axhline(value, color="#999999", linestyle="--" if j == 0 else ":", linewidth=1)
+                ax.text(0, value, f" {name}", va="bottom", fontsize=7, color="#666666")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        target = plots_dir / "training_stages.png"
+        fig.savefig(target, dpi=100)
+        plt.close(fig)
+        written["stages"] = target
     return written
 
 
@@ -588,9 +694,10 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     ]
     lines += quality_section(found["quality"], base, plots)
     lines += speed_section(found["speed"], base, plots)
+    lines += gpu_section(found["gpu"], base)
     lines += index_section(found["index"], base)
     lines += server_section(found["server"], base)
-    lines += train_section(found["train"], base, plots)
+    lines += train_section(found["train"], base, plots, found["quality"])
     if skipped:
         lines += ["## Skipped files", ""] + [f"- `{name}`: {why}" for name, why in skipped] + [""]
     text = "\n".join(lines).rstrip() + "\n"

@@ -32,14 +32,14 @@ RESULTS_DIR = BENCH / "results"
 STEPS = ("quality", "speed", "index", "server")
 
 QUICK = {
-    "quality": ["--models", "bm25,minilm,ours-causal,ours-bidirectional", "--tasks", "scifact,stsb",
+    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional", "--tasks", "scifact,stsb",
                 "--max-queries", "100", "--max-docs", "300", "--max-pairs", "300", "--dtype", "bfloat16"],
     "speed": [],
     "index": ["--n", "20000", "--queries", "500"],
     "server": ["--duration", "10"],
 }
 FULL = {
-    "quality": ["--models", "bm25,minilm,ours-causal,ours-bidirectional", "--tasks", "scifact,stsb",
+    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional", "--tasks", "scifact,stsb",
                 "--dtype", "bfloat16"],
     "speed": ["--n-docs", "128"],
     "index": [],

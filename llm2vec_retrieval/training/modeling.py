@@ -55,12 +55,8 @@ def load_encoder(model: str | None, init_adapters: list[str] = (), *, hf_kwargs:
         check_adapter_folder(a)
     encoder = LLM2Vec.from_pretrained(model, **encoder_kwargs, **(hf_kwargs or {}))
     if init_adapters:
-        from peft import PeftModel
-
         for a in init_adapters:
-            with loading.quiet_transformers(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                encoder.model = PeftModel.from_pretrained(encoder.model, a).merge_and_unload()
+            encoder.model = loading.apply_adapter(encoder.model, a)
         encoder.source["init_adapters"] = [os.path.abspath(a) for a in init_adapters]
     encoder.model.eval()
     return encoder
