@@ -67,7 +67,8 @@ STAGE_NAMES = ("causal", "bidirectional", "mntp", "mntp+simcse", "mntp+supervise
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", choices=sorted(RECIPES), default="cpu")
-    p.add_argument("--model", default=None, help="model (default: the embedded default, SmolLM2-135M-Instruct)")
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="untrained base to train (default: smollm2-135m-instruct, the model issue 4's evidence is for)")
     p.add_argument("--data-dir", default=None, help="shared data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)")
     p.add_argument("--train-file", default=None, help="MNTP/SimCSE sentences (default: english-sentences/all_sentences.txt)")
     p.add_argument("--supervised-file", default=None,
@@ -196,7 +197,7 @@ class Pipeline:
         if args.scifact_queries >= 0:
             data = load_beir(data_dir / "scifact", "test")
             self.scifact = subset_corpus(subset_queries(data, args.scifact_queries or None), args.scifact_docs or None)
-        model_label = (args.model or "smollm2-135m-instruct").replace("/", "_")
+        model_label = args.model.replace("/", "_")
         suffix = "smoke_" if args.smoke else ""
         self.results_path = Path(args.results_dir) / f"train_{suffix}{args.recipe}_{Path(model_label).name}_{self.stamp}.json"
         self.results: dict = {"rows": {}, "timings_s": {}, "combined": {}}
@@ -285,7 +286,7 @@ class Pipeline:
         self.results["settings"] = {
             "argv": sys.argv[1:],
             "recipe": a.recipe,
-            "model": a.model or "smollm2-135m-instruct (embedded default)",
+            "model": a.model,
             "train_file": str(self.train_file),
             "supervised_file": str(self.sup_file),
             "work_dir": str(self.work),

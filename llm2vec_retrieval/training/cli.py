@@ -86,7 +86,7 @@ def register(subparsers) -> None:
         description="Merge LoRA adapters (in order) into the base model and save a stock transformers "
         "checkpoint with is_causal=false, the tokenizer, encoder configs and sentence-transformers files.",
     )
-    export.add_argument("--model", default=None, help="base model folder or embedded name (default: embedded default)")
+    export.add_argument("--model", default=None, help="base model folder or embedded name (default: gemma3-270m, the default model's untrained base)")
     export.add_argument("--adapter", nargs="+", required=True, metavar="DIR",
                         help="adapter folder(s), merged in order (e.g. the MNTP output, then the SimCSE output)")
     export.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")

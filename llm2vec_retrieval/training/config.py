@@ -89,7 +89,8 @@ def _f(default, help: str, paper: Any = dataclasses.MISSING, **kw):
 class TrainConfig:
     """Settings shared by every stage. See the module docstring for the sources of defaults."""
 
-    model: str | None = _f(None, "base model folder or embedded name (default: the embedded default model)")
+    model: str | None = _f(None, "base model folder or embedded name (default: gemma3-270m, the default model's "
+                           "untrained base; gemma3-270m-llm2vec continues from the shipped adapter)")
     data: list[str] = _f([], "training data file(s) or BEIR folder(s)")
     output: str = _f("", "output folder (adapter, configs, log, checkpoints)")
     init_adapter: list[str] = _f(

@@ -35,7 +35,7 @@ from .losses import mntp_loss
 def base_reference(model: str | None) -> str:
     """What to record as the adapter's base: an embedded name, or an absolute folder path."""
     if model is None:
-        return loading.DEFAULT_MODEL
+        return loading.DEFAULT_BASE
     key = loading.embedded_name(model)
     if key is not None:
         return key
@@ -50,7 +50,13 @@ def check_adapter_folder(path: str) -> None:
 
 
 def load_encoder(model: str | None, init_adapters: list[str] = (), *, hf_kwargs: dict | None = None, **encoder_kwargs) -> LLM2Vec:
-    """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode."""
+    """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode.
+
+    `model=None` is the default model's untrained base (`loading.DEFAULT_BASE`): training starts
+    from a base, not from the shipped adapter (name `gemma3-270m-llm2vec` to continue from it).
+    """
+    if model is None:
+        model = loading.DEFAULT_BASE
     for a in init_adapters:
         check_adapter_folder(a)
     encoder = LLM2Vec.from_pretrained(model, **encoder_kwargs, **(hf_kwargs or {}))
