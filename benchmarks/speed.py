@@ -402,6 +402,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: all cores)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per implementation (default 3)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per batch for every implementation (default 32)")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="our encoder's token budget per forward pass (default: the encoder's, 4096)")
     p.add_argument("--warmup-docs", type=int, default=4, help="documents encoded once before timing (default 4)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between measurements (default 0.5)")
     p.add_argument("--official-venv", default=None,
@@ -535,6 +537,8 @@ def main(argv=None) -> int:
     encode_script = WORKERS_DIR / "encode_worker.py"
     index_script = WORKERS_DIR / "index_worker.py"
     common = ["--model", model_path, "--threads", str(threads), "--batch-size", str(args.batch_size)]
+    if args.max_batch_tokens:
+        common += ["--max-batch-tokens", str(args.max_batch_tokens)]
 
     official_python, official_error = None, None
     if "official" in args.impls:

@@ -54,7 +54,8 @@ class Ours:
         from llm2vec_retrieval import LLM2Vec
         from llm2vec_retrieval.bidirectional import is_bidirectional
 
-        self.m = LLM2Vec.from_pretrained(args.model, dtype=args.dtype)
+        kwargs = {"max_batch_tokens": args.max_batch_tokens} if args.max_batch_tokens else {}
+        self.m = LLM2Vec.from_pretrained(args.model, dtype=args.dtype, **kwargs)
         self.info = {"bidirectional": bool(is_bidirectional(self.m.model)), "config": vars(self.m.config).copy(),
                      "attn_implementation": getattr(self.m.model.config, "_attn_implementation", None)}
 

@@ -74,6 +74,7 @@ def base_args(description: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-batch-tokens", type=int, default=None, help="our encoder's token budget (default: its config)")
     p.add_argument("--project-root", default=None, help="put this folder first on sys.path")
     return p
 
