@@ -85,14 +85,18 @@ def text_config(config: dict) -> dict:
     return config.get("text_config") or config
 
 
-def linear_params_per_layer(config: dict) -> int:
-    """Weights of q, k, v, o, gate, up, down in one decoder layer (biases left out)."""
+def _dims(config: dict) -> tuple[int, int, int, int, int]:
+    """hidden size, attention heads, key/value heads, head dim, MLP size of the text model."""
     c = text_config(config)
     d = int(c["hidden_size"])
     heads = int(c["num_attention_heads"])
     kv = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or d // heads)
-    inter = int(c["intermediate_size"])
+    return d, heads, kv, int(c.get("head_dim") or d // heads), int(c["intermediate_size"])
+
+
+def linear_params_per_layer(config: dict) -> int:
+    """Weights of q, k, v, o, gate, up, down in one decoder layer (biases left out)."""
+    d, heads, kv, head_dim, inter = _dims(config)
     q = d * heads * head_dim
     k = v = d * kv * head_dim
     o = heads * head_dim * d
@@ -107,10 +111,8 @@ def model_flops(config: dict, lengths: Sequence[int]) -> dict:
     4 x T^2 x heads x head_dim for QK^T and AV. No lm_head (encoders stop at the last
     hidden state); norms, activations, softmax and RoPE are left out.
     """
-    c = text_config(config)
-    layers = int(c["num_hidden_layers"])
-    heads = int(c["num_attention_heads"])
-    head_dim = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
+    layers = int(text_config(config)["num_hidden_layers"])
+    _, heads, _, head_dim, _ = _dims(config)
     per_layer = linear_params_per_layer(config)
     tokens = int(sum(lengths))
     linear = 2 * per_layer * layers * tokens
@@ -127,12 +129,7 @@ def model_flops(config: dict, lengths: Sequence[int]) -> dict:
 
 def matmul_shapes(config: dict, tokens: int = 4096, square: int = 2048) -> list[list[int]]:
     """(m, k, n) shapes for the peak: one square matmul and the model's linear layers on `tokens` rows."""
-    c = text_config(config)
-    d = int(c["hidden_size"])
-    heads = int(c["num_attention_heads"])
-    kv = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or d // heads)
-    inter = int(c["intermediate_size"])
+    d, heads, kv, head_dim, inter = _dims(config)
     shapes = [[square, square, square]] if square else []
     shapes += [[tokens, d, heads * head_dim], [tokens, d, kv * head_dim], [tokens, heads * head_dim, d],
                [tokens, d, inter], [tokens, inter, d]]

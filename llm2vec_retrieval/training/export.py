@@ -27,7 +27,7 @@ import torch
 
 from ..bidirectional import is_bidirectional, set_bidirectional
 from ..config import EncoderConfig
-from .folders import staged_folder
+from .folders import patch_json, staged_folder
 from .modeling import load_encoder
 
 ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "eos_token": "lasttoken", "last_token": "lasttoken", "bos_token": "cls"}
@@ -63,10 +63,7 @@ def export_model(
 
     with staged_folder(output) as tmp:
         merged.save_pretrained(tmp)
-        cfg_path = tmp / "config.json"
-        data = json.loads(cfg_path.read_text())
-        data["is_causal"] = False
-        cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True))
+        patch_json(tmp / "config.json", {"is_causal": False})
         encoder.tokenizer.save_pretrained(tmp)
         enc_cfg.save(tmp)
         hidden = int(merged.get_input_embeddings().weight.shape[1])

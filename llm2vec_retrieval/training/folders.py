@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -35,3 +36,10 @@ def _default_permissions(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for path in folder.rglob("*"):
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def patch_json(path: Path, updates: dict) -> None:
+    """Set `updates` in the JSON object stored at `path` (rewritten with sorted keys)."""
+    data = json.loads(path.read_text())
+    data.update(updates)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))

@@ -28,6 +28,7 @@ from ..bidirectional import UnsupportedModelError
 from ..config import EncoderConfig
 from ..encoder import LLM2Vec
 from ..pooling import pool
+from .folders import patch_json
 from .losses import mntp_loss
 
 
@@ -234,10 +235,7 @@ def save_adapter(peft_model, encoder: LLM2Vec, directory: str | os.PathLike, bas
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(directory)
-    cfg_path = directory / "adapter_config.json"
-    data = json.loads(cfg_path.read_text())
-    data["base_model_name_or_path"] = base_ref
-    cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    patch_json(directory / "adapter_config.json", {"base_model_name_or_path": base_ref})
     encoder.tokenizer.save_pretrained(directory)
     encoder_config.save(directory)
     return directory
