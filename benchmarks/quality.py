@@ -14,6 +14,10 @@ Models:
   ours-causal         an untrained base (--model, default smollm2-135m-instruct, the model the
                       data README's reference numbers are for) with causal attention
   ours-bidirectional  same with enable_bidirectional=True
+  official            the official llm2vec 0.2.3 on the same untrained base (--model), in its own
+                      venv with transformers 4.44.2 (--official-venv; benchmarks.speed creates it),
+                      run as the encode worker speed.py uses. Its from_pretrained always builds the
+                      bidirectional model (LlamaBiModel), so it pairs with ours-bidirectional.
                       Queries carry the task instruction (SciFact), documents none; STS: both sides
                       with the STS instruction.
 
@@ -34,6 +38,7 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -56,7 +61,7 @@ from llm2vec_retrieval.instructions import get_instruction
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 
-MODELS = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional")
+MODELS = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional", "official")
 UNTRAINED_BASE = "smollm2-135m-instruct"  # what ours-causal / ours-bidirectional load by default
 TASKS = ("scifact", "stsb")
 RETRIEVAL_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -225,6 +230,56 @@ class OursEmbedder:
         return fp
 
 
+class OfficialEmbedder:
+    """llm2vec 0.2.3 in its own venv, behind the speed benchmark's encode worker (one subprocess).
+
+    Queries go as [instruction, text] pairs (the official API), documents as plain strings;
+    vectors come back over the worker's JSON protocol and are L2-normalized here.
+    """
+
+    name = "official"
+    uses_instructions = True
+
+    def __init__(self, model: str, dtype: str | None, venv: str | None, threads: int | None, batch_size: int):
+        from benchmarks import speed
+        from llm2vec_retrieval.loading import resolve_model_path
+
+        self._speed = speed
+        venv_path = Path(venv or os.environ.get(speed.OFFICIAL_VENV_ENV) or speed.DEFAULT_OFFICIAL_VENV)
+        python = speed.ensure_official_venv(venv_path)
+        self.path = str(resolve_model_path(model))
+        self.dtype = dtype or "float32"
+        threads = threads or speed.default_threads()
+        log_dir = Path(tempfile.mkdtemp(prefix="quality_official_"))
+        args = ["--impl", "official", "--model", self.path, "--dtype", self.dtype, "--threads", str(threads),
+                "--batch-size", str(batch_size)]
+        self.worker = speed.Worker("official", str(python), speed.WORKERS_DIR / "encode_worker.py", args,
+                                   speed.worker_env(threads), log_dir)
+        self._weights_sha = [_sha256(f) for f in sorted(Path(self.path).glob("*.safetensors"))]
+
+    def _encode(self, texts, instruction):
+        self.worker.request({"op": "set_texts", "texts": list(texts)})
+        reply = self.worker.request({"op": "encode", "return_vectors": True, "instruction": instruction})
+        vectors = self._speed.decode_array(reply["vectors"])
+        return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+    def encode_queries(self, texts, instruction=None):
+        return self._encode(texts, instruction)
+
+    def encode_documents(self, texts, instruction=None):
+        return self._encode(texts, instruction)
+
+    def fingerprint(self) -> dict:
+        info = self.worker.ready.get("info") or {}
+        versions = info.get("versions") or {}
+        return {"impl": "llm2vec", "llm2vec": versions.get("llm2vec"), "transformers": versions.get("transformers"),
+                "torch": versions.get("torch"), "model": Path(self.path).name, "weights_sha256": self._weights_sha,
+                "dtype": self.dtype, "settings": info.get("settings"), "bidirectional": info.get("bidirectional")}
+
+    def close(self) -> None:
+        self.worker.close()
+
+
 def build_model(name: str, args):
     if name == "bm25":
         return BM25Baseline()
@@ -234,6 +289,9 @@ def build_model(name: str, args):
         return OursEmbedder(True, dtype=args.dtype, model=args.trained_model, name="ours")
     if name in ("ours-causal", "ours-bidirectional"):
         return OursEmbedder(name == "ours-bidirectional", dtype=args.dtype, model=args.model or UNTRAINED_BASE)
+    if name == "official":
+        return OfficialEmbedder(args.model or UNTRAINED_BASE, args.dtype, args.official_venv, args.threads,
+                                args.batch_size)
     raise ValueError(f"Unknown model {name!r}. Valid models are: {', '.join(MODELS)}")
 
 
@@ -328,7 +386,10 @@ def parse_args(argv=None):
                    help=f"untrained base for ours-causal / ours-bidirectional (default: {UNTRAINED_BASE})")
     p.add_argument("--trained-model", default=None,
                    help="model for 'ours' (default: the shipped default, LLM2Vec.from_pretrained())")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size for minilm")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for minilm and official")
+    p.add_argument("--official-venv", default=None,
+                   help="venv with llm2vec 0.2.3 (default: $LLM2VEC_OFFICIAL_VENV or benchmarks/.cache/venv-official; "
+                        "created when missing)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: $LLM2VEC_BENCH_CACHE or benchmarks/.cache)")
@@ -466,6 +527,8 @@ def main(argv=None) -> int:
                 }
             results[name][task] = r
             print(f"[{name}] {task}: {json.dumps(r['metrics'])} ({r['timing_s']['total']:.1f} s)", flush=True)
+        if hasattr(model, "close"):
+            model.close()
         del model
 
     finished = _dt.datetime.now()

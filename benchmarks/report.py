@@ -30,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 OUTPUT = PROJECT_ROOT / "benchmarks" / "RESULTS.md"
 KINDS = ("quality", "speed", "gpu", "index", "server", "train")
-MODEL_ORDER = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional")
+MODEL_ORDER = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional", "official")
 IMPL_ORDER = ("ours", "official", "sentence-transformers", "hf-bare")
 DTYPE_ORDER = ("float32", "bfloat16", "float16")
 
@@ -165,9 +165,10 @@ def quality_rows(files: list[tuple[Path, dict]]) -> list[dict]:
             if not isinstance(tasks, dict):
                 continue
             label = model
-            if model.startswith("ours") and opts.get("dtype"):
+            ours_or_official = model.startswith("ours") or model == "official"
+            if ours_or_official and opts.get("dtype"):
                 label = f"{model} ({opts['dtype']})"
-            if model.startswith("ours") and opts.get("model"):
+            if ours_or_official and opts.get("model"):
                 label = f"{label} [{Path(str(opts['model'])).name}]"
             for task, r in tasks.items():
                 if not isinstance(r, dict):

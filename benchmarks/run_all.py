@@ -5,8 +5,9 @@
     python -m benchmarks.run_all --skip server,index --dry-run
 
 Steps (each a subprocess; a failing step is reported and the others still run):
-  quality  python -m benchmarks.quality: bm25, minilm, ours-causal, ours-bidirectional on SciFact and
-           STS-B test. Quick: SciFact subset (first 100 queries, their judged documents + a seeded
+  quality  python -m benchmarks.quality: bm25, minilm, ours (the shipped default), ours-causal,
+           ours-bidirectional and official llm2vec 0.2.3 (both on SmolLM2) on SciFact and STS-B test.
+           Quick: SciFact subset (first 100 queries, their judged documents + a seeded
            sample: 300 documents), first 300 STS-B pairs; our models in bfloat16. --full: everything.
   speed    python -m benchmarks.speed: ours / official llm2vec 0.2.3 / sentence-transformers / bare
            transformers, float32 and bfloat16, plus index build time vs LangChain. Quick: the harness
@@ -32,14 +33,14 @@ RESULTS_DIR = BENCH / "results"
 STEPS = ("quality", "speed", "index", "server")
 
 QUICK = {
-    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional", "--tasks", "scifact,stsb",
+    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional,official", "--tasks", "scifact,stsb",
                 "--max-queries", "100", "--max-docs", "300", "--max-pairs", "300", "--dtype", "bfloat16"],
     "speed": [],
     "index": ["--n", "20000", "--queries", "500"],
     "server": ["--duration", "10"],
 }
 FULL = {
-    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional", "--tasks", "scifact,stsb",
+    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional,official", "--tasks", "scifact,stsb",
                 "--dtype", "bfloat16"],
     "speed": ["--n-docs", "128"],
     "index": [],
@@ -64,13 +65,11 @@ def commands(args) -> list[tuple[str, list[str]]]:
             print(f"[{step}] {module} not found: skipped")
             continue
         extra = list(table[step])
-        if step == "speed":
+        if step in ("speed", "quality"):
             if args.official_venv:
                 extra += ["--official-venv", args.official_venv]
             if args.threads:
                 extra += ["--threads", str(args.threads)]
-        if step == "quality" and args.threads:
-            extra += ["--threads", str(args.threads)]
         out.append((step, [sys.executable, "-m", module, *extra]))
     return out
 
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="full data sets (takes hours on a small CPU)")
     p.add_argument("--skip", default="", help=f"comma-separated steps to skip, from {', '.join(STEPS)}")
-    p.add_argument("--official-venv", default=None, help="venv with llm2vec 0.2.3 for the speed benchmark")
+    p.add_argument("--official-venv", default=None, help="venv with llm2vec 0.2.3 for the speed and quality benchmarks")
     p.add_argument("--threads", type=int, default=None, help="torch threads for quality and speed (default: all cores)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -166,3 +167,26 @@ def test_prepare_texts_cuts_like_the_encoder(tiny_encoder):
 def test_speed_rejects_unknown_choices(argv):
     with pytest.raises(SystemExit):
         speed.parse_args(argv)
+
+
+def test_encode_worker_queries_carry_the_instruction(tmp_path, tiny_llama, tiny_encoder):
+    """The worker the quality benchmark's `official` model talks to: documents plain, queries with
+    the instruction, both equal to the encoder's own vectors (here with impl ours, in this venv)."""
+    import numpy as np
+
+    threads = 1
+    args = ["--impl", "ours", "--model", tiny_llama, "--dtype", "float32", "--threads", str(threads),
+            "--project-root", str(speed.PROJECT_ROOT)]
+    worker = speed.Worker("ours", sys.executable, speed.WORKERS_DIR / "encode_worker.py", args,
+                          speed.worker_env(threads), tmp_path)
+    try:
+        texts = ["cells divide", "a much longer sentence about proteins folding in cells"]
+        worker.request({"op": "set_texts", "texts": texts})
+        docs = speed.decode_array(worker.request({"op": "encode", "return_vectors": True})["vectors"])
+        queries = speed.decode_array(
+            worker.request({"op": "encode", "return_vectors": True, "instruction": "Find the claim:"})["vectors"])
+    finally:
+        worker.close()
+    np.testing.assert_allclose(docs, tiny_encoder.encode_documents(texts), atol=1e-5)
+    np.testing.assert_allclose(queries, tiny_encoder.encode_queries(texts, instruction="Find the claim:"), atol=1e-5)
+    assert not np.allclose(docs, queries, atol=1e-3)

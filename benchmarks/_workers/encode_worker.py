@@ -12,7 +12,7 @@ Implementations (`--impl`):
                          token-budget batches, mean pooling: a reference without any wrapper
   peak                   no model: matmul peak of the dtype (op "peak")
 
-Ops: set_texts {texts}, encode {batch_size, return_vectors}, probe, peak {shapes, min_time},
+Ops: set_texts {texts}, encode {batch_size, return_vectors, instruction}, probe, peak {shapes, min_time},
 tokenize (ours only: the encoder's own token counts). See protocol.py for the framing.
 """
 
@@ -59,7 +59,9 @@ class Ours:
         self.info = {"bidirectional": bool(is_bidirectional(self.m.model)), "config": vars(self.m.config).copy(),
                      "attn_implementation": getattr(self.m.model.config, "_attn_implementation", None)}
 
-    def encode(self, texts, batch_size):
+    def encode(self, texts, batch_size, instruction=None):
+        if instruction is not None:
+            return self.m.encode_queries(texts, instruction=instruction, batch_size=batch_size)
         return self.m.encode_documents(texts, batch_size=batch_size)
 
     def tokenize(self, texts):
@@ -79,8 +81,9 @@ class Official:
                      "settings": {"pooling_mode": self.m.pooling_mode, "max_length": self.m.max_length,
                                   "doc_max_length": self.m.doc_max_length, "skip_instruction": self.m.skip_instruction}}
 
-    def encode(self, texts, batch_size):
-        out = self.m.encode(list(texts), batch_size=batch_size, show_progress_bar=False)
+    def encode(self, texts, batch_size, instruction=None):
+        items = list(texts) if instruction is None else [[instruction, t] for t in texts]
+        out = self.m.encode(items, batch_size=batch_size, show_progress_bar=False)
         return out.float().numpy() if hasattr(out, "float") else out
 
 
@@ -240,7 +243,12 @@ def main() -> int:
         import gc
 
         gc.collect()
-        vectors, seconds = protocol.timed(impl["obj"].encode, texts, req.get("batch_size", args.batch_size))
+        kwargs = {}
+        if req.get("instruction") is not None:  # queries: only ours and official take an instruction
+            if args.impl not in ("ours", "official"):
+                raise ValueError(f"{args.impl} takes no instruction")
+            kwargs["instruction"] = req["instruction"]
+        vectors, seconds = protocol.timed(impl["obj"].encode, texts, req.get("batch_size", args.batch_size), **kwargs)
         reply = {"seconds": seconds, "n": len(texts)}
         if req.get("return_vectors"):
             reply["vectors"] = protocol.encode_array(vectors)
