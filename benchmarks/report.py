@@ -29,7 +29,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 OUTPUT = PROJECT_ROOT / "benchmarks" / "RESULTS.md"
-KINDS = ("quality", "speed", "gpu", "index", "server", "train")
+KINDS = ("quality", "speed", "gpu", "int8", "index", "server", "train")
 MODEL_ORDER = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional", "official")
 IMPL_ORDER = ("ours", "official", "sentence-transformers", "hf-bare")
 DTYPE_ORDER = ("float32", "bfloat16", "float16")
@@ -337,6 +337,27 @@ def gpu_section(files, base: Path) -> list[str]:
                 rows.append([name, _fmt(r.get("s"), ".2f"), _fmt(r.get("tok_s"), ".0f"), _fmt(r.get("doc_s"), ".1f")])
         lines += _table(["run", "seconds", "tokens/s", "docs/s"], rows) + [""]
     return lines
+
+
+def int8_section(files, base: Path) -> list[str]:
+    """benchmarks/int8_check.py results: int8 dynamic quantization against fp32 on SciFact."""
+    if not files:
+        return []
+    lines = ["## int8 dynamic quantization", "",
+             "SciFact test subset nDCG@10 of the encoder in fp32 and with int8 dynamic quantization of its linear "
+             "layers; int8 would be offered as a mode only within 0.5 points of fp32.", ""]
+    rows = []
+    for path, d in files:
+        r = d.get("rows") or {}
+        fp, q = r.get("float32") or {}, r.get("int8-dynamic") or {}
+        cos = d.get("doc_cosine_to_fp32") or {}
+        data = d.get("data") or {}
+        rows.append([path.name, str(d.get("model")), f"{data.get('queries', '?')} q / {data.get('docs', '?')} docs",
+                     _fmt(fp.get("ndcg@10"), ".4f"), _fmt(q.get("ndcg@10"), ".4f"), _fmt(d.get("ndcg@10_drop"), "+.4f"),
+                     _fmt(cos.get("min"), ".3f"), _fmt(fp.get("seconds"), ".0f") + " / " + _fmt(q.get("seconds"), ".0f"),
+                     "passes" if d.get("passes") else "fails"])
+    return lines + _table(["file", "model", "data", "fp32", "int8", "drop", "min doc cosine", "seconds fp32 / int8",
+                           "rule"], rows) + [""]
 
 
 def index_section(files, base: Path) -> list[str]:
@@ -696,6 +717,7 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     lines += quality_section(found["quality"], base, plots)
     lines += speed_section(found["speed"], base, plots)
     lines += gpu_section(found["gpu"], base)
+    lines += int8_section(found["int8"], base)
     lines += index_section(found["index"], base)
     lines += server_section(found["server"], base)
     lines += train_section(found["train"], base, plots, found["quality"])
