@@ -44,9 +44,9 @@ def main(argv=None) -> int:
                          args.max_docs or None)
     instruction = get_instruction("SciFact")
     rows, vectors = {}, {}
+    encoder = LLM2Vec.from_pretrained(args.model, dtype=torch.float32)
     for variant in ("float32", "int8-dynamic"):
-        encoder = LLM2Vec.from_pretrained(args.model, dtype=torch.float32)
-        if variant == "int8-dynamic":
+        if variant == "int8-dynamic":  # a quantized copy of the same loaded model
             encoder.model = torch.ao.quantization.quantize_dynamic(encoder.model, {torch.nn.Linear}, dtype=torch.qint8)
         t0 = time.perf_counter()
         res = evaluate_beir(encoder, data, query_instruction=instruction, metrics=("ndcg@10", "recall@100"))

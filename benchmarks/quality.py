@@ -244,7 +244,6 @@ class OfficialEmbedder:
         from benchmarks import speed
         from llm2vec_retrieval.loading import resolve_model_path
 
-        self._speed = speed
         venv_path = Path(venv or os.environ.get(speed.OFFICIAL_VENV_ENV) or speed.DEFAULT_OFFICIAL_VENV)
         python = speed.ensure_official_venv(venv_path)
         self.path = str(resolve_model_path(model))
@@ -260,7 +259,9 @@ class OfficialEmbedder:
     def _encode(self, texts, instruction):
         self.worker.request({"op": "set_texts", "texts": list(texts)})
         reply = self.worker.request({"op": "encode", "return_vectors": True, "instruction": instruction})
-        vectors = self._speed.decode_array(reply["vectors"])
+        from benchmarks.speed import decode_array
+
+        vectors = decode_array(reply["vectors"])
         return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
     def encode_queries(self, texts, instruction=None):

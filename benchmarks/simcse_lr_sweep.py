@@ -3,7 +3,7 @@
     python -m benchmarks.simcse_lr_sweep --mntp-adapter DIR [--lrs 1e-3,3e-3,1e-2] [--steps 40]
 
 How the CPU recipe's SimCSE learning rate (benchmarks/train_evidence.py) was chosen: for each lr,
-SimCSE trains `--steps` steps (batch 32, sentences <= 48 tokens, 4 warmup steps, seed 42, the
+SimCSE trains `--steps` steps (batch 32, sentences <= 48 tokens, 4 warmup steps, `--seed` 42, the
 train_evidence CPU sizes) on english-sentences from the MNTP adapter, then the MNTP+SimCSE
 encoder is scored on STS-B dev (all 1,500 pairs unless `--sts-pairs`; Spearman x100, both sides
 with the STS instruction, bf16). Score on the whole split: its first 500 pairs (one genre) ranked
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="smollm2-135m-instruct", help="the base the MNTP adapter was trained on")
     p.add_argument("--lrs", default="1e-3,3e-3,1e-2", help="comma-separated SimCSE learning rates")
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--seed", type=int, default=42, help="SimCSE seed (data order, dropout, LoRA init)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast while training (as the train_evidence CPU recipe)")
     p.add_argument("--sts-pairs", type=int, default=0, help="first N STS-B dev pairs (0: all)")
     p.add_argument("--work-dir", default=None, help="where the SimCSE adapters go (default: benchmarks/.cache/lr_sweep)")
     p.add_argument("--data-dir", default=None)
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     from llm2vec_retrieval import LLM2Vec
     from llm2vec_retrieval.evaluation import StsData, evaluate_sts, load_sts
     from llm2vec_retrieval.evaluation.data import default_data_dir
+    from llm2vec_retrieval.ingest.folder import write_json_atomic
     from llm2vec_retrieval.instructions import STS_INSTRUCTION
     from llm2vec_retrieval.training import SimCSEConfig, train
     from llm2vec_retrieval.training.modeling import load_encoder
@@ -57,16 +59,15 @@ def main(argv=None) -> int:
     out = Path(args.results_dir) / f"simcse_lr_sweep_{stamp}.json"
     report: dict = {"benchmark": "simcse_lr_sweep", "command": "python -m benchmarks.simcse_lr_sweep " + " ".join(
         sys.argv[1:] if argv is None else argv), "model": args.model, "mntp_adapter": str(args.mntp_adapter),
-        "sts": {"split": "dev", "pairs": len(sts)}, "steps": args.steps, "rows": []}
+        "sts": {"split": "dev", "pairs": len(sts)}, "steps": args.steps, "seed": args.seed, "bf16": args.bf16,
+        "rows": []}
 
     def score(label: str, encoder, **extra) -> None:
         spearman = evaluate_sts(encoder, sts, instruction=STS_INSTRUCTION)["metrics"]["spearman"]
         report["rows"].append({"encoder": label, "stsb_dev_spearman": round(spearman, 2), **extra})
         print(f"{label}: STS-B dev ({len(sts)} pairs) {spearman:.2f}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, out)
+        write_json_atomic(out, report)
 
     dtype = torch.bfloat16
     score("causal", LLM2Vec.from_pretrained(args.model, enable_bidirectional=False, dtype=dtype))
@@ -75,8 +76,8 @@ def main(argv=None) -> int:
     for lr in lrs:
         cfg = SimCSEConfig(model=args.model, data=[str(data_dir / "english-sentences" / "all_sentences.txt")],
                            output=str(work / f"simcse_lr{lr:g}"), init_adapter=[str(args.mntp_adapter)],
-                           max_steps=args.steps, batch_size=32, max_length=48, lr=lr, warmup_steps=4, seed=42,
-                           bf16=True, progress=True)
+                           max_steps=args.steps, batch_size=32, max_length=48, lr=lr, warmup_steps=4, seed=args.seed,
+                           bf16=args.bf16, progress=True)
         t0 = time.perf_counter()
         train(cfg)
         train_s = round(time.perf_counter() - t0, 1)
