@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # 3e-5 does not move SmolLM2 even at 400 steps on the H100 (train_gpu_smollm2-*), nor 1e-4 x 120
 # steps here (STS-B dev 28.35, train_cpu_*_20261122-235042). 40 steps at 3e-3 were chosen on STS-B
 # dev: this recipe gives 73.31 (causal: 54.07); at 1e-2 it gave 49.37 and SciFact fell below the
-# untrained models (train_cpu_*_20261123-014619). Short high-lr runs are sensitive (the same
-# 3e-3 run in fp32 gave 57.21): the lr is tuned to this model and budget, not a general default.
+# untrained models (train_cpu_*_20261123-014619). Short high-lr runs are sensitive (the same run
+# trained in fp32 scored lower; docs/training.md): the lr is tuned to this model and budget.
 # GPU recipe: the paper's step counts and batch sizes for MNTP (1000 x 32 x 512 tokens, lr 5e-5)
 # and SimCSE (1000 x 128, lr 3e-5). Supervised: the paper's lr and temperature; SNLI triples
 # (5,864) are ~2,000x fewer than the paper's E5 mix, so 2 epochs at batch 64 instead of
