@@ -181,6 +181,8 @@ CORRUPTIONS = [
     ("binary", "index.faiss"),
     ("binary", "vectors.npy"),
     ("binary", "docstore.jsonl"),
+    ("flat", "lexical.npz"),
+    ("hnsw", "lexical_vocab.json"),
 ]
 
 

@@ -44,11 +44,15 @@ def test_mask_tokens_labels_and_position_zero():
     ids = torch.randint(10, 1000, (4, 64), generator=gen)
     ids[:, 0] = 1  # BOS
     special = ids == 1
-    inputs, labels = mask_tokens(ids, special, 0.5, mask_token_id=3, vocab_size=1000, mode="all-mask", generator=gen)
+    inputs, labels = mask_tokens(
+        ids, special, 0.5, mask_token_id=3, vocab_size=1000, mode="all-mask", generator=gen
+    )
     selected = labels != IGNORE
     assert not selected[:, 0].any(), "position 0 has no predecessor and is never a target"
     assert not selected[special].any(), "special tokens are never targets"
-    assert torch.equal(labels[selected], ids[selected]), "labels hold the original token at selected positions"
+    assert torch.equal(labels[selected], ids[selected]), (
+        "labels hold the original token at selected positions"
+    )
     assert torch.equal(inputs[~selected], ids[~selected])
     assert (inputs[selected] == 3).all()
 
@@ -58,7 +62,9 @@ def test_mask_rates(mode):
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(10, 50000, (256, 512), generator=gen)
     special = torch.zeros_like(ids, dtype=torch.bool)
-    inputs, labels = mask_tokens(ids, special, 0.2, mask_token_id=5, vocab_size=50000, mode=mode, generator=gen)
+    inputs, labels = mask_tokens(
+        ids, special, 0.2, mask_token_id=5, vocab_size=50000, mode=mode, generator=gen
+    )
     selected = labels != IGNORE
     rate = selected[:, 1:].float().mean().item()
     assert abs(rate - 0.2) < 0.005
@@ -93,13 +99,17 @@ def test_mntp_loss_is_shifted_by_one():
 
 # ---------------------------------------------------------------------- contrastive losses
 def _cos(a, b):
-    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
+        sum(x * x for x in a) * sum(y * y for y in b)
+    )
 
 
 def _hand_info_nce(q, cands, t, masked=()):
     total = 0.0
     for i, qi in enumerate(q):
-        scores = [(_cos(qi, c) / t if (i, j) not in masked else -math.inf) for j, c in enumerate(cands)]
+        scores = [
+            (_cos(qi, c) / t if (i, j) not in masked else -math.inf) for j, c in enumerate(cands)
+        ]
         m = max(scores)
         log_z = m + math.log(sum(math.exp(s - m) for s in scores))
         total += log_z - scores[i]
@@ -124,19 +134,40 @@ def test_supervised_loss_with_hard_negatives_and_masking():
     mask = false_negative_mask(torch.tensor(q), torch.tensor(cands), 0.1)
     assert mask.tolist() == [[False, False, True, False], [False, False, False, False]]
     masked = info_nce(torch.tensor(q), torch.tensor(p), torch.tensor(n), 0.02, mask)
-    assert masked.item() == pytest.approx(_hand_info_nce(q, cands, 0.02, masked={(0, 2)}), rel=1e-4, abs=1e-6)
+    assert masked.item() == pytest.approx(
+        _hand_info_nce(q, cands, 0.02, masked={(0, 2)}), rel=1e-4, abs=1e-6
+    )
 
 
 def test_false_negative_mask_identical_texts_and_own_positive():
     q = torch.eye(3)
     cands = torch.eye(3)
     texts_q = ["a", "b", "c"]
-    cand_texts = ["x", "x", "b"]  # candidate 1 has query 0's positive text; candidate 2 is query 1's text
+    cand_texts = [
+        "x",
+        "x",
+        "b",
+    ]  # candidate 1 has query 0's positive text; candidate 2 is query 1's text
     mask = false_negative_mask(q, cands, None, texts_q, cand_texts)
     assert mask.tolist() == [[False, True, False], [True, False, True], [False, False, False]]
     # a huge margin masks nothing by similarity; the own positive is never masked
     mask = false_negative_mask(torch.ones(2, 2), torch.ones(2, 2), -10.0)
     assert mask.tolist() == [[False, True], [True, False]]
+
+
+def test_false_negative_mask_repeated_anchor():
+    # rows 0 and 2 share their anchor (one row per positive): each one's positive is the other's
+    # positive too, so neither counts as a negative; their hard negatives (3, 4) still do
+    q = torch.eye(3)
+    cands = torch.eye(5, 3)
+    texts_q = ["what is x", "what is y", "what is x"]
+    cand_texts = ["x1", "y1", "x2", "neg a", "neg b"]
+    mask = false_negative_mask(q, cands, None, texts_q, cand_texts)
+    assert mask.tolist() == [
+        [False, False, True, False, False],
+        [False, False, False, False, False],
+        [True, False, False, False, False],
+    ]
 
 
 # ---------------------------------------------------------------------- GradCache
@@ -153,7 +184,10 @@ def _tiny_lora_embedder(tiny_llama, lora_dropout: float, attention_dropout: floa
     encoder = load_encoder(tiny_llama)
     set_attention_dropout(encoder.model, attention_dropout)
     encoder.model = add_lora(encoder.model, cfg)
-    for name, param in encoder.model.named_parameters():  # non-zero B so every LoRA weight gets a gradient
+    for (
+        name,
+        param,
+    ) in encoder.model.named_parameters():  # non-zero B so every LoRA weight gets a gradient
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.05)
     embedder = Embedder(encoder)
@@ -164,7 +198,14 @@ def _tiny_lora_embedder(tiny_llama, lora_dropout: float, attention_dropout: floa
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_grad_cache_equals_full_batch_gradients(tiny_llama, dropout):
     embedder = _tiny_lora_embedder(tiny_llama, lora_dropout=dropout, attention_dropout=dropout)
-    texts = ["the quick brown fox", "a river flows", "vectors and ids", "cells and genes", "numbers like 10", "search"]
+    texts = [
+        "the quick brown fox",
+        "a river flows",
+        "vectors and ids",
+        "cells and genes",
+        "numbers like 10",
+        "search",
+    ]
     q = [("Retrieve:", t) for t in texts]
     d = [("", t[::-1]) for t in texts]
     params = [p for p in embedder.parameters() if p.requires_grad]
@@ -206,7 +247,13 @@ def test_read_texts_counts_skips(tmp_path):
     stats = D.DataStats()
     out = list(D.read_texts(f, stats, max_chars=40))
     assert out == ["one sentence", "two sentence", "three"]
-    assert (stats.lines, stats.used, stats.empty, stats.duplicates, stats.too_long) == (7, 3, 2, 1, 1)
+    assert (stats.lines, stats.used, stats.empty, stats.duplicates, stats.too_long) == (
+        7,
+        3,
+        2,
+        1,
+        1,
+    )
     # a bounded dedup set stops remembering when full (and says so)
     g = tmp_path / "u.txt"
     g.write_text("a\nb\nb\na\n")
@@ -217,7 +264,9 @@ def test_read_texts_counts_skips(tmp_path):
 
 def test_tsv_triples_like_snli(tmp_path):
     f = tmp_path / "triples.tsv"
-    f.write_text("anchor\tpositive\thard_negative\tsplit\nA man .\tA person .\tA cat .\tdev\nbad line\nB\tC\t\tdev\n")
+    f.write_text(
+        "anchor\tpositive\thard_negative\tsplit\nA man .\tA person .\tA cat .\tdev\nbad line\nB\tC\t\tdev\n"
+    )
     stats = D.DataStats()
     ex = list(D.read_examples(f, stats))
     assert [(e.query, e.positive, e.negative, e.source) for e in ex] == [
@@ -230,11 +279,21 @@ def test_tsv_triples_like_snli(tmp_path):
 def test_real_snli_header_is_understood():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "snli-triples-small" / "snli_dev_test_triples.tsv"
+    path = (
+        Path(__file__).resolve().parents[1].parent
+        / "shared"
+        / "data"
+        / "snli-triples-small"
+        / "snli_dev_test_triples.tsv"
+    )
     if not path.is_file():
         pytest.skip("shared data not present")
     first = next(D.read_examples(path))
-    assert first.query.startswith("Two women are embracing") and first.negative and first.source == path.stem
+    assert (
+        first.query.startswith("Two women are embracing")
+        and first.negative
+        and first.source == path.stem
+    )
 
 
 def test_jsonl_pairs_triples_and_sources(tmp_path):
@@ -248,7 +307,10 @@ def test_jsonl_pairs_triples_and_sources(tmp_path):
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
     stats = D.DataStats()
     ex = list(D.read_examples(f, stats))
-    assert [(e.query, e.negative, e.source) for e in ex] == [("q1", "n1", "nq"), ("q2", None, "quora")]
+    assert [(e.query, e.negative, e.source) for e in ex] == [
+        ("q1", "n1", "nq"),
+        ("q2", None, "quora"),
+    ]
     assert stats.malformed == 3
 
 
@@ -256,10 +318,15 @@ def test_beir_train_split(tmp_path):
     folder = tmp_path / "toy"
     (folder / "qrels").mkdir(parents=True)
     (folder / "corpus.jsonl").write_text(
-        "\n".join(json.dumps({"_id": i, "title": f"T{i}", "text": f"doc {i}"}) for i in ("d1", "d2")) + "\n"
+        "\n".join(
+            json.dumps({"_id": i, "title": f"T{i}", "text": f"doc {i}"}) for i in ("d1", "d2")
+        )
+        + "\n"
     )
     (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "what?"}) + "\n")
-    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq1\td1\t0\n")
+    (folder / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td2\t1\nq1\td1\t0\n"
+    )
     ex = list(D.read_examples(folder))
     assert [(e.query, e.positive, e.source) for e in ex] == [("what?", "Td2 doc d2", "toy")]
     (folder / "qrels" / "train.tsv").unlink()
@@ -298,7 +365,9 @@ def test_one_source_per_batch_and_resume_position(tmp_path):
     batches = [next(it) for _ in range(15)]  # crosses into the second pass
     assert all(len({e.source for e in b}) == 1 for b in batches)
     again = iter(stream())
-    assert [[e.query for e in b] for b in (next(again) for _ in range(15))] == [[e.query for e in b] for b in batches]
+    assert [[e.query for e in b] for b in (next(again) for _ in range(15))] == [
+        [e.query for e in b] for b in batches
+    ]
     # a stream resumed at (pass 1, 2 batches done) continues exactly where the first one was
     s = stream()
     it = iter(s)
@@ -307,7 +376,9 @@ def test_one_source_per_batch_and_resume_position(tmp_path):
     position = (s.position.pass_index, s.position.batches_in_pass)
     rest = [next(it) for _ in range(3)]
     resumed = iter(stream(position))
-    assert [[e.query for e in next(resumed)] for _ in range(3)] == [[e.query for e in b] for b in rest]
+    assert [[e.query for e in next(resumed)] for _ in range(3)] == [
+        [e.query for e in b] for b in rest
+    ]
 
 
 def test_buffered_shuffle_is_a_permutation():
@@ -319,9 +390,26 @@ def test_buffered_shuffle_is_a_permutation():
 # ---------------------------------------------------------------------- configs
 def test_config_defaults_and_paper_values():
     mntp = MNTPConfig()
-    assert (mntp.lora_r, mntp.lora_alpha, mntp.lora_dropout, mntp.mask_probability, mntp.lr) == (16, 32.0, 0.05, 0.2, 5e-5)
-    assert set(mntp.lora_target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert MNTPConfig.paper_values()["batch_size"] == 32 and MNTPConfig.paper_values()["block_size"] == 512
+    assert (mntp.lora_r, mntp.lora_alpha, mntp.lora_dropout, mntp.mask_probability, mntp.lr) == (
+        16,
+        32.0,
+        0.05,
+        0.2,
+        5e-5,
+    )
+    assert set(mntp.lora_target_modules) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    assert (
+        MNTPConfig.paper_values()["batch_size"] == 32
+        and MNTPConfig.paper_values()["block_size"] == 512
+    )
     assert SimCSEConfig().temperature == 0.05 and SimCSEConfig().attention_dropout == 0.3
     assert SupervisedConfig().temperature == 0.02
     paper = SimCSEConfig.from_dict({"preset": "paper"})
@@ -354,9 +442,29 @@ def test_config_file_and_flags(tmp_path):
     sim = tmp_path / "s.json"
     sim.write_text(json.dumps({"batch_size": 3, "lr": 1.0}))
     args = build_parser().parse_args(
-        ["train", "simcse", "--config", str(sim), "--data", "a.txt", "b.txt",
-         "--output", "o", "--no-resume", "--lr", "0.1", "--attention-dropout", "none"]
+        [
+            "train",
+            "simcse",
+            "--config",
+            str(sim),
+            "--data",
+            "a.txt",
+            "b.txt",
+            "--output",
+            "o",
+            "--no-resume",
+            "--lr",
+            "0.1",
+            "--attention-dropout",
+            "none",
+        ]
     )
     cfg = config_from_args(args)
-    assert (cfg.data, cfg.batch_size, cfg.lr, cfg.resume, cfg.attention_dropout) == (["a.txt", "b.txt"], 3, 0.1, False, None)
+    assert (cfg.data, cfg.batch_size, cfg.lr, cfg.resume, cfg.attention_dropout) == (
+        ["a.txt", "b.txt"],
+        3,
+        0.1,
+        False,
+        None,
+    )
     assert args.func.__name__ == "cmd_train"

@@ -9,8 +9,15 @@ Layout of ``path/``:
 ``vectors.npy``     float32 (count, dim), rows in docstore order, written with
                     ``allow_pickle=False``; present when the kind keeps float vectors
                     (binary, ivf_sq8/ivf_pq with keep_vectors, untrained IVF).
+``lexical_vocab.json``, ``lexical.npz``
+                    the BM25 part (format 2; absent for a store made with
+                    ``lexical=False``): the token vocabulary (a JSON list, id order) and
+                    arrays (``np.savez``, read with ``allow_pickle=False``): the
+                    internal ids (ascending), each one's token ids (``tokens``/``offsets``)
+                    and bm25s's score matrix (``data``/``indices``/``indptr``).
 ``manifest.json``   ``format_version``, ``kind``, ``metric``, ``dim``, ``count``,
-                    ``params``, ``state``, ``fingerprint``, ``created_at``, library and
+                    ``params``, ``state``, ``fingerprint``, ``lexical`` (the BM25
+                    settings, or null), ``created_at``, library and
                     faiss versions, ``files`` (sha256 and size of every other file) and
                     ``manifest_sha256`` (of the manifest itself, canonical JSON, without
                     that key).
@@ -55,11 +62,14 @@ from .kinds import KINDS, METRICS
 if TYPE_CHECKING:
     from .store import IndexStore
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the lexical (BM25) part; format 1 (vectors only) still loads
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.jsonl"
 VECTORS_FILE = "vectors.npy"
+LEXICAL_VOCAB_FILE = "lexical_vocab.json"
+LEXICAL_FILE = "lexical.npz"
 MANIFEST_FILE = "manifest.json"
+LEXICAL_ARRAYS = ("iids", "tokens", "offsets", "data", "indices", "indptr")
 
 # Test hook: "stage[,stage...]:seconds" or "*:seconds" makes save() print
 # "llm2vec-save-stage: <stage>" to stderr and sleep at those stages
@@ -158,7 +168,9 @@ def _remove_stale_tmp(path: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-OWN_FILES = frozenset({INDEX_FILE, DOCSTORE_FILE, VECTORS_FILE, MANIFEST_FILE})
+OWN_FILES = frozenset(
+    {INDEX_FILE, DOCSTORE_FILE, VECTORS_FILE, LEXICAL_VOCAB_FILE, LEXICAL_FILE, MANIFEST_FILE}
+)
 
 
 def _link_or_copy(src: str | Path, dst: str | Path) -> None:
@@ -221,6 +233,14 @@ def save_store(store: IndexStore, path: str | Path) -> None:
                         allow_pickle=False,
                     )
                 files.append(VECTORS_FILE)
+            lexical = store._lexical
+            if lexical is not None:
+                vocab, arrays = lexical.snapshot()
+                with open(tmp / LEXICAL_VOCAB_FILE, "w", encoding="utf-8") as f:
+                    json.dump(vocab, f, ensure_ascii=True)
+                with open(tmp / LEXICAL_FILE, "wb") as f:
+                    np.savez(f, **arrays)
+                files += [LEXICAL_VOCAB_FILE, LEXICAL_FILE]
             file_info = {}
             for name in files:
                 _fsync_file(tmp / name)
@@ -242,6 +262,7 @@ def save_store(store: IndexStore, path: str | Path) -> None:
                 "params": store._params,
                 "state": {"next_iid": store._next_iid, **backend.state()},
                 "fingerprint": store._fingerprint,
+                "lexical": None if lexical is None else lexical.settings,
                 "files": file_info,
             }
             manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
@@ -302,7 +323,9 @@ def _read_manifest(d: Path) -> dict[str, Any]:
         "state": lambda v: isinstance(v, dict) and isinstance(v.get("next_iid"), int),
         "files": lambda v: isinstance(v, dict) and DOCSTORE_FILE in v,
         "fingerprint": lambda v: v is None or isinstance(v, dict),
+        "lexical": lambda v: v is None or isinstance(v, dict),
     }
+    manifest.setdefault("lexical", None)  # format 1 had no lexical part
     for key, ok in checks.items():
         if key not in manifest or not ok(manifest[key]):
             raise _corrupt(mpath, f"bad or missing field {key!r}")
@@ -355,7 +378,13 @@ def load_store(
             warnings.warn(f"loading anyway: {err}", stacklevel=3)
 
     files = manifest["files"]
-    unknown = set(files) - {INDEX_FILE, DOCSTORE_FILE, VECTORS_FILE}
+    unknown = set(files) - {
+        INDEX_FILE,
+        DOCSTORE_FILE,
+        VECTORS_FILE,
+        LEXICAL_VOCAB_FILE,
+        LEXICAL_FILE,
+    }
     if unknown:
         raise _corrupt(d / MANIFEST_FILE, f"unknown file(s) listed: {', '.join(sorted(unknown))}")
     blobs = {name: _read_verified(d, name, info) for name, info in files.items()}
@@ -404,12 +433,19 @@ def load_store(
                 vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32"
             )
 
+    lexical = None
+    if manifest["lexical"] is not None:
+        lexical = _read_lexical(d, manifest["lexical"], blobs, iids)
+    elif LEXICAL_FILE in blobs or LEXICAL_VOCAB_FILE in blobs:
+        raise _corrupt(d / MANIFEST_FILE, "lexical files listed but no lexical settings")
+
     try:
         store = cls(
             dim,
             manifest["kind"],
             manifest["metric"],
             stored_fp if stored_fp is not None else fingerprint,
+            lexical=False,
             **manifest["params"],
         )
     except ValueError as exc:
@@ -452,4 +488,36 @@ def load_store(
         store._by_iid[iid] = id_
     store._next_iid = next_iid
     store._live_cache = None
+    store._lexical = lexical
     return store
+
+
+def _read_lexical(d: Path, settings: dict[str, Any], blobs: dict[str, bytes], iids: np.ndarray):
+    from .lexical import LexicalIndex
+
+    vpath, apath = d / LEXICAL_VOCAB_FILE, d / LEXICAL_FILE
+    for name in (LEXICAL_VOCAB_FILE, LEXICAL_FILE):
+        if name not in blobs:
+            raise _corrupt(
+                d / name, "missing from the manifest (the manifest names lexical settings)"
+            )
+    try:
+        vocab = json.loads(blobs.pop(LEXICAL_VOCAB_FILE).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _corrupt(vpath, f"not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+        raise _corrupt(vpath, "not a list of tokens")
+    try:
+        with np.load(io.BytesIO(blobs.pop(LEXICAL_FILE)), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files if name in LEXICAL_ARRAYS}
+    except Exception as exc:
+        raise _corrupt(apath, f"unreadable .npz ({type(exc).__name__})") from None
+    for name in ("iids", "tokens", "offsets"):
+        if name not in arrays or arrays[name].ndim != 1 or arrays[name].dtype.kind != "i":
+            raise _corrupt(apath, f"array {name!r} missing or not a 1-D integer array")
+    try:
+        return LexicalIndex.restore(settings, vocab, arrays, iids)
+    except ImportError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(apath, f"inconsistent lexical index ({exc})") from None

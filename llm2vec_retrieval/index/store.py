@@ -1,5 +1,6 @@
-"""IndexStore: a FAISS index plus a docstore (ids, texts, metadata), with upserts,
-deletes, pre-filtered search, MMR and atomic persistence."""
+"""IndexStore: a FAISS index plus a docstore (ids, texts, metadata) and a BM25 index of
+the texts, with upserts, deletes, pre-filtered dense, lexical and hybrid search, MMR and
+atomic persistence."""
 
 from __future__ import annotations
 
@@ -14,18 +15,37 @@ import numpy as np
 
 from ._faiss import get_faiss
 from .filters import compile_filter
+from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
 from .kinds import KINDS, METRICS, Backend, IVFBackend, make_backend, resolve_params
+from .lexical import LexicalIndex
 from .mmr import mmr_select
+
+#: Search modes: vectors only, BM25 over the texts only, or both fused.
+MODES = ("dense", "lexical", "hybrid")
+#: Candidates taken from each list before hybrid fusion (at least k).
+DEFAULT_HYBRID_CANDIDATES = 100
+
+NO_LEXICAL_MESSAGE = (
+    "this index has no lexical (BM25) part: it was saved before hybrid search existed or made "
+    "with lexical=False. Add it from the stored texts with store.build_lexical() and save "
+    "(command line: run `llm2vec-retrieval index` on the folder again; nothing is re-embedded)"
+)
 
 
 @dataclass
 class SearchHit:
-    """One search result. ``score``: larger is closer (see ``IndexStore.search``)."""
+    """One search result. ``score``: larger is closer (see ``IndexStore.search``).
+
+    Hybrid hits also carry the two parts: ``dense_score`` and ``lexical_score`` (the
+    cosine/ip/l2 score and the BM25 score; None where the document was not among that
+    list's candidates)."""
 
     id: str
     score: float
     text: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    dense_score: float | None = None
+    lexical_score: float | None = None
 
 
 @dataclass
@@ -76,6 +96,8 @@ class IndexStore:
             on add and on search), ``ip`` (raw inner product) or ``l2``.
         fingerprint: the embedder fingerprint (any JSON-serializable dict), saved with
             the index and compared on load.
+        lexical: keep a BM25 index of the texts beside the vectors (default), for
+            ``search(mode="lexical"|"hybrid")``; see :mod:`.lexical`.
         **params: kind parameters (``M``, ``ef_construction``, ``ef_search`` for hnsw;
             ``nlist``, ``nprobe``, ``train_threshold``, ``retrain_growth``, ``pq_m``,
             ``pq_nbits``, ``keep_vectors``, ``rescore_factor`` for IVF kinds;
@@ -100,6 +122,7 @@ class IndexStore:
         kind: str = "flat",
         metric: str = "cosine",
         fingerprint: dict[str, Any] | None = None,
+        lexical: bool = True,
         **params: Any,
     ):
         get_faiss()  # clear ImportError when faiss is missing
@@ -125,6 +148,7 @@ class IndexStore:
         self._by_iid: dict[int, str] = {}
         self._next_iid = 0
         self._live_cache: np.ndarray | None = None
+        self._lexical: LexicalIndex | None = LexicalIndex() if lexical else None
         self._lock = threading.RLock()
 
     # -- properties ---------------------------------------------------------------
@@ -154,6 +178,11 @@ class IndexStore:
         """Ids in insertion order (an upsert keeps the id's first position)."""
         with self._lock:
             return list(self._docs)
+
+    @property
+    def has_lexical(self) -> bool:
+        """True when the store keeps a BM25 index of its texts (lexical and hybrid search)."""
+        return self._lexical is not None
 
     @property
     def is_trained(self) -> bool:
@@ -247,14 +276,19 @@ class IndexStore:
                     if not isinstance(key, str):
                         raise ValueError(f"metadata for id {i!r} has a non-string key {key!r}")
                 metas.append(_check_json(f"metadata for id {i!r}", dict(m)))
+        tokens = self._lexical.tokenize(texts) if self._lexical is not None else None
         with self._lock:
             new_iids = np.arange(self._next_iid, self._next_iid + n, dtype=np.int64)
             old = [self._docs[i].iid for i in ids if i in self._docs]
             self._backend.add(new_iids, x)
+            if self._lexical is not None:
+                self._lexical.add(new_iids.tolist(), tokens)
             self._next_iid += n
             self._live_cache = None
             if old:
                 self._backend.remove(np.asarray(old, dtype=np.int64))
+                if self._lexical is not None:
+                    self._lexical.remove(old)
                 for iid in old:
                     del self._by_iid[iid]
             for i, iid, t, m in zip(ids, new_iids.tolist(), texts, metas, strict=True):
@@ -270,11 +304,22 @@ class IndexStore:
                 return 0
             iids = np.asarray([self._docs[i].iid for i in found], dtype=np.int64)
             self._backend.remove(iids)
+            if self._lexical is not None:
+                self._lexical.remove(iids.tolist())
             for i, iid in zip(found, iids.tolist(), strict=True):
                 del self._docs[i]
                 del self._by_iid[iid]
             self._live_cache = None
             return len(found)
+
+    def build_lexical(self) -> None:
+        """(Re)build the BM25 index from the stored texts, e.g. for a store saved before
+        hybrid search existed. Vectors are untouched; save the store to keep it."""
+        with self._lock:
+            lexical = LexicalIndex()
+            iids = [d.iid for d in self._docs.values()]
+            lexical.add(iids, lexical.tokenize([d.text for d in self._docs.values()]))
+            self._lexical = lexical
 
     def train(self) -> None:
         """IVF kinds: (re)train now on all stored vectors, below the threshold too."""
@@ -322,20 +367,19 @@ class IndexStore:
             )
         return self._live_cache
 
+    def _allowed(self, pred: Callable[[Mapping[str, Any]], bool] | None) -> np.ndarray | None:
+        """iids matching the filter, or None when every document may be returned."""
+        if pred is None or not self._docs:
+            return None
+        allowed = np.fromiter((d.iid for d in self._docs.values() if pred(d.metadata)), np.int64)
+        return None if len(allowed) == len(self._docs) else allowed
+
     def _search_iids(
-        self, q: np.ndarray, k: int, pred: Callable[[Mapping[str, Any]], bool] | None
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, iids) (nq, min(k, n_matching)); caller holds the lock."""
         nq = len(q)
-        n = len(self._docs)
-        allowed = None
-        if pred is not None and n:
-            allowed = np.fromiter(
-                (d.iid for d in self._docs.values() if pred(d.metadata)), np.int64
-            )
-            if len(allowed) == n:
-                allowed = None
-            n = n if allowed is None else len(allowed)
+        n = len(self._docs) if allowed is None else len(allowed)
         kk = min(k, n)
         if kk == 0:
             return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
@@ -359,42 +403,126 @@ class IndexStore:
             s = np.clip(s, -1.0, 1.0)
         return s, i
 
+    def _hit(
+        self, iid: int, score: float, dense: float | None = None, lexical: float | None = None
+    ) -> SearchHit:
+        id_ = self._by_iid[iid]
+        d = self._docs[id_]
+        return SearchHit(id_, float(score), d.text, _json_copy(d.metadata), dense, lexical)
+
     def _hits(self, s_row: np.ndarray, i_row: np.ndarray) -> list[SearchHit]:
-        out = []
-        for score, iid in zip(s_row.tolist(), i_row.tolist(), strict=True):
-            if iid < 0:
-                continue
-            id_ = self._by_iid[iid]
-            d = self._docs[id_]
-            out.append(SearchHit(id_, float(score), d.text, _json_copy(d.metadata)))
-        return out
+        return [
+            self._hit(iid, score)
+            for score, iid in zip(s_row.tolist(), i_row.tolist(), strict=True)
+            if iid >= 0
+        ]
+
+    def _lexical_iids(
+        self, texts: list[str], k: int, allowed: np.ndarray | None, positive_only: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._lexical is None:
+            raise ValueError(NO_LEXICAL_MESSAGE)
+        if allowed is not None and len(allowed) == 0:
+            return np.empty((len(texts), 0), np.float32), np.empty((len(texts), 0), np.int64)
+        return self._lexical.top_k(texts, k, allowed, positive_only=positive_only)
 
     def search(
-        self, query: Any, k: int = 10, filter: Any = None
+        self,
+        query: Any = None,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        mode: str = "dense",
+        fusion: str = "rrf",
+        alpha: float = 0.5,
+        rrf_k: float = DEFAULT_RRF_K,
+        candidates: int = DEFAULT_HYBRID_CANDIDATES,
     ) -> list[SearchHit] | list[list[SearchHit]]:
         """Nearest documents, best first.
 
+        ``mode``: ``dense`` (the vectors; needs ``query``), ``lexical`` (BM25 over the
+        texts; needs ``text``) or ``hybrid`` (both, fused; needs both).
         ``query``: a vector (dim,) -> ``list[SearchHit]``; a matrix (nq, dim) ->
-        ``list[list[SearchHit]]``. ``filter``: None, a dict in the filter language of
+        ``list[list[SearchHit]]``. ``text``: the query text (a str, or a list of nq str).
+        ``filter``: None, a dict in the filter language of
         :mod:`llm2vec_retrieval.index.filters`, or ``callable(metadata) -> bool``.
-        Filtering happens before the search (matching ids are passed to FAISS as an id
-        selector), so each result holds exactly ``min(k, number matching)`` hits; when
-        an approximate kind returns fewer, that query is answered by exact search over
-        the matching documents. When at most ``exact_filter_max`` documents match,
-        approximate kinds search those exactly right away. Scores: larger is closer (see the class doc).
+
+        Filtering happens before the search in every mode (matching ids are passed to FAISS
+        as an id selector, and BM25 scores only the matching documents), so each result
+        holds exactly ``min(k, number matching)`` hits; when an approximate kind returns
+        fewer, that query is answered by exact search over the matching documents. When at
+        most ``exact_filter_max`` documents match, approximate kinds search those exactly
+        right away.
+
+        Scores: larger is closer. Dense: see the class doc. Lexical: the BM25 score
+        (documents that share no term with the query score 0 and come last). Hybrid: the
+        ``candidates`` best of each list (at least k; lexical ones with a score above 0) are
+        fused by ``fusion`` (see :mod:`.fusion`): ``rrf`` (reciprocal rank, constant
+        ``rrf_k``) or ``alpha`` (min-max normalized scores, ``alpha * dense + (1 - alpha) *
+        lexical``); hits carry ``dense_score`` and ``lexical_score`` too.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        single = np.ndim(query) == 1
-        if np.ndim(query) not in (1, 2):
-            raise ValueError(
-                f"query must be a vector (dim,) or a matrix (nq, dim), got shape {np.shape(query)}"
-            )
-        q = self._as_matrix(query, "query")
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if mode == "hybrid":
+            if fusion not in FUSIONS:
+                raise ValueError(f"unknown fusion {fusion!r}; valid fusions: {', '.join(FUSIONS)}")
+            if (
+                isinstance(alpha, bool)
+                or not isinstance(alpha, (int, float))
+                or not 0.0 <= alpha <= 1.0
+            ):
+                raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+            if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not rrf_k >= 0:
+                raise ValueError(f"rrf_k must be a number >= 0, got {rrf_k!r}")
+            if (
+                isinstance(candidates, bool)
+                or not isinstance(candidates, (int, np.integer))
+                or candidates < 1
+            ):
+                raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
+        q = texts = None
+        single = True
+        if mode != "lexical":
+            if query is None:
+                raise ValueError(f"{mode} search needs a query vector")
+            if np.ndim(query) not in (1, 2):
+                raise ValueError(
+                    f"query must be a vector (dim,) or a matrix (nq, dim), got shape {np.shape(query)}"
+                )
+            single = np.ndim(query) == 1
+            q = self._as_matrix(query, "query")
+        if mode != "dense":
+            if text is None:
+                raise ValueError(f"{mode} search needs the query text (text=...)")
+            texts = [text] if isinstance(text, str) else list(text)
+            if not all(isinstance(t, str) for t in texts):
+                raise ValueError("text must be a str or a list of str")
+            if q is None:
+                single = isinstance(text, str)
+            elif len(texts) != len(q):
+                raise ValueError(f"got {len(q)} query vectors but {len(texts)} query texts")
+            if self._lexical is None:
+                raise ValueError(NO_LEXICAL_MESSAGE)
         pred = compile_filter(filter)
         with self._lock:
-            s, i = self._search_iids(q, int(k), pred)
-            results = [self._hits(s[r], i[r]) for r in range(len(q))]
+            allowed = self._allowed(pred)
+            if mode == "dense":
+                s, i = self._search_iids(q, int(k), allowed)
+                results = [self._hits(s[r], i[r]) for r in range(len(q))]
+            elif mode == "lexical":
+                s, i = self._lexical_iids(texts, int(k), allowed, positive_only=False)
+                results = [self._hits(s[r], i[r]) for r in range(len(texts))]
+            else:
+                depth = max(int(k), int(candidates))
+                dense = self._search_iids(q, depth, allowed)
+                lexical = self._lexical_iids(texts, depth, allowed, positive_only=True)
+                results = [
+                    [self._hit(iid, score, d, lx) for iid, score, d, lx in row]
+                    for row in fuse(dense, lexical, int(k), fusion, float(alpha), float(rrf_k))
+                ]
         return results[0] if single else results
 
     def max_marginal_relevance(
@@ -418,7 +546,7 @@ class IndexStore:
         q = self._as_matrix(query, "query")
         pred = compile_filter(filter)
         with self._lock:
-            s, i = self._search_iids(q, max(int(fetch_k), int(k)), pred)
+            s, i = self._search_iids(q, max(int(fetch_k), int(k)), self._allowed(pred))
             valid = i[0] >= 0
             s_row, cand = s[0][valid], i[0][valid]
             if len(cand) == 0:

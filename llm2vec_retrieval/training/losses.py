@@ -41,10 +41,18 @@ def mask_tokens(
     if mode == "all-mask":
         inputs[selected] = mask_token_id
     elif mode == "bert":
-        replace = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & selected
+        replace = (
+            torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & selected
+        )
         inputs[replace] = mask_token_id
-        randomize = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool() & selected & ~replace
-        random_ids = torch.randint(vocab_size, input_ids.shape, dtype=input_ids.dtype, generator=generator)
+        randomize = (
+            torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool()
+            & selected
+            & ~replace
+        )
+        random_ids = torch.randint(
+            vocab_size, input_ids.shape, dtype=input_ids.dtype, generator=generator
+        )
         inputs[randomize] = random_ids[randomize]
     else:
         raise ValueError(f"unknown masking mode {mode!r}. Valid modes are: bert, all-mask")
@@ -66,7 +74,9 @@ def mntp_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Modu
     return F.cross_entropy(logits, target[keep])
 
 
-def contrastive_scores(q: torch.Tensor, candidates: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrastive_scores(
+    q: torch.Tensor, candidates: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """cos(q_i, c_j) / temperature, shape (len(q), len(candidates))."""
     return F.normalize(q.float(), dim=-1) @ F.normalize(candidates.float(), dim=-1).T / temperature
 
@@ -82,7 +92,9 @@ def false_negative_mask(
 
     Candidate i (query i's own positive) is never masked. Another candidate is masked when
     (a) its text equals query i's positive text or query i's own text (a duplicate is a
-    positive, not a negative), or (b) `margin` is not None and
+    positive, not a negative), (a') it is the positive of a row whose query text equals
+    query i's (anchors repeat, one row per positive: each is a positive of that anchor),
+    or (b) `margin` is not None and
     cos(q_i, c_j) > cos(q_i, c_i) + margin, i.e. it scores clearly above the labelled
     positive, which in mined data usually means an unlabelled positive (the rule of
     GTE / Qwen3-Embedding; margin 0.1 by default).
@@ -98,7 +110,14 @@ def false_negative_mask(
             positives = candidate_texts[:n]
             for i in range(n):
                 for j, text in enumerate(candidate_texts):
-                    if j != i and (text == positives[i] or (query_texts is not None and text == query_texts[i])):
+                    if j != i and (
+                        text == positives[i] or (query_texts is not None and text == query_texts[i])
+                    ):
+                        mask[i, j] = True
+        if query_texts is not None:
+            for i in range(n):
+                for j in range(n):
+                    if j != i and query_texts[j] == query_texts[i]:
                         mask[i, j] = True
         mask[torch.arange(n), torch.arange(n)] = False
     return mask
@@ -115,7 +134,11 @@ def info_nce(
 
     `mask` (bool, (n, n_candidates)) removes candidates from query i's softmax.
     """
-    candidates = positives if negatives is None or negatives.shape[0] == 0 else torch.cat([positives, negatives])
+    candidates = (
+        positives
+        if negatives is None or negatives.shape[0] == 0
+        else torch.cat([positives, negatives])
+    )
     scores = contrastive_scores(q, candidates, temperature)
     if mask is not None:
         scores = scores.masked_fill(mask, float("-inf"))

@@ -1,0 +1,274 @@
+"""The lexical (BM25) part of IndexStore and hybrid search: scores, sync, filters, persistence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss")
+bm25s = pytest.importorskip("bm25s")
+Stemmer = pytest.importorskip("Stemmer")
+
+from llm2vec_retrieval.index import IndexCorruptedError, IndexStore  # noqa: E402
+from llm2vec_retrieval.index.fusion import fuse  # noqa: E402
+from llm2vec_retrieval.index.persistence import _canonical  # noqa: E402
+
+DIM = 16
+TEXTS = [
+    "Vaccines train the immune system to recognise a virus.",
+    "Rivers flood after heavy rain in the spring.",
+    "The immune system fights infections with antibodies.",
+    "Heavy rain and strong winds closed the coastal roads.",
+    "Antibodies are proteins made by white blood cells.",
+    "A virus can only replicate inside living cells.",
+    "Spring floods damaged the bridges over the river.",
+    "White blood cells patrol the body for invaders.",
+]
+QUERIES = [
+    "how does the immune system fight a virus",
+    "river flooding after rain",
+    "white blood cells",
+]
+
+
+def vectors(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def make_store(texts=TEXTS, **kw):
+    s = IndexStore(DIM, **kw)
+    s.add(
+        [f"d{i}" for i in range(len(texts))],
+        vectors(len(texts)),
+        texts,
+        [{"i": i, "topic": "bio" if i in (0, 2, 4, 5, 7) else "water"} for i in range(len(texts))],
+    )
+    return s
+
+
+def bm25s_scores(texts, query):
+    """The benchmark's BM25 baseline settings, straight from bm25s."""
+    stemmer = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+    retriever.index(
+        bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False),
+        show_progress=False,
+    )
+    q = bm25s.tokenize(
+        [query], stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False
+    )[0]
+    return retriever.get_scores(q)
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_lexical_scores_equal_bm25s(query):
+    s = make_store()
+    hits = s.search(text=query, mode="lexical", k=len(TEXTS))
+    expected = bm25s_scores(TEXTS, query)
+    got = {h.id: h.score for h in hits}
+    np.testing.assert_allclose([got[f"d{i}"] for i in range(len(TEXTS))], expected, rtol=1e-6)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_lexical_equals_the_benchmark_baseline():
+    from benchmarks.quality import BM25Baseline
+
+    s = make_store()
+    run = BM25Baseline().search(
+        [f"d{i}" for i in range(len(TEXTS))], TEXTS, ["q0", "q1"], QUERIES[:2], top_k=5
+    )
+    for qid, query in zip(["q0", "q1"], QUERIES[:2], strict=True):
+        ours = {h.id: h.score for h in s.search(text=query, mode="lexical", k=5) if h.score > 0}
+        assert ours.keys() == run[qid].keys()
+        for d, score in run[qid].items():
+            assert ours[d] == pytest.approx(score, rel=1e-6)
+
+
+def test_upsert_delete_and_reload_keep_both_parts_in_sync(tmp_path):
+    s = make_store()
+    s.add(
+        ["d1"],
+        vectors(1, seed=5),
+        ["Quantum computers factor large numbers."],
+        [{"i": 1, "topic": "cs"}],
+    )
+    s.delete(["d6"])
+    s.add(
+        ["new"],
+        vectors(1, seed=6),
+        ["The river burst its banks after rain."],
+        [{"i": 99, "topic": "water"}],
+    )
+    # a store built fresh from the final documents scores exactly the same
+    final = {h.id: h for h in s.search(text="", mode="lexical", k=100)}
+    fresh = IndexStore(DIM)
+    ids = list(s.ids)
+    recs = s.get(ids)
+    fresh.add(
+        ids, np.stack([r.vector for r in recs]), [r.text for r in recs], [r.metadata for r in recs]
+    )
+    assert set(final) == set(ids)
+    for q in [*QUERIES, "quantum numbers", "spring floods bridges"]:
+        a = [(h.id, round(h.score, 5)) for h in s.search(text=q, mode="lexical", k=len(ids))]
+        b = [(h.id, round(h.score, 5)) for h in fresh.search(text=q, mode="lexical", k=len(ids))]
+        # documents that share no term tie at 0, in the order they were (re)added
+        assert [x for x in a if x[1] > 0] == [x for x in b if x[1] > 0]
+        assert sorted(a) == sorted(b)
+    top = s.search(text="quantum numbers", mode="lexical", k=1)[0]
+    assert top.id == "d1" and top.score > 0
+    assert all(
+        h.id != "d6" for h in s.search(text="spring floods bridges", mode="lexical", k=len(ids))
+    )
+    s.save(tmp_path / "ix")
+    loaded = IndexStore.load(tmp_path / "ix")
+    assert loaded.has_lexical
+    for q in QUERIES:
+        for mode in ("lexical", "hybrid"):
+            qv = vectors(1, seed=9)[0]
+            a = [(h.id, round(h.score, 6)) for h in s.search(qv, text=q, mode=mode, k=5)]
+            b = [(h.id, round(h.score, 6)) for h in loaded.search(qv, text=q, mode=mode, k=5)]
+            assert a == b
+    # changes after a reload rebuild the BM25 matrix from the saved tokens
+    loaded.delete(["d1"])
+    assert loaded.search(text="quantum numbers", mode="lexical", k=1)[0].score == 0
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_filters_apply_in_every_mode_with_exactly_k_hits(mode, k):
+    s = make_store()
+    flt = {"topic": "water"}
+    matching = {f"d{i}" for i in (1, 3, 6)}
+    for q in QUERIES:
+        hits = s.search(vectors(1, seed=3)[0], k=k, filter=flt, text=q, mode=mode)
+        assert len(hits) == min(k, len(matching))
+        assert {h.id for h in hits} <= matching
+    assert s.search(vectors(1)[0], k=3, filter={"topic": "none"}, text="rain", mode=mode) == []
+
+
+def test_hybrid_fusions():
+    s = make_store()
+    q = vectors(1, seed=3)[0]
+    dense = [h.id for h in s.search(q, k=len(TEXTS))]
+    lexical = [h.id for h in s.search(text=QUERIES[1], mode="lexical", k=len(TEXTS)) if h.score > 0]
+    rrf = s.search(q, text=QUERIES[1], mode="hybrid", k=len(TEXTS))
+    expected = {d: 1 / (60 + r) for r, d in enumerate(dense, 1)}
+    for r, d in enumerate(lexical, 1):
+        expected[d] += 1 / (60 + r)
+    assert [h.id for h in rrf] == sorted(expected, key=lambda d: (-expected[d], dense.index(d)))
+    np.testing.assert_allclose([h.score for h in rrf], sorted(expected.values(), reverse=True))
+    assert all(h.dense_score is not None for h in rrf)
+    assert {h.id for h in rrf if h.lexical_score is not None} == set(lexical)
+    only_dense = s.search(
+        q, text=QUERIES[1], mode="hybrid", fusion="alpha", alpha=1.0, k=len(TEXTS)
+    )
+    assert [h.id for h in only_dense] == dense
+    # min-max scaling gives each list's last candidate 0, the score of an absent document
+    only_lexical = s.search(
+        q, text=QUERIES[1], mode="hybrid", fusion="alpha", alpha=0.0, k=len(lexical) - 1
+    )
+    assert [h.id for h in only_lexical] == lexical[:-1]
+
+
+def test_fuse_alpha_by_hand():
+    dense = (np.array([[0.9, 0.5, 0.1]], np.float32), np.array([[1, 2, 3]]))
+    lexical = (np.array([[8.0, 4.0, -np.inf]], np.float32), np.array([[3, 4, -1]]))
+    rows = fuse(dense, lexical, k=4, fusion="alpha", alpha=0.25)
+    got = {iid: score for iid, score, _, _ in rows[0]}
+    # dense min-max: 1 -> 1, 2 -> 0.5, 3 -> 0; lexical min-max: 3 -> 1, 4 -> 0
+    assert got == pytest.approx({1: 0.25, 2: 0.125, 3: 0.75, 4: 0.0})
+    assert [r[0] for r in rows[0]] == [3, 1, 2, 4]
+
+
+def test_bad_arguments_name_the_valid_choices():
+    s = make_store()
+    q = vectors(1)[0]
+    with pytest.raises(ValueError, match="valid modes: dense, lexical, hybrid"):
+        s.search(q, mode="sparse")
+    with pytest.raises(ValueError, match="valid fusions: rrf, alpha"):
+        s.search(q, text="x", mode="hybrid", fusion="max")
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
+        s.search(q, text="x", mode="hybrid", alpha=2)
+    with pytest.raises(ValueError, match="needs the query text"):
+        s.search(q, mode="hybrid")
+    with pytest.raises(ValueError, match="needs a query vector"):
+        s.search(text="x", mode="hybrid")
+    with pytest.raises(ValueError, match="2 query vectors but 1 query texts"):
+        s.search(vectors(2), text=["x"], mode="hybrid")
+    batched = s.search(vectors(2), text=["rain", "virus"], mode="hybrid", k=2)
+    assert len(batched) == 2 and all(len(r) == 2 for r in batched)
+    assert len(s.search(text=["rain", "virus"], mode="lexical", k=2)) == 2
+
+
+def _resign(path):
+    m = json.loads((path / "manifest.json").read_text())
+    m.pop("manifest_sha256")
+    return m
+
+
+def _write_manifest(path, m):
+    m["manifest_sha256"] = hashlib.sha256(_canonical(m)).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def test_index_without_lexical_part_loads_and_says_how_to_add_it(tmp_path):
+    s = make_store()
+    s.save(tmp_path / "ix")
+    # make it a format-1 index, as saved before the lexical part existed
+    m = _resign(tmp_path / "ix")
+    m["format_version"] = 1
+    m.pop("lexical")
+    for name in ("lexical.npz", "lexical_vocab.json"):
+        m["files"].pop(name)
+        (tmp_path / "ix" / name).unlink()
+    _write_manifest(tmp_path / "ix", m)
+    old = IndexStore.load(tmp_path / "ix")
+    assert not old.has_lexical
+    assert [h.id for h in old.search(vectors(1)[0], k=3)] == [
+        h.id for h in s.search(vectors(1)[0], k=3)
+    ]
+    for mode in ("lexical", "hybrid"):
+        with pytest.raises(ValueError, match=r"no lexical \(BM25\) part.*build_lexical\(\)"):
+            old.search(vectors(1)[0], text="rain", mode=mode)
+    old.build_lexical()
+    old.save(tmp_path / "ix")
+    again = IndexStore.load(tmp_path / "ix")
+    assert [h.id for h in again.search(text="rain", mode="lexical", k=3)] == [
+        h.id for h in s.search(text="rain", mode="lexical", k=3)
+    ]
+    assert IndexStore(DIM, lexical=False).has_lexical is False
+
+
+def test_inconsistent_lexical_arrays_are_refused(tmp_path):
+    s = make_store()
+    s.save(tmp_path / "ix")
+    # a well-formed, correctly checksummed npz whose offsets do not fit the documents
+    import io
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        iids=np.arange(len(TEXTS)),
+        tokens=np.zeros(3, np.int32),
+        offsets=np.array([0, 3], np.int64),
+    )
+    blob = buf.getvalue()
+    (tmp_path / "ix" / "lexical.npz").write_bytes(blob)
+    m = _resign(tmp_path / "ix")
+    m["files"]["lexical.npz"] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    _write_manifest(tmp_path / "ix", m)
+    with pytest.raises(
+        IndexCorruptedError, match="lexical.npz: inconsistent lexical index"
+    ) as info:
+        IndexStore.load(tmp_path / "ix")
+    assert "\n" not in str(info.value)
+
+
+def test_texts_that_stemmers_cannot_take():
+    s = IndexStore(DIM)
+    s.add(["a", "b", "c"], vectors(3), ["truncated emoji \ud83d here", None, ""])
+    hits = s.search(text="emoji", mode="lexical", k=3)
+    assert hits[0].id == "a" and hits[0].score > 0 and len(hits) == 3
