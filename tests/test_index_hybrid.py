@@ -14,19 +14,11 @@ Stemmer = pytest.importorskip("Stemmer")
 
 from llm2vec_retrieval.index import IndexCorruptedError, IndexStore  # noqa: E402
 from llm2vec_retrieval.index.fusion import fuse  # noqa: E402
-from llm2vec_retrieval.index.persistence import _canonical  # noqa: E402
+from llm2vec_retrieval.index.persistence import manifest_checksum  # noqa: E402
+from llm2vec_retrieval.testing import HYBRID_CORPUS, make_pre_hybrid  # noqa: E402
 
 DIM = 16
-TEXTS = [
-    "Vaccines train the immune system to recognise a virus.",
-    "Rivers flood after heavy rain in the spring.",
-    "The immune system fights infections with antibodies.",
-    "Heavy rain and strong winds closed the coastal roads.",
-    "Antibodies are proteins made by white blood cells.",
-    "A virus can only replicate inside living cells.",
-    "Spring floods damaged the bridges over the river.",
-    "White blood cells patrol the body for invaders.",
-]
+TEXTS = HYBRID_CORPUS[:8]
 QUERIES = [
     "how does the immune system fight a virus",
     "river flooding after rain",
@@ -154,7 +146,7 @@ def test_hybrid_fusions():
     q = vectors(1, seed=3)[0]
     dense = [h.id for h in s.search(q, k=len(TEXTS))]
     lexical = [h.id for h in s.search(text=QUERIES[1], mode="lexical", k=len(TEXTS)) if h.score > 0]
-    rrf = s.search(q, text=QUERIES[1], mode="hybrid", k=len(TEXTS))
+    rrf = s.search(q, text=QUERIES[1], mode="hybrid", fusion="rrf", k=len(TEXTS))
     expected = {d: 1 / (60 + r) for r, d in enumerate(dense, 1)}
     for r, d in enumerate(lexical, 1):
         expected[d] += 1 / (60 + r)
@@ -203,28 +195,10 @@ def test_bad_arguments_name_the_valid_choices():
     assert len(s.search(text=["rain", "virus"], mode="lexical", k=2)) == 2
 
 
-def _resign(path):
-    m = json.loads((path / "manifest.json").read_text())
-    m.pop("manifest_sha256")
-    return m
-
-
-def _write_manifest(path, m):
-    m["manifest_sha256"] = hashlib.sha256(_canonical(m)).hexdigest()
-    (path / "manifest.json").write_text(json.dumps(m))
-
-
 def test_index_without_lexical_part_loads_and_says_how_to_add_it(tmp_path):
     s = make_store()
     s.save(tmp_path / "ix")
-    # make it a format-1 index, as saved before the lexical part existed
-    m = _resign(tmp_path / "ix")
-    m["format_version"] = 1
-    m.pop("lexical")
-    for name in ("lexical.npz", "lexical_vocab.json"):
-        m["files"].pop(name)
-        (tmp_path / "ix" / name).unlink()
-    _write_manifest(tmp_path / "ix", m)
+    make_pre_hybrid(tmp_path / "ix")  # as saved before the lexical part existed
     old = IndexStore.load(tmp_path / "ix")
     assert not old.has_lexical
     assert [h.id for h in old.search(vectors(1)[0], k=3)] == [
@@ -257,9 +231,10 @@ def test_inconsistent_lexical_arrays_are_refused(tmp_path):
     )
     blob = buf.getvalue()
     (tmp_path / "ix" / "lexical.npz").write_bytes(blob)
-    m = _resign(tmp_path / "ix")
+    m = json.loads((tmp_path / "ix" / "manifest.json").read_text())
     m["files"]["lexical.npz"] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-    _write_manifest(tmp_path / "ix", m)
+    m["manifest_sha256"] = manifest_checksum(m)
+    (tmp_path / "ix" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(
         IndexCorruptedError, match="lexical.npz: inconsistent lexical index"
     ) as info:

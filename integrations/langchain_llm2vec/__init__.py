@@ -17,6 +17,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from langchain_llm2vec.embeddings import LLM2VecEmbeddings
-from langchain_llm2vec.vectorstores import LLM2VecVectorStore
+from langchain_llm2vec.vectorstores import LLM2VecRetriever, LLM2VecVectorStore
 
-__all__ = ["LLM2VecEmbeddings", "LLM2VecVectorStore"]
+__all__ = ["LLM2VecEmbeddings", "LLM2VecRetriever", "LLM2VecVectorStore"]

@@ -7,16 +7,28 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
-__all__ = ["LLM2VecVectorStore", "embeddings_fingerprint"]
+from llm2vec_retrieval.index import (
+    DEFAULT_ALPHA,
+    DEFAULT_FUSION,
+    DEFAULT_TEXT_MODE,
+    MODES,
+    NO_LEXICAL_MESSAGE,
+)
+
+__all__ = ["LLM2VecRetriever", "LLM2VecVectorStore", "embeddings_fingerprint"]
 
 if TYPE_CHECKING:
     from llm2vec_retrieval.index import IndexStore
@@ -62,6 +74,35 @@ def _check_fingerprint(
         raise FingerprintMismatchError(saved, given, differing)
 
 
+# What a search on an index without a BM25 part says, with the LangChain way to add it.
+_NO_LEXICAL = (
+    f"{NO_LEXICAL_MESSAGE}; from LangChain: vector_store.store.build_lexical(), then "
+    "vector_store.save_local(folder)"
+)
+_RELEVANCE_DENSE_ONLY = (
+    "relevance scores in [0, 1] exist for dense search only (hybrid and lexical scores are "
+    "rank- or BM25-based, not similarities): drop mode= or pass mode='dense' here; for "
+    "hybrid or lexical results use similarity_search_with_score or "
+    "as_retriever(search_type='hybrid')"
+)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+    return mode
+
+
+def _dense_only(kwargs: dict[str, Any], what: str) -> None:
+    """Refuse mode='lexical'/'hybrid' on the vector-only methods (they have no query text)."""
+    mode = kwargs.get("mode")
+    if mode not in (None, "dense"):
+        raise ValueError(
+            f"{what} searches the vectors only (mode='dense'); for mode={mode!r} call "
+            "similarity_search[_with_score] with the query text"
+        )
+
+
 def _as_matrix(vectors: Sequence[Sequence[float]]) -> np.ndarray:
     arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim != 2:
@@ -76,9 +117,23 @@ class LLM2VecVectorStore(VectorStore):
     fingerprint is recorded in the index so that `load_local` refuses a different
     embedder. Documents keep their ids, text and metadata in the index (no pickle).
 
-    Scores from `similarity_search_with_score` are the store's similarity scores
-    (cosine similarity in [-1, 1] for the default metric: larger is closer);
-    `similarity_search_with_relevance_scores` maps them to [0, 1].
+    Text searches (`similarity_search[_with_score]`, their async versions, the retriever)
+    run in one of three modes: `dense` (the vectors), `lexical` (BM25 over the stored
+    texts; the query is not embedded) or `hybrid` (both, fused). The default is
+    `search_mode`, or when that is None `llm2vec_retrieval.index.DEFAULT_TEXT_MODE`
+    (hybrid) on a store that keeps a BM25 part and `dense` on one that does not (an index
+    saved before hybrid search existed); `mode=`, `fusion=` ("rrf" or "alpha") and
+    `alpha=` override it per call. The `*_by_vector` and MMR methods are dense only.
+
+    Scores from `similarity_search_with_score` are larger-is-closer and depend on the
+    mode: dense, the store's similarity (cosine in [-1, 1] for the default metric);
+    lexical, the BM25 score (>= 0); hybrid, the fused score (rrf: the sum of
+    1 / (rrf_k + rank) over both lists; alpha: `alpha * dense + (1 - alpha) * lexical` of
+    min-max normalized scores, in [0, 1]).
+    `similarity_search_with_relevance_scores` (and the `similarity_score_threshold`
+    retriever) always searches dense, whatever `search_mode` says, and maps the similarity
+    to [0, 1]; asking it for `mode="hybrid"`/`"lexical"` raises ValueError, since those
+    scores have no absolute scale.
 
     Metadata filters are dicts in the store's filter language: plain equality
     (`{"source": "a.md"}`) and the operators `$eq $ne $gt $gte $lt $lte $in $nin
@@ -90,7 +145,9 @@ class LLM2VecVectorStore(VectorStore):
         from langchain_llm2vec import LLM2VecEmbeddings, LLM2VecVectorStore
 
         store = LLM2VecVectorStore.from_texts(["a", "b"], LLM2VecEmbeddings(model=path))
-        store.similarity_search("a", k=1)
+        store.similarity_search("a", k=1)                  # hybrid: vectors + BM25
+        store.similarity_search("a", k=1, mode="dense")    # or "lexical"
+        store.as_retriever(search_type="hybrid", search_kwargs={"k": 4, "alpha": 0.7})
         store.save_local("my_index")
         store = LLM2VecVectorStore.load_local("my_index", LLM2VecEmbeddings(model=path))
         ```
@@ -103,6 +160,7 @@ class LLM2VecVectorStore(VectorStore):
         index_kind: str = "flat",
         metric: str = "cosine",
         store: IndexStore | None = None,
+        search_mode: str | None = None,
         **index_params: Any,
     ) -> None:
         if not isinstance(embedding, Embeddings):
@@ -113,6 +171,8 @@ class LLM2VecVectorStore(VectorStore):
         self.index_kind = index_kind
         self.metric = metric
         self.index_params = dict(index_params)
+        #: The text search mode (None: hybrid when the store has a BM25 part, else dense).
+        self.search_mode = None if search_mode is None else _check_mode(search_mode)
         self._store: IndexStore | None = store
         if store is not None:
             self.index_kind = getattr(store, "kind", index_kind)
@@ -173,7 +233,10 @@ class LLM2VecVectorStore(VectorStore):
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"Got {len(ids)} ids for {len(texts)} texts; they must match.")
         metas = [dict(m) if m else {} for m in (metadatas or [None] * len(texts))]
-        ids_ = [str(i) if i not in (None, "") else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
+        ids_ = [
+            str(i) if i not in (None, "") else str(uuid.uuid4())
+            for i in (ids or [None] * len(texts))
+        ]
         return texts, metas, ids_
 
     def _write(
@@ -284,6 +347,54 @@ class LLM2VecVectorStore(VectorStore):
     def _hit_to_doc(hit: Any) -> Document:
         return Document(id=hit.id, page_content=hit.text or "", metadata=dict(hit.metadata or {}))
 
+    # -- search modes ------------------------------------------------------------------
+    def _resolve_mode(self, mode: str | None) -> str:
+        """The mode a text search runs in: `mode`, else `search_mode`, else the default."""
+        if mode is None:
+            mode = self.search_mode
+        if mode is None:
+            store = self._store
+            return DEFAULT_TEXT_MODE if store is None or store.has_lexical else "dense"
+        return _check_mode(mode)
+
+    def _searchable(self, mode: str) -> bool:
+        """False for an empty store; ValueError for lexical/hybrid without a BM25 part."""
+        store = self._store
+        if store is None or len(store) == 0:
+            return False
+        if mode != "dense" and not store.has_lexical:
+            raise ValueError(_NO_LEXICAL)
+        return True
+
+    def _text_search(
+        self,
+        query: str,
+        vector: list[float] | None,
+        k: int,
+        filter: Any,
+        mode: str,
+        fusion: str | None,
+        alpha: float | None,
+    ) -> list[tuple[Document, float]]:
+        """Lexical or hybrid search (`vector` is None for lexical)."""
+        if fusion is None:  # an alpha alone asks for alpha fusion
+            fusion = "alpha" if alpha is not None else DEFAULT_FUSION
+        q = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(-1)
+        with self._lock:
+            if not self._searchable(mode):
+                return []
+            hits = self._store.search(
+                q,
+                k,
+                filter=filter,
+                text=query,
+                mode=mode,
+                fusion=fusion,
+                alpha=DEFAULT_ALPHA if alpha is None else alpha,
+            )
+        return [(self._hit_to_doc(h), float(h.score)) for h in hits]
+
+    # -- similarity search -------------------------------------------------------------
     def similarity_search_with_score_by_vector(
         self,
         embedding: list[float],
@@ -291,7 +402,8 @@ class LLM2VecVectorStore(VectorStore):
         filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
-        """Nearest documents to a vector, with the store's similarity score."""
+        """Nearest documents to a vector, with the store's similarity score (dense only)."""
+        _dense_only(kwargs, "similarity_search_with_score_by_vector")
         if k <= 0:
             return []
         query = np.asarray(embedding, dtype=np.float32).reshape(-1)
@@ -306,26 +418,48 @@ class LLM2VecVectorStore(VectorStore):
         query: str,
         k: int = 4,
         filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        mode: str | None = None,
+        fusion: str | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
-        """Nearest documents to a query with their similarity (larger is closer)."""
-        if self._store is None or len(self._store) == 0:
+        """Best documents for a query with their scores (larger is closer).
+
+        `mode`: "dense", "lexical" or "hybrid" (default: `search_mode`, see the class doc).
+        Hybrid only: `fusion` "rrf" or "alpha" (default "rrf"; "alpha" when only `alpha`
+        is given) and `alpha` in [0, 1] (weight of the dense part, default 0.5).
+        """
+        mode = self._resolve_mode(mode)
+        if k <= 0 or not self._searchable(mode):
             return []
-        vector = self.embedding.embed_query(query)
-        return self.similarity_search_with_score_by_vector(vector, k, filter=filter, **kwargs)
+        if mode == "dense":
+            vector = self.embedding.embed_query(query)
+            return self.similarity_search_with_score_by_vector(vector, k, filter=filter, **kwargs)
+        vector = None if mode == "lexical" else self.embedding.embed_query(query)
+        return self._text_search(query, vector, k, filter, mode, fusion, alpha)
 
     async def asimilarity_search_with_score(
         self,
         query: str,
         k: int = 4,
         filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        mode: str | None = None,
+        fusion: str | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
-        if self._store is None or len(self._store) == 0:
+        mode = self._resolve_mode(mode)
+        if k <= 0 or not self._searchable(mode):
             return []
-        vector = await self.embedding.aembed_query(query)
+        vector = None if mode == "lexical" else await self.embedding.aembed_query(query)
+        if mode == "dense":
+            return await asyncio.to_thread(
+                self.similarity_search_with_score_by_vector, vector, k, filter, **kwargs
+            )
         return await asyncio.to_thread(
-            self.similarity_search_with_score_by_vector, vector, k, filter, **kwargs
+            self._text_search, query, vector, k, filter, mode, fusion, alpha
         )
 
     def similarity_search(
@@ -335,6 +469,8 @@ class LLM2VecVectorStore(VectorStore):
         filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
         **kwargs: Any,
     ) -> list[Document]:
+        """Best documents for a query; takes `mode=`, `fusion=`, `alpha=` (see
+        `similarity_search_with_score`)."""
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
 
     async def asimilarity_search(
@@ -369,6 +505,25 @@ class LLM2VecVectorStore(VectorStore):
         )
 
     # -- relevance scores --------------------------------------------------------------
+    def _similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Dense search whatever `search_mode` says: only similarities map to [0, 1]."""
+        if kwargs.pop("mode", None) not in (None, "dense"):
+            raise ValueError(_RELEVANCE_DENSE_ONLY)
+        relevance = self._select_relevance_score_fn()
+        pairs = self.similarity_search_with_score(query, k, mode="dense", **kwargs)
+        return [(doc, relevance(score)) for doc, score in pairs]
+
+    async def _asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        if kwargs.pop("mode", None) not in (None, "dense"):
+            raise ValueError(_RELEVANCE_DENSE_ONLY)
+        relevance = self._select_relevance_score_fn()
+        pairs = await self.asimilarity_search_with_score(query, k, mode="dense", **kwargs)
+        return [(doc, relevance(score)) for doc, score in pairs]
+
     @staticmethod
     def _cosine_similarity_relevance(score: float) -> float:
         """Cosine similarity in [-1, 1] -> relevance in [0, 1] (1 = same direction)."""
@@ -396,6 +551,7 @@ class LLM2VecVectorStore(VectorStore):
         filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
         **kwargs: Any,
     ) -> list[Document]:
+        _dense_only(kwargs, "max_marginal_relevance_search_by_vector")
         if k <= 0:
             return []
         query = np.asarray(embedding, dtype=np.float32).reshape(-1)
@@ -416,6 +572,7 @@ class LLM2VecVectorStore(VectorStore):
         filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
         **kwargs: Any,
     ) -> list[Document]:
+        _dense_only(kwargs, "max_marginal_relevance_search")
         if self._store is None or len(self._store) == 0:
             return []
         vector = self.embedding.embed_query(query)
@@ -432,6 +589,7 @@ class LLM2VecVectorStore(VectorStore):
         filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
         **kwargs: Any,
     ) -> list[Document]:
+        _dense_only(kwargs, "amax_marginal_relevance_search")
         if self._store is None or len(self._store) == 0:
             return []
         vector = await self.embedding.aembed_query(query)
@@ -464,6 +622,17 @@ class LLM2VecVectorStore(VectorStore):
             **kwargs,
         )
 
+    # -- retriever ---------------------------------------------------------------------
+    def as_retriever(self, **kwargs: Any) -> LLM2VecRetriever:
+        """A `VectorStoreRetriever` that also takes `search_type="hybrid"` and
+        `"lexical"` (with `search_kwargs` such as `k`, `filter`, `fusion`, `alpha`).
+
+        `"similarity"` uses the store's default mode (`search_mode`), or `mode=` in
+        `search_kwargs`; `"similarity_score_threshold"` and `"mmr"` are dense.
+        """
+        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
+        return LLM2VecRetriever(vectorstore=self, tags=tags, **kwargs)
+
     # -- constructors ------------------------------------------------------------------
     @classmethod
     def from_texts(
@@ -476,9 +645,17 @@ class LLM2VecVectorStore(VectorStore):
         index_kind: str = "flat",
         metric: str = "cosine",
         store: IndexStore | None = None,
+        search_mode: str | None = None,
         **index_params: Any,
     ) -> LLM2VecVectorStore:
-        vs = cls(embedding, index_kind=index_kind, metric=metric, store=store, **index_params)
+        vs = cls(
+            embedding,
+            index_kind=index_kind,
+            metric=metric,
+            store=store,
+            search_mode=search_mode,
+            **index_params,
+        )
         vs.add_texts(texts, metadatas, ids=ids)
         return vs
 
@@ -493,9 +670,17 @@ class LLM2VecVectorStore(VectorStore):
         index_kind: str = "flat",
         metric: str = "cosine",
         store: IndexStore | None = None,
+        search_mode: str | None = None,
         **index_params: Any,
     ) -> LLM2VecVectorStore:
-        vs = cls(embedding, index_kind=index_kind, metric=metric, store=store, **index_params)
+        vs = cls(
+            embedding,
+            index_kind=index_kind,
+            metric=metric,
+            store=store,
+            search_mode=search_mode,
+            **index_params,
+        )
         await vs.aadd_texts(texts, metadatas, ids=ids)
         return vs
 
@@ -517,6 +702,7 @@ class LLM2VecVectorStore(VectorStore):
                 "index_params": self.index_params,
                 "has_store": self._store is not None,
                 "fingerprint": embeddings_fingerprint(self.embedding),
+                "search_mode": self.search_mode,
             }
         (folder / _SIDECAR).write_text(json.dumps(sidecar, indent=2, default=str))
 
@@ -533,7 +719,11 @@ class LLM2VecVectorStore(VectorStore):
 
         When `embeddings` describes itself (`LLM2VecEmbeddings`), its fingerprint must
         match the one recorded at save time, else `FingerprintMismatchError` is raised
-        (pass `allow_fingerprint_mismatch=True` to load anyway).
+        (pass `allow_fingerprint_mismatch=True` to load anyway). The saved `search_mode`
+        comes back unless `search_mode=` is given. An index saved before hybrid search
+        existed loads too, without its BM25 part: its default mode is then dense, and
+        lexical/hybrid searches raise ValueError until
+        `vector_store.store.build_lexical()` (then `save_local` to keep it).
         """
         folder = Path(folder_path)
         sidecar_file = folder / _SIDECAR
@@ -551,10 +741,55 @@ class LLM2VecVectorStore(VectorStore):
         else:  # saved before anything was added: only the sidecar records the embedder
             _check_fingerprint(sidecar.get("fingerprint"), fingerprint, allow_fingerprint_mismatch)
             store = None
+        search_mode = kwargs.pop("search_mode", sidecar.get("search_mode"))
         return cls(
             embeddings,
             index_kind=sidecar.get("index_kind", "flat"),
             metric=sidecar.get("metric", "cosine"),
             store=store,
+            search_mode=search_mode,
             **{**sidecar.get("index_params", {}), **kwargs},
         )
+
+
+class LLM2VecRetriever(VectorStoreRetriever):
+    """`VectorStoreRetriever` for `LLM2VecVectorStore`, with two more search types.
+
+    `search_type="hybrid"` or `"lexical"` runs `similarity_search(query, mode=search_type,
+    **search_kwargs)` (`k`, `filter`, and for hybrid `fusion`, `alpha`); the LangChain
+    types (`similarity`, `similarity_score_threshold`, `mmr`) behave as usual.
+    """
+
+    allowed_search_types: ClassVar[Collection[str]] = (
+        *VectorStoreRetriever.allowed_search_types,
+        "hybrid",
+        "lexical",
+    )
+
+    def _mode_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs_ = self.search_kwargs | kwargs
+        mode = kwargs_.pop("mode", self.search_type)
+        if mode != self.search_type:
+            raise ValueError(
+                f"search_type={self.search_type!r} conflicts with mode={mode!r} in "
+                "search_kwargs; drop one of them"
+            )
+        return kwargs_
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        if self.search_type in ("hybrid", "lexical"):
+            return self.vectorstore.similarity_search(
+                query, mode=self.search_type, **self._mode_kwargs(kwargs)
+            )
+        return super()._get_relevant_documents(query, run_manager=run_manager, **kwargs)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        if self.search_type in ("hybrid", "lexical"):
+            return await self.vectorstore.asimilarity_search(
+                query, mode=self.search_type, **self._mode_kwargs(kwargs)
+            )
+        return await super()._aget_relevant_documents(query, run_manager=run_manager, **kwargs)

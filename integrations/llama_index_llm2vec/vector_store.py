@@ -24,6 +24,9 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+from llm2vec_retrieval.index import DEFAULT_ALPHA, DEFAULT_FUSION, NO_LEXICAL_MESSAGE
+from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
+
 __all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
 
 if TYPE_CHECKING:
@@ -45,6 +48,18 @@ DEFAULT_PERSIST_FNAME = "vector_store.json"
 NODE_ID_KEY = "_node_id"
 _FORMAT = "llama_index_llm2vec.vector_store"
 _FORMAT_VERSION = 1
+
+# What a lexical or hybrid query on an index without a BM25 part says.
+_NO_LEXICAL = (
+    f"{NO_LEXICAL_MESSAGE}; from LlamaIndex: vector_store.store.build_lexical(), then "
+    "storage_context.persist(dir) or vector_store.persist(path)"
+)
+_LEXICAL_MODES = (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.TEXT_SEARCH)
+_VECTOR_MODES = (
+    VectorStoreQueryMode.DEFAULT,
+    VectorStoreQueryMode.MMR,
+    VectorStoreQueryMode.HYBRID,
+)
 
 _SIMPLE_OPS = {
     FilterOperator.EQ: "$eq",
@@ -147,8 +162,20 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
     the serialised node), so it can be the only store of a `VectorStoreIndex`
     (`stores_text=True`). Queries support `MetadataFilters` (EQ, NE, GT, GTE, LT, LTE,
     IN, NIN, CONTAINS, ANY, ALL, TEXT_MATCH, IS_EMPTY; AND/OR/NOT, nested; see
-    `metadata_filters_to_dict`), `doc_ids`/`node_ids` restrictions and
-    the `MMR` mode (`mmr_threshold` is the MMR lambda, default 0.5).
+    `metadata_filters_to_dict`), `doc_ids`/`node_ids` restrictions, in every query mode:
+
+    - `DEFAULT`: dense (the vectors), top `similarity_top_k`.
+    - `HYBRID`: the vectors and BM25 over the node texts (`query_str`), fused: alpha
+      fusion (`alpha * dense + (1 - alpha) * lexical` of min-max normalized scores) when
+      `query.alpha` is given (LlamaIndex's convention: 1 = vectors only, 0 = BM25 only),
+      else reciprocal rank fusion (`fusion="rrf"|"alpha"` in the query kwargs overrides);
+      top `hybrid_top_k` (else `similarity_top_k`).
+    - `SPARSE` and `TEXT_SEARCH`: BM25 only (the query is not embedded), top
+      `sparse_top_k` (else `similarity_top_k`).
+    - `MMR`: `mmr_threshold` is the MMR lambda (default 0.5).
+
+    Indexes saved before hybrid search existed load without their BM25 part: `DEFAULT`
+    and `MMR` work, the other modes raise ValueError until `store.build_lexical()`.
 
     Persistence: `persist(path)` writes a JSON manifest at `path` and the index next
     to it in `path + ".index"`; `from_persist_dir(dir)` / `from_persist_path(path)`
@@ -168,6 +195,8 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
     """
 
     stores_text: bool = True
+    # LlamaIndex embeds the query for every mode but SPARSE and TEXT_SEARCH (BM25 only here).
+    is_embedding_query: bool = True
     flat_metadata: bool = False
     index_kind: str = Field(default="flat", description="IndexStore kind (flat, hnsw, ivf...)")
     metric: str = Field(default="cosine", description="IndexStore metric")
@@ -276,7 +305,9 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         if node_ids is None:
             candidates = list(self._state.store.ids)
         else:
-            candidates = [i for i in dict.fromkeys(str(i) for i in node_ids) if i in self._state.store]
+            candidates = [
+                i for i in dict.fromkeys(str(i) for i in node_ids) if i in self._state.store
+            ]
         if where is None or not candidates:
             return candidates
         from llm2vec_retrieval.index.filters import compile_filter
@@ -354,32 +385,68 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         return await asyncio.to_thread(self.get_nodes, node_ids, filters)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Top-k nodes for `query.query_embedding` (cosine similarity, larger = closer)."""
-        if query.query_embedding is None:
-            raise ValueError("LLM2VecVectorStore.query needs query.query_embedding")
+        """Top nodes for the query in its mode (see the class doc); larger = closer.
+
+        Scores: cosine similarity (DEFAULT, MMR), BM25 (SPARSE, TEXT_SEARCH) or the fused
+        score (HYBRID). Keyword arguments: `mmr_prefetch_k` (MMR), `fusion` (HYBRID).
+        """
+        mode = VectorStoreQueryMode(query.mode)
+        if mode not in _VECTOR_MODES and mode not in _LEXICAL_MODES:
+            raise NotImplementedError(
+                f"Query mode {mode.value!r} is not supported by LLM2VecVectorStore "
+                "(supported: default, hybrid, sparse, text_search, mmr)"
+            )
+        if mode in _VECTOR_MODES and query.query_embedding is None:
+            raise ValueError(
+                f"LLM2VecVectorStore.query needs query.query_embedding in {mode.value} mode"
+            )
+        needs_text = mode == VectorStoreQueryMode.HYBRID or mode in _LEXICAL_MODES
+        if needs_text and query.query_str is None:
+            raise ValueError(f"LLM2VecVectorStore.query needs query.query_str in {mode.value} mode")
         where = _and(
             metadata_filters_to_dict(query.filters),
             {"ref_doc_id": {"$in": list(query.doc_ids)}} if query.doc_ids else None,
             {NODE_ID_KEY: {"$in": list(query.node_ids)}} if query.node_ids else None,
         )
         k = int(query.similarity_top_k or 1)
-        vector = np.asarray(query.query_embedding, dtype=np.float32).reshape(-1)
+        vector = None
+        if query.query_embedding is not None and mode in _VECTOR_MODES:
+            vector = np.asarray(query.query_embedding, dtype=np.float32).reshape(-1)
         with self._state.lock:
-            if self._state.store is None or len(self._state.store) == 0:
+            store = self._state.store
+            if store is None or len(store) == 0:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            if query.mode == VectorStoreQueryMode.MMR:
+            if needs_text and not store.has_lexical:
+                raise ValueError(_NO_LEXICAL)
+            if mode == VectorStoreQueryMode.MMR:
                 lambda_mult = 0.5 if query.mmr_threshold is None else float(query.mmr_threshold)
                 fetch_k = int(kwargs.get("mmr_prefetch_k") or max(20, 4 * k))
-                hits = self._state.store.max_marginal_relevance(
+                hits = store.max_marginal_relevance(
                     vector, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=where
                 )
-            elif query.mode in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.TEXT_SEARCH) or (
-                query.mode == VectorStoreQueryMode.HYBRID and query.alpha in (None, 1.0)
-            ):
-                hits = self._state.store.search(vector, k, filter=where)
-            else:
-                raise NotImplementedError(
-                    f"Query mode {query.mode!r} is not supported by LLM2VecVectorStore"
+            elif mode == VectorStoreQueryMode.DEFAULT:
+                hits = store.search(vector, k, filter=where)
+            elif mode == VectorStoreQueryMode.HYBRID:
+                fusion = kwargs.get("fusion") or (
+                    "alpha" if query.alpha is not None else DEFAULT_FUSION
+                )
+                hits = store.search(
+                    vector,
+                    int(query.hybrid_top_k or k),
+                    filter=where,
+                    text=query.query_str,
+                    mode="hybrid",
+                    fusion=fusion,
+                    alpha=DEFAULT_ALPHA if query.alpha is None else query.alpha,
+                    # LlamaIndex's per-list depths, never below the store's default
+                    candidates=max(DEFAULT_HYBRID_CANDIDATES, k, int(query.sparse_top_k or 0)),
+                )
+            else:  # SPARSE, TEXT_SEARCH
+                hits = store.search(
+                    k=int(query.sparse_top_k or k),
+                    filter=where,
+                    text=query.query_str,
+                    mode="lexical",
                 )
         nodes = [self._to_node(h.metadata or {}, h.text) for h in hits]
         return VectorStoreQueryResult(

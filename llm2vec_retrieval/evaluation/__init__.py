@@ -6,7 +6,7 @@ loaded by ``benchmarks/quality.py``. An *embedder* is any object with
 returning ``[n, dim]`` arrays, and optionally ``fingerprint() -> dict`` (enables caching).
 """
 
-from .beir import evaluate_beir, exact_search, normalize
+from .beir import evaluate_beir, evaluate_beir_store, exact_search, normalize
 from .cache import EmbeddingCache, cache_key, default_cache_dir, encode_cached
 from .data import (
     BeirData,
@@ -41,6 +41,7 @@ __all__ = [
     "doc_text",
     "encode_cached",
     "evaluate_beir",
+    "evaluate_beir_store",
     "evaluate_run",
     "evaluate_sts",
     "exact_search",

@@ -24,7 +24,7 @@ from .cache import EmbeddingCache, encode_cached
 from .data import BeirData
 from .metrics import DEFAULT_METRICS, evaluate_run
 
-__all__ = ["normalize", "exact_search", "evaluate_beir", "evaluate_run"]
+__all__ = ["normalize", "exact_search", "evaluate_beir", "evaluate_beir_store", "evaluate_run"]
 
 
 def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -92,7 +92,9 @@ def evaluate_beir(
         top_k = max(int(m.partition("@")[2]) for m in metrics)
     query_ids, doc_ids = data.query_ids, data.doc_ids
     t0 = time.perf_counter()
-    doc_emb, doc_cached = encode_cached(embedder, data.documents(), "document", doc_instruction, cache)
+    doc_emb, doc_cached = encode_cached(
+        embedder, data.documents(), "document", doc_instruction, cache
+    )
     t1 = time.perf_counter()
     query_emb, query_cached = encode_cached(
         embedder, [data.queries[q] for q in query_ids], "query", query_instruction, cache
@@ -118,3 +120,60 @@ def evaluate_beir(
         "cached": {"documents": doc_cached, "queries": query_cached},
         "run": run,
     }
+
+
+def evaluate_beir_store(
+    embedder: Any,
+    data: BeirData,
+    searches: dict[str, dict[str, Any]],
+    query_instruction: str | None = None,
+    doc_instruction: str | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    top_k: int | None = None,
+    cache: EmbeddingCache | None = None,
+) -> dict[str, dict]:
+    """Retrieval through the product's own path: the documents in an ``IndexStore`` (flat,
+    cosine, with its BM25 part), searched once per entry of ``searches``
+    (``{name: IndexStore.search keywords}``, e.g. ``{"hybrid": {"mode": "hybrid"}}``).
+
+    Query vectors carry ``query_instruction``; BM25 sees the bare query text. ``embedder``
+    may be None when every search is lexical. Lexical hits scoring 0 share no term with the
+    query and are left out of the run, as Lucene (and the BM25 baseline) do.
+    Returns ``{name: {"metrics", "search", "timing_s"}}``.
+    """
+    from ..index import IndexStore
+
+    if top_k is None:
+        top_k = max(int(m.partition("@")[2]) for m in metrics)
+    query_ids, doc_ids = data.query_ids, data.doc_ids
+    query_texts = [data.queries[q] for q in query_ids]
+    dense = any(kw.get("mode", "dense") != "lexical" for kw in searches.values())
+    t0 = time.perf_counter()
+    if dense:
+        doc_emb, _ = encode_cached(embedder, data.documents(), "document", doc_instruction, cache)
+        query_emb, _ = encode_cached(embedder, query_texts, "query", query_instruction, cache)
+    else:
+        doc_emb, query_emb = np.ones((len(doc_ids), 1), np.float32), None
+    t1 = time.perf_counter()
+    store = IndexStore(int(doc_emb.shape[1]), kind="flat", metric="cosine")
+    store.add(doc_ids, doc_emb, data.documents())
+    t2 = time.perf_counter()
+    out = {"_timing_s": {"encode": t1 - t0, "build_store": t2 - t1}}
+    for name, kw in searches.items():
+        t = time.perf_counter()
+        lexical_only = kw.get("mode", "dense") == "lexical"
+        rows = store.search(
+            None if lexical_only else query_emb, k=min(top_k, len(doc_ids)), text=query_texts, **kw
+        )
+        run = {
+            qid: {h.id: h.score for h in hits if not (lexical_only and h.score <= 0)}
+            for qid, hits in zip(query_ids, rows, strict=True)
+        }
+        scores = evaluate_run(run, data.qrels, metrics)
+        out[name] = {
+            "metrics": {m: scores[m] for m in metrics},
+            "n_queries_evaluated": scores["n_queries"],
+            "search": dict(kw),
+            "timing_s": {"search": time.perf_counter() - t},
+        }
+    return out

@@ -8,15 +8,33 @@ loading an ``IndexStore`` then raises ``ImportError`` with the install hint.
     store = IndexStore(dim=576, kind="hnsw", metric="cosine", fingerprint=embedder_fp)
     store.add(ids, vectors, texts, metadatas)
     hits = store.search(query_vector, k=10, filter={"lang": "en", "year": {"$gte": 2020}})
+    hits = store.search(query_vector, text="query words", mode="hybrid")   # + BM25, fused
     store.save("my_index"); store = IndexStore.load("my_index", fingerprint=embedder_fp)
 """
 
 from .errors import FingerprintMismatchError, IndexCorruptedError
 from .filters import compile_filter
+from .fusion import DEFAULT_RRF_K, FUSIONS
 from .kinds import DEFAULT_PARAMS, KINDS, METRICS, check_index_config
-from .store import IndexStore, Record, SearchHit
+from .store import (
+    DEFAULT_ALPHA,
+    DEFAULT_FUSION,
+    DEFAULT_TEXT_MODE,
+    MODES,
+    NO_LEXICAL_MESSAGE,
+    IndexStore,
+    Record,
+    SearchHit,
+)
 
 __all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_FUSION",
+    "DEFAULT_RRF_K",
+    "DEFAULT_TEXT_MODE",
+    "FUSIONS",
+    "MODES",
+    "NO_LEXICAL_MESSAGE",
     "check_index_config",
     "DEFAULT_PARAMS",
     "KINDS",

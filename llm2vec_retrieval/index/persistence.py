@@ -102,6 +102,13 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """The ``manifest_sha256`` of a manifest: sha256 of its canonical JSON without that key."""
+    return hashlib.sha256(
+        _canonical({k: v for k, v in manifest.items() if k != "manifest_sha256"})
+    ).hexdigest()
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -265,7 +272,7 @@ def save_store(store: IndexStore, path: str | Path) -> None:
                 "lexical": None if lexical is None else lexical.settings,
                 "files": file_info,
             }
-            manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
+            manifest["manifest_sha256"] = manifest_checksum(manifest)
             with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
                 json.dump(manifest, f, indent=2, sort_keys=True)
                 f.write("\n")
@@ -306,8 +313,7 @@ def _read_manifest(d: Path) -> dict[str, Any]:
         raise _corrupt(mpath, f"not valid JSON ({type(exc).__name__})") from None
     if not isinstance(manifest, dict) or "manifest_sha256" not in manifest:
         raise _corrupt(mpath, "not an index manifest (no manifest_sha256)")
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    if hashlib.sha256(_canonical(body)).hexdigest() != manifest["manifest_sha256"]:
+    if manifest_checksum(manifest) != manifest["manifest_sha256"]:
         raise _corrupt(mpath, "checksum mismatch (corrupted or edited)")
     fv = manifest.get("format_version")
     if not isinstance(fv, int) or fv > FORMAT_VERSION or fv < 1:

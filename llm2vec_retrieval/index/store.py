@@ -22,6 +22,12 @@ from .mmr import mmr_select
 
 #: Search modes: vectors only, BM25 over the texts only, or both fused.
 MODES = ("dense", "lexical", "hybrid")
+#: What a text search (Searcher, CLI, server, LangChain, LlamaIndex) uses unless told
+#: otherwise; ``IndexStore.search`` itself defaults to ``dense``, the one mode that needs no
+#: text. Chosen on the dev sets by ``python -m benchmarks.hybrid_dev`` (docs/hybrid.md).
+DEFAULT_TEXT_MODE = "hybrid"
+DEFAULT_FUSION = "alpha"
+DEFAULT_ALPHA = 0.4
 #: Candidates taken from each list before hybrid fusion (at least k).
 DEFAULT_HYBRID_CANDIDATES = 100
 
@@ -321,6 +327,11 @@ class IndexStore:
             lexical.add(iids, lexical.tokenize([d.text for d in self._docs.values()]))
             self._lexical = lexical
 
+    def drop_lexical(self) -> None:
+        """Remove the BM25 index (dense search only from now on); save to keep it so."""
+        with self._lock:
+            self._lexical = None
+
     def train(self) -> None:
         """IVF kinds: (re)train now on all stored vectors, below the threshold too."""
         with self._lock:
@@ -434,8 +445,8 @@ class IndexStore:
         *,
         text: str | Sequence[str] | None = None,
         mode: str = "dense",
-        fusion: str = "rrf",
-        alpha: float = 0.5,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
         rrf_k: float = DEFAULT_RRF_K,
         candidates: int = DEFAULT_HYBRID_CANDIDATES,
     ) -> list[SearchHit] | list[list[SearchHit]]:

@@ -57,11 +57,20 @@ class IndexSettings:
     query_instruction: str | None = None
     root: str | None = None
     rebuild: bool = False
+    lexical: bool | None = (
+        None  # keep a BM25 index beside the vectors (hybrid search); None: as recorded, else yes
+    )
     commit_every: int = 512  # chunks per commit (at file boundaries)
     commit_seconds: float = 60.0  # or at least this often
 
 
-DEFAULTS = {"kind": "flat", "chunk_tokens": 256, "overlap": 32, "text_field": "text", "text_column": "text"}
+DEFAULTS = {
+    "kind": "flat",
+    "chunk_tokens": 256,
+    "overlap": 32,
+    "text_field": "text",
+    "text_column": "text",
+}
 
 
 @dataclass
@@ -126,8 +135,10 @@ class Indexer:
         old_spec = base.get("embedder") or {}
 
         if s.model is not None or s.adapter is not None or not old_spec:
-            spec = embedder_spec(s.model if s.model is not None else old_spec.get("model"),
-                                 s.adapter if s.adapter is not None else old_spec.get("adapter"))
+            spec = embedder_spec(
+                s.model if s.model is not None else old_spec.get("model"),
+                s.adapter if s.adapter is not None else old_spec.get("adapter"),
+            )
         else:
             spec = old_spec
         root_given = os.path.abspath(os.path.expanduser(s.root)) if s.root else None
@@ -135,11 +146,15 @@ class Indexer:
         root = root_given or base.get("root") or os.getcwd()
         if not fresh:
             if kind != base.get("kind"):
-                raise IndexFolderError(f"{self.folder.path} is a {base.get('kind')!r} index; to change the kind "
-                                       f"to {kind!r} re-create it with --rebuild")
+                raise IndexFolderError(
+                    f"{self.folder.path} is a {base.get('kind')!r} index; to change the kind "
+                    f"to {kind!r} re-create it with --rebuild"
+                )
             if root != base.get("root"):
-                raise IndexFolderError(f"{self.folder.path} has root {base.get('root')}; "
-                                       "to change it re-create the index with --rebuild")
+                raise IndexFolderError(
+                    f"{self.folder.path} has root {base.get('root')}; "
+                    "to change it re-create the index with --rebuild"
+                )
         chunking = dict(base_chunking)
         changed = False
         for key in chunking:
@@ -147,10 +162,14 @@ class Indexer:
             if value is not None and value != chunking[key]:
                 chunking[key] = value
                 changed = True
+        lexical = s.lexical if s.lexical is not None else base.get("lexical", True)
         manifest = {
             **base,
+            "lexical": bool(lexical),
             "embedder": spec,
-            "query_instruction": s.query_instruction if s.query_instruction is not None else base.get("query_instruction"),
+            "query_instruction": s.query_instruction
+            if s.query_instruction is not None
+            else base.get("query_instruction"),
             "kind": kind,
             "metric": "cosine",
             "chunking": chunking,
@@ -166,7 +185,9 @@ class Indexer:
         if p.exists() and not p.is_dir():
             raise IndexFolderError(f"{p} exists and is not a folder")
         if p.is_dir() and not self.folder.exists() and any(e.name != ".lock" for e in p.iterdir()):
-            raise IndexFolderError(f"{p} exists, is not empty and is not an llm2vec-retrieval index; choose another --index folder")
+            raise IndexFolderError(
+                f"{p} exists, is not empty and is not an llm2vec-retrieval index; choose another --index folder"
+            )
         with FolderLock(self.folder):
             try:
                 return self._run(sources)
@@ -225,7 +246,9 @@ class Indexer:
             return encoder
 
         if not new_index and self.folder.has_store():
-            store = IndexStore.load(self.folder.store_path)  # fingerprint checked when the model loads
+            store = IndexStore.load(
+                self.folder.store_path
+            )  # fingerprint checked when the model loads
             state = self.folder.read_files()
             if embedder_changed:
                 get_encoder()  # a different --model must match the index before anything is written
@@ -237,14 +260,32 @@ class Indexer:
                 )
             store = None
             enc = get_encoder()
-            store = IndexStore(enc.embedding_dim, kind=manifest["kind"], metric="cosine", fingerprint=enc.fingerprint())
+            store = IndexStore(
+                enc.embedding_dim,
+                kind=manifest["kind"],
+                metric="cosine",
+                fingerprint=enc.fingerprint(),
+                lexical=manifest["lexical"],
+            )
             state = {}
+        lexical_changed = store.has_lexical != manifest["lexical"]
+        if lexical_changed:  # an index from before hybrid search, or --lexical/--no-lexical
+            if manifest["lexical"]:
+                store.build_lexical()
+                report.notes.append(
+                    (str(self.folder.path), "added the lexical (BM25) part from the stored texts")
+                )
+            else:
+                store.drop_lexical()
         # Which chunks the store really holds, per source.
         by_source: dict[str, list[tuple[str, str | None]]] = {}
         for rec in store.get(store.ids, include_vectors=False):
-            by_source.setdefault(str(rec.metadata.get("source")), []).append((rec.id, rec.metadata.get("sha256")))
+            by_source.setdefault(str(rec.metadata.get("source")), []).append(
+                (rec.id, rec.metadata.get("sha256"))
+            )
         state = {
-            src: e for src, e in state.items()
+            src: e
+            for src, e in state.items()
             if e.get("chunks") == len(by_source.get(src, ()))
             and all(sha == e.get("sha256") for _, sha in by_source.get(src, ()))
         }
@@ -278,6 +319,7 @@ class Indexer:
             todo.append((p, src, data, sha))
 
         committer = _Committer(self.folder, store, manifest, state, report, self.settings)
+        committer.dirty = lexical_changed
         for src in removed:
             store.delete([cid for cid, _ in by_source.get(src, ())])
             committer.forget(src)
@@ -296,11 +338,18 @@ class Indexer:
                 batch = buffer[:ENCODE_BATCH]
                 del buffer[:ENCODE_BATCH]
                 vectors = get_encoder().encode_documents([t for _, t, _ in batch])
-                store.add([i for i, _, _ in batch], vectors, [t for _, t, _ in batch], [m for _, _, m in batch])
+                store.add(
+                    [i for i, _, _ in batch],
+                    vectors,
+                    [t for _, t, _ in batch],
+                    [m for _, _, m in batch],
+                )
                 tokens_done += sum(m["tokens"] for _, _, m in batch)
                 if bar is not None:
                     rate = tokens_done / max(time.perf_counter() - t_start, 1e-9)
-                    bar.set_postfix_str(f"chunks={report.chunks_added} tok/s={rate:,.0f}", refresh=False)
+                    bar.set_postfix_str(
+                        f"chunks={report.chunks_added} tok/s={rate:,.0f}", refresh=False
+                    )
 
         try:
             for path, src, data, sha in todo:
@@ -316,23 +365,42 @@ class Indexer:
                     continue
                 for note in notes:
                     report.notes.append((src, note))
-                spans = chunk_spans(get_encoder().tokenizer, [s.text for s in segments],
-                                    chunking["chunk_tokens"], chunking["overlap"])
+                spans = chunk_spans(
+                    get_encoder().tokenizer,
+                    [s.text for s in segments],
+                    chunking["chunk_tokens"],
+                    chunking["overlap"],
+                )
                 chunks = []
                 n = 0
                 for seg, seg_spans in zip(segments, spans, strict=True):
                     for sp in seg_spans:
-                        meta = {**seg.meta, "source": src, "chunk": n, "start": sp.start, "end": sp.end,
-                                "tokens": sp.tokens, "sha256": sha}
-                        chunks.append((f"{src}#{n}", seg.text[sp.start:sp.end], meta))
+                        meta = {
+                            **seg.meta,
+                            "source": src,
+                            "chunk": n,
+                            "start": sp.start,
+                            "end": sp.end,
+                            "tokens": sp.tokens,
+                            "sha256": sha,
+                        }
+                        chunks.append((f"{src}#{n}", seg.text[sp.start : sp.end], meta))
                         n += 1
                 old_ids = [cid for cid, _ in by_source.get(src, ())]
                 if old_ids:
                     store.delete(old_ids)
                 buffer.extend(chunks)
                 n_tokens = sum(m["tokens"] for _, _, m in chunks)
-                committer.stage(src, {"sha256": sha, "bytes": len(data), "chunks": len(chunks),
-                                      "tokens": n_tokens, "indexed_at": now()})
+                committer.stage(
+                    src,
+                    {
+                        "sha256": sha,
+                        "bytes": len(data),
+                        "chunks": len(chunks),
+                        "tokens": n_tokens,
+                        "indexed_at": now(),
+                    },
+                )
                 report.indexed.append(src)
                 report.chunks_added += len(chunks)
                 report.tokens += n_tokens
@@ -395,7 +463,9 @@ class _Committer:
             return
         if not self.manifest_written:
             self.manifest["updated_at"] = now()
-            self.folder.write_manifest({k: v for k, v in self.manifest.items() if k not in ("format", "format_version")})
+            self.folder.write_manifest(
+                {k: v for k, v in self.manifest.items() if k not in ("format", "format_version")}
+            )
             self.manifest_written = True
         self.store.save(self.folder.store_path)
         self.folder.write_files(self.state)
@@ -405,14 +475,22 @@ class _Committer:
         self.last = time.monotonic()
         sleep = os.environ.get(COMMIT_SLEEP_ENV)
         if sleep:
-            sys.stderr.write(f"llm2vec-index-commit: {len(self.state)} files, {len(self.store)} chunks\n")
+            sys.stderr.write(
+                f"llm2vec-index-commit: {len(self.state)} files, {len(self.store)} chunks\n"
+            )
             sys.stderr.flush()
             time.sleep(float(sleep))
 
     def _touch_manifest(self) -> None:
         old = self.folder.read_manifest()
-        body = {k: v for k, v in self.manifest.items() if k not in ("format", "format_version", "updated_at")}
-        if {k: v for k, v in old.items() if k not in ("format", "format_version", "updated_at")} != body:
+        body = {
+            k: v
+            for k, v in self.manifest.items()
+            if k not in ("format", "format_version", "updated_at")
+        }
+        if {
+            k: v for k, v in old.items() if k not in ("format", "format_version", "updated_at")
+        } != body:
             self.folder.write_manifest({**body, "updated_at": now()})
 
 
@@ -421,12 +499,22 @@ def _progress_bar(total: int, enabled: bool | None):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="file", desc="Indexing", disable=None if enabled is None else False,
-                dynamic_ncols=True, file=sys.stderr)
+    return tqdm(
+        total=total,
+        unit="file",
+        desc="Indexing",
+        disable=None if enabled is None else False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
 
 
-def summary(report: IndexReport, folder: IndexFolder, manifest: dict[str, Any] | None = None) -> str:
-    parts = [f"indexed {len(report.indexed)} file(s) ({report.chunks_added} chunks, {report.tokens:,} tokens)"]
+def summary(
+    report: IndexReport, folder: IndexFolder, manifest: dict[str, Any] | None = None
+) -> str:
+    parts = [
+        f"indexed {len(report.indexed)} file(s) ({report.chunks_added} chunks, {report.tokens:,} tokens)"
+    ]
     if report.unchanged:
         parts.append(f"{report.unchanged} unchanged")
     if report.removed:

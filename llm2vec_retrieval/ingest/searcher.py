@@ -1,4 +1,8 @@
-"""Searching an index folder: rebuild its embedder, load its store, answer queries."""
+"""Searching an index folder: rebuild its embedder, load its store, answer queries.
+
+Text searches run in ``DEFAULT_TEXT_MODE`` (hybrid: vectors + BM25, fused) unless a mode is
+given; an index without a lexical part (built before hybrid search, or with --no-lexical)
+answers in dense mode by default and says so in ``Searcher.notice``."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_TEXT_MODE, MODES
 from .folder import IndexFolder, IndexFolderError, embedder_spec, load_encoder
 
 
@@ -18,6 +23,8 @@ class Result:
     chunk: int | None
     text: str
     metadata: dict[str, Any]
+    dense_score: float | None = None
+    lexical_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +37,8 @@ class Result:
             "end": self.metadata.get("end"),
             "text": self.text,
             "metadata": self.metadata,
+            "dense_score": self.dense_score,
+            "lexical_score": self.lexical_score,
         }
 
 
@@ -56,37 +65,112 @@ class Searcher:
         self.folder = IndexFolder(path)
         self.manifest = self.folder.read_manifest()
         if not self.folder.has_store():
-            raise IndexFolderError(f"index {self.folder.path} has no committed chunks yet; run `llm2vec-retrieval index` on it")
+            raise IndexFolderError(
+                f"index {self.folder.path} has no committed chunks yet; run `llm2vec-retrieval index` on it"
+            )
         spec = dict(self.manifest["embedder"])
         if model is not None or adapter is not None:
-            spec = embedder_spec(model if model is not None else spec.get("model"),
-                                 adapter if adapter is not None else spec.get("adapter"))
+            spec = embedder_spec(
+                model if model is not None else spec.get("model"),
+                adapter if adapter is not None else spec.get("adapter"),
+            )
         self.encoder = encoder if encoder is not None else load_encoder(spec)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a mismatch allowed by the user needs no second warning
-            self.store = IndexStore.load(self.folder.store_path, fingerprint=self.encoder.fingerprint(),
-                                         allow_fingerprint_mismatch=allow_mismatch)
+            warnings.simplefilter(
+                "ignore"
+            )  # a mismatch allowed by the user needs no second warning
+            self.store = IndexStore.load(
+                self.folder.store_path,
+                fingerprint=self.encoder.fingerprint(),
+                allow_fingerprint_mismatch=allow_mismatch,
+            )
 
     @property
     def query_instruction(self) -> str:
         recorded = self.manifest.get("query_instruction")
         return recorded if recorded is not None else self.encoder.config.query_instruction
 
-    def encode_query(self, query: str, instruction: str | None = None):
-        return self.encoder.encode_queries([query], instruction=self.query_instruction if instruction is None else instruction)[0]
+    @property
+    def default_mode(self) -> str:
+        return DEFAULT_TEXT_MODE if self.store.has_lexical else "dense"
 
-    def search_vector(self, vector, k: int = 5, filter: Any = None) -> list[Result]:
-        hits = self.store.search(vector, k=k, filter=filter)
+    @property
+    def notice(self) -> str | None:
+        """A one-line hint when the index cannot use the default mode."""
+        if self.store.has_lexical:
+            return None
+        return (
+            f"{self.folder.path} has no lexical (BM25) part, so searches are dense only; run "
+            "`llm2vec-retrieval index` on it again to add it (nothing is re-embedded)"
+        )
+
+    def check_mode(self, mode: str | None) -> str:
+        """The mode to run (None: the default); ValueError for one this index cannot run."""
+        mode = self.default_mode if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if mode != "dense" and not self.store.has_lexical:
+            raise ValueError(
+                self.notice.replace(
+                    "so searches are dense only", f"so it cannot search in {mode} mode"
+                )
+            )
+        return mode
+
+    def encode_query(self, query: str, instruction: str | None = None):
+        return self.encoder.encode_queries(
+            [query], instruction=self.query_instruction if instruction is None else instruction
+        )[0]
+
+    def search_vector(
+        self,
+        vector,
+        k: int = 5,
+        filter: Any = None,
+        *,
+        text: str | None = None,
+        mode: str = "dense",
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
+    ) -> list[Result]:
+        """Results for an encoded query (``vector``; None in lexical mode) and its ``text``."""
+        hits = self.store.search(
+            vector, k=k, filter=filter, text=text, mode=mode, fusion=fusion, alpha=alpha
+        )
         return [
-            Result(rank, h.id, h.score, h.metadata.get("source"), h.metadata.get("chunk"), h.text or "", h.metadata)
+            Result(
+                rank,
+                h.id,
+                h.score,
+                h.metadata.get("source"),
+                h.metadata.get("chunk"),
+                h.text or "",
+                h.metadata,
+                h.dense_score,
+                h.lexical_score,
+            )
             for rank, h in enumerate(hits, 1)
         ]
 
-    def search(self, query: str, k: int = 5, filter: Any = None, instruction: str | None = None) -> list[Result]:
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        filter: Any = None,
+        instruction: str | None = None,
+        mode: str | None = None,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
+    ) -> list[Result]:
+        """Results for a query text; ``mode`` None runs ``default_mode``. Lexical mode encodes nothing."""
         from ..index import compile_filter
 
+        mode = self.check_mode(mode)
         compile_filter(filter)  # a bad filter fails before the query is encoded
-        return self.search_vector(self.encode_query(query, instruction), k=k, filter=filter)
+        vector = None if mode == "lexical" else self.encode_query(query, instruction)
+        return self.search_vector(
+            vector, k=k, filter=filter, text=query, mode=mode, fusion=fusion, alpha=alpha
+        )
 
 
 def snippet(text: str, width: int = 200) -> str:

@@ -40,8 +40,13 @@ def fake() -> DeterministicFakeEmbedding:
 
 
 def _corpus(n: int = 30) -> tuple[list[str], list[dict]]:
-    texts = [f"document number {i} about {'rivers' if i % 3 == 0 else 'mountains'}" for i in range(n)]
-    metas = [{"i": i, "topic": "rivers" if i % 3 == 0 else "mountains", "even": i % 2 == 0} for i in range(n)]
+    texts = [
+        f"document number {i} about {'rivers' if i % 3 == 0 else 'mountains'}" for i in range(n)
+    ]
+    metas = [
+        {"i": i, "topic": "rivers" if i % 3 == 0 else "mountains", "even": i % 2 == 0}
+        for i in range(n)
+    ]
     return texts, metas
 
 
@@ -99,7 +104,8 @@ def test_bad_filter_raises(fake: DeterministicFakeEmbedding) -> None:
 def test_scores_and_relevance(emb: LLM2VecEmbeddings) -> None:
     texts, metas = _corpus(12)
     store = LLM2VecVectorStore.from_texts(texts, emb, metas)
-    pairs = store.similarity_search_with_score(texts[4], k=12)
+    # dense scores (the default text mode is hybrid, whose scores are fused ranks)
+    pairs = store.similarity_search_with_score(texts[4], k=12, mode="dense")
     scores = [s for _, s in pairs]
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= s <= 1.0 for s in scores)
@@ -115,7 +121,8 @@ def test_scores_and_relevance(emb: LLM2VecEmbeddings) -> None:
     # threshold retriever
     top = rel[0][1]
     retriever = store.as_retriever(
-        search_type="similarity_score_threshold", search_kwargs={"score_threshold": top - 1e-6, "k": 5}
+        search_type="similarity_score_threshold",
+        search_kwargs={"score_threshold": top - 1e-6, "k": 5},
     )
     assert [d.id for d in retriever.invoke(texts[4])] == [rel[0][0].id]
 
@@ -199,23 +206,37 @@ def test_mmr_diversifies(fake: DeterministicFakeEmbedding) -> None:
     # Three near-duplicates of the query and one different document.
     class Emb(DeterministicFakeEmbedding):
         def embed_documents(self, texts):
-            table = {"a1": [1, 0, 0, 0], "a2": [0.99, 0.1, 0, 0], "a3": [0.98, 0.0, 0.1, 0], "b": [0.6, 0, 0, 0.8]}
+            table = {
+                "a1": [1, 0, 0, 0],
+                "a2": [0.99, 0.1, 0, 0],
+                "a3": [0.98, 0.0, 0.1, 0],
+                "b": [0.6, 0, 0, 0.8],
+            }
             return [table[t] for t in texts]
 
         def embed_query(self, text):
             return [1.0, 0.0, 0.0, 0.0]
 
-    store = LLM2VecVectorStore.from_texts(["a1", "a2", "a3", "b"], Emb(size=4), ids=["a1", "a2", "a3", "b"])
+    store = LLM2VecVectorStore.from_texts(
+        ["a1", "a2", "a3", "b"], Emb(size=4), ids=["a1", "a2", "a3", "b"]
+    )
     plain = [d.id for d in store.similarity_search("q", k=2)]
     assert plain == ["a1", "a2"]
     mmr = [d.id for d in store.max_marginal_relevance_search("q", k=2, fetch_k=4, lambda_mult=0.3)]
     assert mmr == ["a1", "b"]
-    by_vec = store.max_marginal_relevance_search_by_vector([1.0, 0, 0, 0], k=2, fetch_k=4, lambda_mult=0.3)
+    by_vec = store.max_marginal_relevance_search_by_vector(
+        [1.0, 0, 0, 0], k=2, fetch_k=4, lambda_mult=0.3
+    )
     assert [d.id for d in by_vec] == ["a1", "b"]
-    mmr_ret = store.as_retriever(search_type="mmr", search_kwargs={"k": 2, "fetch_k": 4, "lambda_mult": 0.3})
+    mmr_ret = store.as_retriever(
+        search_type="mmr", search_kwargs={"k": 2, "fetch_k": 4, "lambda_mult": 0.3}
+    )
     assert [d.id for d in mmr_ret.invoke("q")] == ["a1", "b"]
     # lambda 1 = pure relevance
-    assert [d.id for d in store.max_marginal_relevance_search("q", k=2, lambda_mult=1.0)] == ["a1", "a2"]
+    assert [d.id for d in store.max_marginal_relevance_search("q", k=2, lambda_mult=1.0)] == [
+        "a1",
+        "a2",
+    ]
     # empty store
     assert LLM2VecVectorStore(fake).max_marginal_relevance_search("q") == []
 
@@ -231,7 +252,8 @@ async def test_async_api(emb: LLM2VecEmbeddings) -> None:
     rel = await store.asimilarity_search_with_relevance_scores(texts[2], k=2)
     assert all(0 <= r <= 1 for _, r in rel)
     vec = await emb.aembed_query(texts[2])
-    assert [d.id for d in await store.asimilarity_search_by_vector(vec, k=3)] == sync
+    dense = [d.id for d in store.similarity_search(texts[2], k=3, mode="dense")]
+    assert [d.id for d in await store.asimilarity_search_by_vector(vec, k=3)] == dense
     mmr = await store.amax_marginal_relevance_search(texts[2], k=3, fetch_k=10)
     assert len(mmr) == 3
     assert len(await store.amax_marginal_relevance_search_by_vector(vec, k=2)) == 2
@@ -246,7 +268,10 @@ async def test_async_api(emb: LLM2VecEmbeddings) -> None:
 
 def test_save_load_round_trip(emb: LLM2VecEmbeddings, tmp_path) -> None:
     texts, metas = _corpus(15)
-    docs = [Document(page_content=t, metadata=m, id=f"doc-{i}") for i, (t, m) in enumerate(zip(texts, metas, strict=True))]
+    docs = [
+        Document(page_content=t, metadata=m, id=f"doc-{i}")
+        for i, (t, m) in enumerate(zip(texts, metas, strict=True))
+    ]
     store = LLM2VecVectorStore.from_documents(docs, emb, index_kind="hnsw", M=8)
     before = store.similarity_search_with_score(texts[3], k=5, filter={"even": False})
     store.save_local(tmp_path / "idx")
@@ -254,7 +279,9 @@ def test_save_load_round_trip(emb: LLM2VecEmbeddings, tmp_path) -> None:
     sidecar = json.loads((tmp_path / "idx" / "langchain_llm2vec.json").read_text())
     assert sidecar["index_kind"] == "hnsw" and sidecar["fingerprint"] == emb.fingerprint()
 
-    loaded = LLM2VecVectorStore.load_local(tmp_path / "idx", LLM2VecEmbeddings(model=tiny_checkpoint(0)))
+    loaded = LLM2VecVectorStore.load_local(
+        tmp_path / "idx", LLM2VecEmbeddings(model=tiny_checkpoint(0))
+    )
     assert len(loaded) == 15 and loaded.index_kind == "hnsw"
     assert loaded.store.fingerprint == emb.fingerprint()
     after = loaded.similarity_search_with_score(texts[3], k=5, filter={"even": False})
@@ -275,10 +302,13 @@ def test_load_refuses_another_embedder(emb: LLM2VecEmbeddings, tmp_path) -> None
     # a different document instruction changes the vectors too
     with pytest.raises(FingerprintMismatchError):
         LLM2VecVectorStore.load_local(
-            tmp_path / "idx", LLM2VecEmbeddings(encoder=emb.encoder, document_instruction="Passage:")
+            tmp_path / "idx",
+            LLM2VecEmbeddings(encoder=emb.encoder, document_instruction="Passage:"),
         )
     with pytest.warns(UserWarning):
-        forced = LLM2VecVectorStore.load_local(tmp_path / "idx", other, allow_fingerprint_mismatch=True)
+        forced = LLM2VecVectorStore.load_local(
+            tmp_path / "idx", other, allow_fingerprint_mismatch=True
+        )
     assert len(forced) == 2
     # embeddings that do not describe themselves are not checked
     fake = DeterministicFakeEmbedding(size=32)
@@ -292,7 +322,9 @@ def test_save_load_empty_store(emb: LLM2VecEmbeddings, tmp_path) -> None:
     loaded.add_texts(["x"])
     assert loaded.store.metric == "ip"
     with pytest.raises(FingerprintMismatchError):
-        LLM2VecVectorStore.load_local(tmp_path / "empty", LLM2VecEmbeddings(model=tiny_checkpoint(1)))
+        LLM2VecVectorStore.load_local(
+            tmp_path / "empty", LLM2VecEmbeddings(model=tiny_checkpoint(1))
+        )
 
 
 def test_missing_framework_gives_install_hint() -> None:
@@ -303,6 +335,11 @@ def test_missing_framework_gives_install_hint() -> None:
         "import sys; sys.modules['langchain_core'] = None\n"
         "try:\n    import langchain_llm2vec\nexcept ImportError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert "pip install 'llm2vec-retrieval[langchain]'" in out.stdout
