@@ -448,18 +448,9 @@ def run_stsb(model, data, cache):
 
 
 def machine_info() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-    }
-    try:
-        info["cpu_affinity"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
+    from benchmarks.speed import machine_info as base_info
+
+    info = {**base_info(), "processor": platform.processor() or None, "numpy": np.__version__}
     for dist in ("torch", "transformers", "sentence-transformers", "bm25s", "PyStemmer"):
         info[dist] = _version(dist)
     if "torch" in sys.modules:

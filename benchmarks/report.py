@@ -29,14 +29,45 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 OUTPUT = PROJECT_ROOT / "benchmarks" / "RESULTS.md"
-KINDS = ("quality", "speed", "gpu", "int8", "index", "server", "train")
-MODEL_ORDER = ("bm25", "minilm", "ours", "ours-causal", "ours-bidirectional", "official")
+KINDS = (
+    "quality",
+    "speed",
+    "gpu",
+    "int8",
+    "index",
+    "server",
+    "train",
+    "train_default",
+    "hybrid_dev",
+)
+MODEL_ORDER = (
+    "bm25",
+    "minilm",
+    "minilm+bm25",
+    "minilm+bm25-alpha",
+    "minilm+bm25-rrf",
+    "ours-v1",
+    "ours-v1+bm25",
+    "ours-v1+bm25-alpha",
+    "ours-v1+bm25-rrf",
+    "ours",
+    "ours+bm25",
+    "ours+bm25-alpha",
+    "ours+bm25-rrf",
+    "ours-causal",
+    "ours-bidirectional",
+    "official",
+)
+# CPU features that decide CPU speed (bf16 is native only with avx512_bf16 or AMX)
+KEY_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 IMPL_ORDER = ("ours", "official", "sentence-transformers", "hf-bare")
 DTYPE_ORDER = ("float32", "bfloat16", "float16")
 
 
 # ------------------------------------------------------------------------------- loading
-def load_results(results_dir: Path) -> tuple[dict[str, list[tuple[Path, dict]]], list[tuple[str, str]]]:
+def load_results(
+    results_dir: Path,
+) -> tuple[dict[str, list[tuple[Path, dict]]], list[tuple[str, str]]]:
     """{kind: [(path, data), ...] oldest first}, [(file name, reason skipped)]."""
     found: dict[str, list[tuple[Path, dict]]] = {k: [] for k in KINDS}
     skipped: list[tuple[str, str]] = []
@@ -75,7 +106,10 @@ def _fmt(value, spec: str = ".3f", missing: str = "-") -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    out += [
+        "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |"
+        for row in rows
+    ]
     return out
 
 
@@ -102,6 +136,15 @@ def machine_line(m: dict | None) -> str:
     threads = m.get("torch_threads_per_worker") or m.get("torch_threads") or m.get("threads")
     if threads:
         parts.append(f"{threads} torch threads")
+    flags = m.get("cpu_flags")
+    if isinstance(flags, list):
+        parts.append(
+            "CPU flags "
+            + (
+                " ".join(f for f in KEY_CPU_FLAGS if f in flags)
+                or "none of " + "/".join(KEY_CPU_FLAGS)
+            )
+        )
     load = m.get("loadavg_at_start") or m.get("load_average_at_start")
     if load:
         parts.append("load avg at start " + "/".join(_fmt(x, ".1f") for x in load))
@@ -114,7 +157,9 @@ def source_line(path: Path, data: dict) -> str:
     if not cmd and isinstance(settings.get("argv"), list) and path.name.startswith("train_"):
         cmd = " ".join(["python -m benchmarks.train_evidence", *map(str, settings["argv"])])
     when = _when(data) or _stamp_from_name(path.name) or "date not recorded"
-    machine = data.get("machine") if isinstance(data.get("machine"), dict) else data.get("environment")
+    machine = (
+        data.get("machine") if isinstance(data.get("machine"), dict) else data.get("environment")
+    )
     return f"Source: `{path.name}` ({when}), command `{cmd or 'not recorded'}`; {machine_line(machine)}."
 
 
@@ -168,17 +213,36 @@ def quality_rows(files: list[tuple[Path, dict]]) -> list[dict]:
             ours_or_official = model.startswith("ours") or model == "official"
             if ours_or_official and opts.get("dtype"):
                 label = f"{model} ({opts['dtype']})"
-            if ours_or_official and opts.get("model"):
+            if (
+                ours_or_official
+                and opts.get("model")
+                and model in ("ours-causal", "ours-bidirectional", "official")
+            ):
                 label = f"{label} [{Path(str(opts['model'])).name}]"
             for task, r in tasks.items():
                 if not isinstance(r, dict):
                     continue
                 subset = _subset_label(data_info.get(task))
-                merged[(label, task, subset)] = {"model": label, "base_model": model, "task": task, "subset": subset,
-                                                 "result": r, "path": path, "data": data}
+                merged[(label, task, subset)] = {
+                    "model": label,
+                    "base_model": model,
+                    "task": task,
+                    "subset": subset,
+                    "result": r,
+                    "path": path,
+                    "data": data,
+                }
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
-    return sorted(merged.values(), key=lambda x: (x["task"], x["subset"] != "full", x["subset"],
-                                                  order.get(x["base_model"], 99), x["model"]))
+    return sorted(
+        merged.values(),
+        key=lambda x: (
+            x["task"],
+            x["subset"] != "full",
+            x["subset"],
+            order.get(x["base_model"], 99),
+            x["model"],
+        ),
+    )
 
 
 def quality_section(files, base: Path, plots: dict) -> list[str]:
@@ -186,10 +250,13 @@ def quality_section(files, base: Path, plots: dict) -> list[str]:
     rows = quality_rows(files)
     if not rows:
         return lines + ["No quality results.", ""]
-    lines += ["SciFact (BEIR test queries): nDCG@10, Recall@100, MRR@10 of exact cosine search (BM25: bm25s). "
-              "STS-B: Spearman x100 of cosine similarity. A subset run (fewer documents) is optimistic and not "
-              "comparable to the references; `ref` says whether the reference number was reproduced "
-              "(full sets only).", ""]
+    lines += [
+        "SciFact (BEIR test queries): nDCG@10, Recall@100, MRR@10 of exact cosine search (BM25: bm25s). "
+        "STS-B: Spearman x100 of cosine similarity. A subset run (fewer documents) is optimistic and not "
+        "comparable to the references; `ref` says whether the reference number was reproduced "
+        "(full sets only).",
+        "",
+    ]
     table = []
     sources: dict[str, tuple[Path, dict]] = {}
     for x in rows:
@@ -197,21 +264,195 @@ def quality_section(files, base: Path, plots: dict) -> list[str]:
         src = x["path"].name
         sources[src] = (x["path"], x["data"])
         if "error" in r:
-            table.append([x["model"], x["task"], "error: " + str(r["error"])[:80], "", "", "", x["subset"], "", src])
+            table.append(
+                [
+                    x["model"],
+                    x["task"],
+                    "error: " + str(r["error"])[:80],
+                    "",
+                    "",
+                    "",
+                    x["subset"],
+                    "",
+                    src,
+                ]
+            )
             continue
         ref = r.get("reference_ok") or {}
-        ref_txt = ("ok" if all(ref.values()) else "OFF: " + ", ".join(k for k, v in ref.items() if not v)) if ref else "-"
+        ref_txt = (
+            ("ok" if all(ref.values()) else "OFF: " + ", ".join(k for k, v in ref.items() if not v))
+            if ref
+            else "-"
+        )
         if ref and r.get("subset"):
             ref_txt = "n/a (subset)"
-        table.append([x["model"], x["task"], _fmt(m.get("ndcg@10"), ".4f"), _fmt(m.get("recall@100"), ".4f"),
-                      _fmt(m.get("mrr@10"), ".4f"), _fmt(m.get("spearman"), ".2f"), x["subset"], ref_txt, src])
-    lines += _table(["model", "task", "nDCG@10", "Recall@100", "MRR@10", "Spearman", "data", "ref", "file"], table)
+        table.append(
+            [
+                x["model"],
+                x["task"],
+                _fmt(m.get("ndcg@10"), ".4f"),
+                _fmt(m.get("recall@100"), ".4f"),
+                _fmt(m.get("mrr@10"), ".4f"),
+                _fmt(m.get("spearman"), ".2f"),
+                x["subset"],
+                ref_txt,
+                src,
+            ]
+        )
+    lines += _table(
+        ["model", "task", "nDCG@10", "Recall@100", "MRR@10", "Spearman", "data", "ref", "file"],
+        table,
+    )
     lines.append("")
     for _name, (path, data) in sorted(sources.items()):
         lines.append(f"- {source_line(path, data)}")
     lines.append("")
     if "quality" in plots:
         lines += [f"![quality per model]({_rel(plots['quality'], base)})", ""]
+    return lines
+
+
+def _main_job_file(files) -> tuple[Path, dict] | None:
+    """The newest quality file with full-set SciFact results fused with BM25."""
+    for path, data in reversed(files):
+        results = data.get("results") or {}
+        sf = (data.get("data") or {}).get("scifact") or {}
+        if not sf.get("subset") and any(
+            m.endswith("+bm25") and "scifact" in t for m, t in results.items()
+        ):
+            return path, data
+    return None
+
+
+def main_job_rows(files) -> list[tuple[str, str, dict, dict]]:
+    """(model, kind, scifact metrics, stsb metrics) of the main-job file, in MODEL_ORDER."""
+    found = _main_job_file(files)
+    if found is None:
+        return []
+    results = found[1].get("results") or {}
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    rows = []
+    for model in sorted(results, key=lambda m: (order.get(m, 99), m)):
+        tasks = results[model]
+        sf = (tasks.get("scifact") or {}).get("metrics") or {}
+        st = (tasks.get("stsb") or {}).get("metrics") or {}
+        if not sf and not st:
+            continue
+        if model == "bm25":
+            kind = "lexical (bm25s)"
+        elif "+bm25" in model:
+            search = (tasks.get("scifact") or {}).get("search") or {}
+            fusion = search.get("fusion")
+            kind = f"hybrid, {fusion}" + (f" {search.get('alpha')}" if fusion == "alpha" else "")
+        else:
+            kind = "dense"
+        rows.append((model, kind, sf, st))
+    return rows
+
+
+def main_job_section(files, base: Path, plots: dict) -> list[str]:
+    lines = ["## The main job: retrieval with the shipped default, dense and hybrid", ""]
+    found = _main_job_file(files)
+    if found is None:
+        return lines + [
+            "No full-set quality run with hybrid rows yet (`python -m benchmarks.quality --hybrid`).",
+            "",
+        ]
+    path, data = found
+    lines += [
+        "Full SciFact test (300 queries, 5,183 documents) and full STS-B test, one run on one machine. "
+        "`ours` is the shipped default, `ours-v1` the adapter it replaced; `+bm25` rows fuse the model's "
+        "vectors with BM25 inside the IndexStore (the product's own search path), with the fusion named.",
+        "",
+    ]
+    table = [
+        [
+            m,
+            kind,
+            _fmt(sf.get("ndcg@10"), ".4f"),
+            _fmt(sf.get("recall@100"), ".4f"),
+            _fmt(st.get("spearman"), ".2f"),
+        ]
+        for m, kind, sf, st in main_job_rows(files)
+    ]
+    lines += _table(
+        ["model", "search", "SciFact nDCG@10", "SciFact Recall@100", "STS-B test Spearman"], table
+    )
+    lines += ["", f"- {source_line(path, data)}", ""]
+    if "main_job" in plots:
+        lines += [f"![the main job]({_rel(plots['main_job'], base)})", ""]
+    return lines
+
+
+def hybrid_dev_section(files, base: Path) -> list[str]:
+    lines = ["## Choosing the default search mode (dev sets)", ""]
+    if not files:
+        return lines + ["No hybrid_dev results.", ""]
+    lines += [
+        "nDCG@10 on the retrieval dev sets carved from the supervised training data "
+        "(`benchmarks.supervised_data`), through the IndexStore; the best mean picks `DEFAULT_TEXT_MODE`, "
+        "`DEFAULT_FUSION` and `DEFAULT_ALPHA`. SciFact and STS-B test are not used for this choice.",
+        "",
+    ]
+    for path, d in files:
+        table = d.get("ndcg@10") or {}
+        if not table:
+            continue
+        sets = [k for k in next(iter(table.values())) if k != "mean"]
+        lines += [f"### `{path.name}`: {d.get('model')}", ""]
+        rows = [
+            [
+                name + (" **(best)**" if name == d.get("best") else ""),
+                *(_fmt(r.get(s), ".4f") for s in sets),
+                _fmt(r.get("mean"), ".4f"),
+            ]
+            for name, r in table.items()
+        ]
+        lines += _table(["search", *sets, "mean"], rows)
+        lines += ["", source_line(path, d), ""]
+    return lines
+
+
+def train_default_section(files, base: Path) -> list[str]:
+    lines = ["## Retraining the default (supervised stage, dev sets)", ""]
+    if not files:
+        return lines + ["No train_default results.", ""]
+    lines += [
+        "Each run trains one supervised LoRA stage on top of the shipped default and is scored on dev data "
+        "only: STS-B dev (Spearman) and nDCG@10 on the dev sets carved from the training data. `shipped` is the "
+        "default before retraining.",
+        "",
+    ]
+    for path, d in files:
+        runs = d.get("runs") or {}
+        if not runs:
+            continue
+        dev_keys: list[str] = []
+        for r in runs.values():
+            for k in r.get("dev") or {}:
+                if k not in dev_keys:
+                    dev_keys.append(k)
+        rows = []
+        for name, r in runs.items():
+            dev = r.get("dev") or {}
+            rows.append(
+                [
+                    name,
+                    "+".join(r.get("sources") or []) or "-",
+                    str(r.get("steps", "-")),
+                    _fmt(r.get("train_s"), ".0f"),
+                    *(_fmt(dev.get(k), ".4f" if k != "stsb_dev" else ".2f") for k in dev_keys),
+                ]
+            )
+        lines += [f"### `{path.name}`", ""]
+        lines += _table(["run", "sources", "steps", "train s", *dev_keys], rows)
+        if d.get("combined"):
+            c = d["combined"]
+            lines += [
+                "",
+                f"Folded into one adapter: rank {c.get('rank')}, {c.get('bytes', 0) / 2**20:.1f} MiB.",
+            ]
+        lines += ["", source_line(path, d), ""]
     return lines
 
 
@@ -238,20 +479,57 @@ def speed_section(files, base: Path, plots: dict) -> list[str]:
         "",
     ]
     table = []
-    for r in sorted(d.get("results") or [], key=lambda r: (_dtype_order(r.get("dtype")), _order(r.get("impl")))):
+    for r in sorted(
+        d.get("results") or [], key=lambda r: (_dtype_order(r.get("dtype")), _order(r.get("impl")))
+    ):
         if r.get("status") != "ok":
             err = str(r.get("error") or "").strip().splitlines()
-            table.append([r.get("impl"), r.get("dtype"), f"{r.get('status')}: {err[0][:90] if err else ''}",
-                          "", "", "", "", "", "", ""])
+            table.append(
+                [
+                    r.get("impl"),
+                    r.get("dtype"),
+                    f"{r.get('status')}: {err[0][:90] if err else ''}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
         mem = r.get("memory") or {}
         reps = ", ".join(_fmt(x, ".2f") for x in r.get("repeats_s") or [])
-        table.append([r["impl"], r["dtype"], _fmt(r.get("tokens_per_s"), ".0f"), _fmt(r.get("docs_per_s"), ".2f"),
-                      _fmt(r.get("ratio_vs_official"), ".2f"), _fmt(r.get("roofline_pct"), ".1f"),
-                      f"{_fmt(r.get('median_s'), '.2f')} ({reps})", _fmt(mem.get("maxrss_after_encode_mb"), ".0f"),
-                      _fmt(mem.get("encode_rss_delta_mb"), ".0f"), _fmt(r.get("load_s"), ".1f")])
-    lines += _table(["impl", "dtype", "tokens/s", "docs/s", "x official", "roofline %", "median s (repeats)",
-                     "peak RSS MiB", "encode ΔRSS MiB", "load s"], table)
+        table.append(
+            [
+                r["impl"],
+                r["dtype"],
+                _fmt(r.get("tokens_per_s"), ".0f"),
+                _fmt(r.get("docs_per_s"), ".2f"),
+                _fmt(r.get("ratio_vs_official"), ".2f"),
+                _fmt(r.get("roofline_pct"), ".1f"),
+                f"{_fmt(r.get('median_s'), '.2f')} ({reps})",
+                _fmt(mem.get("maxrss_after_encode_mb"), ".0f"),
+                _fmt(mem.get("encode_rss_delta_mb"), ".0f"),
+                _fmt(r.get("load_s"), ".1f"),
+            ]
+        )
+    lines += _table(
+        [
+            "impl",
+            "dtype",
+            "tokens/s",
+            "docs/s",
+            "x official",
+            "roofline %",
+            "median s (repeats)",
+            "peak RSS MiB",
+            "encode ΔRSS MiB",
+            "load s",
+        ],
+        table,
+    )
     lines.append("")
     roof = d.get("roofline") or {}
     if roof:
@@ -261,9 +539,16 @@ def speed_section(files, base: Path, plots: dict) -> list[str]:
                 rows.append([dtype, "error", "", ""])
                 continue
             best = max(r.get("rows") or [{}], key=lambda x: x.get("flops_per_s", 0))
-            rows.append([dtype, _fmt(r.get("peak_flops_per_s", 0) / 1e9, ".1f"),
-                         _fmt((r.get("square_flops_per_s") or 0) / 1e9, ".1f") if r.get("square_flops_per_s") else "-",
-                         "x".join(str(v) for v in best.get("shape", []))])
+            rows.append(
+                [
+                    dtype,
+                    _fmt(r.get("peak_flops_per_s", 0) / 1e9, ".1f"),
+                    _fmt((r.get("square_flops_per_s") or 0) / 1e9, ".1f")
+                    if r.get("square_flops_per_s")
+                    else "-",
+                    "x".join(str(v) for v in best.get("shape", [])),
+                ]
+            )
         lines += ["Matmul peak (torch `linear`, best of several, same thread count):", ""]
         lines += _table(["dtype", "peak GFLOP/s", "square GFLOP/s", "best shape (m x k x n)"], rows)
         lines.append("")
@@ -273,39 +558,84 @@ def speed_section(files, base: Path, plots: dict) -> list[str]:
         for impl, a in (per or {}).items():
             thr = d.get("agreement_threshold", 0.999)
             ok = "ok" if a.get("ok") else f"below {thr}"
-            agr_lines.append(f"- {dtype}: ours vs {impl}: min cosine {_fmt(a.get('min_cos'), '.6f')}, mean "
-                             f"{_fmt(a.get('mean_cos'), '.6f')} over {a.get('n')} documents"
-                             + (f" ({ok})" if dtype == "float32" else ""))
+            agr_lines.append(
+                f"- {dtype}: ours vs {impl}: min cosine {_fmt(a.get('min_cos'), '.6f')}, mean "
+                f"{_fmt(a.get('mean_cos'), '.6f')} over {a.get('n')} documents"
+                + (f" ({ok})" if dtype == "float32" else "")
+            )
     if agr_lines:
-        lines += ["Vectors agree (cosine with ours on the benchmark documents; fp32 must exceed "
-                  f"{d.get('agreement_threshold', 0.999)}):", ""] + agr_lines + [""]
+        lines += (
+            [
+                "Vectors agree (cosine with ours on the benchmark documents; fp32 must exceed "
+                f"{d.get('agreement_threshold', 0.999)}):",
+                "",
+            ]
+            + agr_lines
+            + [""]
+        )
     tc = d.get("token_count_check")
     if isinstance(tc, dict) and "equal" in tc:
-        lines += [f"Token counts used for tokens/s equal our encoder's own: {'yes' if tc['equal'] else 'no'} "
-                  f"({tc.get('counted_tokens')} vs {tc.get('ours_tokens')}).", ""]
+        lines += [
+            f"Token counts used for tokens/s equal our encoder's own: {'yes' if tc['equal'] else 'no'} "
+            f"({tc.get('counted_tokens')} vs {tc.get('ours_tokens')}).",
+            "",
+        ]
     if "throughput" in plots:
         lines += [f"![throughput]({_rel(plots['throughput'], base)})", ""]
     ib = d.get("index_build")
     if isinstance(ib, dict) and ib.get("results"):
-        lines += [f"### Index build (encode + add, {ib.get('n_docs')} documents, {ib.get('dtype')})", ""]
+        lines += [
+            f"### Index build (encode + add, {ib.get('n_docs')} documents, {ib.get('dtype')})",
+            "",
+        ]
         rows = []
         for r in ib["results"]:
             if r.get("status") != "ok":
                 err = str(r.get("error") or "").strip().splitlines()
-                rows.append([r.get("impl"), f"{r.get('status')}: {err[0][:90] if err else ''}", "", "", "", "", ""])
+                rows.append(
+                    [
+                        r.get("impl"),
+                        f"{r.get('status')}: {err[0][:90] if err else ''}",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
                 continue
             reps = ", ".join(_fmt(x, ".2f") for x in r.get("repeats_s") or [])
-            rows.append([r["impl"], f"{_fmt(r.get('median_s'), '.2f')} ({reps})", _fmt(r.get("encode_s_median"), ".2f"),
-                         _fmt(r.get("add_s_median"), ".3f"), _fmt(r.get("docs_per_s"), ".2f"),
-                         _fmt(r.get("speedup_vs_langchain"), ".2f"),
-                         str(r.get("tokens_seen_by_model") or data.get("tokens", "-"))])
-        lines += _table(["implementation", "median s (repeats)", "encode s", "add s", "docs/s", "x LangChain",
-                         "tokens processed"], rows)
+            rows.append(
+                [
+                    r["impl"],
+                    f"{_fmt(r.get('median_s'), '.2f')} ({reps})",
+                    _fmt(r.get("encode_s_median"), ".2f"),
+                    _fmt(r.get("add_s_median"), ".3f"),
+                    _fmt(r.get("docs_per_s"), ".2f"),
+                    _fmt(r.get("speedup_vs_langchain"), ".2f"),
+                    str(r.get("tokens_seen_by_model") or data.get("tokens", "-")),
+                ]
+            )
+        lines += _table(
+            [
+                "implementation",
+                "median s (repeats)",
+                "encode s",
+                "add s",
+                "docs/s",
+                "x LangChain",
+                "tokens processed",
+            ],
+            rows,
+        )
         lines += ["", str(ib.get("note") or ""), ""]
         if "index_build" in plots:
             lines += [f"![index build]({_rel(plots['index_build'], base)})", ""]
     if len(files) > 1:
-        lines += ["Earlier speed runs (not shown): " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
+        lines += [
+            "Earlier speed runs (not shown): " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]),
+            "",
+        ]
     return lines
 
 
@@ -325,16 +655,27 @@ def gpu_section(files, base: Path) -> list[str]:
         return lines + ["No GPU results (the GPU machine is lent to some sessions only).", ""]
     for path, d in files:
         m = d.get("machine") or {}
-        lines += [f"### `{path.name}`", "",
-                  f"Source: `{path.name}`, command `{d.get('command', 'not recorded')}`; GPU {m.get('gpu', '?')}, "
-                  f"torch {m.get('torch', '?')}, transformers {m.get('transformers', '?')}; {d.get('docs', '?')} SciFact "
-                  f"documents, {d.get('max_length', '?')}-token cap, {d.get('dtype', '?')}.", ""]
+        lines += [
+            f"### `{path.name}`",
+            "",
+            f"Source: `{path.name}`, command `{d.get('command', 'not recorded')}`; GPU {m.get('gpu', '?')}, "
+            f"torch {m.get('torch', '?')}, transformers {m.get('transformers', '?')}; {d.get('docs', '?')} SciFact "
+            f"documents, {d.get('max_length', '?')}-token cap, {d.get('dtype', '?')}.",
+            "",
+        ]
         if d.get("notes"):
             lines += [f"Note: {d['notes']}", ""]
         rows = []
         for name, r in (d.get("runs") or {}).items():
             if isinstance(r, dict):
-                rows.append([name, _fmt(r.get("s"), ".2f"), _fmt(r.get("tok_s"), ".0f"), _fmt(r.get("doc_s"), ".1f")])
+                rows.append(
+                    [
+                        name,
+                        _fmt(r.get("s"), ".2f"),
+                        _fmt(r.get("tok_s"), ".0f"),
+                        _fmt(r.get("doc_s"), ".1f"),
+                    ]
+                )
         lines += _table(["run", "seconds", "tokens/s", "docs/s"], rows) + [""]
     return lines
 
@@ -343,21 +684,50 @@ def int8_section(files, base: Path) -> list[str]:
     """benchmarks/int8_check.py results: int8 dynamic quantization against fp32 on SciFact."""
     if not files:
         return []
-    lines = ["## int8 dynamic quantization", "",
-             "SciFact test subset nDCG@10 of the encoder in fp32 and with int8 dynamic quantization of its linear "
-             "layers; int8 would be offered as a mode only within 0.5 points of fp32.", ""]
+    lines = [
+        "## int8 dynamic quantization",
+        "",
+        "SciFact test subset nDCG@10 of the encoder in fp32 and with int8 dynamic quantization of its linear "
+        "layers; int8 would be offered as a mode only within 0.5 points of fp32.",
+        "",
+    ]
     rows = []
     for path, d in files:
         r = d.get("rows") or {}
         fp, q = r.get("float32") or {}, r.get("int8-dynamic") or {}
         cos = d.get("doc_cosine_to_fp32") or {}
         data = d.get("data") or {}
-        rows.append([path.name, str(d.get("model")), f"{data.get('queries', '?')} q / {data.get('docs', '?')} docs",
-                     _fmt(fp.get("ndcg@10"), ".4f"), _fmt(q.get("ndcg@10"), ".4f"), _fmt(d.get("ndcg@10_drop"), "+.4f"),
-                     _fmt(cos.get("min"), ".3f"), _fmt(fp.get("seconds"), ".0f") + " / " + _fmt(q.get("seconds"), ".0f"),
-                     "passes" if d.get("passes") else "fails"])
-    return lines + _table(["file", "model", "data", "fp32", "int8", "drop", "min doc cosine", "seconds fp32 / int8",
-                           "rule"], rows) + [""]
+        rows.append(
+            [
+                path.name,
+                str(d.get("model")),
+                f"{data.get('queries', '?')} q / {data.get('docs', '?')} docs",
+                _fmt(fp.get("ndcg@10"), ".4f"),
+                _fmt(q.get("ndcg@10"), ".4f"),
+                _fmt(d.get("ndcg@10_drop"), "+.4f"),
+                _fmt(cos.get("min"), ".3f"),
+                _fmt(fp.get("seconds"), ".0f") + " / " + _fmt(q.get("seconds"), ".0f"),
+                "passes" if d.get("passes") else "fails",
+            ]
+        )
+    return (
+        lines
+        + _table(
+            [
+                "file",
+                "model",
+                "data",
+                "fp32",
+                "int8",
+                "drop",
+                "min doc cosine",
+                "seconds fp32 / int8",
+                "rule",
+            ],
+            rows,
+        )
+        + [""]
+    )
 
 
 def index_section(files, base: Path) -> list[str]:
@@ -367,19 +737,47 @@ def index_section(files, base: Path) -> list[str]:
     path, d = files[-1]
     cfg = d.get("config") or {}
     k = cfg.get("k", 10)
-    lines += [f"`IndexStore` kinds on {cfg.get('n', '?')} clustered random vectors of dimension {cfg.get('dim', '?')} "
-              f"({cfg.get('metric', 'cosine')}), {cfg.get('queries', '?')} queries, recall@{k} against exact search; "
-              f"filtered: {cfg.get('filter', 'a metadata filter')}.", "", source_line(path, d), ""]
+    lines += [
+        f"`IndexStore` kinds on {cfg.get('n', '?')} clustered random vectors of dimension {cfg.get('dim', '?')} "
+        f"({cfg.get('metric', 'cosine')}), {cfg.get('queries', '?')} queries, recall@{k} against exact search; "
+        f"filtered: {cfg.get('filter', 'a metadata filter')}.",
+        "",
+        source_line(path, d),
+        "",
+    ]
     rows = []
     for r in d.get("results") or []:
         if not isinstance(r, dict):
             continue
-        rows.append([r.get("kind"), _fmt(r.get("build_s"), ".1f"), _fmt(r.get("batch_qps"), ".0f"),
-                     _fmt(r.get("single_qps"), ".0f"), _fmt(r.get("recall_at_k"), ".3f"),
-                     _fmt(r.get("filtered_recall_at_k"), ".3f"), _fmt(r.get("filtered_batch_qps"), ".0f"),
-                     _fmt(r.get("total_bytes_per_vector"), ".0f"), _fmt(r.get("save_s"), ".2f"), _fmt(r.get("load_s"), ".2f")])
-    lines += _table(["kind", "build s", "batch QPS", "single QPS", f"recall@{k}", f"filtered recall@{k}",
-                     "filtered QPS", "bytes/vector", "save s", "load s"], rows)
+        rows.append(
+            [
+                r.get("kind"),
+                _fmt(r.get("build_s"), ".1f"),
+                _fmt(r.get("batch_qps"), ".0f"),
+                _fmt(r.get("single_qps"), ".0f"),
+                _fmt(r.get("recall_at_k"), ".3f"),
+                _fmt(r.get("filtered_recall_at_k"), ".3f"),
+                _fmt(r.get("filtered_batch_qps"), ".0f"),
+                _fmt(r.get("total_bytes_per_vector"), ".0f"),
+                _fmt(r.get("save_s"), ".2f"),
+                _fmt(r.get("load_s"), ".2f"),
+            ]
+        )
+    lines += _table(
+        [
+            "kind",
+            "build s",
+            "batch QPS",
+            "single QPS",
+            f"recall@{k}",
+            f"filtered recall@{k}",
+            "filtered QPS",
+            "bytes/vector",
+            "save s",
+            "load s",
+        ],
+        rows,
+    )
     lines.append("")
     if len(files) > 1:
         lines += ["Earlier index runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
@@ -393,19 +791,46 @@ def server_section(files, base: Path) -> list[str]:
     path, d = files[-1]
     srv = d.get("server") or {}
     opts = d.get("options") or {}
-    lines += [f"`llm2vec-retrieval serve` with {srv.get('model', '?')}{' (tiny random model: plumbing only)' if srv.get('tiny') else ''}, "
-              f"clients on the same machine, {opts.get('duration_s', '?')} s per level, {opts.get('inputs_per_request', '?')} "
-              f"text(s) per request, {opts.get('request_mix', '')}.", "", source_line(path, d), ""]
+    lines += [
+        f"`llm2vec-retrieval serve` with {srv.get('model', '?')}{' (tiny random model: plumbing only)' if srv.get('tiny') else ''}, "
+        f"clients on the same machine, {opts.get('duration_s', '?')} s per level, {opts.get('inputs_per_request', '?')} "
+        f"text(s) per request, {opts.get('request_mix', '')}.",
+        "",
+        source_line(path, d),
+        "",
+    ]
     rows = []
     for r in d.get("results") or []:
         if not isinstance(r, dict):
             continue
         lat = r.get("latency_ms") or {}
-        rows.append([r.get("concurrency"), _fmt(r.get("requests_per_s"), ".2f"), _fmt(r.get("inputs_per_s"), ".2f"),
-                     _fmt(r.get("prompt_tokens_per_s"), ".0f"), _fmt(lat.get("p50"), ".0f"), _fmt(lat.get("p90"), ".0f"),
-                     _fmt(lat.get("p99"), ".0f"), r.get("errors", "-"), _fmt(r.get("requests_per_batch"), ".1f")])
-    lines += _table(["clients", "requests/s", "inputs/s", "tokens/s", "p50 ms", "p90 ms", "p99 ms", "errors",
-                     "requests per model batch"], rows)
+        rows.append(
+            [
+                r.get("concurrency"),
+                _fmt(r.get("requests_per_s"), ".2f"),
+                _fmt(r.get("inputs_per_s"), ".2f"),
+                _fmt(r.get("prompt_tokens_per_s"), ".0f"),
+                _fmt(lat.get("p50"), ".0f"),
+                _fmt(lat.get("p90"), ".0f"),
+                _fmt(lat.get("p99"), ".0f"),
+                r.get("errors", "-"),
+                _fmt(r.get("requests_per_batch"), ".1f"),
+            ]
+        )
+    lines += _table(
+        [
+            "clients",
+            "requests/s",
+            "inputs/s",
+            "tokens/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "errors",
+            "requests per model batch",
+        ],
+        rows,
+    )
     lines.append("")
     if len(files) > 1:
         lines += ["Earlier server runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
@@ -434,8 +859,11 @@ def train_evidence_lines(path: Path, d: dict, base: Path, plots: dict) -> list[s
     settings = d.get("settings") or {}
     lines = []
     if settings.get("smoke"):
-        lines += ["Smoke run (a few steps, small evaluations): it shows the pipeline runs and how long steps take, "
-                  "not what training achieves.", ""]
+        lines += [
+            "Smoke run (a few steps, small evaluations): it shows the pipeline runs and how long steps take, "
+            "not what training achieves.",
+            "",
+        ]
     sts = settings.get("sts") or {}
     sf = settings.get("scifact") or {}
     if "split" in sts:  # older files: one STS split, SciFact subset keys n_docs / max_queries
@@ -449,37 +877,67 @@ def train_evidence_lines(path: Path, d: dict, base: Path, plots: dict) -> list[s
     else:
         sf_txt = ""
     dtype = settings.get("eval_dtype") or ("bfloat16" if settings.get("eval_bf16") else "float32")
-    lines += [f"{sts_txt}{sf_txt}; evaluation in {dtype} on {settings.get('eval_device', 'cpu')}, documents cut to "
-              f"{settings.get('doc_max_length', '?')} tokens. Spearman x100; nDCG@10 and Recall@100 as fractions.", ""]
-    metric_names = {"stsb_dev_spearman": "STS-B dev", "stsb_test_spearman": "STS-B test",
-                    "scifact_ndcg@10": "SciFact nDCG@10", "scifact_recall@100": "SciFact R@100",
-                    "scifact_ndcg@10_subset": "SciFact nDCG@10 (subset)", "scifact_recall@100_subset": "SciFact R@100 (subset)"}
+    lines += [
+        f"{sts_txt}{sf_txt}; evaluation in {dtype} on {settings.get('eval_device', 'cpu')}, documents cut to "
+        f"{settings.get('doc_max_length', '?')} tokens. Spearman x100; nDCG@10 and Recall@100 as fractions.",
+        "",
+    ]
+    metric_names = {
+        "stsb_dev_spearman": "STS-B dev",
+        "stsb_test_spearman": "STS-B test",
+        "scifact_ndcg@10": "SciFact nDCG@10",
+        "scifact_recall@100": "SciFact R@100",
+        "scifact_ndcg@10_subset": "SciFact nDCG@10 (subset)",
+        "scifact_recall@100_subset": "SciFact R@100 (subset)",
+    }
     row_dicts = {n: r for n, r in (d.get("rows") or {}).items() if isinstance(r, dict)}
     keys = [k for k in metric_names if any(k in r for r in row_dicts.values())]
-    rows = [[name] + [_fmt(r.get(k), ".2f" if "spearman" in k else ".4f") for k in keys] for name, r in row_dicts.items()]
+    rows = [
+        [name] + [_fmt(r.get(k), ".2f" if "spearman" in k else ".4f") for k in keys]
+        for name, r in row_dicts.items()
+    ]
     if rows:
         lines += _table(["encoder"] + [metric_names[k] for k in keys], rows) + [""]
     curves = d.get("loss_curves") or {}
     crow = []
     for stage, pts in curves.items():
-        pts = [p for p in pts or [] if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))]
+        pts = [
+            p for p in pts or [] if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))
+        ]
         if not pts:
             continue
         cfg = (d.get("settings_per_stage") or {}).get(stage) or settings.get(stage) or {}
         tps = [p["tokens_per_s"] for p in pts if isinstance(p.get("tokens_per_s"), (int, float))]
-        crow.append([stage, pts[-1].get("step", len(pts)), _fmt(pts[0]["loss"], ".4f"), _fmt(pts[-1]["loss"], ".4f"),
-                     _fmt(cfg.get("batch_size"), "d") if isinstance(cfg.get("batch_size"), int) else "-",
-                     _fmt(sum(tps) / len(tps), ".0f") if tps else "-",
-                     _fmt((d.get("timings_s") or {}).get(f"train:{stage}"), ".0f")])
+        crow.append(
+            [
+                stage,
+                pts[-1].get("step", len(pts)),
+                _fmt(pts[0]["loss"], ".4f"),
+                _fmt(pts[-1]["loss"], ".4f"),
+                _fmt(cfg.get("batch_size"), "d") if isinstance(cfg.get("batch_size"), int) else "-",
+                _fmt(sum(tps) / len(tps), ".0f") if tps else "-",
+                _fmt((d.get("timings_s") or {}).get(f"train:{stage}"), ".0f"),
+            ]
+        )
     if crow:
-        lines += _table(["stage", "steps", "first loss", "last loss", "batch", "tokens/s (mean)", "train s"], crow) + [""]
+        lines += _table(
+            ["stage", "steps", "first loss", "last loss", "batch", "tokens/s (mean)", "train s"],
+            crow,
+        ) + [""]
     key = f"loss:{path.name}"
     if key in plots:
         lines += [f"![training loss]({_rel(plots[key], base)})", ""]
     return lines
 
 
-STAGE_ORDER = ("causal", "bidirectional", "mntp", "mntp+simcse", "mntp+supervised", "mntp+simcse+supervised")
+STAGE_ORDER = (
+    "causal",
+    "bidirectional",
+    "mntp",
+    "mntp+simcse",
+    "mntp+supervised",
+    "mntp+simcse+supervised",
+)
 FULL_KEYS = ("stsb_test_spearman", "scifact_ndcg@10")
 
 
@@ -493,7 +951,10 @@ def full_stage_rows(files) -> dict[str, dict[str, dict]]:
             if isinstance(row, dict) and all(k in row for k in FULL_KEYS):
                 out.setdefault(model, {})[stage] = row
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
-    return {m: dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], 99))) for m, rows in out.items()}
+    return {
+        m: dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], 99)))
+        for m, rows in out.items()
+    }
 
 
 def stage_summary(files, quality_files, base: Path, plots: dict) -> list[str]:
@@ -501,15 +962,26 @@ def stage_summary(files, quality_files, base: Path, plots: dict) -> list[str]:
     merged = full_stage_rows(files)
     if not merged:
         return []
-    lines = ["### Every stage on the full sets, beside the baselines", "",
-             "SciFact test (all 300 queries, 5,183 documents) nDCG@10 and STS-B test Spearman x100, from the "
-             "training runs below (bf16, GPU) and the quality runs above (baselines). The shipped default "
-             "(`LLM2Vec.from_pretrained()`) is Gemma 3 270M after mntp+simcse+supervised, folded into one "
-             "rank-40 adapter (docs/default_model.md).", ""]
+    lines = [
+        "### Every stage on the full sets, beside the baselines",
+        "",
+        "SciFact test (all 300 queries, 5,183 documents) nDCG@10 and STS-B test Spearman x100, from the "
+        "training runs below (bf16, GPU) and the quality runs above (baselines). The shipped default "
+        "(`LLM2Vec.from_pretrained()`) is Gemma 3 270M after mntp+simcse+supervised, folded into one "
+        "rank-40 adapter (docs/default_model.md).",
+        "",
+    ]
     rows = []
     for model, stages in merged.items():
         for stage, r in stages.items():
-            rows.append([model, stage, _fmt(r.get("scifact_ndcg@10"), ".4f"), _fmt(r.get("stsb_test_spearman"), ".2f")])
+            rows.append(
+                [
+                    model,
+                    stage,
+                    _fmt(r.get("scifact_ndcg@10"), ".4f"),
+                    _fmt(r.get("stsb_test_spearman"), ".2f"),
+                ]
+            )
     for x in quality_rows(quality_files):
         m = x["result"].get("metrics") or {}
         if x["subset"] != "full" or x["base_model"] not in ("bm25", "minilm"):
@@ -541,7 +1013,10 @@ def train_section(files, base: Path, plots: dict | None = None, quality_files=()
         flat = _flatten(d)
         items = [(k, v) for k, v in flat.items() if k not in ("benchmark",)][:60]
         if items:
-            lines += _table(["key", "value"], [[k, _fmt(v, ".4g") if isinstance(v, float) else v] for k, v in items])
+            lines += _table(
+                ["key", "value"],
+                [[k, _fmt(v, ".4g") if isinstance(v, float) else v] for k, v in items],
+            )
             if len(flat) > 60:
                 lines.append(f"\n({len(flat) - 60} more values in the file)")
         else:
@@ -564,21 +1039,41 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
     written: dict[str, Path] = {}
 
     rows = quality_rows(found.get("quality") or [])
-    panels = [("scifact", "ndcg@10", "SciFact nDCG@10"), ("scifact", "recall@100", "SciFact Recall@100"),
-              ("stsb", "spearman", "STS-B Spearman")]
-    panels = [p for p in panels if any(x["task"] == p[0] and (x["result"].get("metrics") or {}).get(p[1]) is not None
-                                       for x in rows)]
+    panels = [
+        ("scifact", "ndcg@10", "SciFact nDCG@10"),
+        ("scifact", "recall@100", "SciFact Recall@100"),
+        ("stsb", "spearman", "STS-B Spearman"),
+    ]
+    panels = [
+        p
+        for p in panels
+        if any(
+            x["task"] == p[0] and (x["result"].get("metrics") or {}).get(p[1]) is not None
+            for x in rows
+        )
+    ]
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
         for ax, (task, metric, title) in zip(axes[0], panels, strict=False):
-            sel = [x for x in rows if x["task"] == task and (x["result"].get("metrics") or {}).get(metric) is not None]
-            labels = [x["model"] + ("\n" + x["subset"] if x["subset"] != "full" else "") for x in sel]
+            sel = [
+                x
+                for x in rows
+                if x["task"] == task and (x["result"].get("metrics") or {}).get(metric) is not None
+            ]
+            labels = [
+                x["model"] + ("\n" + x["subset"] if x["subset"] != "full" else "") for x in sel
+            ]
             values = [x["result"]["metrics"][metric] for x in sel]
             colors = ["#4c72b0" if x["base_model"].startswith("ours") else "#999999" for x in sel]
             bars = ax.bar(range(len(values)), values, color=colors)
             for b, v in zip(bars, values, strict=False):
-                ax.annotate(f"{v:.3f}" if v <= 1 else f"{v:.1f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                            ha="center", va="bottom", fontsize=8)
+                ax.annotate(
+                    f"{v:.3f}" if v <= 1 else f"{v:.1f}",
+                    (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
             ax.set_xticks(range(len(values)))
             ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
             ax.set_title(title)
@@ -587,6 +1082,61 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
         fig.tight_layout()
         written["quality"] = plots_dir / "quality.png"
         fig.savefig(written["quality"], dpi=110)
+        plt.close(fig)
+
+    job = main_job_rows(found.get("quality") or [])
+    if job:
+        panels = [
+            (
+                "SciFact nDCG@10",
+                [(m, k, sf.get("ndcg@10")) for m, k, sf, _ in job if sf.get("ndcg@10") is not None],
+            ),
+            (
+                "STS-B test Spearman",
+                [
+                    (m, k, st.get("spearman"))
+                    for m, k, _, st in job
+                    if st.get("spearman") is not None
+                ],
+            ),
+        ]
+        panels = [p for p in panels if p[1]]
+        fig, axes = plt.subplots(
+            1,
+            len(panels),
+            figsize=(6.5 * len(panels), 4.4),
+            squeeze=False,
+            gridspec_kw={"width_ratios": [len(p[1]) for p in panels]},
+        )
+        colors = {"dense": "#4c72b0", "lexical (bm25s)": "#999999"}
+        for ax, (title, items) in zip(axes[0], panels, strict=False):
+            values = [v for _, _, v in items]
+            bars = ax.bar(
+                range(len(items)),
+                values,
+                color=[
+                    colors.get(k, "#dd8452")
+                    if not m.startswith("minilm") or "+" in m
+                    else "#bbbbbb"
+                    for m, k, _ in items
+                ],
+            )
+            for b, v in zip(bars, values, strict=False):
+                ax.annotate(
+                    f"{v:.3f}" if v <= 1 else f"{v:.1f}",
+                    (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+            ax.set_xticks(range(len(items)))
+            ax.set_xticklabels([m for m, _, _ in items], rotation=30, ha="right", fontsize=8)
+            ax.set_title(title)
+            ax.set_ylim(0, max(values) * 1.15)
+        fig.suptitle("The main job (blue: dense, orange: hybrid with BM25, grey: baselines)")
+        fig.tight_layout()
+        written["main_job"] = plots_dir / "main_job.png"
+        fig.savefig(written["main_job"], dpi=110)
         plt.close(fig)
 
     speed = found.get("speed") or []
@@ -615,9 +1165,18 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
                     ymax = max(ymax, max(reps))
                 bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=dtype)
                 for b, y, top, p in zip(bars, ys, hi, pct, strict=False):
-                    txt = f"{y:.0f}" + (f"\n{p:.0f}% of peak" if isinstance(p, (int, float)) else "")
-                    ax.annotate(txt, (b.get_x() + b.get_width() / 2, y + top), xytext=(0, 3),
-                                textcoords="offset points", ha="center", va="bottom", fontsize=7)
+                    txt = f"{y:.0f}" + (
+                        f"\n{p:.0f}% of peak" if isinstance(p, (int, float)) else ""
+                    )
+                    ax.annotate(
+                        txt,
+                        (b.get_x() + b.get_width() / 2, y + top),
+                        xytext=(0, 3),
+                        textcoords="offset points",
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                    )
             ax.set_xticks(range(len(impls)))
             ax.set_xticklabels(impls)
             ax.set_ylabel("tokens / s (median; bars: min-max of repeats)")
@@ -635,10 +1194,18 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
             fig, ax = plt.subplots(figsize=(6.5, 3.6))
             names = [r["impl"] for r in ib_ok]
             vals = [r["median_s"] for r in ib_ok]
-            bars = ax.barh(names, vals, color=["#4c72b0" if n.startswith("ours") else "#999999" for n in names])
+            bars = ax.barh(
+                names, vals, color=["#4c72b0" if n.startswith("ours") else "#999999" for n in names]
+            )
             for b, v in zip(bars, vals, strict=False):
-                ax.annotate(f"{v:.1f} s", (v, b.get_y() + b.get_height() / 2), xytext=(3, 0),
-                            textcoords="offset points", va="center", fontsize=8)
+                ax.annotate(
+                    f"{v:.1f} s",
+                    (v, b.get_y() + b.get_height() / 2),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=8,
+                )
             ax.set_xlabel("seconds (median), encode + add")
             ax.set_xlim(0, max(vals) * 1.25)
             ax.set_title(f"Index build, {ib.get('n_docs')} docs, {ib.get('dtype')}", fontsize=10)
@@ -650,9 +1217,16 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
         curves = d.get("loss_curves") if isinstance(d, dict) else None
         if not isinstance(curves, dict):
             continue
-        series = {stage: [(p["step"], p["loss"]) for p in pts or [] if isinstance(p, dict)
-                          and isinstance(p.get("step"), (int, float)) and isinstance(p.get("loss"), (int, float))]
-                  for stage, pts in curves.items()}
+        series = {
+            stage: [
+                (p["step"], p["loss"])
+                for p in pts or []
+                if isinstance(p, dict)
+                and isinstance(p.get("step"), (int, float))
+                and isinstance(p.get("loss"), (int, float))
+            ]
+            for stage, pts in curves.items()
+        }
         series = {k: v for k, v in series.items() if v}
         if not series:
             continue
@@ -675,14 +1249,26 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
         for x in rows:
             m = x["result"].get("metrics") or {}
             if x["subset"] == "full" and x["base_model"] in ("bm25", "minilm"):
-                key = ("scifact_ndcg@10", m.get("ndcg@10")) if x["task"] == "scifact" else ("stsb_test_spearman", m.get("spearman"))
+                key = (
+                    ("scifact_ndcg@10", m.get("ndcg@10"))
+                    if x["task"] == "scifact"
+                    else ("stsb_test_spearman", m.get("spearman"))
+                )
                 if key[1] is not None:
                     baselines.setdefault(key[0], []).append((x["model"], key[1]))
-        for ax, (metric, title) in zip(axes[0], (("scifact_ndcg@10", "SciFact nDCG@10 (test)"),
-                                                 ("stsb_test_spearman", "STS-B test Spearman x100")), strict=True):
+        for ax, (metric, title) in zip(
+            axes[0],
+            (
+                ("scifact_ndcg@10", "SciFact nDCG@10 (test)"),
+                ("stsb_test_spearman", "STS-B test Spearman x100"),
+            ),
+            strict=True,
+        ):
             for model, stages in merged.items():
                 names = list(stages)
-                ax.plot(range(len(names)), [stages[n][metric] for n in names], marker="o", label=model)
+                ax.plot(
+                    range(len(names)), [stages[n][metric] for n in names], marker="o", label=model
+                )
                 ax.set_xticks(range(len(names)), [n.replace("+", "+\n") for n in names], fontsize=7)
             for j, (name, value) in enumerate(baselines.get(metric, [])):
                 ax.axhline(value, color="#999999", linestyle="--" if j == 0 else ":", linewidth=1)
@@ -714,6 +1300,9 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
         "produced it and the machine it ran on; compare numbers only between runs on the same machine.",
         "",
     ]
+    lines += main_job_section(found["quality"], base, plots)
+    lines += hybrid_dev_section(found["hybrid_dev"], base)
+    lines += train_default_section(found["train_default"], base)
     lines += quality_section(found["quality"], base, plots)
     lines += speed_section(found["speed"], base, plots)
     lines += gpu_section(found["gpu"], base)
@@ -730,12 +1319,22 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=(__doc__ or "").split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.report", description=(__doc__ or "").split("\n")[0]
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument("--output", type=Path, default=None, help="markdown path (default benchmarks/RESULTS.md)")
-    p.add_argument("--plots-dir", type=Path, default=None, help="PNG folder (default <results-dir>/plots)")
+    p.add_argument(
+        "--output", type=Path, default=None, help="markdown path (default benchmarks/RESULTS.md)"
+    )
+    p.add_argument(
+        "--plots-dir", type=Path, default=None, help="PNG folder (default <results-dir>/plots)"
+    )
     args = p.parse_args(argv)
-    output = args.output or (OUTPUT if args.results_dir.resolve() == RESULTS_DIR.resolve() else args.results_dir / "RESULTS.md")
+    output = args.output or (
+        OUTPUT
+        if args.results_dir.resolve() == RESULTS_DIR.resolve()
+        else args.results_dir / "RESULTS.md"
+    )
     plots_dir = args.plots_dir or args.results_dir / "plots"
     build_report(args.results_dir, output, plots_dir)
     print(f"wrote {output} (plots in {plots_dir})")
