@@ -38,10 +38,14 @@ from .bidirectional import enable_bidirectional as make_bidirectional
 from .config import EncoderConfig
 from .instructions import get_instruction
 from .pooling import pool
+from .text import repair_surrogates, repair_texts, warn_repaired
 
 # Chat wrappers the official library applies by model name (prepare_for_tokenization).
 _CHAT_TEMPLATES = {
-    "meta-llama/Meta-Llama-3-8B-Instruct": ("<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>"),
+    "meta-llama/Meta-Llama-3-8B-Instruct": (
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "<|eot_id|>",
+    ),
     "mistralai/Mistral-7B-Instruct-v0.2": ("[INST] ", " [/INST]"),
     "meta-llama/Llama-2-7b-chat-hf": ("[INST] ", " [/INST]"),
     "google/gemma-2-9b-it": ("<bos><start_of_turn>user\n", "<end_of_turn>"),
@@ -91,10 +95,18 @@ class LLM2Vec(torch.nn.Module):
         self._model_type = getattr(self._base_config(), "model_type", "")
 
     # Official attribute names, kept in sync with the config.
-    pooling_mode = property(lambda self: self.config.pooling_mode, lambda self, v: self._set("pooling_mode", v))
-    max_length = property(lambda self: self.config.max_length, lambda self, v: self._set("max_length", v))
-    doc_max_length = property(lambda self: self.config.doc_max_length, lambda self, v: self._set("doc_max_length", v))
-    skip_instruction = property(lambda self: self.config.skip_instruction, lambda self, v: self._set("skip_instruction", v))
+    pooling_mode = property(
+        lambda self: self.config.pooling_mode, lambda self, v: self._set("pooling_mode", v)
+    )
+    max_length = property(
+        lambda self: self.config.max_length, lambda self, v: self._set("max_length", v)
+    )
+    doc_max_length = property(
+        lambda self: self.config.doc_max_length, lambda self, v: self._set("doc_max_length", v)
+    )
+    skip_instruction = property(
+        lambda self: self.config.skip_instruction, lambda self, v: self._set("skip_instruction", v)
+    )
 
     def _set(self, name: str, value: Any) -> None:
         setattr(self.config, name, value)
@@ -130,7 +142,9 @@ class LLM2Vec(torch.nn.Module):
         hf_kwargs = _hf_kwargs(kwargs)
 
         base_path = loading.resolve_model_path(base_model_name_or_path)
-        peft_path = os.fspath(peft_model_name_or_path) if peft_model_name_or_path is not None else None
+        peft_path = (
+            os.fspath(peft_model_name_or_path) if peft_model_name_or_path is not None else None
+        )
         if peft_path is not None and not os.path.isdir(peft_path):
             raise FileNotFoundError(f"Adapter path {peft_path!r} does not exist")
 
@@ -159,11 +173,18 @@ class LLM2Vec(torch.nn.Module):
             "model_digest": loading.folder_digest(base_path),
             "inner_adapter": inner_adapter,
             "adapter": peft_path,
-            "adapter_digest": loading.folder_digest(peft_path, ("adapter_model.*",)) if peft_path else None,
+            "adapter_digest": loading.folder_digest(peft_path, ("adapter_model.*",))
+            if peft_path
+            else None,
         }
         return cls(model, tokenizer, config=config, source=source)
 
-    def save(self, output_path: str | os.PathLike, merge_before_save: bool = False, save_config: bool = True) -> None:
+    def save(
+        self,
+        output_path: str | os.PathLike,
+        merge_before_save: bool = False,
+        save_config: bool = True,
+    ) -> None:
         """Write the official layout: weights or adapter, tokenizer, llm2vec_config.json."""
         from peft import PeftModel
 
@@ -203,9 +224,12 @@ class LLM2Vec(torch.nn.Module):
         }
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Token counts of `texts` without special tokens."""
+        """Token counts of `texts` without special tokens (lone surrogates count as U+FFFD)."""
+        texts, _ = repair_texts(texts)
         with self._tokenizer_lock:
-            return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+            return [
+                len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            ]
 
     # ------------------------------------------------------------------ encoding
     def encode(
@@ -227,7 +251,7 @@ class LLM2Vec(torch.nn.Module):
         pairs = _as_pairs(sentences)
         if device is not None:
             self.to(device)
-        out = self._encode_pairs(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        out = self._encode_pairs(pairs, batch_size, show_progress_bar, warn_stacklevel=5)
         if single:
             out = out[0]
         if convert_to_numpy and not convert_to_tensor:
@@ -246,7 +270,9 @@ class LLM2Vec(torch.nn.Module):
     ) -> np.ndarray:
         """Queries with an instruction (given, the task's, or `config.query_instruction`)."""
         if instruction is None:
-            instruction = get_instruction(task) if task is not None else self.config.query_instruction
+            instruction = (
+                get_instruction(task) if task is not None else self.config.query_instruction
+            )
         return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
 
     def encode_documents(
@@ -263,34 +289,53 @@ class LLM2Vec(torch.nn.Module):
             instruction = self.config.document_instruction
         return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
 
-    def _encode_side(self, texts, instruction, batch_size, show_progress_bar, normalize) -> np.ndarray:
+    def _encode_side(
+        self, texts, instruction, batch_size, show_progress_bar, normalize
+    ) -> np.ndarray:
         single = isinstance(texts, str)
-        if single:
-            texts = [texts]
+        texts = [texts] if single else _as_text_list(texts)
         if not isinstance(instruction, str):
             raise TypeError(f"instruction must be a string, got {type(instruction).__name__}")
         _check_texts(texts)
-        vectors = self._encode_pairs([(instruction, t) for t in texts], batch_size, show_progress_bar)
+        vectors = self._encode_pairs(
+            [(instruction, t) for t in texts], batch_size, show_progress_bar, warn_stacklevel=6
+        )
         if self.config.normalize if normalize is None else normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
         array = vectors.numpy()
         return array[0] if single else array
 
     @torch.inference_mode()
-    def _encode_pairs(self, pairs: list[tuple[str, str]], batch_size: int, show_progress_bar: bool) -> torch.Tensor:
+    def _encode_pairs(
+        self,
+        pairs: list[tuple[str, str]],
+        batch_size: int,
+        show_progress_bar: bool,
+        warn_stacklevel: int = 4,
+    ) -> torch.Tensor:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not pairs:
             return torch.zeros((0, self.embedding_dim), dtype=torch.float32)
+        pairs, repaired = _repair_pairs(pairs)
+        warn_repaired(repaired, stacklevel=warn_stacklevel)
         features = self._tokenize(pairs)
         lengths = [len(ids) for ids in features["input_ids"]]
         batches = token_budget_batches(lengths, self.config.max_batch_tokens, batch_size)
         out = torch.empty((len(pairs), self.embedding_dim), dtype=torch.float32)
         device = self.device
-        with tqdm(total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+        with tqdm(
+            total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar
+        ) as bar:
             for batch in batches:
-                tensors = self._collate([features["input_ids"][i] for i in batch], [features["text_len"][i] for i in batch], device)
-                hidden = self.model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).last_hidden_state
+                tensors = self._collate(
+                    [features["input_ids"][i] for i in batch],
+                    [features["text_len"][i] for i in batch],
+                    device,
+                )
+                hidden = self.model(
+                    input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
+                ).last_hidden_state
                 vectors = pool(
                     hidden,
                     tensors["attention_mask"],
@@ -314,7 +359,11 @@ class LLM2Vec(torch.nn.Module):
         head = f"{instruction.strip()} " if instruction.strip() else ""
         name = str(getattr(self._base_config(), "_name_or_path", ""))
         template = _CHAT_TEMPLATES.get(name)
-        eos = self._eos_suffix() if self.config.pooling_mode == "eos_token" and name != _LLAMA3_INSTRUCT else ""
+        eos = (
+            self._eos_suffix()
+            if self.config.pooling_mode == "eos_token" and name != _LLAMA3_INSTRUCT
+            else ""
+        )
         if template is None and not eos:
             return head + text, text
         prefix, suffix = template or ("", "")
@@ -337,16 +386,22 @@ class LLM2Vec(torch.nn.Module):
                     end = raw["offset_mapping"][i][cfg.doc_max_length - 1][1]
                     texts[i] = texts[i][:end]
                     cut += 1
-            formatted = [self._format(instr, text) for (instr, _), text in zip(pairs, texts, strict=True)]
+            formatted = [
+                self._format(instr, text) for (instr, _), text in zip(pairs, texts, strict=True)
+            ]
             # The text part's token count is usually the one just computed: re-tokenize only the
             # parts that changed (cut to doc_max_length, or given a suffix/stripped by _format).
             text_len = [len(ids) for ids in raw["input_ids"]]
             redo = [i for i, (_, part) in enumerate(formatted) if part != pairs[i][1]]
             if redo:
-                again = self.tokenizer([formatted[i][1] for i in redo], add_special_tokens=False)["input_ids"]
+                again = self.tokenizer([formatted[i][1] for i in redo], add_special_tokens=False)[
+                    "input_ids"
+                ]
                 for i, ids in zip(redo, again, strict=True):
                     text_len[i] = len(ids)
-            full = self.tokenizer([f for f, _ in formatted], add_special_tokens=True, truncation=False)["input_ids"]
+            full = self.tokenizer(
+                [f for f, _ in formatted], add_special_tokens=True, truncation=False
+            )["input_ids"]
         if cut:
             warnings.warn(
                 f"{cut} text(s) longer than doc_max_length={cfg.doc_max_length} tokens were truncated",
@@ -361,13 +416,21 @@ class LLM2Vec(torch.nn.Module):
         input_ids, text_counts = [], []
         for ids, n_text in zip(full, text_len, strict=True):
             ids = list(ids[: cfg.max_length])
-            if not ids:  # empty text, no instruction, no BOS: feed one EOS so the model sees something
-                ids = [self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id]
+            if (
+                not ids
+            ):  # empty text, no instruction, no BOS: feed one EOS so the model sees something
+                ids = [
+                    self.tokenizer.eos_token_id
+                    if self.tokenizer.eos_token_id is not None
+                    else self.tokenizer.pad_token_id
+                ]
             input_ids.append(ids)
             text_counts.append(min(n_text, len(ids)))
         return {"input_ids": input_ids, "text_len": text_counts}
 
-    def _collate(self, rows: list[list[int]], text_lens: list[int], device) -> dict[str, torch.Tensor]:
+    def _collate(
+        self, rows: list[list[int]], text_lens: list[int], device
+    ) -> dict[str, torch.Tensor]:
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -400,13 +463,48 @@ def _check_texts(texts) -> None:
             raise TypeError(f"text {i} is {type(text).__name__}, expected str")
 
 
+def _as_text_list(texts) -> list:
+    """Texts as a list, read once: a generator or ``map(...)`` is materialized here, before
+    any check iterates it (a second pass would see it empty)."""
+    if texts is None:
+        raise TypeError("texts must be a string or a list of strings, got None")
+    if isinstance(texts, list):
+        return texts
+    try:
+        return list(texts)
+    except TypeError:
+        raise TypeError(
+            f"texts must be a string or an iterable of strings, got {type(texts).__name__}"
+        ) from None
+
+
+def _repair_pairs(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """Pairs with lone surrogates replaced (see :mod:`.text`) and how many pairs changed."""
+    out, repaired = [], 0
+    for instruction, text in pairs:
+        fixed = (repair_surrogates(instruction), repair_surrogates(text))
+        if fixed[0] is not instruction or fixed[1] is not text:
+            repaired += 1
+        out.append(fixed)
+    return out if repaired else pairs, repaired
+
+
 def _as_pairs(sentences) -> list[tuple[str, str]]:
     if sentences is None:
-        raise TypeError("sentences must be a string, a list of strings or a list of [instruction, text] pairs, got None")
+        raise TypeError(
+            "sentences must be a string, a list of strings or a list of [instruction, text] pairs, got None"
+        )
     if isinstance(sentences, str):
         return [("", sentences)]
-    if isinstance(sentences, (list, tuple)) and len(sentences) >= 2 and isinstance(sentences[0], str) and isinstance(sentences[-1], int):
-        sentences = [sentences]  # a single MEDI-style [instruction, text, id] item, as upstream accepts
+    if (
+        isinstance(sentences, (list, tuple))
+        and len(sentences) >= 2
+        and isinstance(sentences[0], str)
+        and isinstance(sentences[-1], int)
+    ):
+        sentences = [
+            sentences
+        ]  # a single MEDI-style [instruction, text, id] item, as upstream accepts
     pairs = []
     for i, item in enumerate(sentences):
         if isinstance(item, str):
@@ -415,10 +513,14 @@ def _as_pairs(sentences) -> list[tuple[str, str]]:
             if len(item) == 3 and isinstance(item[2], int):
                 item = item[:2]
             if len(item) != 2 or not all(isinstance(x, str) for x in item):
-                raise ValueError(f"item {i} must be [instruction, text] (two strings), got {item!r}")
+                raise ValueError(
+                    f"item {i} must be [instruction, text] (two strings), got {item!r}"
+                )
             pairs.append((item[0], item[1]))
         else:
-            raise TypeError(f"item {i} is {type(item).__name__}, expected str or [instruction, text]")
+            raise TypeError(
+                f"item {i} is {type(item).__name__}, expected str or [instruction, text]"
+            )
     return pairs
 
 
@@ -431,7 +533,9 @@ def _hf_kwargs(kwargs: dict) -> dict:
         try:
             dtype = getattr(torch, dtype)
         except AttributeError:
-            raise ValueError(f"Unknown dtype {dtype!r}. Use e.g. 'float32', 'bfloat16', 'float16' or 'auto'") from None
+            raise ValueError(
+                f"Unknown dtype {dtype!r}. Use e.g. 'float32', 'bfloat16', 'float16' or 'auto'"
+            ) from None
     hf["dtype"] = dtype
     return hf
 
@@ -448,10 +552,14 @@ def _load_base(path: str, hf_kwargs: dict):
             model = AutoModel.from_pretrained(weights_path, **hf_kwargs)
         except ValueError as exc:
             if "Unrecognized" in str(exc) or "does not recognize" in str(exc):
-                raise UnsupportedModelError(f"{weights_path}: not a supported decoder model ({exc})") from None
+                raise UnsupportedModelError(
+                    f"{weights_path}: not a supported decoder model ({exc})"
+                ) from None
             raise
     if getattr(model.config, "is_encoder_decoder", False):
-        raise UnsupportedModelError(f"{weights_path}: encoder-decoder models are not supported; use a decoder-only LLM")
+        raise UnsupportedModelError(
+            f"{weights_path}: encoder-decoder models are not supported; use a decoder-only LLM"
+        )
     if inner_base is not None:
         model = loading.apply_adapter(model, path)
     # As upstream: the name recorded in a local config.json (not the folder path) identifies the
@@ -474,7 +582,8 @@ def _recorded_name(path: str) -> str | None:
 
 def _has_tokenizer(path: str) -> bool:
     return os.path.isdir(path) and any(
-        (Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+        (Path(path) / name).is_file()
+        for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
     )
 
 

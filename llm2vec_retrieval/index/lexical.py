@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..text import repair_surrogates
+
 LEXICAL_MISSING_MESSAGE = (
     "the lexical (BM25) index needs bm25s and PyStemmer: pip install 'llm2vec-retrieval[faiss]'"
 )
@@ -62,10 +64,7 @@ class Tokenizer:
         if not texts:
             return []
         # lone surrogates (cut emoji in scraped text) cannot reach the C stemmer
-        clean = [
-            "" if not t else t if t.isascii() else t.encode("utf-8", "replace").decode("utf-8")
-            for t in texts
-        ]
+        clean = ["" if not t else repair_surrogates(t) for t in texts]
         # bm25s.tokenize stems each batch's unique words once, so batches are cheap
         return self._tokenize(
             clean,
