@@ -17,8 +17,13 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from llm2vec_retrieval.index import FingerprintMismatchError, IndexCorruptedError, IndexStore  # noqa: E402
-from llm2vec_retrieval.index.persistence import PAUSE_ENV  # noqa: E402
+from llm2vec_retrieval.index import (  # noqa: E402
+    DimensionMismatchError,
+    FingerprintMismatchError,
+    IndexCorruptedError,
+    IndexStore,
+)
+from llm2vec_retrieval.index.persistence import PAUSE_ENV, manifest_checksum  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 24
@@ -240,6 +245,54 @@ def test_manifest_edits_and_missing_dir(tmp_path):
         IndexStore.load(tmp_path / "nowhere")
 
 
+def test_deeply_nested_json_is_a_corrupt_index(tmp_path):
+    """Issue 14.5: 100k brackets gave a RecursionError traceback instead of one line."""
+    s, _ = build("flat", n=5)
+    s.save(tmp_path / "ix")
+    mp, dp = tmp_path / "ix" / "manifest.json", tmp_path / "ix" / "docstore.jsonl"
+    good = mp.read_text()
+    mp.write_text("[" * 100_000)
+    with pytest.raises(
+        IndexCorruptedError, match=r"manifest.json: not valid JSON \(nested too deeply\)"
+    ):
+        IndexStore.load(tmp_path / "ix")
+    # a docstore line nested too deeply, with checksums that match it (a forged save)
+    mp.write_text(good)
+    dp.write_bytes(b"[" * 100_000 + b"\n" + dp.read_bytes().split(b"\n", 1)[1])
+    m = json.loads(good)
+    m["files"]["docstore.jsonl"] = {
+        "sha256": __import__("hashlib").sha256(dp.read_bytes()).hexdigest(),
+        "bytes": dp.stat().st_size,
+    }
+    m["manifest_sha256"] = manifest_checksum(m)
+    mp.write_text(json.dumps(m))
+    with pytest.raises(IndexCorruptedError, match="docstore.jsonl: line 1 is not valid JSON"):
+        IndexStore.load(tmp_path / "ix")
+
+
+def test_other_dimension_is_refused_even_when_mismatch_is_allowed(tmp_path):
+    """Issue 14.8: an embedder of another dimension loaded with the mismatch allowed, then
+    every search failed with a confusing shape error."""
+    s, _ = build("flat", n=10, fingerprint={**FP, "dim": DIM})
+    s.save(tmp_path / "ix")
+    other = {**FP, "dim": DIM * 2}
+    for allow in (False, True):
+        with pytest.raises(DimensionMismatchError) as info:
+            IndexStore.load(tmp_path / "ix", fingerprint=other, allow_fingerprint_mismatch=allow)
+        msg = str(info.value)
+        assert f"{DIM}-dimensional" in msg and f"{DIM * 2}-dimensional" in msg and "\n" not in msg
+        assert (info.value.saved_dim, info.value.given_dim) == (DIM, DIM * 2)
+        assert isinstance(info.value, FingerprintMismatchError)  # caught where those are
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = IndexStore.load(
+            tmp_path / "ix",
+            fingerprint={**other, "dim": DIM, "x": 1},
+            allow_fingerprint_mismatch=True,
+        )
+    assert len(t) == 10  # same dimension: allowed as before
+
+
 # -- fingerprints -----------------------------------------------------------------------
 def test_fingerprint_mismatch_and_override(tmp_path):
     s, x = build("flat", n=50)
@@ -287,13 +340,14 @@ def test_save_keeps_foreign_files_and_refuses_foreign_trees(tmp_path):
 
 
 def test_load_recovers_from_backup(tmp_path):
-    """A save killed between its two renames leaves only `.ix.bak`: load restores it."""
+    """A save killed between its two renames leaves only `.ix.bak`: load reads it where it
+    is (a reader moves nothing), the next save restores it."""
     s, _ = build("flat", n=30)
     s.save(tmp_path / "ix")
     os.rename(tmp_path / "ix", tmp_path / ".ix.bak")
     (tmp_path / ".ix.tmp-999999999-dead").mkdir()  # a dead process's half-written save
     t = IndexStore.load(tmp_path / "ix")
-    assert len(t) == 30 and (tmp_path / "ix").is_dir() and not (tmp_path / ".ix.bak").exists()
+    assert len(t) == 30 and not (tmp_path / "ix").exists() and (tmp_path / ".ix.bak").is_dir()
     t.save(tmp_path / "ix")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
 
@@ -416,6 +470,106 @@ def test_save_killed_at_random_moments(tmp_path):
         # the last completed save, or the one in flight if it got past its commit point
         assert versions.pop() in (last, last + 1)
         assert len(t.search(np.ones(64), k=3)) == 3
+
+
+READER = textwrap.dedent(
+    """
+    import os, sys, time
+    from llm2vec_retrieval.index import IndexStore
+    path, trigger, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    print("ready", flush=True)
+    while not os.path.exists(trigger):
+        time.sleep(0.01)
+    if mode == "once":
+        print("loaded", len(IndexStore.load(path)), flush=True)
+    else:  # load in a loop until the trigger goes away
+        n = 0
+        while os.path.exists(trigger):
+            s = IndexStore.load(path)
+            versions = {r.metadata["version"] for r in s.get(s.ids, include_vectors=False)}
+            assert len(versions) == 1 and len(s) == int(mode), (versions, len(s))
+            n += 1
+        print("loads", n, flush=True)
+    """
+)
+
+
+def _reader(tmp_path, trigger, mode):
+    return subprocess.Popen(
+        [sys.executable, "-c", READER, str(tmp_path / "ix"), str(trigger), mode],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_reader_never_moves_the_backup_of_a_save_in_progress(tmp_path):
+    """Issue 14.7: a load during a save's swap used to rename `.ix.bak` back under the
+    writer, whose own rename then failed ("Directory not empty"). Two real processes: the
+    writer pauses with the old version in `.ix.bak`; the reader loads it in place."""
+    trigger = tmp_path / "go"
+    reader = _reader(tmp_path, trigger, "once")
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CHILD.replace(':60"', ':6"'),
+            str(tmp_path / "ix"),
+            "flat",
+            "200",
+            "backed_up",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        _wait_line(reader.stdout, "ready")
+        _wait_line(writer.stdout, "saved 0")
+        _wait_line(writer.stderr, "llm2vec-save-stage: backed_up")
+        assert not (tmp_path / "ix").exists() and (tmp_path / ".ix.bak").is_dir()
+        trigger.touch()
+        assert _wait_line(reader.stdout, "loaded").split() == ["loaded", "200"]
+        assert reader.wait(timeout=30) == 0
+        assert not (tmp_path / "ix").exists() and (tmp_path / ".ix.bak").is_dir()  # not moved
+        out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+        assert "saved 1" in out
+    finally:
+        for child in (reader, writer):
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    t = IndexStore.load(tmp_path / "ix")
+    assert len(t) == 210
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "ix"]
+
+
+def test_loads_beside_a_saving_process_always_see_one_version(tmp_path):
+    """A writer process saves new versions in a loop while a reader process loads in a loop:
+    every load sees one whole version, and the writer never fails."""
+    trigger = tmp_path / "go"
+    reader = _reader(tmp_path, trigger, "2000")
+    writer = _spawn(tmp_path, "flat", 2000, "loop")
+    try:
+        _wait_line(reader.stdout, "ready")
+        _wait_line(writer.stdout, "saved 0")
+        trigger.touch()
+        time.sleep(4)
+        trigger.unlink()
+        out, err = reader.communicate(timeout=60)
+        assert reader.returncode == 0, err
+        assert int(out.split()[-1]) > 3
+        assert writer.poll() is None, writer.stderr.read()  # still saving, never failed
+    finally:
+        for child in (reader, writer):
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 def test_odd_text_round_trips(tmp_path):

@@ -12,7 +12,7 @@ loading an ``IndexStore`` then raises ``ImportError`` with the install hint.
     store.save("my_index"); store = IndexStore.load("my_index", fingerprint=embedder_fp)
 """
 
-from .errors import FingerprintMismatchError, IndexCorruptedError
+from .errors import DimensionMismatchError, FingerprintMismatchError, IndexCorruptedError
 from .filters import compile_filter
 from .fusion import DEFAULT_RRF_K, FUSIONS
 from .kinds import DEFAULT_PARAMS, KINDS, METRICS, check_index_config
@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_PARAMS",
     "KINDS",
     "METRICS",
+    "DimensionMismatchError",
     "FingerprintMismatchError",
     "IndexCorruptedError",
     "IndexStore",

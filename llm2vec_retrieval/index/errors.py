@@ -44,3 +44,34 @@ def fingerprint_diff(stored: dict[str, Any], expected: dict[str, Any]) -> list[s
         (k for k in keys if k not in stored or k not in expected or stored[k] != expected[k]),
         key=str,
     )
+
+
+class DimensionMismatchError(FingerprintMismatchError):
+    """The expected embedder makes vectors of another dimension than the saved index holds.
+
+    Raised by ``load`` even with ``allow_fingerprint_mismatch``: such an index cannot be
+    searched with that embedder at all. ``saved_dim`` and ``given_dim`` are the two
+    dimensions; ``path`` the index.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        saved_dim: int,
+        given_dim: int,
+        stored: dict[str, Any],
+        expected: dict[str, Any],
+    ):
+        self.path = path
+        self.saved_dim = saved_dim
+        self.given_dim = given_dim
+        self.stored = stored
+        self.expected = expected
+        self.differing_keys = fingerprint_diff(stored, expected) if stored else ["dim"]
+        ValueError.__init__(
+            self,
+            f"index {path} holds {saved_dim}-dimensional vectors but the embedder makes "
+            f"{given_dim}-dimensional ones: it cannot be searched with this embedder (not even "
+            "when a fingerprint mismatch is allowed); use the embedder it was built with, or "
+            "re-index with this one",
+        )

@@ -25,17 +25,25 @@ Layout of ``path/``:
 Atomic save: everything is written and fsynced in a sibling ``.<name>.tmp-<pid>-<rand>``
 directory (manifest last); then the old directory is renamed to ``.<name>.bak``, the new
 one renamed into place, and the backup removed. A save is committed once the new
-directory has its final name. If a process dies between the two renames, ``path`` is
-missing and ``.<name>.bak`` holds the previous index: ``load`` and the next ``save``
-restore it. Leftover temporary directories of dead processes are removed by the next
-save. Concurrent saves to one path from several processes are not supported.
+directory has its final name. If a process dies between the two renames (or while a
+save is between them), ``path`` is missing and ``.<name>.bak`` holds the previous index:
+``load`` reads it there, in place, and only the next ``save`` (a writer) moves it back:
+readers never move files, so a search running beside an indexer cannot pull a directory
+from under its save. ``load`` reads every file of one directory version through a
+directory handle, so a save that swaps the directory meanwhile does not mix two
+versions; if the old version is deleted mid-read, it reads the new one (a few attempts).
+Leftover temporary directories of dead processes are removed by the next save.
+Concurrent saves to one path from several processes are not supported.
 Other files in the directory (e.g. an integration's sidecar JSON) are carried over
 into the new directory (hard links, else copies); a directory that is not a saved
 index and has sub-directories is refused, so a mistyped path cannot swap a big tree.
 
 Load verifies the manifest checksum, then every file's size and sha256 *before* any
 bytes reach FAISS (FAISS can crash on garbage), then the consistency between index,
-docstore and vectors. Any failure raises ``IndexCorruptedError`` naming the file.
+docstore and vectors. Any failure raises ``IndexCorruptedError`` naming the file. An
+expected fingerprint whose ``dim`` differs from the saved vectors' raises
+``DimensionMismatchError``, even with ``allow_fingerprint_mismatch``: such vectors cannot
+be searched at all.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -56,7 +65,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._faiss import get_faiss
-from .errors import FingerprintMismatchError, IndexCorruptedError, fingerprint_diff
+from .errors import (
+    DimensionMismatchError,
+    FingerprintMismatchError,
+    IndexCorruptedError,
+    fingerprint_diff,
+)
 from .kinds import KINDS, METRICS
 
 if TYPE_CHECKING:
@@ -142,17 +156,65 @@ def _backup_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.bak")
 
 
-def _recover(path: Path) -> Path:
-    """If a save died between its renames, put the backup back. Returns the directory
-    to read (the backup itself if it cannot be renamed)."""
+def _locate(path: Path) -> Path:
+    """The directory a reader reads: ``path``, or its backup while only that exists (a
+    save died, or is, between its two renames). Moves nothing."""
     bak = _backup_path(path)
     if not path.exists() and bak.is_dir() and (bak / MANIFEST_FILE).exists():
-        try:
-            os.rename(bak, path)
-            _fsync_dir(path.parent)
-        except OSError:
-            return bak
+        return bak
     return path
+
+
+def _restore_backup(path: Path) -> None:
+    """For a writer (save): if a save died between its renames, put the backup back."""
+    bak = _backup_path(path)
+    if not path.exists() and bak.is_dir() and (bak / MANIFEST_FILE).exists():
+        os.rename(bak, path)
+        _fsync_dir(path.parent)
+
+
+class _Moved(Exception):
+    """The directory being read was deleted by a concurrent save: read again."""
+
+
+class _DirReader:
+    """Reads files of one directory version: through a directory handle where the
+    platform has them, so that renaming the directory meanwhile changes nothing."""
+
+    def __init__(self, d: Path):
+        self.d = d
+        self.fd = None
+        if os.open in os.supports_dir_fd:
+            try:
+                self.fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except FileNotFoundError:
+                raise _Moved() from None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def gone(self) -> bool:
+        """True when the directory was deleted after it was opened."""
+        if self.fd is None:
+            return not self.d.is_dir()
+        return os.fstat(self.fd).st_nlink == 0
+
+    def read(self, name: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist (or is not a file)."""
+        try:
+            if self.fd is None:
+                return (self.d / name).read_bytes()
+            fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            if self.gone():
+                raise _Moved() from None
+            return None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            return f.read()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -202,7 +264,7 @@ def save_store(store: IndexStore, path: str | Path) -> None:
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     with store._lock:
-        _recover(path)
+        _restore_backup(path)
         if path.exists():
             if not path.is_dir():
                 raise ValueError(f"{path} exists and is not a directory")
@@ -303,14 +365,19 @@ def _corrupt(file: Path, msg: str) -> IndexCorruptedError:
     return IndexCorruptedError(f"{file}: {msg}", file=str(file))
 
 
-def _read_manifest(d: Path) -> dict[str, Any]:
+def _json_error(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
+
+
+def _read_manifest(d: Path, reader: _DirReader) -> dict[str, Any]:
     mpath = d / MANIFEST_FILE
-    if not mpath.exists():
+    raw = reader.read(MANIFEST_FILE)
+    if raw is None:
         raise _corrupt(mpath, "missing (not a saved index store)")
     try:
-        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _corrupt(mpath, f"not valid JSON ({type(exc).__name__})") from None
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _corrupt(mpath, f"not valid JSON ({_json_error(exc)})") from None
     if not isinstance(manifest, dict) or "manifest_sha256" not in manifest:
         raise _corrupt(mpath, "not an index manifest (no manifest_sha256)")
     if manifest_checksum(manifest) != manifest["manifest_sha256"]:
@@ -338,7 +405,7 @@ def _read_manifest(d: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_verified(d: Path, name: str, info: Any) -> bytes:
+def _read_verified(d: Path, reader: _DirReader, name: str, info: Any) -> bytes:
     fpath = d / name
     if (
         not isinstance(info, dict)
@@ -346,9 +413,9 @@ def _read_verified(d: Path, name: str, info: Any) -> bytes:
         or not isinstance(info.get("bytes"), int)
     ):
         raise _corrupt(d / MANIFEST_FILE, f"bad file entry for {name}")
-    if not fpath.is_file():
+    data = reader.read(name)
+    if data is None:
         raise _corrupt(fpath, "missing")
-    data = fpath.read_bytes()
     if len(data) != info["bytes"]:
         raise _corrupt(
             fpath, f"truncated or extended: {len(data)} bytes, manifest says {info['bytes']}"
@@ -365,16 +432,16 @@ def load_store(
     allow_fingerprint_mismatch: bool = False,
 ) -> IndexStore:
     path = Path(path).absolute()
-    d = _recover(path)
-    if not d.exists():
-        raise FileNotFoundError(f"no saved index at {path}")
-    if not d.is_dir():
-        raise _corrupt(d, "not a directory")
-    manifest = _read_manifest(d)
+    d, manifest, blobs = _read_files(path)
     stored_fp = manifest["fingerprint"]
     if fingerprint is not None:
         # compare as saved: a JSON round trip (tuples become lists, keys strings)
         fingerprint = json.loads(json.dumps(dict(fingerprint), default=str))
+        given_dim = fingerprint.get("dim")
+        if isinstance(given_dim, int) and given_dim != manifest["dim"]:
+            raise DimensionMismatchError(
+                str(path), manifest["dim"], given_dim, stored_fp or {}, fingerprint
+            )
     if fingerprint is not None and stored_fp is not None:
         diff = fingerprint_diff(stored_fp, fingerprint)
         if diff:
@@ -382,18 +449,6 @@ def load_store(
             if not allow_fingerprint_mismatch:
                 raise err
             warnings.warn(f"loading anyway: {err}", stacklevel=3)
-
-    files = manifest["files"]
-    unknown = set(files) - {
-        INDEX_FILE,
-        DOCSTORE_FILE,
-        VECTORS_FILE,
-        LEXICAL_VOCAB_FILE,
-        LEXICAL_FILE,
-    }
-    if unknown:
-        raise _corrupt(d / MANIFEST_FILE, f"unknown file(s) listed: {', '.join(sorted(unknown))}")
-    blobs = {name: _read_verified(d, name, info) for name, info in files.items()}
 
     # docstore
     dpath = d / DOCSTORE_FILE
@@ -405,8 +460,8 @@ def load_store(
     for n, line in enumerate(lines, 1):
         try:
             rec = json.loads(line)
-        except ValueError:
-            raise _corrupt(dpath, f"line {n} is not valid JSON") from None
+        except (ValueError, RecursionError) as exc:
+            raise _corrupt(dpath, f"line {n} is not valid JSON ({_json_error(exc)})") from None
         if (
             not isinstance(rec, dict)
             or not isinstance(rec.get("id"), str)
@@ -496,6 +551,52 @@ def load_store(
     store._live_cache = None
     store._lexical = lexical
     return store
+
+
+_READ_ATTEMPTS = 5
+
+
+def _read_files(path: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
+    """(directory read, its checked manifest, the verified bytes of every file it lists),
+    all from one directory version; read again when a concurrent save deletes it."""
+    for attempt in range(_READ_ATTEMPTS):
+        d = _locate(path)
+        if not d.exists():
+            raise FileNotFoundError(f"no saved index at {path}")
+        if not d.is_dir():
+            raise _corrupt(d, "not a directory")
+        try:
+            reader = _DirReader(d)
+        except _Moved:
+            continue
+        try:
+            manifest = _read_manifest(d, reader)
+            files = manifest["files"]
+            unknown = set(files) - {
+                INDEX_FILE,
+                DOCSTORE_FILE,
+                VECTORS_FILE,
+                LEXICAL_VOCAB_FILE,
+                LEXICAL_FILE,
+            }
+            if unknown:
+                raise _corrupt(
+                    d / MANIFEST_FILE, f"unknown file(s) listed: {', '.join(sorted(unknown))}"
+                )
+            blobs = {name: _read_verified(d, reader, name, info) for name, info in files.items()}
+            return d, manifest, blobs
+        except _Moved:
+            pass
+        except IndexCorruptedError:
+            if not reader.gone():
+                raise
+        finally:
+            reader.close()
+        time.sleep(0.02 * (attempt + 1))
+    raise IndexCorruptedError(
+        f"{path}: replaced by another process {_READ_ATTEMPTS} times while being read; try again",
+        file=str(path),
+    )
 
 
 def _read_lexical(d: Path, settings: dict[str, Any], blobs: dict[str, bytes], iids: np.ndarray):
