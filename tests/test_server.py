@@ -1,4 +1,10 @@
-"""`llm2vec-retrieval serve` over real HTTP on 127.0.0.1 (a subprocess on a tiny random model)."""
+"""`llm2vec-retrieval serve` over real HTTP on 127.0.0.1 (subprocesses on a tiny random model).
+
+Three servers: ``served`` (an index, small limits), ``guarded`` (API key from the environment,
+CORS, a 2 s read timeout, a connection cap, a served name with a slash) and, for one test, a
+server whose encoder fails on a marked text (to show that a failing request fails alone).
+Each runs with one torch thread; its stderr goes to a file (a full pipe would block it).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,11 @@ import base64
 import http.client
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +30,55 @@ ROOT = Path(__file__).resolve().parents[1]
 QUERY_INSTRUCTION = (
     "Find passages about:"  # recorded in the served index, used for input_type=query
 )
+API_KEY = "test-key-1234"
+GUARDED_NAME = "tiny/llama"
+CORS_ORIGIN = "http://allowed.example"
 pytest.importorskip("faiss")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+def start_server(argv: list[str], cwd: Path, env: dict[str, str] | None = None):
+    """(process, host, port) of `python ARGV` once it printed its 'serving ... on URL' line."""
+    log = open(cwd / f"server-{len(list(cwd.glob('server-*.log')))}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    proc.log = log  # type: ignore[attr-defined]
+    line = proc.stdout.readline()
+    if not line.startswith("serving "):
+        stop_server(proc)
+        raise AssertionError(line + Path(log.name).read_text())
+    url = line.rsplit(" on ", 1)[1].strip()
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return proc, host, int(port)
+
+
+def stop_server(proc) -> str:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+    proc.log.close()
+    return Path(proc.log.name).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +87,6 @@ def served(tmp_path_factory, tiny_llama):
     from llm2vec_retrieval.ingest.folder import embedder_spec, load_encoder
 
     work = tmp_path_factory.mktemp("serve")
-    model = tiny_llama
     corpus = work / "corpus"
     corpus.mkdir()
     (corpus / "a.md").write_text(
@@ -39,97 +95,95 @@ def served(tmp_path_factory, tiny_llama):
     (corpus / "b.txt").write_text(
         "Heavy rain raises river levels until the water spills over the banks."
     )
-    assert (
-        cli.main(
-            [
-                "index",
-                str(corpus),
-                "--index",
-                str(work / "idx"),
-                "--model",
-                model,
-                "--root",
-                str(work),
-                "--chunk-tokens",
-                "12",
-                "--overlap",
-                "2",
-                "--query-instruction",
-                QUERY_INSTRUCTION,
-            ]
-        )
-        == 0
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llm2vec_retrieval",
-            "serve",
-            "--index",
-            str(work / "idx"),
-            "--port",
-            "0",
-            "--max-body-bytes",
-            "20000",
-            "--max-inputs",
-            "32",
-            "--max-input-tokens",
-            "64",
-        ],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    argv = ["index", str(corpus), "--index", str(work / "idx"), "--model", tiny_llama]
+    argv += ["--root", str(work), "--chunk-tokens", "12", "--overlap", "2"]
+    assert cli.main([*argv, "--query-instruction", QUERY_INSTRUCTION]) == 0
+    proc, host, port = start_server(
+        ["-m", "llm2vec_retrieval", "--threads", "1", "serve", "--index", str(work / "idx")]
+        + ["--port", "0", "--max-body-bytes", "20000", "--max-inputs", "32"]
+        + ["--max-input-tokens", "64"],
+        work,
     )
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("serving "), line + proc.stderr.read()
-        url = line.rsplit(" on ", 1)[1].strip()
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        yield host, int(port), load_encoder(embedder_spec(model, None)), proc
+        yield host, port, load_encoder(embedder_spec(tiny_llama, None)), proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory, tiny_llama):
+    """(host, port, encoder, subprocess): API key (from the environment), CORS, 2 s read
+    timeout, at most 24 connections, served as GUARDED_NAME, large bodies allowed."""
+    from llm2vec_retrieval.ingest.folder import embedder_spec, load_encoder
+
+    work = tmp_path_factory.mktemp("guarded")
+    proc, host, port = start_server(
+        ["-m", "llm2vec_retrieval", "--threads", "1", "serve", "--model", tiny_llama]
+        + ["--port", "0", "--served-model-name", GUARDED_NAME, "--cors-origin", CORS_ORIGIN]
+        + ["--read-timeout", "2", "--max-connections", "24", "--max-body-bytes", "8000000"],
+        work,
+        env={**_env(), "LLM2VEC_RETRIEVAL_API_KEY": API_KEY},
+    )
+    try:
+        yield host, port, load_encoder(embedder_spec(tiny_llama, None)), proc
+    finally:
+        stop_server(proc)
+
+
+class Reply:
+    def __init__(self, status: int, body, headers: http.client.HTTPMessage):
+        self.status, self.body, self.headers = status, body, headers
+
+    def __iter__(self):  # status, body, headers (case-insensitive)
+        return iter((self.status, self.body, self.headers))
 
 
 def request(
-    served, method: str, path: str, body=None, raw: bytes | None = None, headers: dict | None = None
-):
-    host, port = served[0], served[1]
+    server,
+    method: str,
+    path: str,
+    body=None,
+    raw: bytes | None = None,
+    headers: dict | None = None,
+    key: str | None = None,
+) -> Reply:
+    host, port = server[0], server[1]
     conn = http.client.HTTPConnection(host, port, timeout=60)
     try:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        conn.request(
-            method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
-        )
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        if key is not None:
+            hdrs["Authorization"] = f"Bearer {key}"
+        conn.request(method, path, body=data, headers=hdrs)
         resp = conn.getresponse()
         payload = resp.read()
-        return resp.status, json.loads(payload) if payload else None, dict(resp.getheaders())
+        try:
+            parsed = json.loads(payload) if payload else None
+        except ValueError:
+            parsed = payload
+        return Reply(resp.status, parsed, resp.headers)
     finally:
         conn.close()
 
 
-def embed(served, **body) -> np.ndarray:
-    status, out, _ = request(served, "POST", "/v1/embeddings", body)
+def embed(server, key: str | None = None, **body) -> np.ndarray:
+    status, out, _ = request(server, "POST", "/v1/embeddings", body, key=key)
     assert status == 200, out
     return np.array([d["embedding"] for d in out["data"]], dtype=np.float32)
 
 
+# ---------------------------------------------------------------------- the API
 def test_health_and_models(served):
     status, out, _ = request(served, "GET", "/health")
     assert status == 200 and out["status"] == "ok" and out["dim"] == 32
     assert out["index"]["chunks"] > 0
+    name = served[2].source["model"]
     status, out, _ = request(served, "GET", "/v1/models")
-    assert status == 200 and out["data"][0]["id"] == served[2].source["model"]
+    assert status == 200 and out["object"] == "list" and out["data"][0]["id"] == name
+    status, out, _ = request(served, "GET", f"/v1/models/{name}")
+    assert status == 200 and out["id"] == name and out["object"] == "model"
+    status, out, _ = request(served, "GET", "/v1/models/not-this-one")
+    assert status == 404 and out["error"]["code"] == "model_not_found"
 
 
 def test_embeddings_match_the_encoder(served):
@@ -175,6 +229,27 @@ def test_dimensions_and_base64(served):
     np.testing.assert_allclose(vec, full[0], atol=1e-6)
 
 
+def test_token_array_inputs(served):
+    encoder = served[2]
+    texts = ["rivers flood", "the immune system"]
+    ids = [encoder.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    status, out, _ = request(served, "POST", "/v1/embeddings", {"input": ids})
+    assert status == 200 and out["usage"]["prompt_tokens"] == sum(map(len, ids))
+    got = np.array([d["embedding"] for d in out["data"]], dtype=np.float32)
+    np.testing.assert_allclose(got, encoder.encode_documents(texts), atol=1e-5)
+    one = embed(served, input=ids[0])  # a single list of ids is one input
+    np.testing.assert_allclose(one, got[:1], atol=1e-5)
+    vocab = len(encoder.tokenizer)
+    status, out, _ = request(served, "POST", "/v1/embeddings", {"input": [1, vocab]})
+    assert (
+        status == 422 and out["error"]["param"] == "input" and str(vocab) in out["error"]["message"]
+    )
+    status, out, _ = request(served, "POST", "/v1/embeddings", {"input": [[1, 2], []]})
+    assert status == 422 and out["error"]["param"] == "input"
+    status, out, _ = request(served, "POST", "/v1/embeddings", {"input": [7] * 65})
+    assert status == 400 and out["error"]["code"] == "input_too_long"
+
+
 def test_search_route(served):
     status, out, _ = request(served, "POST", "/search", {"query": "river", "k": 3})
     assert status == 200 and 1 <= len(out["results"]) <= 3
@@ -188,9 +263,37 @@ def test_search_route(served):
         and all(r["source"] == "corpus/b.txt" for r in out["results"])
     )
     status, out, _ = request(
-        served, "POST", "/search", {"query": "river", "filter": {"chunk": {"$bad": 1}}}
+        served, "POST", "/v1/search", {"query": "river", "filter": {"chunk": {"$bad": 1}}}
     )
-    assert status == 400 and "filter" in out["error"]["message"]
+    assert status == 422 and out["error"]["param"] == "filter"
+
+
+def test_search_modes(served):
+    status, out, _ = request(served, "POST", "/search", {"query": "river", "k": 3})
+    assert status == 200 and out["mode"] == "hybrid"
+    status, out, _ = request(
+        served, "POST", "/search", {"query": "vaccines", "k": 2, "mode": "lexical"}
+    )
+    assert status == 200 and out["mode"] == "lexical"
+    assert "vaccines" in out["results"][0]["text"].lower() and out["results"][0]["score"] > 0
+    status, out, _ = request(
+        served,
+        "POST",
+        "/search",
+        {"query": "vaccines", "k": 2, "mode": "hybrid", "alpha": 0.0, "fusion": "alpha"},
+    )
+    assert status == 200 and "vaccines" in out["results"][0]["text"].lower()
+    assert out["results"][0]["lexical_score"] > 0 and out["results"][0]["dense_score"] is not None
+    for bad, param in (
+        ({"mode": "sparse"}, "mode"),
+        ({"fusion": "max"}, "fusion"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"alpha": True}, "alpha"),
+        ({"k": 0}, "k"),
+        ({"kk": 3}, "kk"),
+    ):
+        status, out, _ = request(served, "POST", "/search", {"query": "vaccines", **bad})
+        assert status == 422 and out["error"]["param"] == param, bad
 
 
 def test_concurrent_requests_equal_sequential(served):
@@ -221,34 +324,416 @@ def test_limits_and_errors(served):
     )
     status, out, _ = request(served, "POST", "/v1/embeddings", raw=b"{not json")
     assert status == 400 and out["error"]["code"] == "bad_json"
-    for bad in (
-        {"input": []},
-        {"input": [1, 2]},
-        {},
-        {"input": "a", "dimensions": 0},
-        {"input": "a", "encoding_format": "int8"},
-        {"input": "a", "input_type": "passage"},
+    status, out, _ = request(served, "POST", "/v1/embeddings", raw=b"[1, 2]")
+    assert status == 400 and out["error"]["code"] == "bad_json"
+    for bad, param in (
+        ({"input": []}, "input"),
+        ({"input": [1, "a"]}, "input"),
+        ({"input": None}, "input"),
+        ({}, "input"),
+        ({"input": "a", "dimensions": 0}, "dimensions"),
+        ({"input": "a", "dimensions": 33}, "dimensions"),
+        ({"input": "a", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": "a", "input_type": "passage"}, "input_type"),
+        ({"input": "a", "instruction": 5}, "instruction"),
+        ({"input": "a", "input_typ": "query"}, "input_typ"),
     ):
         status, out, _ = request(served, "POST", "/v1/embeddings", bad)
-        assert status == 400, bad
-        assert out["error"]["type"] == "invalid_request_error"
+        assert status == 422, bad
+        assert out["error"]["type"] == "invalid_request_error" and out["error"]["param"] == param
+        assert f"'{param}'" in out["error"]["message"], out
     status, out, _ = request(served, "GET", "/nope")
-    assert status == 404
+    assert status == 404 and out["error"]["code"] == "not_found"
     status, out, headers = request(served, "GET", "/v1/embeddings")
-    assert status == 405 and headers.get("Allow") == "POST"
+    assert status == 405 and headers.get("Allow") == "POST" and "error" in out
     status, out, _ = request(served, "POST", "/health", {})
     assert status == 405
     status, _, _ = request(served, "GET", "/health")  # still serving after all that
     assert status == 200
 
 
+def test_deeply_nested_json_is_400(served):
+    for raw in (b"[" * 100_000 + b"]" * 100_000, b'{"input": ' + b"[" * 50_000):
+        status, out, _ = request(served, "POST", "/v1/embeddings", raw=raw, headers={})
+        assert status in (400, 413), status
+        assert out["error"]["code"] in ("bad_json", "body_too_large")
+    raw = b"[" * 9_000 + b"]" * 9_000  # under the 20000-byte limit: must be parsed and refused
+    status, out, _ = request(served, "POST", "/v1/embeddings", raw=raw)
+    assert status == 400 and out["error"]["code"] == "bad_json"
+    status, out, _ = request(served, "POST", "/search", raw=raw)
+    assert status == 400 and out["error"]["code"] == "bad_json"
+
+
+def test_openapi_docs_and_no_cors_by_default(served):
+    reply = request(served, "GET", "/docs")
+    assert reply.status == 200 and b"swagger" in reply.body.lower()
+    status, spec, _ = request(served, "GET", "/openapi.json")
+    assert status == 200 and {"/v1/embeddings", "/search", "/v1/models"} <= set(spec["paths"])
+    body = spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]
+    assert "input_type" in body["schema"]["properties"]
+    reply = request(served, "GET", "/health", headers={"Origin": CORS_ORIGIN})
+    assert reply.status == 200 and reply.headers.get("access-control-allow-origin") is None
+
+
+# ---------------------------------------------------------------------- bad requests stay alone
+def test_lone_surrogate_in_a_field_does_not_fail_its_batch(served):
+    """Issue 14 item 10: a JSON-escaped lone surrogate made every request batched with it 500."""
+    encoder = served[2]
+    bad = b'{"input": ["rivers flood"], "input_type": "query", "instruction": "Find \\ud83d:"}'
+    good = [{"input": [f"text {i} about rivers"]} for i in range(8)]
+    barrier = threading.Barrier(len(good) + 1)
+
+    def send(item):
+        barrier.wait()
+        if isinstance(item, bytes):
+            return request(served, "POST", "/v1/embeddings", raw=item)
+        return request(served, "POST", "/v1/embeddings", item)
+
+    with ThreadPoolExecutor(len(good) + 1) as pool:
+        replies = list(pool.map(send, [bad, *good]))
+    assert [r.status for r in replies] == [200] * len(replies), [r.body for r in replies]
+    got = np.array(replies[0].body["data"][0]["embedding"], dtype=np.float32)
+    want = encoder.encode_queries(["rivers flood"], instruction="Find \ufffd:")[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)  # the surrogate became U+FFFD
+    for item, reply in zip(good, replies[1:], strict=True):
+        vec = np.array(reply.body["data"][0]["embedding"], dtype=np.float32)
+        np.testing.assert_allclose(vec, encoder.encode_documents(item["input"])[0], atol=1e-5)
+    status, out, _ = request(
+        served, "POST", "/v1/embeddings", raw=b'{"input": "x", "model": "\\udc00"}'
+    )
+    assert status == 200 and out["model"] == "\ufffd"
+
+
+FAULTY_SERVER = """
+import sys
+from llm2vec_retrieval import LLM2Vec
+from llm2vec_retrieval.server import EmbeddingService
+from llm2vec_retrieval.server.app import bind, create_app, run, url_of
+
+model, log_path = sys.argv[1], sys.argv[2]
+
+
+class FailsOnMarkedText:
+    '''The real tiny encoder, except that a batch holding a text with FAIL raises.'''
+
+    def __init__(self, encoder):
+        self._encoder = encoder
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def encode(self, pairs, **kwargs):
+        marked = any("FAIL" in text for _, text in pairs)
+        with open(log_path, "a") as log:
+            log.write(f"{len(pairs)} {int(marked)}\\n")
+        if marked:
+            raise RuntimeError("provoked failure")
+        return self._encoder.encode(pairs, **kwargs)
+
+
+service = EmbeddingService(FailsOnMarkedText(LLM2Vec.from_pretrained(model)), batch_wait_ms=400)
+sock = bind("127.0.0.1", 0)
+print(f"serving faulty on {url_of(sock)}", flush=True)
+try:
+    run(create_app(service), sock)
+finally:
+    service.close()
+"""
+
+
+def test_a_failing_request_fails_alone(tmp_path, tiny_llama, tiny_encoder):
+    """Issue 14 item 10: the micro-batcher gave one failure to every request of the batch."""
+    script = tmp_path / "faulty_server.py"
+    script.write_text(FAULTY_SERVER)
+    log = tmp_path / "calls.log"
+    proc, host, port = start_server([str(script), tiny_llama, str(log)], tmp_path)
+    server = (host, port)
+    try:
+        bodies = [{"input": [f"request {i} about rivers", "and fox"]} for i in range(6)]
+        bodies.insert(3, {"input": ["this one will FAIL", "fine text"]})
+        barrier = threading.Barrier(len(bodies))
+
+        def send(body):
+            barrier.wait()
+            return request(server, "POST", "/v1/embeddings", body)
+
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            replies = list(pool.map(send, bodies))
+    finally:
+        stop_server(proc)
+    calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    assert any(n > 2 and marked for n, marked in calls), calls  # it was batched with others
+    for body, reply in zip(bodies, replies, strict=True):
+        if "this one will FAIL" in body["input"]:
+            assert reply.status == 500 and "provoked failure" in reply.body["error"]["message"]
+            assert reply.body["error"]["type"] == "server_error"
+        else:
+            assert reply.status == 200, reply.body
+            got = np.array([d["embedding"] for d in reply.body["data"]], dtype=np.float32)
+            np.testing.assert_allclose(got, tiny_encoder.encode_documents(body["input"]), atol=1e-5)
+
+
+# ---------------------------------------------------------------------- the micro-batcher
+class _TimedEncoder:
+    """Takes time in proportion to the texts' length; records each batch's texts."""
+
+    def __init__(self, per_char: float = 0.0):
+        self.per_char = per_char
+        self.calls: list[list[str]] = []
+
+    def encode(self, pairs, **kwargs):
+        texts = [t for _, t in pairs]
+        self.calls.append(texts)
+        if any(t.startswith("FAIL") for t in texts):
+            raise RuntimeError("bad text")
+        time.sleep(self.per_char * sum(len(t) for t in texts))
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_micro_batcher_groups_concurrent_requests():
+    from llm2vec_retrieval.server import MicroBatcher
+
+    enc = _TimedEncoder()
+    enc.encode = lambda pairs, _f=enc.encode, **kw: (time.sleep(0.05), _f(pairs, **kw))[1]
+    batcher = MicroBatcher(enc, max_batch_tokens=10_000, wait_ms=1)
+    try:
+        futures = [batcher.submit([("", "x" * i), ("", "y")], tokens=2) for i in range(16)]
+        results = [f.result(timeout=10) for f in futures]
+    finally:
+        batcher.close()
+    for i, r in enumerate(results):
+        np.testing.assert_array_equal(r, [[i, 1.0], [1.0, 1.0]])
+    assert sum(map(len, enc.calls)) == 32 and len(enc.calls) < 16
+
+
+def test_micro_batcher_isolates_a_failing_job():
+    from llm2vec_retrieval.server import MicroBatcher
+
+    enc = _TimedEncoder()
+    batcher = MicroBatcher(enc, max_batch_tokens=10_000, wait_ms=200)
+    try:
+        ok1 = batcher.submit([("", "aa"), ("", "b")], tokens=[2, 1])
+        bad = batcher.submit([("", "FAIL me"), ("", "c")], tokens=[2, 1])
+        ok2 = batcher.submit([("", "dddd")], tokens=[4])
+        np.testing.assert_array_equal(ok1.result(timeout=10), [[2.0, 1.0], [1.0, 1.0]])
+        np.testing.assert_array_equal(ok2.result(timeout=10), [[4.0, 1.0]])
+        with pytest.raises(RuntimeError, match="bad text"):
+            bad.result(timeout=10)
+    finally:
+        batcher.close()
+    assert enc.calls[0] == ["aa", "b", "FAIL me", "c", "dddd"]  # one batch, then one retry each
+    assert batcher.failed == 1 and batcher.requests == 2
+
+
+def test_micro_batcher_interleaves_a_large_job_with_small_ones():
+    """Issue 14 item 11: a small request waited for the whole of a large one."""
+    from llm2vec_retrieval.server import MicroBatcher
+
+    enc = _TimedEncoder(per_char=0.0005)  # 100 chars = 50 ms
+    batcher = MicroBatcher(enc, max_batch_tokens=400, wait_ms=0)
+    try:
+        large = batcher.submit([("", "L" * 100)] * 40, tokens=[100] * 40)  # 10 batches of 4 rows
+        time.sleep(0.08)  # the large job is being encoded
+        t0 = time.monotonic()
+        small = batcher.submit([("", "s")], tokens=[1])
+        small.result(timeout=10)
+        small_wait = time.monotonic() - t0
+        assert not large.done()  # the small one did not wait for the large one
+        assert large.result(timeout=30).shape == (40, 2)
+    finally:
+        batcher.close()
+    assert small_wait < 0.6, small_wait  # about one batch (4 rows, 200 ms) and its own
+    assert max(sum(len(t) for t in c) for c in enc.calls) <= 400
+    mixed = [c for c in enc.calls if "s" in c]
+    assert len(mixed) == 1 and any(t.startswith("L") for t in mixed[0])  # shared a budget batch
+
+
+def test_micro_batcher_drops_cancelled_jobs():
+    from llm2vec_retrieval.server import MicroBatcher
+
+    enc = _TimedEncoder(per_char=0.001)
+    batcher = MicroBatcher(enc, max_batch_tokens=100, wait_ms=0)
+    try:
+        big = batcher.submit([("", "L" * 100)] * 20, tokens=[100] * 20)
+        time.sleep(0.15)
+        assert big.cancel()
+        time.sleep(0.3)
+        done = sum(len(c) for c in enc.calls)
+        assert done < 20
+        assert batcher.submit([("", "ok")], tokens=[2]).result(timeout=10).shape == (1, 2)
+    finally:
+        batcher.close()
+
+
+def test_load_small_requests_beside_a_large_one(tmp_path):
+    """Issue 14 items 11 and 13: 32 clients of small requests plus one of 256 x ~400-token
+    requests for a few seconds (benchmarks.bench_server; the issue's version is 20 s): no
+    errors, and the small requests' p99 under 1.5 s while the large requests take longer."""
+    from benchmarks import bench_server
+
+    out = tmp_path / "bench.json"
+    argv = ["--tiny", "--threads", "1", "--concurrency", "32", "--duration", "4"]
+    argv += ["--large-inputs", "256", "--warmup", "2", "--api-key", "bench-key"]
+    argv += ["--max-p99-ms", "1500", "--output", str(out)]
+    code = bench_server.main(argv)
+    result = json.loads(out.read_text())["results"][0]
+    assert code == 0, result
+    assert result["errors"] == 0 and result["large"]["errors"] == 0
+    assert result["requests_ok"] > 100 and result["large"]["requests_ok"] >= 1
+    assert result["latency_ms"]["p99"] < 1500
+    assert result["latency_ms"]["p99"] < result["large"]["latency_ms"]["p50"]
+
+
+# ---------------------------------------------------------------------- connections
+def _conn(server) -> socket.socket:
+    return socket.create_connection((server[0], server[1]), timeout=10)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def test_read_timeout_answers_408_and_closes(guarded):
+    """Issue 14 item 12: a request announcing 100 bytes and sending 10 held a thread forever."""
+    head = (
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {API_KEY}\r\n"
+    )
+    stalls = {
+        "body": (head + "Content-Length: 100\r\n\r\n").encode() + b'{"input": ',
+        "headers": head.encode(),
+        "nothing": b"",
+    }
+    for what, data in stalls.items():
+        sock = _conn(guarded)
+        t0 = time.monotonic()
+        sock.sendall(data)
+        reply = _read_until_closed(sock)
+        took = time.monotonic() - t0
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 408"), (what, reply)
+        assert b'"read_timeout"' in reply and 1.8 < took < 8, (what, took)
+    assert request(guarded, "GET", "/health").status == 200
+
+
+def test_connection_cap_and_no_thread_per_connection(guarded):
+    """Issue 14 item 12: 400 idle partial connections made 405 threads."""
+    pid = guarded[3].pid
+    threads_before = len(os.listdir(f"/proc/{pid}/task"))
+    socks = []
+    for _ in range(60):
+        sock = _conn(guarded)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
+        socks.append(sock)
+    time.sleep(0.3)
+    threads_during = len(os.listdir(f"/proc/{pid}/task"))
+    # Well within the 2 s read timeout: the refused connections are the readable ones.
+    readable, _, _ = select.select(socks, [], [], 0.2)
+    for sock in readable:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"" or data.startswith(b"HTTP/1.1 503"), data
+    assert 36 <= len(readable) <= 40, len(readable)  # 24 held open (a few may still be closing)
+    assert threads_during - threads_before <= 4, (threads_before, threads_during)
+    for sock in socks:  # the held ones get a 408 once the read timeout (2 s) passes
+        sock.settimeout(10)
+        reply = _read_until_closed(sock)
+        assert reply == b"" or reply.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503")), reply
+        sock.close()
+    assert request(guarded, "GET", "/health").status == 200
+
+
+# ---------------------------------------------------------------------- auth, CORS, clients
+def test_api_key(guarded):
+    for method, path, body in (
+        ("POST", "/v1/embeddings", {"input": "x"}),
+        ("GET", "/v1/models", None),
+        ("GET", f"/v1/models/{GUARDED_NAME}", None),
+        ("POST", "/search", {"query": "x"}),
+    ):
+        for key in (None, "wrong-key"):
+            status, out, headers = request(guarded, method, path, body, key=key)
+            assert status == 401 and out["error"]["code"] == "invalid_api_key", (path, key)
+            assert headers.get("WWW-Authenticate") == "Bearer"
+    assert embed(guarded, key=API_KEY, input="x").shape == (1, 32)
+    assert request(guarded, "GET", "/health").status == 200  # probes need no key
+    assert request(guarded, "GET", "/docs").status == 200
+
+
+def test_cors_origin(guarded):
+    reply = request(guarded, "GET", "/health", headers={"Origin": CORS_ORIGIN})
+    assert reply.headers.get("access-control-allow-origin") == CORS_ORIGIN
+    reply = request(guarded, "GET", "/health", headers={"Origin": "http://other.example"})
+    assert reply.headers.get("access-control-allow-origin") is None
+    preflight = {
+        "Origin": CORS_ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    reply = request(guarded, "OPTIONS", "/v1/embeddings", headers=preflight)
+    assert reply.status == 200 and reply.headers.get("access-control-allow-origin") == CORS_ORIGIN
+
+
+def test_openai_client(guarded):
+    openai = pytest.importorskip("openai")
+    host, port, encoder = guarded[0], guarded[1], guarded[2]
+    client = openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key=API_KEY, max_retries=0)
+    texts = ["rivers flood", "the immune system"]
+    out = client.embeddings.create(model=GUARDED_NAME, input=texts)  # base64 on the wire
+    got = np.array([d.embedding for d in out.data], dtype=np.float32)
+    np.testing.assert_allclose(got, encoder.encode_documents(texts), atol=1e-5)
+    assert out.model == GUARDED_NAME and out.usage.prompt_tokens == sum(encoder.count_tokens(texts))
+    floats = client.embeddings.create(model=GUARDED_NAME, input=texts[0], encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, got[0], atol=1e-6)
+    query = client.embeddings.create(
+        model=GUARDED_NAME, input=texts[0], dimensions=8, extra_body={"input_type": "query"}
+    )
+    want = encoder.encode_queries([texts[0]])[0][:8]
+    np.testing.assert_allclose(query.data[0].embedding, want / np.linalg.norm(want), atol=1e-5)
+    ids = encoder.tokenizer(texts[1], add_special_tokens=False)["input_ids"]
+    tokens = client.embeddings.create(model=GUARDED_NAME, input=[ids])
+    np.testing.assert_allclose(tokens.data[0].embedding, got[1], atol=1e-5)
+    assert [m.id for m in client.models.list()] == [GUARDED_NAME]
+    assert client.models.retrieve(GUARDED_NAME).id == GUARDED_NAME
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("other-model")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.embeddings.create(model=GUARDED_NAME, input="x", dimensions=0)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0).models.list()
+
+
+async def test_openai_async_client(guarded):
+    openai = pytest.importorskip("openai")
+    import asyncio
+
+    host, port, encoder = guarded[0], guarded[1], guarded[2]
+    client = openai.AsyncOpenAI(base_url=f"http://{host}:{port}/v1", api_key=API_KEY, max_retries=0)
+    texts = [f"async text {i} about rivers" for i in range(8)]
+    outs = await asyncio.gather(
+        *(client.embeddings.create(model=GUARDED_NAME, input=t) for t in texts)
+    )
+    got = np.array([o.data[0].embedding for o in outs], dtype=np.float32)
+    np.testing.assert_allclose(got, encoder.encode_documents(texts), atol=1e-5)
+    assert (await client.models.retrieve(GUARDED_NAME)).id == GUARDED_NAME
+    await client.close()
+
+
+# ---------------------------------------------------------------------- the command line
 def test_port_in_use_is_one_line(served):
     host, port = served[0], served[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "llm2vec_retrieval", "serve", "--host", host, "--port", str(port)],
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -259,50 +744,90 @@ def test_port_in_use_is_one_line(served):
     assert time.monotonic() - t0 < 60  # fails before loading a model
 
 
-def test_micro_batcher_groups_concurrent_requests():
-    from llm2vec_retrieval.server import MicroBatcher
-
-    class SlowEncoder:
-        calls: list[int] = []
-
-        def encode(self, pairs, **kwargs):
-            self.calls.append(len(pairs))
-            time.sleep(0.05)
-            return np.array([[float(len(text)), 1.0] for _, text in pairs], dtype=np.float32)
-
-    enc = SlowEncoder()
-    batcher = MicroBatcher(enc, max_batch_tokens=10_000, wait_ms=1)
-    try:
-        futures = [batcher.submit([("", "x" * i), ("", "y")], tokens=2) for i in range(16)]
-        results = [f.result(timeout=10) for f in futures]
-    finally:
-        batcher.close()
-    for i, r in enumerate(results):
-        np.testing.assert_array_equal(r, [[i, 1.0], [1.0, 1.0]])
-    assert sum(enc.calls) == 32 and len(enc.calls) < 16
-
-
-def test_search_modes(served):
-    status, out, _ = request(served, "POST", "/search", {"query": "river", "k": 3})
-    assert status == 200 and out["mode"] == "hybrid"
-    status, out, _ = request(
-        served, "POST", "/search", {"query": "vaccines", "k": 2, "mode": "lexical"}
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--port", "70000"], "--port"),
+        (["--max-inputs", "0"], "--max-inputs"),
+    ],
+)
+def test_bad_serve_argument_is_one_line_in_a_process(argv, option):
+    """Issue 14 item 9: --port 70000 printed an OverflowError traceback; --max-inputs 0 passed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm2vec_retrieval", "serve", *argv],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert status == 200 and out["mode"] == "lexical"
-    assert "vaccines" in out["results"][0]["text"].lower() and out["results"][0]["score"] > 0
-    status, out, _ = request(
-        served,
-        "POST",
-        "/search",
-        {"query": "vaccines", "k": 2, "mode": "hybrid", "alpha": 0.0, "fusion": "alpha"},
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert option in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--port", "-1"], "--port"),
+        (["--port", "eighty"], "--port"),
+        (["--max-body-bytes", "0"], "--max-body-bytes"),
+        (["--max-input-tokens", "-5"], "--max-input-tokens"),
+        (["--batch-tokens", "0"], "--batch-tokens"),
+        (["--batch-wait-ms", "nan"], "--batch-wait-ms"),
+        (["--batch-wait-ms", "-1"], "--batch-wait-ms"),
+        (["--read-timeout", "0"], "--read-timeout"),
+        (["--keep-alive", "inf"], "--keep-alive"),
+        (["--request-timeout", "-3"], "--request-timeout"),
+        (["--max-connections", "0"], "--max-connections"),
+        (["--cors-origin", "allowed.example/path"], "--cors-origin"),
+        (["--api-key", " "], "--api-key"),
+        (["--host", ""], "--host"),
+        (["--served-model-name", ""], "--served-model-name"),
+    ],
+)
+def test_bad_serve_argument_is_one_line(argv, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", *argv])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert option in err
+
+
+def test_max_input_tokens_above_the_model_limit_is_one_line(tiny_llama):
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm2vec_retrieval", "--threads", "1", "serve", "--port", "0"]
+        + ["--model", tiny_llama, "--max-input-tokens", "5000"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
-    assert status == 200 and "vaccines" in out["results"][0]["text"].lower()
-    assert out["results"][0]["lexical_score"] > 0 and out["results"][0]["dense_score"] is not None
-    for bad, param in (
-        ({"mode": "sparse"}, "mode"),
-        ({"fusion": "max"}, "fusion"),
-        ({"alpha": 1.5}, "alpha"),
-        ({"alpha": True}, "alpha"),
-    ):
-        status, out, _ = request(served, "POST", "/search", {"query": "vaccines", **bad})
-        assert status == 400 and out["error"]["param"] == param, bad
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and err[-1].startswith("error: ") and "doc_max_length" in err[-1]
+
+
+def test_the_core_imports_no_web_framework():
+    code = (
+        "import sys, llm2vec_retrieval, llm2vec_retrieval.server, llm2vec_retrieval.cli as c\n"
+        "c.build_parser()\n"
+        "print([m for m in ('fastapi', 'uvicorn', 'starlette', 'pydantic') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_serve_without_the_extra_names_the_install_command():
+    code = (
+        "import sys\n"
+        "sys.modules['fastapi'] = None  # as if the serve extra were not installed\n"
+        "from llm2vec_retrieval import cli\n"
+        "raise SystemExit(cli.main(['serve', '--port', '0', '--model', 'none']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    err = out.stderr.strip()
+    assert out.returncode == 2 and "\n" not in err, err
+    assert err.startswith("error: ") and "pip install 'llm2vec-retrieval[serve]'" in err

@@ -1,0 +1,519 @@
+"""The FastAPI app and the uvicorn runner of `llm2vec-retrieval serve` (the `serve` extra).
+
+The only module of the project that imports FastAPI/uvicorn. ``create_app(service)`` wraps an
+``EmbeddingService`` in routes; every response, errors included, is JSON in OpenAI's shapes:
+
+``POST /v1/embeddings``  OpenAI-compatible (``/embeddings`` is an alias)
+``POST /search``         search the index given with ``--index`` (``/v1/search`` is an alias)
+``GET /v1/models``       the one served model; ``GET /v1/models/{id}`` that model (404 otherwise)
+``GET /health``          status, model, dimension, index, queue
+``GET /docs``            OpenAPI docs (``/openapi.json``)
+
+Bodies are read and parsed here, not by FastAPI, so that size (413), malformed or too deeply
+nested JSON (400) and field validation (422, by the service) each get their own answer. The
+handlers never hold a thread while the model works: tokenization and response building run
+in the thread pool, the wait for the micro-batcher is an awaited future, and a client that
+disconnects meanwhile cancels its job.
+
+``bind`` opens the listening socket before the model is loaded (a port in use fails fast);
+``run`` serves it with uvicorn's h11 protocol plus what uvicorn lacks: a read deadline per
+request (headers and body; 408 and close) and a cap on open connections (503 and close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import http
+import json
+import logging
+import socket
+import sys
+from typing import Any
+
+from . import (
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    INSTALL_HINT,
+)
+
+try:
+    import h11
+    import uvicorn
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.middleware.cors import CORSMiddleware
+    from fastapi.responses import Response
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"the HTTP server needs FastAPI and uvicorn ({exc.name or exc} is missing): {INSTALL_HINT}"
+    ) from exc
+
+from .schemas import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    Health,
+    Model,
+    ModelList,
+    SearchRequest,
+    SearchResponse,
+)
+from .service import ApiError, EmbeddingService
+
+logger = logging.getLogger("llm2vec_retrieval.server")
+
+
+class BindError(OSError):
+    """The listening socket could not be opened (port in use, not permitted, bad host)."""
+
+
+class _Disconnected(Exception):
+    """The client went away before its answer was ready."""
+
+
+# ---------------------------------------------------------------------- responses
+def _json_bytes(payload: Any) -> bytes:
+    # "replace": a lone surrogate that slipped into a message must not turn a reply into a 500
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        _json_bytes(payload), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _error(err: ApiError) -> Response:
+    return _json(err.body(), err.status, err.headers or None)
+
+
+def _raw_error(status: int, message: str, code: str) -> bytes:
+    """A complete HTTP/1.1 error response, for the protocol layer (no ASGI cycle to answer)."""
+    body = _json_bytes(ApiError(status, message, code=code).body())
+    head = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+# ---------------------------------------------------------------------- app
+_ERRORS = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "bad JSON, or an input longer than the token limit"),
+        (401, "missing or wrong API key (with --api-key)"),
+        (413, "body or input count over the limits"),
+        (422, "a field with a wrong type or value (`param` names it)"),
+        (503, "timed out waiting for the model"),
+    )
+}
+
+
+def _body_schema(model: type) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def create_app(
+    service: EmbeddingService,
+    *,
+    api_key: str | None = None,
+    cors_origins: list[str] | tuple[str, ...] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The ASGI app over ``service``. ``api_key``: required as ``Authorization: Bearer`` on
+    every route but ``/health`` and the docs. ``cors_origins``: origins allowed by CORS (none:
+    no CORS headers at all)."""
+    from .. import __version__
+
+    app = FastAPI(
+        title="llm2vec-retrieval",
+        version=__version__,
+        description="LLM2Vec embeddings (OpenAI-compatible) and index search.",
+        redoc_url=None,
+    )
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+
+    dependencies: list[Any] = []
+    if api_key is not None:
+        bearer = HTTPBearer(auto_error=False, description="the key given to `serve --api-key`")
+        expected = api_key.encode("utf-8")
+
+        async def authorize(
+            credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+        ) -> None:
+            given = (credentials.credentials if credentials is not None else "").encode(
+                "utf-8", "replace"
+            )
+            if not hmac.compare_digest(given, expected):
+                raise ApiError(
+                    401,
+                    "missing or incorrect API key: send the header 'Authorization: Bearer <key>'",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+
+        dependencies = [Depends(authorize)]
+
+    # -- errors: every one in OpenAI's {"error": {...}} shape
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return _error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        method, path = request.method, request.url.path
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            routes = ", ".join(
+                f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path.replace(':path', '')}"
+                for r in app.routes
+                if getattr(r, "include_in_schema", False) and getattr(r, "methods", None)
+            )
+            err = ApiError(
+                404,
+                f"unknown route {method} {path}; routes: {routes}",
+                code="not_found",
+                type_="not_found_error",
+                headers=headers,
+            )
+        elif exc.status_code == 405:
+            allow = headers.get("Allow") or headers.get("allow") or ""
+            err = ApiError(
+                405,
+                f"method {method} not allowed on {path}; use {allow}",
+                code="method_not_allowed",
+                headers=headers,
+            )
+        else:
+            err = ApiError(exc.status_code, str(exc.detail), headers=headers)
+        return _error(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        loc = exc.errors()[0].get("loc", ())
+        field = str(loc[-1]) if loc else None
+        return _error(ApiError(422, f"invalid '{field}'", param=field, code="invalid_value"))
+
+    async def guarded(work) -> Response:
+        try:
+            return await work()
+        except ApiError as err:
+            return _error(err)
+        except _Disconnected:
+            return Response(status_code=400)  # nobody is listening any more
+        except Exception as exc:  # a bug or a model failure: this request fails alone
+            logger.error("request failed: %s: %s", type(exc).__name__, exc)
+            return _error(ApiError(500, f"internal error: {type(exc).__name__}: {exc}"))
+
+    async def wait_for(request: Request, pairs: list[tuple[str, str]], tokens: list[int]):
+        fut = service.submit(pairs, tokens)
+        waiter = asyncio.wrap_future(fut)
+        gone = asyncio.ensure_future(_until_disconnect(request))
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, gone}, timeout=service.request_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            gone.cancel()
+        if waiter in done:
+            return waiter.result()
+        fut.cancel()  # the batcher drops a cancelled job before its next piece
+        waiter.cancel()
+        if gone in done:
+            raise _Disconnected
+        raise ApiError(503, "timed out waiting for the model", code="timeout")
+
+    # -- routes
+    async def embeddings(request: Request) -> Response:
+        async def work() -> Response:
+            body = await _read_json(request, max_body_bytes)
+            job = await run_in_threadpool(service.prepare_embeddings, body)
+            vectors = await wait_for(request, job.pairs, job.tokens)
+            data = await run_in_threadpool(
+                lambda: _json_bytes(service.embeddings_response(job, vectors))
+            )
+            return Response(data, media_type="application/json")
+
+        return await guarded(work)
+
+    async def search(request: Request) -> Response:
+        async def work() -> Response:
+            body = await _read_json(request, max_body_bytes)
+            job = await run_in_threadpool(service.prepare_search, body)
+            vectors = await wait_for(request, job.pairs, job.tokens) if job.pairs else None
+            data = await run_in_threadpool(
+                lambda: _json_bytes(service.search_response(job, vectors))
+            )
+            return Response(data, media_type="application/json")
+
+        return await guarded(work)
+
+    async def models() -> Response:
+        return _json(service.models())
+
+    async def model(model_id: str) -> Response:
+        return await guarded(lambda: _async(service.model, model_id))
+
+    async def health() -> Response:
+        return _json(service.health())
+
+    post = {"methods": ["POST"], "dependencies": dependencies, "responses": _ERRORS}
+    app.add_api_route(
+        "/v1/embeddings",
+        embeddings,
+        response_model=EmbeddingResponse,
+        summary="Create embeddings (OpenAI-compatible)",
+        openapi_extra=_body_schema(EmbeddingRequest),
+        **post,
+    )
+    app.add_api_route("/embeddings", embeddings, include_in_schema=False, **post)
+    app.add_api_route(
+        "/search",
+        search,
+        response_model=SearchResponse,
+        summary="Search the served index",
+        openapi_extra=_body_schema(SearchRequest),
+        **post,
+    )
+    app.add_api_route("/v1/search", search, include_in_schema=False, **post)
+    get = {"methods": ["GET"], "dependencies": dependencies}
+    app.add_api_route("/v1/models", models, response_model=ModelList, summary="List models", **get)
+    app.add_api_route(
+        "/v1/models/{model_id:path}",
+        model,
+        response_model=Model,
+        summary="Retrieve a model",
+        responses={404: {"model": ErrorResponse}},
+        **get,
+    )
+    app.add_api_route("/health", health, methods=["GET"], response_model=Health, summary="Health")
+    return app
+
+
+async def _async(fn, *args):
+    return _json(fn(*args))
+
+
+async def _until_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The body parsed as JSON: 413 over ``limit`` bytes, 400 when it is not JSON."""
+    announced = request.headers.get("content-length")
+    too_large = False
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        too_large = True
+    # A refused body is still read (up to a bound) before answering: closing a socket with
+    # unread data resets it, and the client would not see the 413.
+    bound = max(8 * limit, 8 << 20)
+    body = bytearray()
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if not too_large:
+                body += chunk
+                if size > limit:
+                    too_large, body = True, bytearray()
+            if too_large and size >= bound:
+                break
+    except ClientDisconnect:
+        raise _Disconnected from None
+    if too_large:
+        shown = f"{announced} bytes" if announced is not None else f"over {limit} bytes"
+        raise ApiError(
+            413,
+            f"request body is {shown}; the limit is {limit} bytes",
+            code="body_too_large",
+            headers={"Connection": "close"},
+        )
+    try:
+        return json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply", code="bad_json") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(
+            400,
+            f"request body is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})",
+            code="bad_json",
+        ) from None
+
+
+# ---------------------------------------------------------------------- socket and server
+def bind(host: str = "127.0.0.1", port: int = 8000, backlog: int = 2048) -> socket.socket:
+    """Open the listening socket (before the model is loaded, so a busy port fails fast)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            what = "already in use" if exc.errno == errno.EADDRINUSE else "not permitted"
+            raise BindError(exc.errno, f"cannot listen on {host}:{port}: port {what}") from None
+        reason = exc.strerror or str(exc)
+        raise BindError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _guarded_protocol(max_connections: int, read_timeout: float) -> type:
+    class GuardedH11Protocol(H11Protocol):
+        """uvicorn's h11 protocol plus a read deadline per request and a connection cap.
+
+        uvicorn only times out idle keep-alive connections: a client that connects and sends
+        nothing, or half a request, holds its connection forever. Here each request must
+        arrive whole (headers and body) within ``read_timeout`` seconds of its first byte (or
+        of the connection opening), else it gets a 408 and the connection is closed; a
+        connection beyond ``max_connections`` open ones gets a 503 and is closed at once.
+        """
+
+        _timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self.connections.discard(self)
+                transport.write(
+                    _raw_error(
+                        503,
+                        f"too many open connections (the server's limit is {max_connections})",
+                        "too_many_connections",
+                    )
+                )
+                transport.close()
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            self._arm()
+            super().data_received(data)
+            self._settle()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._settle()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._timer = self.loop.call_later(read_timeout, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _settle(self) -> None:
+            """Keep the clock running only while a request is partly received."""
+            state = self.conn.their_state
+            partial = state is h11.IDLE and bool(self.conn.trailing_data[0])
+            if state is h11.SEND_BODY or partial:
+                self._arm()
+            else:
+                self._disarm()
+
+        def _timed_out(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            in_headers = self.conn.their_state is h11.IDLE
+            cycle = self.cycle
+            if in_headers or (cycle is not None and not cycle.response_started):
+                self.transport.write(
+                    _raw_error(
+                        408,
+                        f"the request did not arrive within {read_timeout:g} s (read timeout)",
+                        "read_timeout",
+                    )
+                )
+            if not in_headers and cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # the app's receive() sees a disconnect
+                cycle.message_event.set()
+            self.transport.close()
+
+    return GuardedH11Protocol
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would kill the
+        # process; `serve` returns normally instead (and says "server stopped").
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+
+def run(
+    app: FastAPI,
+    sock: socket.socket,
+    *,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    keep_alive: float = DEFAULT_KEEP_ALIVE,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    access_log: bool = False,
+    graceful_timeout: float = 10.0,
+) -> None:
+    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM, then finish in-flight requests."""
+    config = uvicorn.Config(
+        app,
+        http=_guarded_protocol(max_connections, read_timeout),
+        lifespan="off",
+        log_level="warning",
+        access_log=access_log,
+        timeout_keep_alive=keep_alive,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
+        proxy_headers=False,
+        server_header=False,
+    )
+    if access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("error: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    _Server(config).run(sockets=[sock])

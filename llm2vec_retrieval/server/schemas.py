@@ -1,0 +1,184 @@
+"""Pydantic models of the HTTP API: requests (validated) and responses (documented in /docs).
+
+The embeddings models follow OpenAI's ``POST /v1/embeddings`` (``input`` as a string, a list
+of strings, a list of token ids or a list of lists of token ids; ``encoding_format``;
+``dimensions``; ``user``) plus two extensions, ``input_type`` and ``instruction``. Unknown
+fields are refused, so a misspelt extension (``input_typ``) cannot silently change the
+vectors. ``describe(ValidationError)`` turns pydantic's report into the one field name and
+one-line message of a 422 error. Response models are used for the OpenAPI document only: the
+routes serialise their responses themselves (large float arrays are faster that way).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from ..index.fusion import FUSIONS
+from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION, MODES
+
+MAX_K = 1000
+
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
+INPUT_HELP = (
+    "a string, a non-empty list of strings, a non-empty list of token ids, "
+    "or a non-empty list of such lists"
+)
+
+
+class EmbeddingRequest(BaseModel):
+    """Body of ``POST /v1/embeddings``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: (
+        StrictStr
+        | Annotated[list[StrictStr], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    ) = Field(description=f"the text(s) to embed: {INPUT_HELP} (ids of the served tokenizer)")
+    model: StrictStr | None = Field(None, description="echoed back in the response")
+    encoding_format: Literal["float", "base64"] | None = Field(
+        "float", description="`float` lists, or `base64` (little-endian float32 bytes)"
+    )
+    dimensions: StrictInt | None = Field(
+        None, ge=1, description="keep the first N dimensions, re-normalized (1..dim)"
+    )
+    user: StrictStr | None = Field(None, description="accepted for compatibility, ignored")
+    input_type: Literal["query", "document"] | None = Field(
+        None,
+        description="extension: `document` (default, no instruction) or `query` "
+        "(the query instruction is prepended)",
+    )
+    instruction: StrictStr | None = Field(
+        None, description="extension: this instruction instead of the input type's"
+    )
+
+
+class SearchRequest(BaseModel):
+    """Body of ``POST /search``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: StrictStr = Field(description="the query text")
+    k: StrictInt = Field(5, ge=1, le=MAX_K, description="how many results")
+    filter: dict[str, Any] | None = Field(
+        None, description="metadata filter in the store's filter language"
+    )
+    instruction: StrictStr | None = Field(
+        None, description="query instruction (default: the index's)"
+    )
+    mode: Literal[tuple(MODES)] | None = Field(  # type: ignore[valid-type]
+        None, description="dense, lexical or hybrid (default: hybrid when the index can)"
+    )
+    fusion: Literal[tuple(FUSIONS)] = Field(  # type: ignore[valid-type]
+        DEFAULT_FUSION, description="how hybrid mode fuses the two rankings"
+    )
+    alpha: Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
+        DEFAULT_ALPHA, description="weight of the dense score in alpha fusion"
+    )
+
+
+# ---------------------------------------------------------------------- responses (docs)
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class SearchResult(BaseModel):
+    rank: int
+    id: str
+    score: float
+    source: str | None
+    chunk: int | None
+    start: int | None
+    end: int | None
+    text: str
+    metadata: dict[str, Any]
+    dense_score: float | None
+    lexical_score: float | None
+
+
+class SearchResponse(BaseModel):
+    object: Literal["search"] = "search"
+    query: str
+    model: str
+    mode: str
+    results: list[SearchResult]
+
+
+class IndexInfo(BaseModel):
+    path: str
+    chunks: int
+    kind: str
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    dim: int
+    max_input_tokens: int
+    max_inputs: int
+    queue: int
+    batches: int
+    uptime_s: float
+    index: IndexInfo | None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# ---------------------------------------------------------------------- validation errors
+def describe(errors: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """(field, one-line message) for the first problem in pydantic's ``errors()`` list."""
+    err = errors[0]
+    loc = err.get("loc") or ()
+    field = str(loc[0]) if loc else None
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return field, f"unknown field '{field}'"
+    if kind == "missing":
+        if field == "input":
+            return field, f"missing required field 'input' ({INPUT_HELP})"
+        return field, f"missing required field '{field}'"
+    if field == "input":
+        return field, f"'input' must be {INPUT_HELP}"
+    value = err.get("input")
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return field, f"invalid '{field}': {err.get('msg', 'invalid value')}, got {shown}"
