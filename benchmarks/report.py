@@ -832,6 +832,17 @@ def server_section(files, base: Path) -> list[str]:
         rows,
     )
     lines.append("")
+    for r in d.get("results") or []:
+        big = r.get("large") if isinstance(r, dict) else None
+        if isinstance(big, dict):
+            lat = big.get("latency_ms") or {}
+            lines += [
+                f"With {r.get('concurrency')} clients, {big.get('clients')} more client(s) sent requests of "
+                f"{big.get('inputs_per_request')} long texts back to back meanwhile (the latencies above are "
+                f"the small requests'): {big.get('requests_ok')} done, p50 {_fmt(lat.get('p50'), '.0f')} ms, "
+                f"{big.get('errors')} error(s).",
+                "",
+            ]
     if len(files) > 1:
         lines += ["Earlier server runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
     return lines
