@@ -110,15 +110,17 @@ def make_tiny_checkpoint(
     seed: int = 0,
     causal_lm: bool = True,
     name_or_path: str | None = None,
+    config_overrides: dict | None = None,
 ) -> Path:
-    """Write a tiny random checkpoint (model + tokenizer) to `path` and return it."""
+    """Write a tiny random checkpoint (model + tokenizer) to `path` and return it
+    (`config_overrides`, e.g. ``{"hidden_size": 48}``, are set on the config)."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = make_tiny_tokenizer()
-    config = tiny_config(arch, vocab_size=len(tokenizer))
+    config = tiny_config(arch, vocab_size=len(tokenizer), **(config_overrides or {}))
     torch.manual_seed(seed)
     cls = AutoModelForCausalLM if causal_lm else AutoModel
     model = cls.from_config(config)

@@ -651,3 +651,182 @@ def test_index_without_lexical_part(tmp_path, model, capsys):
     assert "added the lexical (BM25) part" in captured.err and "indexed 0 file(s)" in captured.out
     assert (idx / "store" / "index.faiss").read_bytes() == before  # nothing re-embedded
     assert main_json(capsys, "search", str(idx), "fox", "--json")["mode"] == "hybrid"
+
+
+# ---------------------------------------------------------------------- issue 14 hardening
+def _popen_index(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llm2vec_retrieval", "index", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_stderr(proc: subprocess.Popen, prefix: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"the process ended before {prefix!r}: {proc.wait()}")
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"timeout waiting for {prefix!r}")
+
+
+def test_file_name_not_utf8_is_skipped_and_reruns_are_incremental(tmp_path, model):
+    """Issue 14.4: a file name that is not UTF-8 made every run fail writing files.json
+    (the store saved, files.json never), so each run re-embedded everything."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("Rivers flood after heavy rain.")
+    with open(os.path.join(os.fsencode(corpus), b"caf\xe9.txt"), "wb") as f:
+        f.write(b"Latin-1 named file.")
+    args = ["index", "corpus", "--index", "idx", "--model", model]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "skipped corpus/caf\\xe9.txt: file name is not valid UTF-8" in first.stderr
+    files = json.loads((tmp_path / "idx" / "files.json").read_text())["files"]
+    assert list(files) == ["corpus/good.txt"]
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "indexed 0 file(s) (0 chunks, 0 tokens), 1 unchanged, 1 skipped" in again.stdout
+
+
+def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
+    """Issue 14.7: a search running while `index` swapped the store restored `.store.bak`
+    under the writer, whose rename then failed. Real processes: the indexer pauses with its
+    previous store in `.store.bak`; a search reads it there and the indexer finishes.
+    Issue 14.15: `info` said 0 chunks while a killed save left the store in `.store.bak`."""
+    from llm2vec_retrieval.index.persistence import PAUSE_ENV
+
+    corpus = write_corpus(tmp_path / "corpus")
+    base = ["corpus", "--index", "idx", "--model", model, "--no-progress"]
+    assert run_cli("index", *base, cwd=tmp_path).returncode == 0
+    chunks = json.loads((tmp_path / "idx" / "store" / "manifest.json").read_text())["count"]
+    (corpus / "new.txt").write_text("A new file about mountains and glaciers.")
+    writer = _popen_index(base, tmp_path, {PAUSE_ENV: "backed_up:20"})
+    try:
+        _wait_stderr(writer, "llm2vec-save-stage: backed_up")
+        assert not (tmp_path / "idx" / "store").exists()
+        search = run_cli("search", "idx", "river", "-k", "2", "--json", cwd=tmp_path)
+        assert search.returncode == 0, search.stderr
+        assert len(json.loads(search.stdout)["results"]) == 2
+        assert (tmp_path / "idx" / ".store.bak").is_dir()  # the reader moved nothing
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        assert "indexed 1 file(s)" in out
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    # now kill a save between its renames: info still counts the chunks (in .store.bak)
+    (corpus / "newer.txt").write_text("Another new file about deserts.")
+    writer = _popen_index(base, tmp_path, {PAUSE_ENV: "backed_up:60"})
+    try:
+        _wait_stderr(writer, "llm2vec-save-stage: backed_up")
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+        writer.stderr.close()
+        writer.stdout.close()
+    assert not (tmp_path / "idx" / "store").exists()
+    info = run_cli("info", "idx", "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["chunks"] > chunks  # the last committed store, with new.txt
+    resumed = run_cli("index", *base, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "indexed 1 file(s)" in resumed.stdout and (tmp_path / "idx" / "store").is_dir()
+
+
+def test_ctrl_c_says_what_was_committed(tmp_path, model):
+    """Issue 14.15: Ctrl-C printed "committed files are kept" even when nothing was."""
+    from llm2vec_retrieval.index.persistence import PAUSE_ENV
+
+    write_corpus(tmp_path / "corpus")
+    base = ["corpus", "--index", "idx", "--model", model, "--no-progress"]
+    proc = _popen_index(base, tmp_path, {PAUSE_ENV: "index_written:60"})
+    try:
+        _wait_stderr(proc, "llm2vec-save-stage: index_written")  # inside the first commit
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "interrupted before anything was committed: no index was written" in err
+    assert "committed files are kept" not in err and not (tmp_path / "idx").exists()
+    # after commits: it says how many were kept
+    proc = _popen_index(
+        [*base, "--commit-every", "1"], tmp_path, {"LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP": "30"}
+    )
+    try:
+        _wait_stderr(proc, "llm2vec-index-commit:")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "interrupted: the 1 commit(s) of this run are kept in" in err
+
+
+def test_killed_inside_a_large_file_continues_there(tmp_path, model, capsys):
+    """Issue 14.6: a large file was committed only at its end. Killed (SIGKILL) after a few
+    commits inside one large file, the next run embeds only the rest; the result equals a
+    clean index."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = "rivers flood after heavy rain while cells make proteins and genes".split()
+    rng = np.random.default_rng(0)
+    text = " ".join(words[i] for i in rng.integers(0, len(words), 90_000))  # > one window
+    (corpus / "big.txt").write_text(text)
+    common = ["--model", model, "--root", str(tmp_path), "--no-progress"]
+    proc = _popen_index(
+        ["corpus", "--index", "idx", *common, "--commit-every", "64"],
+        tmp_path,
+        {"LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP": "0.2"},
+    )
+    try:
+        for _ in range(3):
+            _wait_stderr(proc, "llm2vec-index-commit:")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        proc.stdout.close()
+    entry = json.loads((tmp_path / "idx" / "files.json").read_text())["files"]["corpus/big.txt"]
+    assert entry["chunks"] >= 3 * 64 and "partial" in entry
+    capsys.readouterr()
+    assert cli.main(["index", str(corpus), "--index", str(tmp_path / "idx"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    clean = tmp_path / "clean"
+    assert cli.main(["index", str(corpus), "--index", str(clean), *common]) == 0
+    resumed, expected = chunks_of(tmp_path / "idx"), chunks_of(clean)
+    assert resumed == expected and len(expected) > entry["chunks"]
+    assert f"({len(expected) - entry['chunks']} chunks" in out  # only the rest was embedded
+    files = json.loads((tmp_path / "idx" / "files.json").read_text())["files"]
+    assert "partial" not in files["corpus/big.txt"]
+
+
+def test_allow_mismatch_with_another_dimension(built, tmp_path, capsys):
+    """Issue 14.8: --allow-mismatch with a model of another dimension loaded, then every
+    search said "bad filter: query must have shape ..."."""
+    from llm2vec_retrieval.testing import make_tiny_checkpoint
+
+    wide = make_tiny_checkpoint(tmp_path / "wide", config_overrides={"hidden_size": 48})
+    work, idx, _ = built
+    capsys.readouterr()
+    assert cli.main(["search", str(idx), "q", "--model", str(wide), "--allow-mismatch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "bad filter" not in err
+    assert "32-dimensional" in err and "48-dimensional" in err
+    assert cli.main(["search", str(idx), "q", "--model", str(wide)]) == 2
+    assert "48-dimensional" in capsys.readouterr().err

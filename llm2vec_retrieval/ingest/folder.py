@@ -10,7 +10,10 @@ Layout of ``DIR/``::
                          the embedder fingerprint), saved atomically
     .lock                held by a running ``index`` (one writer at a time)
 
-All JSON, no pickle. Every JSON file is replaced atomically (write, fsync, rename).
+All JSON, no pickle. Every JSON file is replaced atomically (write, fsync, rename), with
+the mode a plain new file gets (0666 less the umask, as the store's files). While a save
+of the store is between its two renames the store sits in ``.store.bak``: readers read it
+there (`store_manifest_path`), only the next save moves it back.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import datetime as _dt
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +42,32 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     path = Path(path)
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    try:
+        payload = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (e.g. a non-UTF-8 file name): \u escapes keep them
+        payload = (json.dumps(data, indent=2, ensure_ascii=True, sort_keys=True) + "\n").encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False, sort_keys=True)
-            f.write("\n")
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -64,11 +87,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
         pass
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, fix: str = "re-create the index with --rebuild") -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise IndexFolderError(f"{path} is unreadable ({type(exc).__name__}); re-create the index with --rebuild") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
+        raise IndexFolderError(f"{path} is unreadable ({reason}); {fix}") from None
 
 
 class IndexFolder:
@@ -95,42 +119,82 @@ class IndexFolder:
     def require(self) -> None:
         """Raise IndexFolderError unless this is an index folder."""
         if not self.path.exists():
-            raise IndexFolderError(f"index folder not found: {self.path} (create it with: llm2vec-retrieval index SOURCE --index {self.path})")
+            raise IndexFolderError(
+                f"index folder not found: {self.path} (create it with: llm2vec-retrieval index SOURCE --index {self.path})"
+            )
         if not self.exists():
-            raise IndexFolderError(f"{self.path} is not an llm2vec-retrieval index (no {MANIFEST_FILE})")
+            raise IndexFolderError(
+                f"{self.path} is not an llm2vec-retrieval index (no {MANIFEST_FILE})"
+            )
+
+    @property
+    def store_backup_path(self) -> Path:
+        return self.path / f".{STORE_DIR}.bak"
 
     def has_store(self) -> bool:
-        return (self.store_path / "manifest.json").is_file() or (self.path / f".{STORE_DIR}.bak").is_dir()
+        return self.store_manifest_path() is not None
+
+    def store_manifest_path(self) -> Path | None:
+        """The store's manifest.json: in ``store/``, or in ``.store.bak`` while a save that
+        died between its renames left the store there (read in place; never moved here)."""
+        for d in (self.store_path, self.store_backup_path):
+            if (d / "manifest.json").is_file():
+                return d / "manifest.json"
+            if d == self.store_path and d.exists():
+                return None
+        return None
 
     def read_manifest(self) -> dict[str, Any]:
         self.require()
         data = _read_json(self.manifest_path)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise IndexFolderError(f"{self.manifest_path} is not an llm2vec-retrieval index manifest")
+            raise IndexFolderError(
+                f"{self.manifest_path} is not an llm2vec-retrieval index manifest"
+            )
         if data.get("format_version", 0) > FORMAT_VERSION:
-            raise IndexFolderError(f"{self.manifest_path}: format_version {data.get('format_version')} is newer than this library reads ({FORMAT_VERSION})")
+            raise IndexFolderError(
+                f"{self.manifest_path}: format_version {data.get('format_version')} is newer than this library reads ({FORMAT_VERSION})"
+            )
         return data
 
     def write_manifest(self, data: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.manifest_path, {"format": FORMAT, "format_version": FORMAT_VERSION, **data})
+        write_json_atomic(
+            self.manifest_path, {"format": FORMAT, "format_version": FORMAT_VERSION, **data}
+        )
 
     def read_files(self) -> dict[str, dict[str, Any]]:
+        """The entries of files.json ({} when missing); IndexFolderError when unreadable."""
         if not self.files_path.is_file():
             return {}
-        data = _read_json(self.files_path)
+        data = _read_json(
+            self.files_path,
+            "the store is intact: run `llm2vec-retrieval index` on this folder again to rebuild "
+            "it from the store (files whose chunks are all stored are not re-embedded)",
+        )
         files = data.get("files") if isinstance(data, dict) else None
-        return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
+        return (
+            {k: v for k, v in files.items() if isinstance(v, dict)}
+            if isinstance(files, dict)
+            else {}
+        )
 
     def write_files(self, files: dict[str, dict[str, Any]]) -> None:
         write_json_atomic(self.files_path, {"files": dict(sorted(files.items()))})
 
     def read_store_manifest(self) -> dict[str, Any] | None:
         """The store's own manifest.json (kind, count, fingerprint...) without loading FAISS."""
-        path = self.store_path / "manifest.json"
-        if not path.is_file():
-            return None
-        data = _read_json(path)
+        for attempt in range(3):
+            path = self.store_manifest_path()
+            if path is None:
+                return None
+            try:
+                data = _read_json(path)
+                break
+            except IndexFolderError:
+                if attempt == 2 or path.is_file():  # unreadable, not moved by a save
+                    raise
+                time.sleep(0.05)
         return data if isinstance(data, dict) else None
 
     def size_on_disk(self) -> int:
@@ -185,13 +249,26 @@ def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
         expanded = os.path.expanduser(p)
         return os.path.abspath(expanded) if os.path.exists(expanded) else None
 
-    return {"model": model, "model_path": local(model), "adapter": adapter, "adapter_path": local(adapter)}
+    return {
+        "model": model,
+        "model_path": local(model),
+        "adapter": adapter,
+        "adapter_path": local(adapter),
+    }
 
 
 def load_encoder(spec: dict[str, Any]):
     """An LLM2Vec built from an embedder spec (cached per process)."""
-    model = spec.get("model_path") if spec.get("model_path") and os.path.exists(spec["model_path"]) else spec.get("model")
-    adapter = spec.get("adapter_path") if spec.get("adapter_path") and os.path.exists(spec["adapter_path"]) else spec.get("adapter")
+    model = (
+        spec.get("model_path")
+        if spec.get("model_path") and os.path.exists(spec["model_path"])
+        else spec.get("model")
+    )
+    adapter = (
+        spec.get("adapter_path")
+        if spec.get("adapter_path") and os.path.exists(spec["adapter_path"])
+        else spec.get("adapter")
+    )
     key = (model, adapter)
     if key not in _ENCODERS:
         from ..encoder import LLM2Vec

@@ -4,14 +4,23 @@ One run:
 
 1. load the store (if any) and ``files.json``; a file entry counts only if the store
    holds exactly its chunks with its sha256 (so a crash between the two writes of a
-   commit is repaired by re-indexing that file);
-2. find the files under the sources; hash each one; unchanged files are skipped,
-   new and changed ones are (re-)chunked and embedded (a changed file's old chunks
-   are deleted first), chunks of files that no longer exist are removed;
-3. commit in groups, at file boundaries: save the store atomically, then rewrite
-   ``files.json``. A crash or Ctrl-C loses at most the uncommitted group; the next run
-   picks up where it stopped. Chunk ids are ``"<path>#<n>"`` so re-adding is an upsert
-   and nothing is ever duplicated.
+   commit is repaired by re-indexing that file). An unreadable or missing ``files.json``
+   beside a store is rebuilt from the store: each file whose stored chunks all carry
+   its sha256 is re-chunked (no embedding) and kept when its chunks are the stored ones;
+2. find the files under the sources; hash each one (in blocks); unchanged files are
+   skipped, new and changed ones are (re-)chunked and embedded (a changed file's old
+   chunks are deleted first), chunks of files that no longer exist are removed;
+3. commit in groups, at file boundaries, and inside files larger than
+   ``IndexSettings.window_chars``: save the store atomically, then rewrite
+   ``files.json``. A file committed part way has an entry with ``partial`` (the
+   `Position` where its chunking continues), and the next run continues it there. A crash
+   or Ctrl-C loses at most the uncommitted group. Chunk ids are ``"<path>#<n>"`` so
+   re-adding is an upsert and nothing is ever duplicated.
+
+Memory does not grow with the size of a file: files are hashed in blocks, .txt/.md files
+larger than the window are checked in blocks and streamed to the chunker, and chunking
+tokenizes at most a window at a time (see :mod:`.chunking`). (.jsonl/.csv/.pdf files are
+read whole; their records are tokenized a window at a time.)
 
 Chunk metadata: ``source`` (path relative to the index root, or absolute outside it),
 ``chunk`` (position in the file), ``start``/``end`` (character offsets in the file's
@@ -30,9 +39,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chunking import check_chunking, chunk_spans
-from .folder import FolderLock, IndexFolder, IndexFolderError, describe_embedder, embedder_spec, now
-from .readers import ReadOptions, SkipFile, discover, read_segments
+from .chunking import DEFAULT_WINDOW_CHARS, Position, ResumeError, check_chunking, iter_chunks
+from .folder import (
+    FILES_FILE,
+    MANIFEST_FILE,
+    FolderLock,
+    IndexFolder,
+    IndexFolderError,
+    describe_embedder,
+    embedder_spec,
+    now,
+)
+from .readers import (
+    TEXT_SUFFIXES,
+    ReadOptions,
+    SkipFile,
+    discover,
+    display_path,
+    open_text,
+    read_segments,
+    scan_text_file,
+)
 
 # Test/debug hook: seconds to sleep after each commit (prints "llm2vec-index-commit: ..." to stderr).
 COMMIT_SLEEP_ENV = "LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP"
@@ -60,8 +87,13 @@ class IndexSettings:
     lexical: bool | None = (
         None  # keep a BM25 index beside the vectors (hybrid search); None: as recorded, else yes
     )
-    commit_every: int = 512  # chunks per commit (at file boundaries)
+    commit_every: int = 512  # chunks per commit (at file boundaries, and inside large files)
     commit_seconds: float = 60.0  # or at least this often
+    commit_share: float = 0.1  # but commits (whole-store saves) take at most this share of time
+    #: Characters tokenized at once (bounds the memory of chunking whatever a file's size);
+    #: files larger than this many bytes are "large": .txt/.md ones are streamed, and every
+    #: large file is also committed in groups inside it.
+    window_chars: int = DEFAULT_WINDOW_CHARS
 
 
 DEFAULTS = {
@@ -117,6 +149,9 @@ class Indexer:
         self.folder = folder
         self.settings = settings
         self.progress = progress
+        #: The report of the current (or last) run; its ``commits`` say what an interrupted
+        #: run kept.
+        self.report = IndexReport()
 
     # ------------------------------------------------------------ configuration
     def _resolve_config(self) -> tuple[dict[str, Any], bool]:
@@ -188,17 +223,22 @@ class Indexer:
             raise IndexFolderError(
                 f"{p} exists, is not empty and is not an llm2vec-retrieval index; choose another --index folder"
             )
+        self.report = IndexReport()
+        existed = self.folder.exists()
         with FolderLock(self.folder):
             try:
                 return self._run(sources)
             finally:
-                self._cleanup_empty_folder()
+                if not existed and not self.report.commits and not self.folder.has_store():
+                    self._cleanup_empty_folder()
 
     def _cleanup_empty_folder(self) -> None:
-        # a first run that committed nothing leaves no folder behind (only our lock file)
+        # a first run that committed nothing (failed, or interrupted before its first commit)
+        # leaves no folder behind: at most the manifest of its first commit and our lock file
         p = self.folder.path
         try:
-            if p.is_dir() and {e.name for e in p.iterdir()} <= {".lock"}:
+            if p.is_dir() and {e.name for e in p.iterdir()} <= {".lock", MANIFEST_FILE}:
+                (p / MANIFEST_FILE).unlink(missing_ok=True)
                 (p / ".lock").unlink(missing_ok=True)
                 p.rmdir()
         except OSError:
@@ -209,20 +249,26 @@ class Indexer:
         from ..index.errors import fingerprint_diff
 
         t0 = time.perf_counter()
-        report = IndexReport()
+        report = self.report
         manifest, rechunk_all = self._resolve_config()
         old_spec = self.folder.read_manifest().get("embedder") if self.folder.exists() else None
         embedder_changed = old_spec is not None and old_spec != manifest["embedder"]
         chunking = manifest["chunking"]
         check_chunking(chunking["chunk_tokens"], chunking["overlap"])
+        window = self.settings.window_chars
+        if window < 64:
+            raise ValueError(f"window_chars must be at least 64, got {window}")
+        if not 0 < self.settings.commit_share <= 1:
+            raise ValueError(f"commit_share must be in (0, 1], got {self.settings.commit_share}")
         root = Path(manifest["root"])
         new_index = not self.folder.exists() or self.settings.rebuild
 
         # Find files first: a bad source fails before the model loads.
         files, refused = discover(sources, exclude=[self.folder.path])
         for p, reason in refused:
-            report.skipped.append((relative_source(p, root), reason))
+            report.skipped.append((display_path(relative_source(p, root)), reason))
         source_roots = [Path(os.path.abspath(os.path.expanduser(os.fspath(s)))) for s in sources]
+        named = ", ".join(display_path(os.fspath(x)) for x in sources)
 
         encoder = None
 
@@ -245,18 +291,32 @@ class Indexer:
                         raise FingerprintMismatchError(stored, encoder.fingerprint(), diff)
             return encoder
 
+        state: dict[str, dict[str, Any]] | None
         if not new_index and self.folder.has_store():
             store = IndexStore.load(
                 self.folder.store_path
             )  # fingerprint checked when the model loads
-            state = self.folder.read_files()
+            try:
+                state = self.folder.read_files() if self.folder.files_path.is_file() else None
+            except IndexFolderError as exc:  # the store is intact: rebuild files.json from it
+                state = None
+                report.notes.append(
+                    (
+                        FILES_FILE,
+                        f"{str(exc).split(';')[0]}; rebuilt from the store: files whose stored "
+                        "chunks match them again are kept without re-embedding",
+                    )
+                )
             if embedder_changed:
                 get_encoder()  # a different --model must match the index before anything is written
         else:
             if not files:
                 raise EmptyCorpusError(
-                    "empty corpus: no indexable files (.txt, .md, .jsonl, .csv, .pdf) in "
-                    + ", ".join(os.fspath(x) for x in sources)
+                    _with_skips(
+                        "empty corpus: no indexable files (.txt, .md, .jsonl, .csv, .pdf) in "
+                        + named,
+                        report,
+                    )
                 )
             store = None
             enc = get_encoder()
@@ -283,6 +343,12 @@ class Indexer:
             by_source.setdefault(str(rec.metadata.get("source")), []).append(
                 (rec.id, rec.metadata.get("sha256"))
             )
+        if state is None:  # files.json lost: entries from the store, checked when hashed
+            state = {}
+            for src, chunks in by_source.items():
+                shas = {sha for _, sha in chunks}
+                if len(shas) == 1 and None not in shas:
+                    state[src] = {"sha256": shas.pop(), "chunks": len(chunks), "derived": True}
         state = {
             src: e
             for src, e in state.items()
@@ -300,23 +366,28 @@ class Indexer:
             if not path.exists() or under_given:
                 removed.append(src)
 
-        # Changed or new files.
-        todo: list[tuple[Path, str, bytes, str]] = []
+        # Changed, new, unfinished or unchecked files (hashed in blocks: nothing is kept).
+        todo: list[tuple[Path, str, int]] = []
         for p in files:
             src = relative_source(p, root)
             try:
-                data = p.read_bytes()
+                sha, size = sha256_file(p)
             except OSError as exc:
                 report.skipped.append((src, f"unreadable ({exc.strerror or type(exc).__name__})"))
                 if src in recorded:
                     removed.append(src)
                 continue
-            sha = sha256_bytes(data)
             entry = state.get(src)
-            if entry is not None and entry.get("sha256") == sha and not rechunk_all:
+            if (
+                entry is not None
+                and entry.get("sha256") == sha
+                and not rechunk_all
+                and "partial" not in entry
+                and not entry.get("derived")
+            ):
                 report.unchanged += 1
                 continue
-            todo.append((p, src, data, sha))
+            todo.append((p, src, size))
 
         committer = _Committer(self.folder, store, manifest, state, report, self.settings)
         committer.dirty = lexical_changed
@@ -330,7 +401,7 @@ class Indexer:
         tokens_done = 0
         t_start = time.perf_counter()
 
-        bar = _progress_bar(len(todo), self.progress)
+        bar = _progress_bar(sum(size for _, _, size in todo), self.progress)
 
         def flush(all_: bool) -> None:
             nonlocal tokens_done
@@ -351,69 +422,49 @@ class Indexer:
                         f"chunks={report.chunks_added} tok/s={rate:,.0f}", refresh=False
                     )
 
+        def drop(src: str) -> None:
+            """Forget every chunk of src: in the store and still waiting to be embedded."""
+            ids = [cid for cid, _ in by_source.pop(src, ())]
+            ids += (
+                [cid for cid in store.ids if cid.startswith(f"{src}#")]
+                if committer.has(src)
+                else []
+            )
+            buffer[:] = [c for c in buffer if c[2]["source"] != src]
+            store.delete(list(dict.fromkeys(ids)))
+            committer.forget(src)
+
+        job = _FileJob(
+            get_encoder, store, committer, buffer, flush, options, window, chunking, report
+        )
+        done_bytes = 0
         try:
-            for path, src, data, sha in todo:
+            for path, src, size in todo:
+
+                def progress(n_bytes: int, before: int = done_bytes) -> None:
+                    if bar is not None and before + n_bytes > bar.n:
+                        bar.update(before + n_bytes - bar.n)
+
                 try:
-                    segments, notes = read_segments(path, data, options)
-                except SkipFile as exc:
+                    job.run(
+                        path,
+                        src,
+                        size,
+                        state.get(src),
+                        by_source.get(src, ()),
+                        rechunk_all,
+                        progress,
+                    )
+                except (SkipFile, _ReadError) as exc:
                     report.skipped.append((src, str(exc)))
-                    if src in by_source or src in state:
-                        store.delete([cid for cid, _ in by_source.get(src, ())])
-                        committer.forget(src)
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                for note in notes:
-                    report.notes.append((src, note))
-                spans = chunk_spans(
-                    get_encoder().tokenizer,
-                    [s.text for s in segments],
-                    chunking["chunk_tokens"],
-                    chunking["overlap"],
-                )
-                chunks = []
-                n = 0
-                for seg, seg_spans in zip(segments, spans, strict=True):
-                    for sp in seg_spans:
-                        meta = {
-                            **seg.meta,
-                            "source": src,
-                            "chunk": n,
-                            "start": sp.start,
-                            "end": sp.end,
-                            "tokens": sp.tokens,
-                            "sha256": sha,
-                        }
-                        chunks.append((f"{src}#{n}", seg.text[sp.start : sp.end], meta))
-                        n += 1
-                old_ids = [cid for cid, _ in by_source.get(src, ())]
-                if old_ids:
-                    store.delete(old_ids)
-                buffer.extend(chunks)
-                n_tokens = sum(m["tokens"] for _, _, m in chunks)
-                committer.stage(
-                    src,
-                    {
-                        "sha256": sha,
-                        "bytes": len(data),
-                        "chunks": len(chunks),
-                        "tokens": n_tokens,
-                        "indexed_at": now(),
-                    },
-                )
-                report.indexed.append(src)
-                report.chunks_added += len(chunks)
-                report.tokens += n_tokens
-                flush(False)
-                if bar is not None:
-                    bar.update(1)
-                if committer.due():
-                    flush(True)
-                    committer.commit()
+                    if src in by_source or src in state or committer.has(src):
+                        drop(src)
+                done_bytes += size
+                progress(0, done_bytes)
             flush(True)
             if new_index and len(store) == 0:
                 raise EmptyCorpusError(
-                    "empty corpus: no text to index in " + ", ".join(os.fspath(x) for x in sources)
+                    _with_skips("empty corpus: no text to index in " + named, report)
                 )
             committer.commit(final=True)
         finally:
@@ -425,8 +476,185 @@ class Indexer:
         return report
 
 
+class _ReadError(Exception):
+    """A file could not be read (the reason is the message): it is skipped."""
+
+
+class _Restart(Exception):
+    """Index the file from scratch."""
+
+
+class _FileJob:
+    """Chunks and embeds one file after another: a file larger than the window is streamed
+    and committed in groups inside it (files.json then records where to continue)."""
+
+    def __init__(
+        self, get_encoder, store, committer, buffer, flush, options, window, chunking, report
+    ):
+        self.get_encoder = get_encoder
+        self.store = store
+        self.committer = committer
+        self.buffer = buffer
+        self.flush = flush
+        self.options = options
+        self.window = window
+        self.chunking = chunking
+        self.report = report
+
+    def run(
+        self, path: Path, src: str, size: int, entry, stored, rechunk_all: bool, progress
+    ) -> None:
+        """Index one file; ``progress(n_bytes)`` is told how far a streamed file was read."""
+        try:
+            self._run(path, src, size, entry, stored, rechunk_all, progress)
+        except _Restart:  # stored chunks that files.json no longer vouched for do not match
+            self.store.delete([cid for cid, _ in stored])
+            self.committer.forget(src)
+            self._run(path, src, size, None, (), rechunk_all, progress)
+
+    def _run(
+        self, path: Path, src: str, size: int, entry, stored, rechunk_all: bool, progress
+    ) -> None:
+        large = size > self.window
+        try:
+            if large and path.suffix.lower() in TEXT_SUFFIXES:
+                sha, size = scan_text_file(path)
+                f = open_text(path)
+            else:
+                f = None
+                data = path.read_bytes()
+        except OSError as exc:
+            raise _ReadError(f"unreadable ({exc.strerror or type(exc).__name__})") from None
+        if f is not None:
+            with f:
+                source = _CountingReader(f, progress)
+                self._index(src, sha, size, [source], [{}], entry, stored, rechunk_all, large)
+            return
+        sha, size = sha256_bytes(data), len(data)
+        segments, notes = read_segments(path, data, self.options)
+        del data
+        for note in notes:
+            self.report.notes.append((src, note))
+        texts = [s.text for s in segments]
+        metas = [s.meta for s in segments]
+        self._index(src, sha, size, texts, metas, entry, stored, rechunk_all, large)
+
+    def _index(self, src, sha, size, texts, metas, entry, stored, rechunk_all, large) -> None:
+        store, committer, report = self.store, self.committer, self.report
+        start, verify = None, 0
+        if entry is not None and entry.get("sha256") == sha and not rechunk_all:
+            if "partial" in entry:
+                start = Position.from_dict(entry["partial"])
+            elif entry.get("derived"):
+                verify = len(stored)
+        chunk_tokens, overlap = self.chunking["chunk_tokens"], self.chunking["overlap"]
+        tokenizer = self.get_encoder().tokenizer
+        chunks = None
+        if start is not None:
+            try:
+                chunks = iter_chunks(
+                    tokenizer, texts, chunk_tokens, overlap, window_chars=self.window, start=start
+                )
+            except ResumeError:
+                chunks = None
+        if chunks is None:  # from the start: the file's chunks in the store go first
+            start = None
+            if stored and not verify:
+                store.delete([cid for cid, _ in stored])
+            chunks = iter_chunks(tokenizer, texts, chunk_tokens, overlap, window_chars=self.window)
+        n = int(entry.get("chunks", 0)) if start is not None else 0
+        tokens = int(entry.get("tokens", 0)) if start is not None else 0
+        if not verify:
+            committer.begin(src, sha, size, n, tokens, start or Position())
+        embedded = 0
+        for chunk in chunks:
+            span = chunk.span
+            meta = {
+                **metas[chunk.segment],
+                "source": src,
+                "chunk": n,
+                "start": span.start,
+                "end": span.end,
+                "tokens": span.tokens,
+                "sha256": sha,
+            }
+            cid = f"{src}#{n}"
+            n += 1
+            tokens += span.tokens
+            if n <= verify:  # files.json was rebuilt from the store: is this chunk stored as is?
+                rec = store.get([cid], include_vectors=False)
+                if not (rec and rec[0].text == chunk.text and rec[0].metadata == meta):
+                    raise _Restart()
+                if n == verify:  # all stored ones match: the rest (if any) is new
+                    committer.begin(src, sha, size, n, tokens, chunk.next)
+                continue
+            self.buffer.append((cid, chunk.text, meta))
+            embedded += 1
+            report.chunks_added += 1
+            report.tokens += span.tokens
+            committer.progress(src, n, tokens, chunk.next)
+            self.flush(False)
+            if large and committer.due():
+                self.flush(True)
+                committer.commit()
+        if n < verify:  # the store holds more chunks than the file gives
+            raise _Restart()
+        committer.finish(src)
+        if embedded or not verify:
+            report.indexed.append(src)
+        else:
+            report.unchanged += 1
+        if committer.due():
+            self.flush(True)
+            committer.commit()
+
+
+class _CountingReader:
+    """A text file's ``read`` that reports how many bytes were read so far."""
+
+    def __init__(self, f, on_bytes):
+        self.f = f
+        self.on_bytes = on_bytes
+
+    def read(self, n: int) -> str:
+        try:
+            text = self.f.read(n)
+        except OSError as exc:
+            raise _ReadError(f"unreadable ({exc.strerror or type(exc).__name__})") from None
+        except UnicodeDecodeError:
+            raise _ReadError("changed while being read (no longer UTF-8 text)") from None
+        if self.on_bytes is not None:
+            self.on_bytes(self.f.buffer.tell())
+        return text
+
+
+def _with_skips(message: str, report: IndexReport) -> str:
+    """An empty-corpus message with the reasons files were skipped (the likely cause)."""
+    if not report.skipped:
+        return message
+    shown = "; ".join(f"{src}: {reason}" for src, reason in report.skipped[:3])
+    more = f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else ""
+    return f"{message} (skipped {shown}{more})"
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """(sha256, size) of a file, read in blocks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
 class _Committer:
-    """Groups changes and writes them: store first (atomic), then files.json."""
+    """Groups changes and writes them: store first (atomic), then files.json.
+
+    A file being indexed has an entry with ``partial`` (where chunking continues) until it
+    is done; a commit inside a large file records that, so that the next run continues
+    there. Entries count only when the store holds exactly their chunks (see `Indexer`).
+    """
 
     def __init__(self, folder, store, manifest, state, report, settings):
         self.folder = folder
@@ -439,12 +667,34 @@ class _Committer:
         self.pending_chunks = 0
         self.dirty = False
         self.last = time.monotonic()
+        self.last_duration = 0.0  # seconds the last commit took
         self.manifest_written = False
 
-    def stage(self, src: str, entry: dict[str, Any]) -> None:
-        self.state[src] = entry
+    def has(self, src: str) -> bool:
+        return src in self.state
+
+    def begin(self, src: str, sha: str, size: int, chunks: int, tokens: int, at: Position) -> None:
+        """A file starts (or continues at ``at`` with ``chunks`` already stored)."""
+        self.state[src] = {
+            "sha256": sha,
+            "bytes": size,
+            "chunks": chunks,
+            "tokens": tokens,
+            "partial": at.to_dict(),
+        }
+        self.dirty = True
+
+    def progress(self, src: str, chunks: int, tokens: int, nxt: Position) -> None:
+        """One more chunk of src is on its way to the store; chunking continues at nxt."""
+        self.state[src].update(chunks=chunks, tokens=tokens, partial=nxt.to_dict())
+        self.pending_chunks += 1
+        self.dirty = True
+
+    def finish(self, src: str) -> None:
+        entry = self.state[src]
+        entry.pop("partial", None)
+        entry["indexed_at"] = now()
         self.pending_files += 1
-        self.pending_chunks += entry["chunks"]
         self.dirty = True
 
     def forget(self, src: str) -> None:
@@ -452,9 +702,15 @@ class _Committer:
         self.dirty = True
 
     def due(self) -> bool:
-        return self.pending_chunks >= self.settings.commit_every or (
-            self.dirty and time.monotonic() - self.last >= self.settings.commit_seconds
+        since = time.monotonic() - self.last
+        wanted = self.pending_chunks >= self.settings.commit_every or (
+            self.dirty and since >= self.settings.commit_seconds
         )
+        # Each commit saves the whole store, so its cost grows with the index: space commits
+        # so that they take at most `commit_share` of the time (else a large file's commits
+        # would cost quadratic time).
+        share = self.settings.commit_share
+        return wanted and since >= self.last_duration * (1 - share) / share
 
     def commit(self, final: bool = False) -> None:
         if not self.dirty:
@@ -467,12 +723,14 @@ class _Committer:
                 {k: v for k, v in self.manifest.items() if k not in ("format", "format_version")}
             )
             self.manifest_written = True
+        started = time.monotonic()
         self.store.save(self.folder.store_path)
         self.folder.write_files(self.state)
         self.report.commits += 1
         self.pending_files = self.pending_chunks = 0
         self.dirty = False
         self.last = time.monotonic()
+        self.last_duration = self.last - started
         sleep = os.environ.get(COMMIT_SLEEP_ENV)
         if sleep:
             sys.stderr.write(
@@ -501,7 +759,9 @@ def _progress_bar(total: int, enabled: bool | None):
 
     return tqdm(
         total=total,
-        unit="file",
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
         desc="Indexing",
         disable=None if enabled is None else False,
         dynamic_ncols=True,

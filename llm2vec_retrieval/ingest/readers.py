@@ -4,11 +4,21 @@ A file becomes a list of `Segment`s: the whole text for .txt/.md, one per record
 .jsonl (``line``), one per row for .csv (``row``), one per page for .pdf (``page``).
 Chunk offsets (``start``/``end``) are relative to the segment's text. A file that cannot
 be read raises `SkipFile` with a short reason; the indexer reports it and goes on.
+A .txt/.md file larger than the indexer's window is not read whole: `scan_text_file`
+checks and hashes it in blocks, and `open_text` streams it to the chunker.
+
+Texts and string fields with lone surrogates (a ``"\ud83d"`` escape in a .jsonl record)
+are repaired (U+FFFD, see :mod:`llm2vec_retrieval.text`) and reported in a note.
+Folders that hold an index (an ``index`` folder, a saved ``IndexStore``, which includes
+LangChain and LlamaIndex saves) are not walked into, and files whose names are not valid
+UTF-8 are refused: both are reported with the reason.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import hashlib
 import io
 import json
 import os
@@ -17,10 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..text import has_surrogates, repair_surrogates, repaired_message
+
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 SUPPORTED_SUFFIXES = (*TEXT_SUFFIXES, ".jsonl", ".csv", ".pdf")
 # Metadata keys set by the indexer; record fields with these names are not copied.
-RESERVED_KEYS = frozenset({"source", "chunk", "start", "end", "sha256", "line", "row", "page", "tokens"})
+RESERVED_KEYS = frozenset(
+    {"source", "chunk", "start", "end", "sha256", "line", "row", "page", "tokens"}
+)
 _MAX_FIELD_CHARS = 1000  # record fields longer than this are not copied into metadata
 
 
@@ -46,15 +60,40 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """A path as it can be printed: bytes that are not UTF-8 shown as ``\\xNN``."""
+    text = os.fspath(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return repair_surrogates(text)
+
+
+def index_folder_reason(folder: Path) -> str | None:
+    """Why ``folder`` is not walked into when it holds an index, else None."""
+    from .folder import MANIFEST_FILE
+
+    if (folder / MANIFEST_FILE).is_file():
+        return "an llm2vec-retrieval index folder: its files are not indexed"
+    if (folder / "manifest.json").is_file() and (folder / "docstore.jsonl").is_file():
+        return "a saved index store: its files are not indexed"
+    return None
+
+
+BAD_NAME = "file name is not valid UTF-8; rename it to index it"
+
+
 def discover(
     sources: Sequence[str | os.PathLike], exclude: Sequence[Path] = ()
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files to index under ``sources`` (absolute, sorted, de-duplicated) and files refused.
+    """Files to index under ``sources`` (absolute, sorted, de-duplicated) and paths refused
+    (with the reason).
 
     Folders are walked recursively (hidden entries and symlinked folders skipped) and only
     supported suffixes are kept; a file named directly is always tried (an unsupported
-    suffix is reported). Paths under ``exclude`` (the index folder) are left out. A source
-    that does not exist raises FileNotFoundError.
+    suffix is reported). Paths under ``exclude`` (the index folder) are left out silently;
+    folders holding another index (`index_folder_reason`) and files whose names are not
+    valid UTF-8 are refused. A source that does not exist raises FileNotFoundError.
     """
     excluded = [Path(os.path.abspath(p)) for p in exclude]
 
@@ -70,21 +109,49 @@ def discover(
         if path.is_file():
             if is_excluded(path):
                 continue
-            if path.suffix.lower() in SUPPORTED_SUFFIXES:
+            reason = index_folder_reason(path.parent)
+            if reason is not None:
+                refused.append((path, f"inside {reason.split(':')[0]}"))
+            elif has_surrogates(os.fspath(path)):
+                refused.append((path, BAD_NAME))
+            elif path.suffix.lower() in SUPPORTED_SUFFIXES:
                 found[path] = None
             else:
-                refused.append((path, f"unsupported file type {path.suffix or '(none)'!r}; supported: "
-                                      + ", ".join(SUPPORTED_SUFFIXES)))
+                refused.append(
+                    (
+                        path,
+                        f"unsupported file type {path.suffix or '(none)'!r}; supported: "
+                        + ", ".join(SUPPORTED_SUFFIXES),
+                    )
+                )
+            continue
+        if is_excluded(path):
+            continue
+        reason = index_folder_reason(path)
+        if reason is not None:
+            refused.append((path, reason))
             continue
         for dirpath, dirnames, filenames in os.walk(path):
             base = Path(dirpath)
-            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d) and not is_excluded(base / d))
+            keep = []
+            for d in sorted(dirnames):
+                if is_hidden(d) or is_excluded(base / d):
+                    continue
+                reason = index_folder_reason(base / d)
+                if reason is not None:
+                    refused.append((base / d, reason))
+                else:
+                    keep.append(d)
+            dirnames[:] = keep
             for name in sorted(filenames):
                 p = base / name
                 if is_hidden(name) or p.suffix.lower() not in SUPPORTED_SUFFIXES or is_excluded(p):
                     continue
                 if p.is_file():
-                    found[p] = None
+                    if has_surrogates(os.fspath(p)):
+                        refused.append((p, BAD_NAME))
+                    else:
+                        found[p] = None
     return sorted(found), refused
 
 
@@ -97,12 +164,65 @@ def _decode(data: bytes) -> str:
         raise SkipFile(f"not UTF-8 text (byte {exc.start})") from None
 
 
+def scan_text_file(path: Path, block: int = 1 << 20) -> tuple[str, int]:
+    """(sha256, size) of a text file read in blocks, after the checks `read_segments`
+    makes on text (`SkipFile` for NUL bytes or bytes that are not UTF-8)."""
+    h = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    size = 0
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            if size == 0 and b"\x00" in data[:8192]:
+                raise SkipFile("binary file (NUL bytes)")
+            h.update(data)
+            try:
+                decoder.decode(data)
+            except UnicodeDecodeError as exc:
+                raise SkipFile(f"not UTF-8 text (byte {size + exc.start})") from None
+            size += len(data)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise SkipFile(f"not UTF-8 text (byte {size - len(decoder.getstate()[0])})") from None
+    return h.hexdigest(), size
+
+
+def open_text(path: Path) -> io.TextIOWrapper:
+    """A checked text file (`scan_text_file`) opened for streaming: the same characters
+    as ``read_segments`` gives (BOM dropped, line ends kept as they are)."""
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _repair_segments(segments: list[Segment], notes: list[str]) -> list[Segment]:
+    repaired = 0
+    for seg in segments:
+        changed = has_surrogates(seg.text)
+        seg.text = repair_surrogates(seg.text)
+        meta = {}
+        for k, v in seg.meta.items():
+            if isinstance(k, str) and has_surrogates(k):
+                k, changed = repair_surrogates(k), True
+            if isinstance(v, str) and has_surrogates(v):
+                v, changed = repair_surrogates(v), True
+            meta[k] = v
+        seg.meta = meta
+        repaired += changed
+    if repaired:
+        notes.append(repaired_message(repaired, "record(s)" if len(segments) > 1 else "text"))
+    return segments
+
+
 def _scalar_fields(record: dict[str, Any], text_key: str) -> dict[str, Any]:
     out = {}
     for key, value in record.items():
         if key == text_key or key in RESERVED_KEYS or not isinstance(key, str):
             continue
-        if isinstance(value, bool) or isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+        if (
+            isinstance(value, bool)
+            or isinstance(value, (int, float))
+            and value == value
+            and abs(value) != float("inf")
+        ):
             out[key] = value
         elif isinstance(value, str) and len(value) <= _MAX_FIELD_CHARS:
             out[key] = value
@@ -113,17 +233,20 @@ def read_segments(path: Path, data: bytes, options: ReadOptions) -> tuple[list[S
     """The segments of one file (its bytes already read) and notes (non-fatal problems)."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        return _read_pdf(path, data)
-    text = _decode(data)
-    if suffix == ".jsonl":
-        return _read_jsonl(text, options.text_field)
-    if suffix == ".csv":
-        return _read_csv(text, options.text_column)
-    return [Segment(text)], []
+        segments, notes = _read_pdf(path, data)
+    else:
+        text = _decode(data)
+        if suffix == ".jsonl":
+            segments, notes = _read_jsonl(text, options.text_field)
+        elif suffix == ".csv":
+            segments, notes = _read_csv(text, options.text_column)
+        else:
+            segments, notes = [Segment(text)], []
+    return _repair_segments(segments, notes), notes
 
 
 def _read_jsonl(text: str, text_field: str) -> tuple[list[Segment], list[str]]:
-    segments, missing, records = [], 0, 0
+    segments, missing, records, deep = [], 0, 0, []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -131,14 +254,26 @@ def _read_jsonl(text: str, text_field: str) -> tuple[list[Segment], list[str]]:
             record = json.loads(line)
         except ValueError:
             raise SkipFile(f"line {n} is not valid JSON") from None
+        except RecursionError:  # nested deeper than the parser goes: that line only
+            deep.append(n)
+            continue
         records += 1
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             missing += 1
             continue
-        segments.append(Segment(record[text_field], {"line": n, **_scalar_fields(record, text_field)}))
+        segments.append(
+            Segment(record[text_field], {"line": n, **_scalar_fields(record, text_field)})
+        )
+    if deep and not records:
+        raise SkipFile(f"line {deep[0]}: JSON nested too deeply")
     if records and not segments:
         raise SkipFile(f"no record has a string field {text_field!r} (choose it with --text-field)")
-    notes = [f"{missing} of {records} records have no string field {text_field!r}"] if missing else []
+    notes = (
+        [f"{missing} of {records} records have no string field {text_field!r}"] if missing else []
+    )
+    if deep:
+        shown = ", ".join(map(str, deep[:5])) + (", ..." if len(deep) > 5 else "")
+        notes.append(f"{len(deep)} line(s) skipped: JSON nested too deeply (line {shown})")
     return segments, notes
 
 
@@ -150,14 +285,22 @@ def _read_csv(text: str, column: str) -> tuple[list[Segment], list[str]]:
         if not header:
             return [], []
         if column not in header:
-            raise SkipFile(f"no column {column!r} (columns: {', '.join(header)}; choose it with --text-column)")
+            raise SkipFile(
+                f"no column {column!r} (columns: {', '.join(header)}; choose it with --text-column)"
+            )
         segments = []
         for n, row in enumerate(reader, 1):
             value = row.get(column)
             if value:
-                extra = {k: v for k, v in row.items()
-                         if isinstance(k, str) and k != column and k not in RESERVED_KEYS
-                         and isinstance(v, str) and len(v) <= _MAX_FIELD_CHARS}
+                extra = {
+                    k: v
+                    for k, v in row.items()
+                    if isinstance(k, str)
+                    and k != column
+                    and k not in RESERVED_KEYS
+                    and isinstance(v, str)
+                    and len(v) <= _MAX_FIELD_CHARS
+                }
                 segments.append(Segment(value, {"row": n, **extra}))
     except csv.Error as exc:
         raise SkipFile(f"malformed CSV ({exc})") from None
