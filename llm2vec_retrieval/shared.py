@@ -5,9 +5,11 @@ Kept in the core so each adapter stays thin; nothing here imports a framework.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 # One lock per encoder object: tokenizers (the Rust "fast" ones) and the model are not
@@ -50,3 +52,19 @@ def load_encoder(model_name_or_path: str | None = None, **kwargs: Any) -> Any:
             )
         return LLM2Vec.from_pretrained(name, **kwargs)
     return LLM2Vec.from_pretrained(**kwargs)
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object saved by an integration beside its index (sidecar, manifest), or
+    `IndexCorruptedError` naming the file in one line (also for JSON nested too deeply)."""
+    from llm2vec_retrieval.index.errors import IndexCorruptedError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
+        raise IndexCorruptedError(f"{path}: not valid JSON ({why})", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise IndexCorruptedError(f"{path}: not a JSON object", file=str(path))
+    return data

@@ -7,7 +7,7 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +27,8 @@ from llm2vec_retrieval.index import (
     MODES,
     NO_LEXICAL_MESSAGE,
 )
+from llm2vec_retrieval.shared import read_json_object
+from llm2vec_retrieval.text import repair_texts, warn_repaired
 
 __all__ = ["LLM2VecRetriever", "LLM2VecVectorStore", "embeddings_fingerprint"]
 
@@ -232,11 +234,26 @@ class LLM2VecVectorStore(VectorStore):
             )
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"Got {len(ids)} ids for {len(texts)} texts; they must match.")
-        metas = [dict(m) if m else {} for m in (metadatas or [None] * len(texts))]
-        ids_ = [
-            str(i) if i not in (None, "") else str(uuid.uuid4())
-            for i in (ids or [None] * len(texts))
-        ]
+        given = ids or [None] * len(texts)
+        # Checked before anything is embedded; errors name the position (and the caller's id).
+        metas = []
+        for i, m in enumerate(metadatas or [None] * len(texts)):
+            where = f"metadatas[{i}]" + (
+                f" (id {given[i]!r})" if given[i] not in (None, "") else ""
+            )
+            if m is not None and not isinstance(m, Mapping):
+                raise ValueError(f"{where} must be a dict, got {type(m).__name__}")
+            try:
+                json.dumps(dict(m or {}), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where} is not JSON-serializable: {exc}") from None
+            metas.append(dict(m) if m else {})
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        texts, repaired = repair_texts(texts)  # what is stored is what is embedded
+        warn_repaired(repaired, stacklevel=4)
+        ids_ = [str(i) if i not in (None, "") else str(uuid.uuid4()) for i in given]
         return texts, metas, ids_
 
     def _write(
@@ -728,7 +745,7 @@ class LLM2VecVectorStore(VectorStore):
         folder = Path(folder_path)
         sidecar_file = folder / _SIDECAR
         if sidecar_file.exists():
-            sidecar = json.loads(sidecar_file.read_text())
+            sidecar = read_json_object(sidecar_file)
         else:  # a bare IndexStore folder
             sidecar = {"has_store": True, "index_params": {}}
         fingerprint = embeddings_fingerprint(embeddings)

@@ -26,6 +26,8 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from llm2vec_retrieval.index import DEFAULT_ALPHA, DEFAULT_FUSION, NO_LEXICAL_MESSAGE
 from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
+from llm2vec_retrieval.shared import read_json_object
+from llm2vec_retrieval.text import repair_texts, warn_repaired
 
 __all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
 
@@ -285,6 +287,8 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             vectors.append(embedding)
             texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
             metas.append(metadata)
+        texts, repaired = repair_texts(texts)  # stored as the embedder saw them
+        warn_repaired(repaired, stacklevel=3)
         last = {id_: i for i, id_ in enumerate(ids)}  # a repeated id: the last one wins
         if len(last) != len(ids):
             keep = sorted(last.values())
@@ -506,7 +510,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         path = Path(persist_path)
         if not path.exists():
             raise FileNotFoundError(f"No persisted LLM2VecVectorStore at {path}")
-        manifest = json.loads(path.read_text())
+        manifest = read_json_object(path)
         if manifest.get("format") != _FORMAT:
             raise ValueError(f"{path} is not an LLM2VecVectorStore manifest")
         if fingerprint is None and embed_model is not None:

@@ -6,6 +6,7 @@ import atexit
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -343,3 +344,74 @@ def test_missing_framework_gives_install_hint() -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert "pip install 'llm2vec-retrieval[langchain]'" in out.stdout
+
+
+# -- issue 14 hardening -----------------------------------------------------------------
+class _CountingEmbeddings(LLM2VecEmbeddings):
+    """The real embeddings, counting how many texts were embedded."""
+
+    embedded: int = 0
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.embedded += len(texts)
+        return super().embed_documents(texts)
+
+
+def test_metadata_is_checked_before_anything_is_embedded(emb: LLM2VecEmbeddings) -> None:
+    """Issue 14.15: a bad metadata was reported after every text was embedded, naming a
+    generated uuid. Now it fails first, naming the position (and the caller's id)."""
+    counting = _CountingEmbeddings(encoder=emb.encoder)
+    store = LLM2VecVectorStore(counting)
+    texts = ["a", "b", "c"]
+    bad = [{"ok": 1}, {"ok": 2}, {"when": object()}]
+    with pytest.raises(ValueError, match=r"^metadatas\[2\] is not JSON-serializable") as info:
+        store.add_texts(texts, bad)
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", str(info.value))  # no generated uuid
+    with pytest.raises(ValueError, match=r"^metadatas\[2\] \(id 'user-c'\) is not JSON"):
+        store.add_texts(texts, bad, ids=["user-a", None, "user-c"])
+    with pytest.raises(
+        ValueError, match=r"metadatas\[1\] \(id 'y'\) is not JSON.*Out of range float"
+    ):
+        store.add_documents(
+            [Document("a", id="x"), Document("b", id="y", metadata={"score": float("nan")})]
+        )
+    with pytest.raises(ValueError, match=r"metadatas\[0\] must be a dict, got list"):
+        store.add_texts(["a"], [["not", "a", "dict"]])
+    assert counting.embedded == 0 and len(store) == 0
+
+
+async def test_async_add_checks_metadata_first(emb: LLM2VecEmbeddings) -> None:
+    counting = _CountingEmbeddings(encoder=emb.encoder)
+    store = LLM2VecVectorStore(counting)
+    with pytest.raises(ValueError, match=r"^metadatas\[0\] \(id 'k'\) is not JSON"):
+        await store.aadd_texts(["a"], [{"x": {1, 2}}], ids=["k"])
+    assert counting.embedded == 0
+
+
+def test_add_texts_repairs_lone_surrogates(emb: LLM2VecEmbeddings) -> None:
+    """Issue 14.3: add_texts raised the tokenizer's TypeError on a lone surrogate. The text
+    is repaired (U+FFFD) once, with one warning, and stored as it was embedded."""
+    import warnings
+
+    store = LLM2VecVectorStore(emb)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids = store.add_texts(["cut \ud83d emoji", "fine text"], ids=["s", "f"])
+    repaired = [w for w in caught if issubclass(w.category, UnicodeWarning)]
+    assert [str(w.message)[:40] for w in repaired] == ["1 text(s) contained lone surrogates (inv"]
+    assert ids == ["s", "f"]
+    assert store.get_by_ids(["s"])[0].page_content == "cut \ufffd emoji"
+    np.testing.assert_allclose(
+        store.store.vectors(["s"])[0], emb.embed_documents(["cut \ufffd emoji"])[0], atol=1e-6
+    )
+
+
+def test_deeply_nested_sidecar_is_a_one_line_error(emb: LLM2VecEmbeddings, tmp_path) -> None:
+    """Issue 14.5: a saved file nested 100k deep gave a RecursionError traceback."""
+    from llm2vec_retrieval.index import IndexCorruptedError
+
+    store = LLM2VecVectorStore.from_texts(["a", "b"], emb)
+    store.save_local(tmp_path / "ix")
+    (tmp_path / "ix" / "langchain_llm2vec.json").write_text("[" * 100_000)
+    with pytest.raises(IndexCorruptedError, match="langchain_llm2vec.json: not valid JSON"):
+        LLM2VecVectorStore.load_local(tmp_path / "ix", emb)

@@ -55,7 +55,8 @@ def embed(checkpoints) -> LLM2VecEmbedding:
 def _documents(n: int = 10) -> list[Document]:
     return [
         Document(
-            text=f"Document {i} is about {TOPICS[i % 5]}. " + "It has a few sentences. " * (i % 3 + 1),
+            text=f"Document {i} is about {TOPICS[i % 5]}. "
+            + "It has a few sentences. " * (i % 3 + 1),
             id_=f"doc-{i}",
             metadata={"topic": TOPICS[i % 5], "year": 2015 + i, "rank": i},
         )
@@ -77,15 +78,25 @@ def test_embedding_basics(embed: LLM2VecEmbedding) -> None:
     t = embed.get_text_embedding("rivers")
     assert len(q) == len(t) == embed.embedding_dim == 32
     assert not np.allclose(q, t)  # the query instruction is applied to queries only
-    assert np.allclose(q, embed.encoder.encode_queries(["rivers"], embed.query_instruction)[0], atol=1e-5)
+    assert np.allclose(
+        q, embed.encoder.encode_queries(["rivers"], embed.query_instruction)[0], atol=1e-5
+    )
     assert embed.query_instruction == embed.encoder.config.query_instruction
     texts = [f"text {i}" for i in range(9)]
     batch = embed.get_text_embedding_batch(texts)  # batched by embed_batch_size
     assert np.allclose(batch, embed.encoder.encode_documents(texts), atol=1e-5)
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
-    custom = LLM2VecEmbedding(encoder=embed.encoder, query_instruction="Find:", text_instruction="Passage:")
-    assert np.allclose(custom.get_query_embedding("x"), embed.encoder.encode_queries(["x"], "Find:")[0], atol=1e-5)
-    assert np.allclose(custom.get_text_embedding("x"), embed.encoder.encode_documents(["x"], "Passage:")[0], atol=1e-5)
+    custom = LLM2VecEmbedding(
+        encoder=embed.encoder, query_instruction="Find:", text_instruction="Passage:"
+    )
+    assert np.allclose(
+        custom.get_query_embedding("x"), embed.encoder.encode_queries(["x"], "Find:")[0], atol=1e-5
+    )
+    assert np.allclose(
+        custom.get_text_embedding("x"),
+        embed.encoder.encode_documents(["x"], "Passage:")[0],
+        atol=1e-5,
+    )
     assert custom.fingerprint() != embed.fingerprint()
 
 
@@ -160,14 +171,22 @@ def test_filter_translation() -> None:
     }
     for op, name in ops.items():
         value = [1] if op == FilterOperator.NIN else 1
-        assert metadata_filters_to_dict(MetadataFilters(filters=[MetadataFilter(key="k", value=value, operator=op)])) == {
-            "k": {name: value}
-        }
-    not_ = MetadataFilters(filters=[MetadataFilter(key="k", value=1)], condition=FilterCondition.NOT)
+        assert metadata_filters_to_dict(
+            MetadataFilters(filters=[MetadataFilter(key="k", value=value, operator=op)])
+        ) == {"k": {name: value}}
+    not_ = MetadataFilters(
+        filters=[MetadataFilter(key="k", value=1)], condition=FilterCondition.NOT
+    )
     assert metadata_filters_to_dict(not_) == {"$not": {"k": {"$eq": 1}}}
     with pytest.raises(NotImplementedError):
         metadata_filters_to_dict(
-            MetadataFilters(filters=[MetadataFilter(key="k", value="x", operator=FilterOperator.TEXT_MATCH_INSENSITIVE)])
+            MetadataFilters(
+                filters=[
+                    MetadataFilter(
+                        key="k", value="x", operator=FilterOperator.TEXT_MATCH_INSENSITIVE
+                    )
+                ]
+            )
         )
 
 
@@ -182,7 +201,9 @@ def test_vector_store_query_filters_exact_k() -> None:
     q = rng.normal(size=8).tolist()
 
     def run(filters=None, k=5, **kw):
-        return store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=k, filters=filters, **kw))
+        return store.query(
+            VectorStoreQuery(query_embedding=q, similarity_top_k=k, filters=filters, **kw)
+        )
 
     res = run()
     assert len(res.nodes) == 5 and res.similarities == sorted(res.similarities, reverse=True)
@@ -190,13 +211,34 @@ def test_vector_store_query_filters_exact_k() -> None:
     assert res.nodes[0].get_content() == f"text of {res.ids[0]}"
     cases = [
         (MetadataFilter(key="topic", value="rivers"), lambda m: m["topic"] == "rivers"),
-        (MetadataFilter(key="topic", value="rivers", operator=FilterOperator.NE), lambda m: m["topic"] != "rivers"),
-        (MetadataFilter(key="year", value=2030, operator=FilterOperator.GT), lambda m: m["year"] > 2030),
-        (MetadataFilter(key="year", value=2030, operator=FilterOperator.GTE), lambda m: m["year"] >= 2030),
-        (MetadataFilter(key="year", value=2003, operator=FilterOperator.LT), lambda m: m["year"] < 2003),
-        (MetadataFilter(key="year", value=2003, operator=FilterOperator.LTE), lambda m: m["year"] <= 2003),
-        (MetadataFilter(key="topic", value=["cells", "numbers"], operator=FilterOperator.IN), lambda m: m["topic"] in ("cells", "numbers")),
-        (MetadataFilter(key="topic", value=["cells", "numbers"], operator=FilterOperator.NIN), lambda m: m["topic"] not in ("cells", "numbers")),
+        (
+            MetadataFilter(key="topic", value="rivers", operator=FilterOperator.NE),
+            lambda m: m["topic"] != "rivers",
+        ),
+        (
+            MetadataFilter(key="year", value=2030, operator=FilterOperator.GT),
+            lambda m: m["year"] > 2030,
+        ),
+        (
+            MetadataFilter(key="year", value=2030, operator=FilterOperator.GTE),
+            lambda m: m["year"] >= 2030,
+        ),
+        (
+            MetadataFilter(key="year", value=2003, operator=FilterOperator.LT),
+            lambda m: m["year"] < 2003,
+        ),
+        (
+            MetadataFilter(key="year", value=2003, operator=FilterOperator.LTE),
+            lambda m: m["year"] <= 2003,
+        ),
+        (
+            MetadataFilter(key="topic", value=["cells", "numbers"], operator=FilterOperator.IN),
+            lambda m: m["topic"] in ("cells", "numbers"),
+        ),
+        (
+            MetadataFilter(key="topic", value=["cells", "numbers"], operator=FilterOperator.NIN),
+            lambda m: m["topic"] not in ("cells", "numbers"),
+        ),
     ]
     all_meta = [n.metadata for n in nodes]
     for flt, pred in cases:
@@ -205,11 +247,16 @@ def test_vector_store_query_filters_exact_k() -> None:
         assert len(res.nodes) == min(6, expected), flt
         assert all(pred(n.metadata) for n in res.nodes), flt
     both = MetadataFilters(
-        filters=[MetadataFilter(key="topic", value="rivers"), MetadataFilter(key="year", value=2020, operator=FilterOperator.GTE)],
+        filters=[
+            MetadataFilter(key="topic", value="rivers"),
+            MetadataFilter(key="year", value=2020, operator=FilterOperator.GTE),
+        ],
         condition=FilterCondition.AND,
     )
     res = run(both, k=10)
-    assert sorted(n.node_id for n in res.nodes) == sorted(f"n{i}" for i in range(20, 40) if i % 5 == 0)
+    assert sorted(n.node_id for n in res.nodes) == sorted(
+        f"n{i}" for i in range(20, 40) if i % 5 == 0
+    )
     either = MetadataFilters(
         filters=[MetadataFilter(key="year", value=2000), MetadataFilter(key="year", value=2039)],
         condition=FilterCondition.OR,
@@ -238,7 +285,9 @@ def test_list_and_text_operators() -> None:
 
     def ids(op, key, value):
         flt = MetadataFilters(filters=[MetadataFilter(key=key, value=value, operator=op)])
-        res = store.query(VectorStoreQuery(query_embedding=[1.0, 0.5], similarity_top_k=10, filters=flt))
+        res = store.query(
+            VectorStoreQuery(query_embedding=[1.0, 0.5], similarity_top_k=10, filters=flt)
+        )
         return sorted(res.ids)
 
     assert ids(FilterOperator.CONTAINS, "tags", "y") == ["a", "b"]
@@ -254,7 +303,13 @@ def test_vector_store_nodes_api() -> None:
         LLM2VecVectorStore(index_kind="hnsw", index_params={"nlist": 4})
     store = LLM2VecVectorStore()
     assert store.query(VectorStoreQuery(query_embedding=[1.0, 0.0], similarity_top_k=3)).nodes == []
-    store.add([_node("a", [1, 0], "d1", k=1), _node("b", [0, 1], "d1", k=2), _node("c", [1, 1], "d2", k=3)])
+    store.add(
+        [
+            _node("a", [1, 0], "d1", k=1),
+            _node("b", [0, 1], "d1", k=2),
+            _node("c", [1, 1], "d2", k=3),
+        ]
+    )
     got = store.get_nodes(node_ids=["a", "zzz"])
     assert [n.node_id for n in got] == ["a"] and got[0].metadata == {"k": 1}
     assert got[0].embedding == pytest.approx([1.0, 0.0])
@@ -289,7 +344,9 @@ def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp
     docs = _documents(10)
     vector_store = LLM2VecVectorStore(embed_model=embed)
     storage_context = StorageContext.from_defaults(vector_store=vector_store)
-    index = VectorStoreIndex.from_documents(docs, storage_context=storage_context, embed_model=embed)
+    index = VectorStoreIndex.from_documents(
+        docs, storage_context=storage_context, embed_model=embed
+    )
     assert len(vector_store) == 10
     assert vector_store.store.fingerprint == embed.fingerprint()
 
@@ -338,7 +395,9 @@ def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp
     assert [h.node.node_id for h in hits2] == [h.node.node_id for h in before]
     assert [h.score for h in hits2] == pytest.approx([h.score for h in before], abs=1e-5)
     # it keeps working: insert + delete after reload
-    index2.insert(Document(text="A new document about rivers.", id_="doc-new", metadata={"topic": "rivers"}))
+    index2.insert(
+        Document(text="A new document about rivers.", id_="doc-new", metadata={"topic": "rivers"})
+    )
     assert len(loaded_store) == 10
     index2.delete_ref_doc("doc-new")
     assert len(loaded_store) == 9
@@ -348,7 +407,9 @@ def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp
     with pytest.raises(FingerprintMismatchError):
         LLM2VecVectorStore.from_persist_dir(str(persist_dir), embed_model=other)
     with pytest.warns(UserWarning):
-        forced = LLM2VecVectorStore.from_persist_dir(str(persist_dir), embed_model=other, allow_fingerprint_mismatch=True)
+        forced = LLM2VecVectorStore.from_persist_dir(
+            str(persist_dir), embed_model=other, allow_fingerprint_mismatch=True
+        )
     assert len(forced) == 9
 
 
@@ -356,7 +417,9 @@ async def test_async_index_end_to_end(embed: LLM2VecEmbedding) -> None:
     docs = _documents(6)
     vector_store = LLM2VecVectorStore()
     ctx = StorageContext.from_defaults(vector_store=vector_store)
-    index = VectorStoreIndex.from_documents(docs, storage_context=ctx, embed_model=embed, use_async=True)
+    index = VectorStoreIndex.from_documents(
+        docs, storage_context=ctx, embed_model=embed, use_async=True
+    )
     assert len(vector_store) == 6
     hits = await index.as_retriever(similarity_top_k=2).aretrieve(docs[1].text)
     assert len(hits) == 2 and {h.node.ref_doc_id for h in hits} <= {d.doc_id for d in docs}
@@ -381,6 +444,41 @@ def test_missing_framework_gives_install_hint() -> None:
         "import sys; sys.modules['llama_index'] = None; sys.modules['llama_index.core'] = None\n"
         "try:\n    import llama_index_llm2vec\nexcept ImportError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert "pip install 'llm2vec-retrieval[llamaindex]'" in out.stdout
+
+
+# -- issue 14 hardening ------------------------------------------------------------------
+
+
+def test_lone_surrogates_are_repaired_on_the_way_in(embed: LLM2VecEmbedding) -> None:
+    """Issue 14.3: lone surrogates reach the encoder as U+FFFD (one warning per call), and
+    the node text is stored repaired."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vec = embed.get_text_embedding("cut \ud83d emoji")
+        store = LLM2VecVectorStore(embed_model=embed)
+        store.add([_node("n1", vec, "r1")])
+        node = TextNode(id_="n2", text="half \udcff", embedding=vec)
+        store.add([node])
+    repaired = [str(w.message) for w in caught if issubclass(w.category, UnicodeWarning)]
+    assert len(repaired) == 2 and all(m.startswith("1 text(s)") for m in repaired)
+    np.testing.assert_allclose(vec, embed.get_text_embedding("cut \ufffd emoji"), atol=1e-6)
+    assert store.get_nodes(["n2"])[0].get_content() == "half \ufffd"
+
+
+def test_deeply_nested_persisted_manifest_is_a_one_line_error(tmp_path) -> None:
+    """Issue 14.5: a persisted file nested 100k deep gave a RecursionError traceback."""
+    from llm2vec_retrieval.index import IndexCorruptedError
+
+    (tmp_path / "vs.json").write_text("[" * 100_000)
+    with pytest.raises(IndexCorruptedError, match=r"vs.json: not valid JSON \(nested too deeply\)"):
+        LLM2VecVectorStore.from_persist_path(str(tmp_path / "vs.json"))
