@@ -18,7 +18,7 @@ recipe's full budget. `--ship` folds the shipped adapter and the final run into 
 (`combine`, truncated SVD to `--rank`, bf16) and writes it to `--ship-to` (default: the
 package's adapter folder) only when the prepared data is shippable (no restricted/ source).
 
-Recipes: `cpu` (2 cores, bf16 autocast, batch 32 without GradCache, ~2 h for the final run)
+Recipes: `cpu` (2 cores, bf16 autocast, batch 32 without GradCache, 240 steps: ~1.5 h for the final run)
 and `gpu` (one H200-class GPU, ~15 min: batch 256 as GradCache mini-batches of 64). Both
 resume from their checkpoints when rerun with the same --work-dir.
 
@@ -65,7 +65,7 @@ RECIPES = {
         "mini_batch_size": 0,
     },
     "cpu": {
-        "max_steps": 400,
+        "max_steps": 240,
         "batch_size": 32,
         "max_length": 128,
         "warmup_steps": 20,
@@ -147,7 +147,11 @@ class Runner:
         shared = Path(args.data_dir) if args.data_dir else default_data_dir()
         self.sts_dev = load_sts(shared / "stsb", split="dev")
         self.dev = dev_sets(self.data)
-        self.path = Path(args.results_dir) / f"train_default_{self.stamp}.json"
+        self.path = (
+            Path(args.results_file)
+            if args.results_file
+            else Path(args.results_dir) / f"train_default_{self.stamp}.json"
+        )
         self.results = {
             "benchmark": "train_default",
             "command": shlex.join(["python", "-m", "benchmarks.train_default", *args.argv]),
@@ -162,6 +166,13 @@ class Runner:
             },
             "runs": {},
         }
+        if (
+            args.results_file and self.path.is_file()
+        ):  # continue a results file (e.g. after a restart)
+            old = json.loads(self.path.read_text())
+            self.results["runs"] = old.get("runs", {})
+            self.results["command"] = old.get("command", "") + " ; then " + self.results["command"]
+            self.results["started"] = old.get("started", self.results["started"])
         self.t0 = time.perf_counter()
 
     def log(self, msg: str) -> None:
@@ -277,6 +288,11 @@ def main(argv=None) -> int:
         help="adapters, logs and checkpoints (rerun with the same folder to resume)",
     )
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument(
+        "--results-file",
+        default=None,
+        help="write into this results file, keeping the runs it already holds (continue a session)",
+    )
     p.add_argument(
         "--runs",
         default="shipped,snli,snli+medquad,snli+altlex,snli+stackexchange,all",
