@@ -93,10 +93,6 @@ class LexicalIndex:
     def __len__(self) -> int:
         return len(self._tokens)
 
-    @property
-    def stale(self) -> bool:
-        return self._retriever is None
-
     # -- mutation ---------------------------------------------------------------------
     def _ids(self, tokens: list[str]) -> np.ndarray:
         vocab = self._vocab
