@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import l2_normalize
 from .cache import EmbeddingCache, encode_cached
 from .data import BeirData
 from .metrics import DEFAULT_METRICS, evaluate_run
@@ -27,9 +28,9 @@ from .metrics import DEFAULT_METRICS, evaluate_run
 __all__ = ["normalize", "exact_search", "evaluate_beir", "evaluate_beir_store", "evaluate_run"]
 
 
-def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32 (zero rows stay zero)."""
+    return l2_normalize(np.asarray(x, dtype=np.float32))
 
 
 def exact_search(

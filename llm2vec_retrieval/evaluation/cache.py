@@ -21,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._io import atomic_open, atomic_write_json
 from .data import checksum_texts
 
 __all__ = ["EmbeddingCache", "cache_key", "default_cache_dir", "encode_cached", "get_fingerprint"]
@@ -106,18 +106,10 @@ class EmbeddingCache:
         array = np.ascontiguousarray(array)
         if array.dtype == object:
             raise TypeError("refusing to cache an object array")
-        # Write to a temporary file and rename, so readers never see a partial file.
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array, allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(p) as f:  # readers never see a partial file
+            np.save(f, array, allow_pickle=False)
         if meta is not None:
-            p.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+            atomic_write_json(p.with_suffix(".json"), meta, indent=1, sort_keys=True, default=str)
         return p
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import sha256_file
+
 __all__ = [
     "BeirData",
     "StsData",
@@ -41,14 +43,6 @@ def default_data_dir() -> Path:
     if not (project_root / "pyproject.toml").exists():  # installed, not a checkout
         project_root = Path.cwd()
     return project_root.parent / "shared" / "data"
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checksum_files(paths: Iterable[str | os.PathLike]) -> tuple[str, dict[str, str]]:
@@ -150,7 +144,9 @@ def load_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
     queries = {str(q["_id"]): q.get("text") or "" for q in _read_jsonl(files[1])}
     missing = [q for q in qrels if q not in queries]
     if missing:
-        raise ValueError(f"{len(missing)} judged queries are missing from queries.jsonl, e.g. {missing[0]!r}")
+        raise ValueError(
+            f"{len(missing)} judged queries are missing from queries.jsonl, e.g. {missing[0]!r}"
+        )
     queries = {qid: text for qid, text in queries.items() if qid in qrels}
     checksum, per_file = checksum_files(files)
     return BeirData(folder.name, split, corpus, queries, qrels, checksum, per_file)
@@ -206,7 +202,14 @@ def subset_corpus(data: BeirData, max_docs: int | None, seed: int = 0) -> BeirDa
         }
     )
     return BeirData(
-        data.name, data.split, corpus, data.queries, data.qrels, data.checksum, data.file_checksums, subset
+        data.name,
+        data.split,
+        corpus,
+        data.queries,
+        data.qrels,
+        data.checksum,
+        data.file_checksums,
+        subset,
     )
 
 
@@ -250,9 +253,19 @@ def load_sts(path: str | os.PathLike, split: str = "test") -> StsData:
                 continue
             parts = line.split("\t")
             if len(parts) < 7:
-                raise ValueError(f"{path}:{lineno}: expected at least 7 tab-separated columns, got {len(parts)}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected at least 7 tab-separated columns, got {len(parts)}"
+                )
             scores.append(float(parts[4]))
             s1.append(parts[5])
             s2.append(parts[6])
     checksum, per_file = checksum_files([path])
-    return StsData(path.parent.name or "stsb", split, s1, s2, np.asarray(scores, dtype=np.float64), checksum, per_file)
+    return StsData(
+        path.parent.name or "stsb",
+        split,
+        s1,
+        s2,
+        np.asarray(scores, dtype=np.float64),
+        checksum,
+        per_file,
+    )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import l2_normalize
 from ..instructions import STS_INSTRUCTION
 from .cache import EmbeddingCache, encode_cached
 from .data import StsData
@@ -45,12 +46,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return pearson(rankdata(a), rankdata(b))
 
 
-def cosine_pairs(a: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    na = np.maximum(np.linalg.norm(a, axis=1), eps)
-    nb = np.maximum(np.linalg.norm(b, axis=1), eps)
-    return np.sum(a * b, axis=1) / (na * nb)
+def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of `a` with the same row of `b`, in float64 (0 for a zero row)."""
+    a = l2_normalize(np.asarray(a, dtype=np.float64))
+    b = l2_normalize(np.asarray(b, dtype=np.float64))
+    return np.sum(a * b, axis=1)
 
 
 def evaluate_sts(

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
+from .._io import l2_normalize
 
 
 def mmr_select(
@@ -23,8 +20,8 @@ def mmr_select(
     m = len(candidates)
     if m == 0 or k <= 0:
         return []
-    c = _unit(np.asarray(candidates, dtype=np.float32))
-    q = _unit(np.asarray(query, dtype=np.float32).reshape(-1))
+    c = l2_normalize(np.asarray(candidates, dtype=np.float32))
+    q = l2_normalize(np.asarray(query, dtype=np.float32).reshape(-1))
     rel = c @ q
     sim = c @ c.T
     first = int(np.argmax(rel))

@@ -22,9 +22,9 @@ Layout of ``path/``:
                     ``manifest_sha256`` (of the manifest itself, canonical JSON, without
                     that key).
 
-Atomic save: everything is written and fsynced in a sibling ``.<name>.tmp-<pid>-<rand>``
-directory (manifest last); then the old directory is renamed to ``.<name>.bak``, the new
-one renamed into place, and the backup removed. A save is committed once the new
+Atomic save (``llm2vec_retrieval._io.staged_dir``): everything is written and fsynced in a
+sibling ``.<name>.tmp-<pid>-<rand>`` directory (manifest last); then the old directory is
+renamed to ``.<name>.bak``, the new one renamed into place, and the backup removed. A save is committed once the new
 directory has its final name. If a process dies between the two renames (or while a
 save is between them), ``path`` is missing and ``.<name>.bak`` holds the previous index:
 ``load`` reads it there, in place, and only the next ``save`` (a writer) moves it back:
@@ -57,13 +57,19 @@ import shutil
 import stat
 import sys
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._io import (
+    fsync_file,
+    locate_dir,
+    restore_backup,
+    sha256_and_size,
+    staged_dir,
+)
 from ._faiss import get_faiss
 from .errors import (
     DimensionMismatchError,
@@ -123,54 +129,9 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
     ).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _backup_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.bak")
-
-
 def _locate(path: Path) -> Path:
-    """The directory a reader reads: ``path``, or its backup while only that exists (a
-    save died, or is, between its two renames). Moves nothing."""
-    bak = _backup_path(path)
-    if not path.exists() and bak.is_dir() and (bak / MANIFEST_FILE).exists():
-        return bak
-    return path
-
-
-def _restore_backup(path: Path) -> None:
-    """For a writer (save): if a save died between its renames, put the backup back."""
-    bak = _backup_path(path)
-    if not path.exists() and bak.is_dir() and (bak / MANIFEST_FILE).exists():
-        os.rename(bak, path)
-        _fsync_dir(path.parent)
+    """The directory a reader reads: ``path``, or its backup while only that exists."""
+    return locate_dir(path, MANIFEST_FILE)
 
 
 class _Moved(Exception):
@@ -217,26 +178,6 @@ class _DirReader:
             return f.read()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _remove_stale_tmp(path: Path) -> None:
-    prefix = f".{path.name}.tmp-"
-    for p in path.parent.glob(f"{prefix}*"):
-        pid_s = p.name[len(prefix) :].split("-", 1)[0]
-        if pid_s.isdigit() and not _pid_alive(int(pid_s)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
 OWN_FILES = frozenset(
     {INDEX_FILE, DOCSTORE_FILE, VECTORS_FILE, LEXICAL_VOCAB_FILE, LEXICAL_FILE, MANIFEST_FILE}
 )
@@ -264,7 +205,7 @@ def save_store(store: IndexStore, path: str | Path) -> None:
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     with store._lock:
-        _restore_backup(path)
+        restore_backup(path, MANIFEST_FILE)
         if path.exists():
             if not path.is_dir():
                 raise ValueError(f"{path} exists and is not a directory")
@@ -272,93 +213,74 @@ def save_store(store: IndexStore, path: str | Path) -> None:
                 raise ValueError(
                     f"refusing to save into {path}: it has sub-directories and is not a saved index"
                 )
-        _remove_stale_tmp(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        bak = _backup_path(path)
-        tmp.mkdir()
-        try:
-            files: list[str] = []
-            backend = store._backend
-            if backend.write(str(tmp / INDEX_FILE)):
-                files.append(INDEX_FILE)
-            _pause("index_written")
-            docs = store._docs
-            with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8", newline="\n") as f:
-                for id_, d in docs.items():
-                    f.write(
-                        json.dumps(
-                            {"id": id_, "iid": d.iid, "text": d.text, "metadata": d.metadata},
-                            ensure_ascii=True,  # lone surrogates in texts survive too
-                        )
-                    )
-                    f.write("\n")
-            files.append(DOCSTORE_FILE)
-            if backend.keeps_vectors:
-                iids = store._live_iids()
-                with open(tmp / VECTORS_FILE, "wb") as f:
-                    np.save(
-                        f,
-                        np.ascontiguousarray(backend.fs.get(iids), dtype=np.float32),
-                        allow_pickle=False,
-                    )
-                files.append(VECTORS_FILE)
-            lexical = store._lexical
-            if lexical is not None:
-                vocab, arrays = lexical.snapshot()
-                with open(tmp / LEXICAL_VOCAB_FILE, "w", encoding="utf-8") as f:
-                    json.dump(vocab, f, ensure_ascii=True)
-                with open(tmp / LEXICAL_FILE, "wb") as f:
-                    np.savez(f, **arrays)
-                files += [LEXICAL_VOCAB_FILE, LEXICAL_FILE]
-            file_info = {}
-            for name in files:
-                _fsync_file(tmp / name)
-                file_info[name] = {
-                    "sha256": _sha256_file(tmp / name),
-                    "bytes": (tmp / name).stat().st_size,
-                }
-            _pause("files_written")
-            manifest: dict[str, Any] = {
-                "format_version": FORMAT_VERSION,
-                "library": "llm2vec-retrieval",
-                "library_version": _library_version(),
-                "faiss_version": getattr(get_faiss(), "__version__", "unknown"),
-                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "kind": store.kind,
-                "metric": store.metric,
-                "dim": store.dim,
-                "count": len(docs),
-                "params": store._params,
-                "state": {"next_iid": store._next_iid, **backend.state()},
-                "fingerprint": store._fingerprint,
-                "lexical": None if lexical is None else lexical.settings,
-                "files": file_info,
-            }
-            manifest["manifest_sha256"] = manifest_checksum(manifest)
-            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
-                json.dump(manifest, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            if path.exists():
-                _carry_foreign(path, tmp)
-            _fsync_dir(tmp)
-            _pause("before_swap")
-            if path.exists():
-                if bak.exists():  # leftover of a save that died after its swap
-                    shutil.rmtree(bak)
-                os.rename(path, bak)
-                _fsync_dir(path.parent)
-                _pause("backed_up")
-            os.rename(tmp, path)
-            _fsync_dir(path.parent)
-            _pause("swapped")
-        except BaseException:
-            if not path.exists() and bak.exists():
-                os.rename(bak, path)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(bak, ignore_errors=True)
+        with staged_dir(path, marker=MANIFEST_FILE, on_stage=_pause) as tmp:
+            _write_files(store, path, tmp)
+
+
+def _write_files(store: IndexStore, path: Path, tmp: Path) -> None:
+    """Every file of the store into the empty directory `tmp` (the manifest last), and the
+    foreign files of the current `path`."""
+    files: list[str] = []
+    backend = store._backend
+    if backend.write(str(tmp / INDEX_FILE)):
+        files.append(INDEX_FILE)
+    _pause("index_written")
+    docs = store._docs
+    with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8", newline="\n") as f:
+        for id_, d in docs.items():
+            f.write(
+                json.dumps(
+                    {"id": id_, "iid": d.iid, "text": d.text, "metadata": d.metadata},
+                    ensure_ascii=True,  # lone surrogates in texts survive too
+                )
+            )
+            f.write("\n")
+    files.append(DOCSTORE_FILE)
+    if backend.keeps_vectors:
+        iids = store._live_iids()
+        with open(tmp / VECTORS_FILE, "wb") as f:
+            np.save(
+                f,
+                np.ascontiguousarray(backend.fs.get(iids), dtype=np.float32),
+                allow_pickle=False,
+            )
+        files.append(VECTORS_FILE)
+    lexical = store._lexical
+    if lexical is not None:
+        vocab, arrays = lexical.snapshot()
+        with open(tmp / LEXICAL_VOCAB_FILE, "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=True)
+        with open(tmp / LEXICAL_FILE, "wb") as f:
+            np.savez(f, **arrays)
+        files += [LEXICAL_VOCAB_FILE, LEXICAL_FILE]
+    file_info = {}
+    for name in files:
+        fsync_file(tmp / name)
+        digest, size = sha256_and_size(tmp / name)
+        file_info[name] = {"sha256": digest, "bytes": size}
+    _pause("files_written")
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "library": "llm2vec-retrieval",
+        "library_version": _library_version(),
+        "faiss_version": getattr(get_faiss(), "__version__", "unknown"),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "kind": store.kind,
+        "metric": store.metric,
+        "dim": store.dim,
+        "count": len(docs),
+        "params": store._params,
+        "state": {"next_iid": store._next_iid, **backend.state()},
+        "fingerprint": store._fingerprint,
+        "lexical": None if lexical is None else lexical.settings,
+        "files": file_info,
+    }
+    manifest["manifest_sha256"] = manifest_checksum(manifest)
+    with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    if path.exists():
+        _carry_foreign(path, tmp)
 
 
 def _corrupt(file: Path, msg: str) -> IndexCorruptedError:

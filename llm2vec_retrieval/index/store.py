@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import l2_normalize
 from ._faiss import get_faiss
 from .filters import compile_filter
 from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
@@ -215,10 +216,9 @@ class IndexStore:
         if not np.isfinite(a).all():
             bad = int(np.nonzero(~np.isfinite(a).all(axis=1))[0][0])
             raise ValueError(f"{what} row {bad} contains NaN or infinite values")
-        a = np.array(a, dtype=np.float32, order="C", copy=True)
         if self._metric == "cosine":
-            get_faiss().normalize_L2(a)  # zero vectors stay zero
-        return a
+            return np.ascontiguousarray(l2_normalize(a))  # zero vectors stay zero
+        return np.array(a, dtype=np.float32, order="C", copy=True)
 
     # -- mutation -----------------------------------------------------------------
     def add(

@@ -30,6 +30,7 @@ text, or in the record/row/page text for .jsonl/.csv/.pdf, which add ``line``/``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -39,11 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import LockedError, file_lock, sha256_and_size
 from .chunking import DEFAULT_WINDOW_CHARS, Position, ResumeError, check_chunking, iter_chunks
 from .folder import (
     FILES_FILE,
+    LOCK_FILE,
     MANIFEST_FILE,
-    FolderLock,
     IndexFolder,
     IndexFolderError,
     describe_embedder,
@@ -219,13 +221,18 @@ class Indexer:
         p = self.folder.path
         if p.exists() and not p.is_dir():
             raise IndexFolderError(f"{p} exists and is not a folder")
-        if p.is_dir() and not self.folder.exists() and any(e.name != ".lock" for e in p.iterdir()):
+        if p.is_dir() and not self.folder.exists() and any(e.name != LOCK_FILE for e in p.iterdir()):
             raise IndexFolderError(
                 f"{p} exists, is not empty and is not an llm2vec-retrieval index; choose another --index folder"
             )
         self.report = IndexReport()
         existed = self.folder.exists()
-        with FolderLock(self.folder):
+        with contextlib.ExitStack() as locked:
+            self.folder.path.mkdir(parents=True, exist_ok=True)
+            try:  # one writer at a time (flock on POSIX, the Windows lock there)
+                locked.enter_context(file_lock(self.folder.path / LOCK_FILE))
+            except LockedError:
+                raise IndexFolderError(f"another process is indexing {self.folder.path}") from None
             try:
                 return self._run(sources)
             finally:
@@ -237,9 +244,9 @@ class Indexer:
         # leaves no folder behind: at most the manifest of its first commit and our lock file
         p = self.folder.path
         try:
-            if p.is_dir() and {e.name for e in p.iterdir()} <= {".lock", MANIFEST_FILE}:
+            if p.is_dir() and {e.name for e in p.iterdir()} <= {LOCK_FILE, MANIFEST_FILE}:
                 (p / MANIFEST_FILE).unlink(missing_ok=True)
-                (p / ".lock").unlink(missing_ok=True)
+                (p / LOCK_FILE).unlink(missing_ok=True)
                 p.rmdir()
         except OSError:
             pass
@@ -371,7 +378,7 @@ class Indexer:
         for p in files:
             src = relative_source(p, root)
             try:
-                sha, size = sha256_file(p)
+                sha, size = sha256_and_size(p)
             except OSError as exc:
                 report.skipped.append((src, f"unreadable ({exc.strerror or type(exc).__name__})"))
                 if src in recorded:
@@ -635,17 +642,6 @@ def _with_skips(message: str, report: IndexReport) -> str:
     shown = "; ".join(f"{src}: {reason}" for src, reason in report.skipped[:3])
     more = f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else ""
     return f"{message} (skipped {shown}{more})"
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a file, read in blocks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
 
 
 class _Committer:

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write_json
+
 STAGES = ("mntp", "simcse", "supervised")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MASKING_MODES = ("bert", "all-mask")
@@ -177,9 +179,7 @@ class TrainConfig:
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / CONFIG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.to_dict())
         return path
 
     @classmethod

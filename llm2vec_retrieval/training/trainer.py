@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import atomic_write_json, atomic_write_text, restore_backup, staged_dir
 from ..config import EncoderConfig
 from . import data as data_mod
 from .config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig
@@ -80,12 +81,6 @@ def list_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
             except ValueError:
                 continue
     return sorted(found)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _rng_state() -> dict:
@@ -308,33 +303,27 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             root = self.out / CHECKPOINTS
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = root / f".tmp-step-{self.step}-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            self._unwrapped_peft().save_pretrained(tmp)
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            torch.save(_rng_state(), tmp / "rng.pt")
-            state = {
-                "step": self.step,
-                "stage": self.cfg.stage,
-                "max_steps": self.cfg.max_steps,
-                "data_position": self.stream.position.to_dict(),
-                "elapsed_s": self.elapsed,
-                "tokens": self.tokens_total,
-                "last_loss": self.losses[-1] if self.losses else None,
-                "stats": self.stats.to_dict(),
-            }
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
             target = root / f"step-{self.step:06d}"
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            with staged_dir(target) as tmp:
+                self._unwrapped_peft().save_pretrained(tmp)
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                torch.save(_rng_state(), tmp / "rng.pt")
+                state = {
+                    "step": self.step,
+                    "stage": self.cfg.stage,
+                    "max_steps": self.cfg.max_steps,
+                    "data_position": self.stream.position.to_dict(),
+                    "elapsed_s": self.elapsed,
+                    "tokens": self.tokens_total,
+                    "last_loss": self.losses[-1] if self.losses else None,
+                    "stats": self.stats.to_dict(),
+                }
+                (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
             for _, old in list_checkpoints(self.out)[: -self.cfg.save_total_limit or None]:
                 if self.cfg.save_total_limit and old != target:
                     shutil.rmtree(old, ignore_errors=True)
-            _atomic_write(self.out / STATS_FILE, json.dumps(self.stats.to_dict(), indent=2))
+            atomic_write_json(self.out / STATS_FILE, self.stats.to_dict())
         acc.wait_for_everyone()
 
     def _load_checkpoint(self, path: Path) -> None:
@@ -376,7 +365,7 @@ class Trainer:
                 continue  # a line cut by the kill
             if rec.get("step", 0) <= step:
                 kept.append(line)
-        _atomic_write(log, "".join(k + "\n" for k in kept))
+        atomic_write_text(log, "".join(k + "\n" for k in kept))
 
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
@@ -397,8 +386,12 @@ class Trainer:
             shutil.rmtree(self.out / CHECKPOINTS, ignore_errors=True)
             for name in (LOG_FILE, STATE_FILE, STATS_FILE):
                 (self.out / name).unlink(missing_ok=True)
-        for stale in (self.out / CHECKPOINTS).glob(".tmp-*") if (self.out / CHECKPOINTS).is_dir() else []:
-            shutil.rmtree(stale, ignore_errors=True)
+        ckpts = self.out / CHECKPOINTS
+        if ckpts.is_dir():  # what a killed checkpoint save left (this run is the only writer)
+            for bak in ckpts.glob(".step-*.bak"):
+                restore_backup(ckpts / bak.name[1 : -len(".bak")])
+            for stale in [*ckpts.glob(".tmp-*"), *ckpts.glob(".step-*.tmp-*")]:
+                shutil.rmtree(stale, ignore_errors=True)
         state_file.unlink(missing_ok=True)
         self._setup()
         checkpoints = list_checkpoints(self.out) if cfg.resume else []
@@ -463,11 +456,11 @@ class Trainer:
         if acc.is_main_process:
             base_ref = os.path.abspath(cfg.init_adapter[-1]) if cfg.init_adapter else base_reference(cfg.model)
             save_adapter(peft_model, self.encoder, self.out, base_ref, self.saved_encoder_config)
-            _atomic_write(self.out / STATS_FILE, json.dumps(self.stats.to_dict(), indent=2))
+            atomic_write_json(self.out / STATS_FILE, self.stats.to_dict())
             final = {"finished": True, "stage": cfg.stage, "step": self.step,
                      "loss": self.losses[-1] if self.losses else None, "elapsed_s": round(self.elapsed, 3),
                      "tokens": self.tokens_total, "base": base_reference(cfg.model), "init_adapter": cfg.init_adapter}
-            _atomic_write(self.out / STATE_FILE, json.dumps(final, indent=2))
+            atomic_write_json(self.out / STATE_FILE, final)
             print(self.stats.summary(), file=sys.stderr)
             logger.info(self.stats.summary())
         self.encoder.model = peft_model
