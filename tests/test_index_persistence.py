@@ -318,6 +318,38 @@ def test_fingerprint_mismatch_and_override(tmp_path):
     assert IndexStore.load(tmp_path / "nofp", fingerprint=other).fingerprint == other
 
 
+def test_index_with_an_old_model_digest(tmp_path):
+    """Issue 13.1: digests now cover whole weight files. An index saved with the old
+    (first-MiB) digest of the shipped default model loads without a mismatch and takes the
+    new digest; one of a folder whose later bytes the old digest never saw is a one-line
+    error saying what to do."""
+    from llm2vec_retrieval import loading
+
+    shipped = loading.shipped_adapter_dir(loading.DEFAULT_MODEL)
+    now = {**FP, "model_digest": loading.folder_digest(shipped), "dim": DIM}
+    old = {**now, "model_digest": loading.legacy_folder_digest(shipped)[0]}
+    s, _ = build("flat", n=10, fingerprint=old)
+    s.save(tmp_path / "ix")
+    t = IndexStore.load(tmp_path / "ix", fingerprint=now)
+    assert len(t) == 10 and t.fingerprint == now  # the next save records the new digest
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(bytes(range(256)) * 8192)  # 2 MiB
+    now = {**FP, "model_digest": loading.folder_digest(ckpt), "dim": DIM}
+    old = {**now, "model_digest": loading.legacy_folder_digest(ckpt)[0]}
+    s, _ = build("flat", n=10, fingerprint=old)
+    s.save(tmp_path / "ix2")
+    with pytest.raises(FingerprintMismatchError) as info:
+        IndexStore.load(tmp_path / "ix2", fingerprint=now)
+    assert info.value.differing_keys == info.value.legacy_keys == ["model_digest"]
+    message = str(info.value)
+    assert "\n" not in message and "first MiB" in message and "--rebuild" in message
+    with pytest.warns(UserWarning, match="first MiB"):
+        t = IndexStore.load(tmp_path / "ix2", fingerprint=now, allow_fingerprint_mismatch=True)
+    assert t.fingerprint == old
+
+
 # -- directory handling ---------------------------------------------------------------
 def test_save_keeps_foreign_files_and_refuses_foreign_trees(tmp_path):
     s, _ = build("flat", n=20)

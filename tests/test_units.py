@@ -1,10 +1,16 @@
-"""Small pure pieces: pooling maths, batching, config JSON, instruction registry."""
+"""Small pure pieces: pooling maths, batching, config JSON, instruction registry, content digests."""
 
 from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from llm2vec_retrieval import loading
 from llm2vec_retrieval.batching import token_budget_batches
 from llm2vec_retrieval.config import EncoderConfig
 from llm2vec_retrieval.instructions import (
@@ -23,7 +29,9 @@ def test_pooling_by_hand():
     ids = torch.tensor([[9, 5, 6, 0], [7, 9, 5, 6]])
     assert pool(hidden, attention, text, "mean").flatten().tolist() == [1.5, 6.5]
     # weights 1,2 over the text tokens, normalised: (1*1 + 2*2)/3 and (1*6 + 2*7)/3
-    torch.testing.assert_close(pool(hidden, attention, text, "weighted_mean").flatten(), torch.tensor([5 / 3, 20 / 3]))
+    torch.testing.assert_close(
+        pool(hidden, attention, text, "weighted_mean").flatten(), torch.tensor([5 / 3, 20 / 3])
+    )
     assert pool(hidden, attention, text, "last_token").flatten().tolist() == [2.0, 7.0]
     assert pool(hidden, attention, text, "bos_token", ids, 9).flatten().tolist() == [0.0, 5.0]
     with pytest.raises(ValueError, match="Valid pooling modes are"):
@@ -51,7 +59,130 @@ def test_config_json_round_trip(tmp_path):
 
 
 def test_instruction_registry():
-    assert get_instruction("scifact") == "Given a scientific claim, retrieve documents that support or refute the claim:"
+    assert (
+        get_instruction("scifact")
+        == "Given a scientific claim, retrieve documents that support or refute the claim:"
+    )
     assert get_instruction("STS-B") == get_instruction("STSBenchmark") == STS_INSTRUCTION
     assert is_symmetric("STSBenchmark") and not is_symmetric("SciFact")
     assert all(v.endswith(":") for v in INSTRUCTIONS.values())
+
+
+# -- content digests (issue 13.1) -----------------------------------------------------
+MIB = 1 << 20
+
+
+def _checkpoint(folder: Path, tail: bytes) -> Path:
+    """A fake merged checkpoint: 3 MiB whose first MiB (the embedding matrix of a sorted
+    safetensors file, which a LoRA merge never changes) is the same in every copy."""
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"\x01" * MIB + tail * (2 * MIB // len(tail)))
+    return folder
+
+
+def test_folder_digest_covers_whole_files(tmp_path):
+    """Two checkpoints differing only after the first MiB got one digest, so an index
+    built with one loaded silently against the other."""
+    a = _checkpoint(tmp_path / "a", b"\x02")
+    b = _checkpoint(tmp_path / "b", b"\x03")
+    cache = loading.DigestCache()  # memory only
+    assert loading.legacy_folder_digest(a)[0] == loading.legacy_folder_digest(b)[0]  # the bug
+    da, db = loading.folder_digest(a, cache=cache), loading.folder_digest(b, cache=cache)
+    assert da != db
+    assert len(da) == 16 and int(da, 16) >= 0
+    assert loading.folder_digest(tmp_path / "missing") is None
+
+
+def test_digest_cache_reads_each_file_once(tmp_path):
+    folder = _checkpoint(tmp_path / "ckpt", b"\x02")
+    cache_file = tmp_path / "cache" / "digests.json"
+    cache = loading.DigestCache(cache_file)
+    first = loading.folder_digest(folder, cache=cache)
+    assert cache.hashed == 2  # config.json and model.safetensors
+    assert loading.folder_digest(folder, cache=cache) == first and cache.hashed == 2
+    # another process (a fresh cache on the same file) reads nothing either
+    again = loading.DigestCache(cache_file)
+    assert loading.folder_digest(folder, cache=again) == first and again.hashed == 0
+    saved = json.loads(cache_file.read_text())["files"]
+    assert set(saved) == {str(folder / "config.json"), str(folder / "model.safetensors")}
+
+
+def test_digest_cache_misses_a_rewrite_that_keeps_size_and_mtime(tmp_path):
+    """The cache key holds ctime and inode besides size and mtime: a retrained file of the
+    same size whose mtime was set back (cp -p, rsync -a, fixed archive timestamps) is read
+    again, whether it replaced the file (new inode) or was written into it (new ctime)."""
+    folder = _checkpoint(tmp_path / "ckpt", b"\x02")
+    weights = folder / "model.safetensors"
+    cache = loading.DigestCache(tmp_path / "digests.json")
+    seen = {loading.folder_digest(folder, cache=cache)}
+    for tail, in_place in ((b"\x04", False), (b"\x05", True)):
+        st = weights.stat()
+        time.sleep(0.05)  # past the kernel's timestamp granularity
+        if in_place:
+            with open(weights, "r+b") as f:
+                f.seek(MIB)
+                f.write(tail * (2 * MIB))
+        else:
+            replacement = tmp_path / "retrained.safetensors"
+            replacement.write_bytes(b"\x01" * MIB + tail * (2 * MIB))
+            os.replace(replacement, weights)
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+        now = weights.stat()
+        assert (now.st_size, now.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        assert (now.st_ino == st.st_ino) == in_place
+        digest = loading.folder_digest(folder, cache=cache)
+        assert digest not in seen
+        seen.add(digest)
+    assert cache.hashed == 4  # 2 files, then model.safetensors twice
+
+
+def test_corrupt_digest_cache_is_ignored_and_rewritten(tmp_path):
+    folder = _checkpoint(tmp_path / "ckpt", b"\x02")
+    expected = loading.folder_digest(folder, cache=loading.DigestCache())
+    cache_file = tmp_path / "digests.json"
+    for garbage in ("{not json", "[" * 100_000, '{"format": 1, "files": {"x": [1]}}', "\xff"):
+        cache_file.write_text(garbage, encoding="utf-8", errors="surrogateescape")
+        cache = loading.DigestCache(cache_file)
+        assert loading.folder_digest(folder, cache=cache) == expected and cache.hashed == 2
+        assert len(json.loads(cache_file.read_text())["files"]) == 2
+    # an entry that lies about a file's hash but has its current stat is believed: the
+    # cache is keyed by the stat, never by content (so it reads nothing)
+    data = json.loads(cache_file.read_text())
+    data["files"][str(folder / "model.safetensors")][4] = "0" * 64
+    cache_file.write_text(json.dumps(data))
+    assert loading.folder_digest(folder, cache=loading.DigestCache(cache_file)) != expected
+
+
+def test_old_digests_of_indexes_built_before_whole_file_hashing(tmp_path):
+    """A digest saved by an older version matches when it provably names the same files
+    (the shipped default adapter; folders whose files all fit in the first MiB), and is a
+    one-line "rebuild or allow" error when it cannot tell."""
+    from llm2vec_retrieval.index import FingerprintMismatchError
+    from llm2vec_retrieval.index.errors import fingerprint_diff
+
+    shipped = loading.shipped_adapter_dir(loading.DEFAULT_MODEL)
+    current = loading.folder_digest(shipped)
+    assert loading.legacy_folder_digest(shipped)[0] in loading.SHIPPED_LEGACY_DIGESTS
+    old_fp = {"model": loading.DEFAULT_MODEL, "model_digest": "65aa107b6bea08d9", "dim": 640}
+    assert fingerprint_diff(old_fp, {**old_fp, "model_digest": current}) == []
+
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "model.safetensors").write_bytes(b"\x05" * 1000)
+    old = loading.legacy_folder_digest(small)[0]
+    assert (
+        fingerprint_diff({"model_digest": old}, {"model_digest": loading.folder_digest(small)})
+        == []
+    )
+
+    big = _checkpoint(tmp_path / "big", b"\x02")
+    old, new = loading.legacy_folder_digest(big)[0], loading.folder_digest(big)
+    assert loading.compare_digest(old, new) == "legacy"
+    diff = fingerprint_diff({"model_digest": old}, {"model_digest": new})
+    assert diff == ["model_digest"]
+    err = FingerprintMismatchError({"model_digest": old}, {"model_digest": new}, diff)
+    assert err.legacy_keys == ["model_digest"] and "\n" not in str(err)
+    assert "--rebuild" in str(err) and "allow_fingerprint_mismatch=True" in str(err)
+    # an unrelated digest stays a plain mismatch
+    assert loading.compare_digest("0123456789abcdef", new) == "different"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..loading import compare_digest
+
 
 class IndexCorruptedError(RuntimeError):
     """A saved index is unreadable: a file is missing, truncated, corrupted or inconsistent.
@@ -27,6 +29,21 @@ class FingerprintMismatchError(ValueError):
         self.stored = stored
         self.expected = expected
         self.differing_keys = differing_keys
+        # digests saved before whole weight files were hashed, of the files the embedder has now
+        self.legacy_keys = [
+            k
+            for k in differing_keys
+            if k in DIGEST_KEYS and compare_digest(stored.get(k), expected.get(k)) == "legacy"
+        ]
+        if self.legacy_keys and self.legacy_keys == differing_keys:
+            super().__init__(
+                f"the index's {' and '.join(differing_keys)} comes from an older llm2vec-retrieval "
+                "that hashed only the first MiB of each weight file, which cannot tell whether "
+                "the model was retrained since. Re-embed it with this model (CLI: `index` with "
+                "--rebuild), or, if the weight files are unchanged since it was built, pass "
+                "allow_fingerprint_mismatch=True (CLI: --allow-mismatch) to load it anyway."
+            )
+            return
         details = "; ".join(
             f"{k}: saved {stored.get(k, '<absent>')!r} != given {expected.get(k, '<absent>')!r}"
             for k in differing_keys
@@ -37,13 +54,23 @@ class FingerprintMismatchError(ValueError):
         )
 
 
+# Fingerprint keys holding `loading.folder_digest` values: compared with `compare_digest`, so
+# that a digest saved by an older version still matches the files it names.
+DIGEST_KEYS = frozenset({"model_digest", "adapter_digest"})
+
+
+def _same(key: Any, stored: dict[str, Any], expected: dict[str, Any]) -> bool:
+    if key not in stored or key not in expected:
+        return False
+    if stored[key] == expected[key]:
+        return True
+    return key in DIGEST_KEYS and compare_digest(stored[key], expected[key]) == "same"
+
+
 def fingerprint_diff(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """Keys whose values differ between two fingerprint dicts (sorted, as strings)."""
     keys = set(stored) | set(expected)
-    return sorted(
-        (k for k in keys if k not in stored or k not in expected or stored[k] != expected[k]),
-        key=str,
-    )
+    return sorted((k for k in keys if not _same(k, stored, expected)), key=str)
 
 
 class DimensionMismatchError(FingerprintMismatchError):
@@ -68,6 +95,7 @@ class DimensionMismatchError(FingerprintMismatchError):
         self.stored = stored
         self.expected = expected
         self.differing_keys = fingerprint_diff(stored, expected) if stored else ["dim"]
+        self.legacy_keys = []
         ValueError.__init__(
             self,
             f"index {path} holds {saved_dim}-dimensional vectors but the embedder makes "

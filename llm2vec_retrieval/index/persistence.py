@@ -371,6 +371,8 @@ def load_store(
             if not allow_fingerprint_mismatch:
                 raise err
             warnings.warn(f"loading anyway: {err}", stacklevel=3)
+        else:  # the same embedder: keep its fingerprint as it is written now (newer digests)
+            stored_fp = fingerprint
 
     # docstore
     dpath = d / DOCSTORE_FILE
