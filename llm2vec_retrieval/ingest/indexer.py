@@ -221,7 +221,11 @@ class Indexer:
         p = self.folder.path
         if p.exists() and not p.is_dir():
             raise IndexFolderError(f"{p} exists and is not a folder")
-        if p.is_dir() and not self.folder.exists() and any(e.name != LOCK_FILE for e in p.iterdir()):
+        if (
+            p.is_dir()
+            and not self.folder.exists()
+            and any(e.name != LOCK_FILE for e in p.iterdir())
+        ):
             raise IndexFolderError(
                 f"{p} exists, is not empty and is not an llm2vec-retrieval index; choose another --index folder"
             )

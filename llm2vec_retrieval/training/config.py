@@ -91,39 +91,55 @@ def _f(default, help: str, paper: Any = dataclasses.MISSING, **kw):
 class TrainConfig:
     """Settings shared by every stage. See the module docstring for the sources of defaults."""
 
-    model: str | None = _f(None, "base model folder or embedded name (default: gemma3-270m, the default model's "
-                           "untrained base; gemma3-270m-llm2vec continues from the shipped adapter)")
+    model: str | None = _f(
+        None,
+        "base model folder or embedded name (default: gemma3-270m, the default model's "
+        "untrained base; gemma3-270m-llm2vec continues from the shipped adapter)",
+    )
     data: list[str] = _f([], "training data file(s) or BEIR folder(s)")
     output: str = _f("", "output folder (adapter, configs, log, checkpoints)")
     init_adapter: list[str] = _f(
-        [], "adapter folder(s) merged into the base before training, in order (e.g. the MNTP output)"
+        [],
+        "adapter folder(s) merged into the base before training, in order (e.g. the MNTP output)",
     )
-    preset: str = _f("cpu", f"default sizes: one of {PRESETS} ('paper' = the paper's batch sizes/lengths)")
+    preset: str = _f(
+        "cpu", f"default sizes: one of {PRESETS} ('paper' = the paper's batch sizes/lengths)"
+    )
     max_steps: int = _f(1000, "optimizer steps", paper=1000)
     batch_size: int = _f(8, "examples per optimizer step (per process, before accumulation)")
     gradient_accumulation_steps: int = _f(1, "micro-batches accumulated per optimizer step")
     lr: float = _f(5e-5, "peak learning rate (AdamW)")
     weight_decay: float = _f(0.0, "AdamW weight decay", paper=0.0)
     warmup_steps: int = _f(0, "linear warmup steps")
-    lr_scheduler: str = _f("linear", f"one of {SCHEDULERS}: after warmup, linear decay to 0 at max_steps, or constant")
+    lr_scheduler: str = _f(
+        "linear", f"one of {SCHEDULERS}: after warmup, linear decay to 0 at max_steps, or constant"
+    )
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)", paper=1.0)
     seed: int = _f(42, "random seed (data order, masks, dropout, LoRA init)", paper=42)
     lora_r: int = _f(16, "LoRA rank", paper=16)
     lora_alpha: float = _f(32.0, "LoRA alpha", paper=32)
     lora_dropout: float = _f(0.05, "LoRA dropout", paper=0.05)
-    lora_target_modules: list[str] = _f(list(LORA_TARGETS), "module names that get LoRA", paper=list(LORA_TARGETS))
+    lora_target_modules: list[str] = _f(
+        list(LORA_TARGETS), "module names that get LoRA", paper=list(LORA_TARGETS)
+    )
     bf16: bool = _f(False, "bfloat16 autocast for forward passes (CPU and GPU)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
-    attn_implementation: str | None = _f(None, "transformers attention implementation (eager, sdpa, ...)")
+    attn_implementation: str | None = _f(
+        None, "transformers attention implementation (eager, sdpa, ...)"
+    )
     save_steps: int = _f(100, "write a resumable checkpoint every N steps (and at the end)")
     save_total_limit: int = _f(2, "checkpoints kept (oldest deleted)")
     logging_steps: int = _f(1, "write a train_log.jsonl line every N steps")
     resume: bool = _f(True, "resume from the last checkpoint in output/checkpoints if there is one")
     shuffle_buffer: int = _f(10000, "streaming shuffle buffer (examples); 0 keeps file order")
-    max_line_chars: int = _f(20000, "lines/fields longer than this many characters are skipped and counted")
+    max_line_chars: int = _f(
+        20000, "lines/fields longer than this many characters are skipped and counted"
+    )
     dedup_max_entries: int = _f(2_000_000, "bound on the duplicate-detection hash set per file")
     progress: bool = _f(True, "show a tqdm progress bar")
-    num_threads: int = _f(0, "torch CPU threads (0: torch's default); 1 is fastest for tiny models on a busy CPU")
+    num_threads: int = _f(
+        0, "torch CPU threads (0: torch's default); 1 is fastest for tiny models on a busy CPU"
+    )
 
     stage = "base"
     _paper_defaults: typing.ClassVar[dict] = {}
@@ -134,7 +150,9 @@ class TrainConfig:
         if isinstance(self.init_adapter, (str, os.PathLike)):
             self.init_adapter = [os.fspath(self.init_adapter)]
         if isinstance(self.lora_target_modules, str):
-            self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+            self.lora_target_modules = [
+                m.strip() for m in self.lora_target_modules.split(",") if m.strip()
+            ]
         self.data = [os.fspath(d) for d in self.data]
         self.init_adapter = [os.fspath(d) for d in self.init_adapter]
         self.validate()
@@ -143,8 +161,16 @@ class TrainConfig:
     def validate(self) -> None:
         _choice("preset", self.preset, PRESETS)
         _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps",
-                     "lora_r", "max_line_chars", "dedup_max_entries"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "save_steps",
+            "logging_steps",
+            "lora_r",
+            "max_line_chars",
+            "dedup_max_entries",
+        ):
             _positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "save_total_limit", "shuffle_buffer", "seed", "num_threads"):
             value = getattr(self, name)
@@ -160,15 +186,21 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
         _probability("lora_dropout", self.lora_dropout)
         if not self.lora_target_modules:
-            raise ValueError(f"lora_target_modules must name at least one module, e.g. {', '.join(LORA_TARGETS)}")
+            raise ValueError(
+                f"lora_target_modules must name at least one module, e.g. {', '.join(LORA_TARGETS)}"
+            )
         if self.model is not None and not isinstance(self.model, str):
-            raise ValueError(f"model must be a string (folder or embedded name), got {self.model!r}")
+            raise ValueError(
+                f"model must be a string (folder or embedded name), got {self.model!r}"
+            )
 
     def check_required(self) -> None:
         """The keys a run needs but a bare config object may lack."""
         missing = [name for name in ("data", "output") if not getattr(self, name)]
         if missing:
-            raise ValueError(f"missing required setting(s): {', '.join(missing)} (--data FILE, --output DIR)")
+            raise ValueError(
+                f"missing required setting(s): {', '.join(missing)} (--data FILE, --output DIR)"
+            )
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -203,7 +235,9 @@ class TrainConfig:
 
             hints = []
             for k in unknown:
-                guess = OFFICIAL_KEY_NAMES.get(k) or next(iter(difflib.get_close_matches(k, valid, n=1, cutoff=0.6)), None)
+                guess = OFFICIAL_KEY_NAMES.get(k) or next(
+                    iter(difflib.get_close_matches(k, valid, n=1, cutoff=0.6)), None
+                )
                 if guess:
                     hints.append(f"{k} -> {guess}")
             hint = f" (did you mean: {', '.join(hints)})" if hints else ""
@@ -219,7 +253,9 @@ class TrainConfig:
     @classmethod
     def paper_values(cls) -> dict:
         """The paper / official-repo value of every field that has one."""
-        values = {f.name: f.metadata["paper"] for f in dataclasses.fields(cls) if "paper" in f.metadata}
+        values = {
+            f.name: f.metadata["paper"] for f in dataclasses.fields(cls) if "paper" in f.metadata
+        }
         values.update(cls._paper_defaults)
         return values
 
@@ -244,9 +280,15 @@ class MNTPConfig(TrainConfig):
     lr: float = _f(5e-5, "peak learning rate", paper=5e-5)
     block_size: int = _f(128, "tokens per block (texts are concatenated, then cut)", paper=512)
     mask_probability: float = _f(0.2, "fraction of tokens selected for prediction", paper=0.2)
-    masking: str = _f("bert", f"one of {MASKING_MODES}: 80/10/10 mask/random/keep, or always the mask token", paper="bert")
+    masking: str = _f(
+        "bert",
+        f"one of {MASKING_MODES}: 80/10/10 mask/random/keep, or always the mask token",
+        paper="bert",
+    )
     mask_token: str | None = _f(
-        None, "mask token (default: the tokenizer's mask token, else '_' as the official repo)", paper="_"
+        None,
+        "mask token (default: the tokenizer's mask token, else '_' as the official repo)",
+        paper="_",
     )
 
     stage = "mntp"
@@ -259,8 +301,12 @@ class MNTPConfig(TrainConfig):
             raise ValueError("block_size must be at least 2 (a prediction needs a previous token)")
         _probability("mask_probability", self.mask_probability, open_low=True)
         _choice("masking", self.masking, MASKING_MODES)
-        if self.mask_token is not None and (not isinstance(self.mask_token, str) or not self.mask_token):
-            raise ValueError(f"mask_token must be a non-empty string or null, got {self.mask_token!r}")
+        if self.mask_token is not None and (
+            not isinstance(self.mask_token, str) or not self.mask_token
+        ):
+            raise ValueError(
+                f"mask_token must be a non-empty string or null, got {self.mask_token!r}"
+            )
 
 
 @dataclass
@@ -269,13 +315,17 @@ class _ContrastiveConfig(TrainConfig):
     max_length: int = _f(128, "token cap on instruction + text during training")
     temperature: float = _f(0.05, "InfoNCE temperature (cosine similarity / temperature)")
     mini_batch_size: int = _f(
-        0, "texts per forward pass, grouped by length to cut padding (0: the whole batch in one pass)"
+        0,
+        "texts per forward pass, grouped by length to cut padding (0: the whole batch in one pass)",
     )
     grad_cache: bool = _f(
-        True, "with mini_batch_size: GradCache (one chunk's graph at a time, constant memory, +1 forward); "
-        "off: keep every chunk's graph (more memory, no recomputation)"
+        True,
+        "with mini_batch_size: GradCache (one chunk's graph at a time, constant memory, +1 forward); "
+        "off: keep every chunk's graph (more memory, no recomputation)",
     )
-    attention_dropout: float | None = _f(None, "attention dropout set on the model config while training")
+    attention_dropout: float | None = _f(
+        None, "attention dropout set on the model config while training"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -285,8 +335,14 @@ class _ContrastiveConfig(TrainConfig):
         _positive_int("max_length", self.max_length)
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature!r}")
-        if not isinstance(self.mini_batch_size, int) or isinstance(self.mini_batch_size, bool) or self.mini_batch_size < 0:
-            raise ValueError(f"mini_batch_size must be a non-negative integer (0: no chunking), got {self.mini_batch_size!r}")
+        if (
+            not isinstance(self.mini_batch_size, int)
+            or isinstance(self.mini_batch_size, bool)
+            or self.mini_batch_size < 0
+        ):
+            raise ValueError(
+                f"mini_batch_size must be a non-negative integer (0: no chunking), got {self.mini_batch_size!r}"
+            )
         if self.attention_dropout is not None:
             _probability("attention_dropout", self.attention_dropout)
 
@@ -299,7 +355,9 @@ class SimCSEConfig(_ContrastiveConfig):
     lr: float = _f(3e-5, "peak learning rate", paper=3e-5)
     max_length: int = _f(64, "token cap per sentence", paper=128)
     temperature: float = _f(0.05, "InfoNCE temperature", paper=0.05)
-    attention_dropout: float | None = _f(0.3, "attention dropout while training (the SimCSE noise)", paper=0.3)
+    attention_dropout: float | None = _f(
+        0.3, "attention dropout while training (the SimCSE noise)", paper=0.3
+    )
 
     stage = "simcse"
     _paper_defaults: typing.ClassVar[dict] = {"batch_size": 128, "max_length": 128}
@@ -313,25 +371,38 @@ class SupervisedConfig(_ContrastiveConfig):
     lr: float = _f(2e-4, "peak learning rate", paper=2e-4)
     warmup_steps: int = _f(0, "linear warmup steps", paper=300)
     max_length: int = _f(128, "token cap on instruction + text", paper=512)
-    temperature: float = _f(0.02, "InfoNCE temperature (official loss_scale 50; SimCSE uses 0.05)", paper=0.02)
+    temperature: float = _f(
+        0.02, "InfoNCE temperature (official loss_scale 50; SimCSE uses 0.05)", paper=0.02
+    )
     instruction: str = _f(
         "Retrieve semantically similar text:",
         "query instruction when an example has none (documents never get one)",
     )
     false_negative_margin: float | None = _f(
-        0.1, "mask in-batch candidates scoring above the positive + margin (null: only identical texts)"
+        0.1,
+        "mask in-batch candidates scoring above the positive + margin (null: only identical texts)",
     )
-    one_source_per_batch: bool = _f(True, "draw each batch from a single source dataset", paper=True)
+    one_source_per_batch: bool = _f(
+        True, "draw each batch from a single source dataset", paper=True
+    )
 
     stage = "supervised"
-    _paper_defaults: typing.ClassVar[dict] = {"batch_size": 512, "max_length": 512, "warmup_steps": 300}
+    _paper_defaults: typing.ClassVar[dict] = {
+        "batch_size": 512,
+        "max_length": 512,
+        "warmup_steps": 300,
+    }
 
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.instruction, str):
             raise ValueError("instruction must be a string")
-        if self.false_negative_margin is not None and not isinstance(self.false_negative_margin, (int, float)):
-            raise ValueError(f"false_negative_margin must be a number or null, got {self.false_negative_margin!r}")
+        if self.false_negative_margin is not None and not isinstance(
+            self.false_negative_margin, (int, float)
+        ):
+            raise ValueError(
+                f"false_negative_margin must be a number or null, got {self.false_negative_margin!r}"
+            )
 
 
 STAGE_CONFIGS: dict[str, type[TrainConfig]] = {
@@ -357,7 +428,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
         try:
             import yaml
         except ImportError:
-            raise ImportError("YAML config files need pyyaml: pip install pyyaml (or use a .json file)") from None
+            raise ImportError(
+                "YAML config files need pyyaml: pip install pyyaml (or use a .json file)"
+            ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -374,7 +447,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def build_config(stage: str, config_file: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
+def build_config(
+    stage: str, config_file: str | os.PathLike | None = None, overrides: dict | None = None
+) -> TrainConfig:
     """File values, then `overrides` (e.g. command-line flags) on top."""
     cls = config_class(stage)
     data = read_config_file(config_file) if config_file else {}
@@ -393,7 +468,9 @@ def load_saved_config(directory: str | os.PathLike) -> TrainConfig:
 # ---------------------------------------------------------------------- helpers
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}. Valid choices are: {', '.join(map(str, choices))}")
+        raise ValueError(
+            f"unknown {name} {value!r}. Valid choices are: {', '.join(map(str, choices))}"
+        )
 
 
 def _positive_int(name: str, value) -> None:
@@ -402,7 +479,12 @@ def _positive_int(name: str, value) -> None:
 
 
 def _probability(name: str, value, open_low: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value if open_low else 0 <= value) and value < 1
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (0 < value if open_low else 0 <= value)
+        and value < 1
+    )
     if not ok:
         low = "(0" if open_low else "[0"
         raise ValueError(f"{name} must be in {low}, 1), got {value!r}")

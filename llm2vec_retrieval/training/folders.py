@@ -19,7 +19,8 @@ def staged_folder(output: Path) -> Iterator[Path]:
     """
     with staged_dir(output) as tmp:
         yield tmp
-        _default_permissions(tmp)  # files copied in keep their source's mode; a model folder is for everyone
+        # files copied in keep their source's mode; a model folder is for everyone
+        _default_permissions(tmp)
 
 
 def _default_permissions(folder: Path) -> None:

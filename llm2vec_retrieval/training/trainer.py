@@ -64,7 +64,8 @@ class TrainResult:
     loss: float | None
     losses: list[float] = field(default_factory=list)  # per optimizer step, this process only
     stats: data_mod.DataStats | None = None
-    encoder: object | None = None  # the trained LLM2Vec (PEFT model, eval mode); None if nothing ran
+    # the trained LLM2Vec (PEFT model, eval mode); None if nothing ran
+    encoder: object | None = None
     resumed_from: int | None = None
 
 
@@ -88,7 +89,13 @@ def _rng_state() -> dict:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "numpy": [
+            name,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -143,8 +150,14 @@ class Trainer:
             hf_kwargs["attn_implementation"] = cfg.attn_implementation
         encoder_kwargs = {}
         if isinstance(cfg, (SimCSEConfig, SupervisedConfig)):
-            encoder_kwargs = dict(pooling_mode=cfg.pooling_mode, max_length=cfg.max_length, doc_max_length=cfg.max_length)
-        self.encoder = load_encoder(cfg.model, cfg.init_adapter, hf_kwargs=hf_kwargs, **encoder_kwargs)
+            encoder_kwargs = dict(
+                pooling_mode=cfg.pooling_mode,
+                max_length=cfg.max_length,
+                doc_max_length=cfg.max_length,
+            )
+        self.encoder = load_encoder(
+            cfg.model, cfg.init_adapter, hf_kwargs=hf_kwargs, **encoder_kwargs
+        )
         enc = self.encoder
         if getattr(cfg, "attention_dropout", None) is not None:
             set_attention_dropout(enc.model, float(cfg.attention_dropout))
@@ -165,7 +178,9 @@ class Trainer:
         self.trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
         n_train = sum(p.numel() for p in self.trainable)
         n_all = sum(p.numel() for p in self.peft_model.parameters())
-        logger.info("trainable parameters: %d of %d (%.3f%%)", n_train, n_all, 100 * n_train / max(1, n_all))
+        logger.info(
+            "trainable parameters: %d of %d (%.3f%%)", n_train, n_all, 100 * n_train / max(1, n_all)
+        )
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.module, self.optimizer = self.accelerator.prepare(module, self.optimizer)
@@ -232,10 +247,22 @@ class Trainer:
             ids = torch.tensor(batch, dtype=torch.long)
             special = torch.isin(ids, self.special_ids)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + micro)
-            inputs, labels = mask_tokens(ids, special, cfg.mask_probability, self.mask_token_id, self.vocab_size, cfg.masking, gen)
+            inputs, labels = mask_tokens(
+                ids,
+                special,
+                cfg.mask_probability,
+                self.mask_token_id,
+                self.vocab_size,
+                cfg.masking,
+                gen,
+            )
             with sync:
                 with self._autocast():
-                    loss = self.module(inputs.to(self.device), torch.ones_like(inputs).to(self.device), labels.to(self.device))
+                    loss = self.module(
+                        inputs.to(self.device),
+                        torch.ones_like(inputs).to(self.device),
+                        labels.to(self.device),
+                    )
                 acc.backward(loss * scale)
             return float(loss.detach()), int(ids.numel())
         return self._contrastive_step(batch, scale, sync, last)
@@ -249,12 +276,17 @@ class Trainer:
             groups_pairs = [q_pairs]  # encoded twice below: two dropout masks, one tokenization
             q_texts, cand_texts, margin = texts, texts, None
         else:
-            q_pairs = [(ex.instruction if ex.instruction is not None else cfg.instruction, ex.query) for ex in batch]
+            q_pairs = [
+                (ex.instruction if ex.instruction is not None else cfg.instruction, ex.query)
+                for ex in batch
+            ]
             p_pairs = [("", ex.positive) for ex in batch]
             n_pairs = [("", ex.negative) for ex in batch if ex.negative is not None]
             groups_pairs = [q_pairs, p_pairs] + ([n_pairs] if n_pairs else [])
             q_texts = [ex.query for ex in batch]
-            cand_texts = [ex.positive for ex in batch] + [ex.negative for ex in batch if ex.negative is not None]
+            cand_texts = [ex.positive for ex in batch] + [
+                ex.negative for ex in batch if ex.negative is not None
+            ]
             margin = cfg.false_negative_margin
         # Chunks of texts of similar length cut padding; each group is embedded in its sorted
         # order and put back in batch order before the loss (indexing keeps the gradients).
@@ -262,7 +294,11 @@ class Trainer:
         tokens = 0
         groups, inverse = [], []
         for pairs in groups_pairs:
-            order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][1])) if chunking else list(range(len(pairs)))
+            order = (
+                sorted(range(len(pairs)), key=lambda i: len(pairs[i][1]))
+                if chunking
+                else list(range(len(pairs)))
+            )
             inverse.append(torch.argsort(torch.tensor(order)))
             chunks = []
             for piece in chunked([pairs[i] for i in order], cfg.mini_batch_size):
@@ -280,14 +316,19 @@ class Trainer:
                 return self.module(**{k: v.to(self.device) for k, v in feats.items()}).float()
 
         def loss_fn(*embs):
-            q, p, n = [e[inv.to(e.device)] for e, inv in zip(embs, inverse, strict=True)] + [None] * (3 - len(embs))
+            q, p, n = [e[inv.to(e.device)] for e, inv in zip(embs, inverse, strict=True)] + [
+                None
+            ] * (3 - len(embs))
             cands = p if n is None else torch.cat([p, n])
             mask = false_negative_mask(q, cands, margin, q_texts, cand_texts)
             return info_nce(q, p, n, cfg.temperature, mask)
 
         if chunking and cfg.grad_cache:
             loss, _ = grad_cache_step(
-                embed, groups, lambda *e: loss_fn(*e) * scale, backward=acc.backward,
+                embed,
+                groups,
+                lambda *e: loss_fn(*e) * scale,
+                backward=acc.backward,
                 no_sync=None if last else (lambda: acc.no_sync(self.module)),
             )
             return float(loss) / scale, tokens
@@ -332,19 +373,27 @@ class Trainer:
 
         state = json.loads((path / "trainer_state.json").read_text())
         if state.get("stage") != self.cfg.stage:
-            raise ValueError(f"{path} is a {state.get('stage')} checkpoint, not {self.cfg.stage}; use another --output or --no-resume")
+            raise ValueError(
+                f"{path} is a {state.get('stage')} checkpoint, not {self.cfg.stage}; use another --output or --no-resume"
+            )
         weights = load_peft_weights(str(path), device="cpu")
         result = set_peft_model_state_dict(self._unwrapped_peft(), weights)
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
-            raise ValueError(f"{path}: checkpoint does not match this model ({len(unexpected)} unexpected keys)")
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+            raise ValueError(
+                f"{path}: checkpoint does not match this model ({len(unexpected)} unexpected keys)"
+            )
+        self.optimizer.load_state_dict(
+            torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        )
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.tokens_total = int(state.get("tokens", 0))
         pos = state["data_position"]
-        self.stream.position = data_mod.DataPosition(int(pos["pass_index"]), int(pos["batches_in_pass"]))
+        self.stream.position = data_mod.DataPosition(
+            int(pos["pass_index"]), int(pos["batches_in_pass"])
+        )
         self.resumed_from = self.step
         _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
         self._truncate_log(self.step)
@@ -379,8 +428,15 @@ class Trainer:
         state_file = self.out / STATE_FILE
         if cfg.resume and state_file.is_file():
             done = json.loads(state_file.read_text())
-            if done.get("finished") and done.get("step", 0) >= cfg.max_steps and done.get("stage") == cfg.stage:
-                print(f"{cfg.stage}: already finished at step {done['step']} in {self.out}; nothing to do", file=sys.stderr)
+            if (
+                done.get("finished")
+                and done.get("step", 0) >= cfg.max_steps
+                and done.get("stage") == cfg.stage
+            ):
+                print(
+                    f"{cfg.stage}: already finished at step {done['step']} in {self.out}; nothing to do",
+                    file=sys.stderr,
+                )
                 return TrainResult(self.out, cfg.stage, done["step"], done.get("loss"))
         if not cfg.resume:
             shutil.rmtree(self.out / CHECKPOINTS, ignore_errors=True)
@@ -397,13 +453,22 @@ class Trainer:
         checkpoints = list_checkpoints(self.out) if cfg.resume else []
         if checkpoints:
             self._load_checkpoint(checkpoints[-1][1])
-            print(f"{cfg.stage}: resuming from {checkpoints[-1][1]} (step {self.step})", file=sys.stderr)
+            print(
+                f"{cfg.stage}: resuming from {checkpoints[-1][1]} (step {self.step})",
+                file=sys.stderr,
+            )
         else:
             (self.out / LOG_FILE).unlink(missing_ok=True)
         cfg.save(self.out)
         if self.step == 0:
-            self._log({"event": "start", "stage": cfg.stage, "max_steps": cfg.max_steps,
-                       **({"mask_token": self.mask_token} if isinstance(cfg, MNTPConfig) else {})})
+            self._log(
+                {
+                    "event": "start",
+                    "stage": cfg.stage,
+                    "max_steps": cfg.max_steps,
+                    **({"mask_token": self.mask_token} if isinstance(cfg, MNTPConfig) else {}),
+                }
+            )
         self._batches = iter(self.stream)
         self._train_loop()
         return self._finish()
@@ -412,8 +477,14 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg, acc = self.cfg, self.accelerator
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=cfg.stage, unit="step",
-                   disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc=cfg.stage,
+            unit="step",
+            disable=not (cfg.progress and acc.is_main_process),
+            dynamic_ncols=True,
+        )
         try:
             while self.step < cfg.max_steps:
                 t0 = time.perf_counter()
@@ -434,14 +505,24 @@ class Trainer:
                 self.tokens_total += tokens
                 loss = float(np.mean(micro_losses))
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at step {self.step}; lower --lr or disable --bf16")
+                    raise FloatingPointError(
+                        f"loss became {loss} at step {self.step}; lower --lr or disable --bf16"
+                    )
                 self.losses.append(loss)
                 tps = tokens / dt if dt > 0 else 0.0
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
                 if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
-                    self._log({"step": self.step, "loss": loss, "lr": lr, "tokens_per_s": round(tps, 1),
-                               "tokens": self.tokens_total, "elapsed_s": round(self.elapsed, 3)})
+                    self._log(
+                        {
+                            "step": self.step,
+                            "loss": loss,
+                            "lr": lr,
+                            "tokens_per_s": round(tps, 1),
+                            "tokens": self.tokens_total,
+                            "elapsed_s": round(self.elapsed, 3),
+                        }
+                    )
                 if self.step % cfg.save_steps == 0 or self.step == cfg.max_steps:
                     self._save_checkpoint()
         finally:
@@ -454,19 +535,39 @@ class Trainer:
         peft_model.eval()
         self.module.eval()
         if acc.is_main_process:
-            base_ref = os.path.abspath(cfg.init_adapter[-1]) if cfg.init_adapter else base_reference(cfg.model)
+            base_ref = (
+                os.path.abspath(cfg.init_adapter[-1])
+                if cfg.init_adapter
+                else base_reference(cfg.model)
+            )
             save_adapter(peft_model, self.encoder, self.out, base_ref, self.saved_encoder_config)
             atomic_write_json(self.out / STATS_FILE, self.stats.to_dict())
-            final = {"finished": True, "stage": cfg.stage, "step": self.step,
-                     "loss": self.losses[-1] if self.losses else None, "elapsed_s": round(self.elapsed, 3),
-                     "tokens": self.tokens_total, "base": base_reference(cfg.model), "init_adapter": cfg.init_adapter}
+            final = {
+                "finished": True,
+                "stage": cfg.stage,
+                "step": self.step,
+                "loss": self.losses[-1] if self.losses else None,
+                "elapsed_s": round(self.elapsed, 3),
+                "tokens": self.tokens_total,
+                "base": base_reference(cfg.model),
+                "init_adapter": cfg.init_adapter,
+            }
             atomic_write_json(self.out / STATE_FILE, final)
             print(self.stats.summary(), file=sys.stderr)
             logger.info(self.stats.summary())
         self.encoder.model = peft_model
-        self.encoder.config = EncoderConfig.from_dict(self.saved_encoder_config.to_dict())  # as saved
-        return TrainResult(self.out, cfg.stage, self.step, self.losses[-1] if self.losses else None,
-                           list(self.losses), self.stats, self.encoder, self.resumed_from)
+        # as saved
+        self.encoder.config = EncoderConfig.from_dict(self.saved_encoder_config.to_dict())
+        return TrainResult(
+            self.out,
+            cfg.stage,
+            self.step,
+            self.losses[-1] if self.losses else None,
+            list(self.losses),
+            self.stats,
+            self.encoder,
+            self.resumed_from,
+        )
 
 
 def train(cfg: TrainConfig) -> TrainResult:
