@@ -162,6 +162,18 @@ class _DirReader:
             return not self.d.is_dir()
         return os.fstat(self.fd).st_nlink == 0
 
+    def superseded(self, path: Path) -> bool:
+        """True when the directory is no longer the version readers of `path` read: a save
+        swapped another in (and may be deleting this one's files before the directory)."""
+        if self.fd is None:
+            return False
+        try:
+            now = os.stat(_locate(path))
+        except OSError:
+            return True
+        mine = os.fstat(self.fd)
+        return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino)
+
     def read(self, name: str) -> bytes | None:
         """The file's bytes, or None when it does not exist (or is not a file)."""
         try:
@@ -512,7 +524,7 @@ def _read_files(path: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
         except _Moved:
             pass
         except IndexCorruptedError:
-            if not reader.gone():
+            if not (reader.gone() or reader.superseded(path)):
                 raise
         finally:
             reader.close()
