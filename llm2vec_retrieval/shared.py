@@ -6,11 +6,16 @@ Kept in the core so each adapter stays thin; nothing here imports a framework.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import weakref
 from pathlib import Path
 from typing import Any
+
+from llm2vec_retrieval.hardware import resolve_dtype
+
+logger = logging.getLogger(__name__)
 
 # One lock per encoder object: tokenizers (the Rust "fast" ones) and the model are not
 # meant to be driven by several threads at once, and the async methods run the encoder
@@ -32,16 +37,29 @@ def encoder_lock(encoder: Any) -> threading.Lock:
         return lock
 
 
-def load_encoder(model_name_or_path: str | None = None, **kwargs: Any) -> Any:
+def load_encoder(model_name_or_path: str | None = None, *, dtype: Any = None, **kwargs: Any) -> Any:
     """Load an `LLM2Vec` encoder without ever downloading.
 
     `None` loads the package's embedded default model (its pip package must be
     installed: `ModelNotInstalledError` names it otherwise). A string must be a local
     checkpoint folder, a local `.gguf` file or an embedded model name; anything else
     raises `FileNotFoundError` instead of reaching for a model hub.
+
+    `dtype` is the compute dtype: "auto" (bfloat16 where the device runs it natively,
+    else float32; see `llm2vec_retrieval.hardware`), "float32", "bfloat16", "float16" or
+    a torch dtype; None leaves it to `kwargs` (`torch_dtype=`), else float32. "auto" is
+    resolved here, never handed to transformers (where it means "the checkpoint's
+    dtype"). The device it is resolved for is `device_map` in `kwargs` (default: CPU).
+    Which dtype runs and why is logged at INFO level.
     """
     from llm2vec_retrieval import LLM2Vec, loading
 
+    if dtype is not None:
+        if "torch_dtype" in kwargs:
+            raise ValueError("pass the dtype once: dtype= or torch_dtype=, not both")
+        choice = resolve_dtype(dtype, _device_of(kwargs))
+        logger.info("%s: %s", model_name_or_path or "default model", choice.describe("dtype="))
+        kwargs["dtype"] = choice.dtype
     if model_name_or_path is not None:
         name = os.path.expanduser(os.fspath(model_name_or_path))
         if loading.embedded_name(name) is None and not os.path.exists(name):
@@ -52,6 +70,36 @@ def load_encoder(model_name_or_path: str | None = None, **kwargs: Any) -> Any:
             )
         return LLM2Vec.from_pretrained(name, **kwargs)
     return LLM2Vec.from_pretrained(**kwargs)
+
+
+def _device_of(kwargs: dict[str, Any]) -> Any:
+    """The device a load with these `from_pretrained` keyword arguments puts the model on."""
+    device = kwargs.get("device_map", kwargs.get("device"))
+    if isinstance(device, dict):  # a per-module map: its first placement
+        device = next(iter(device.values()), None)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device if device is not None else "cpu"
+
+
+def split_dtype(dtype: Any, model_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(dtype choice, other keyword arguments) for `load_encoder`, from an integration's
+    `dtype=` field and its `model_kwargs`. A dtype in `model_kwargs` (`dtype` or
+    `torch_dtype`, as before the field existed) is used when the field is "auto"; both set
+    to different values is a ValueError."""
+    kwargs = dict(model_kwargs)
+    given = [kwargs.pop(k) for k in ("dtype", "torch_dtype") if k in kwargs]
+    if not given:
+        return dtype, kwargs
+    if len(given) == 2:
+        raise ValueError("model_kwargs holds both dtype and torch_dtype; keep one")
+    if dtype not in (None, "auto") and resolve_dtype(dtype).name != resolve_dtype(given[0]).name:
+        raise ValueError(
+            f"dtype={dtype!r} and model_kwargs dtype {given[0]!r} differ; set the dtype once"
+        )
+    return given[0], kwargs
 
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:

@@ -18,13 +18,22 @@ there (`store_manifest_path`), only the next save moves it back.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as _dt
 import json
+import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..hardware import DtypeChoice, resolve_dtype
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "llm2vec-index.json"
 FILES_FILE = "files.json"
@@ -240,8 +249,65 @@ class FolderLock:
 _ENCODERS: dict[tuple, Any] = {}
 
 
+@dataclass
+class _DtypeScope:
+    choice: DtypeChoice
+    on_encode: Callable[[DtypeChoice], None] | None
+    said: bool = False
+    hooks: list[Any] = field(default_factory=list)
+
+    def watch(self, encoder: Any, choice: DtypeChoice) -> None:
+        """Call ``on_encode(choice)`` before ``encoder``'s first forward pass in this scope."""
+        if self.on_encode is None or self.said:
+            return
+
+        def first_forward(*_: Any) -> None:
+            if not self.said:
+                self.said = True
+                self.unwatch()
+                self.on_encode(choice)
+
+        try:
+            self.hooks.append(encoder.model.register_forward_pre_hook(first_forward))
+        except AttributeError:  # not a torch-backed encoder: say it now
+            first_forward()
+
+    def unwatch(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks.clear()
+
+
+_DTYPE_SCOPE: contextvars.ContextVar[_DtypeScope | None] = contextvars.ContextVar(
+    "llm2vec_retrieval_encoder_dtype", default=None
+)
+
+
+@contextmanager
+def encoder_dtype(
+    dtype: Any = "auto", on_encode: Callable[[DtypeChoice], None] | None = None
+) -> Iterator[DtypeChoice]:
+    """Inside the block, `load_encoder` calls that give no dtype of their own (as the
+    `Indexer`'s) encode in ``dtype``: "auto" (by hardware, see `hardware.resolve_dtype`),
+    "float32", "bfloat16", "float16" or a torch dtype. ValueError for another value, before
+    anything loads. ``on_encode(choice)`` runs once, before the first forward pass of an
+    encoder loaded in the block (the CLI says which dtype runs and why; a command that stops
+    on an error first, or embeds nothing, says nothing)."""
+    scope = _DtypeScope(resolve_dtype(dtype), on_encode)
+    token = _DTYPE_SCOPE.set(scope)
+    try:
+        yield scope.choice
+    finally:
+        _DTYPE_SCOPE.reset(token)
+        scope.unwatch()
+
+
 def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
-    """What to record so that search/serve can rebuild the same embedder."""
+    """What to record so that search/serve can rebuild the same embedder.
+
+    The dtype is not part of it: it is chosen per machine when the encoder loads, and
+    vectors of the same model in float32 and bfloat16 agree closely enough to share an
+    index (the store's fingerprint leaves the dtype out for the same reason)."""
 
     def local(p: str | None) -> str | None:
         if p is None:
@@ -257,8 +323,11 @@ def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
     }
 
 
-def load_encoder(spec: dict[str, Any]):
-    """An LLM2Vec built from an embedder spec (cached per process)."""
+def load_encoder(spec: dict[str, Any], dtype: Any = None):
+    """An LLM2Vec built from an embedder spec (cached per process, per dtype).
+
+    ``dtype``: as `encoder_dtype` takes it; None means the enclosing `encoder_dtype` block's,
+    else float32 (the Python API's default)."""
     model = (
         spec.get("model_path")
         if spec.get("model_path") and os.path.exists(spec["model_path"])
@@ -269,12 +338,20 @@ def load_encoder(spec: dict[str, Any]):
         if spec.get("adapter_path") and os.path.exists(spec["adapter_path"])
         else spec.get("adapter")
     )
-    key = (model, adapter)
+    scope = _DTYPE_SCOPE.get()
+    if dtype is not None:
+        choice = resolve_dtype(dtype)
+    else:
+        choice = scope.choice if scope is not None else resolve_dtype(None)
+    key = (model, adapter, choice.name)
     if key not in _ENCODERS:
         from ..encoder import LLM2Vec
 
         _ENCODERS.clear()  # keep at most one model in memory
-        _ENCODERS[key] = LLM2Vec.from_pretrained(model, adapter)
+        logger.info("loading %s: %s", model or "the default model", choice.describe("dtype="))
+        _ENCODERS[key] = LLM2Vec.from_pretrained(model, adapter, dtype=choice.dtype)
+    if scope is not None:
+        scope.watch(_ENCODERS[key], choice)
     return _ENCODERS[key]
 
 

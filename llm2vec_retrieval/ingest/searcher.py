@@ -47,7 +47,9 @@ class Searcher:
 
     The embedder is the one recorded in the folder unless ``model``/``adapter`` are given;
     its fingerprint must match the store's (FingerprintMismatchError otherwise, unless
-    ``allow_mismatch``).
+    ``allow_mismatch``). ``dtype`` is the encoder's compute dtype ("auto", "float32",
+    "bfloat16", "float16"; None: the enclosing ``encoder_dtype`` block's, else float32); it
+    is not part of the fingerprint, so an index built in one dtype is searched in another.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Searcher:
         adapter: str | None = None,
         allow_mismatch: bool = False,
         encoder: Any = None,
+        dtype: Any = None,
     ):
         import warnings
 
@@ -74,7 +77,7 @@ class Searcher:
                 model if model is not None else spec.get("model"),
                 adapter if adapter is not None else spec.get("adapter"),
             )
-        self.encoder = encoder if encoder is not None else load_encoder(spec)
+        self.encoder = encoder if encoder is not None else load_encoder(spec, dtype)
         with warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore"
