@@ -2,7 +2,9 @@
 
 Subcommands: demo, index, search, info, eval (beir, sts), serve, and train/export when
 the training package provides them. Errors the user can fix are printed as one line
-(`error: ...`) with exit code 2; `--debug` shows the traceback instead.
+(`error: ...`) with exit code 2; `--debug` shows the traceback instead. Commands that
+load a model take `--dtype` (default auto: bfloat16 where the CPU runs it natively, see
+`hardware.py`) and say on stderr which dtype runs and why before they encode.
 Heavy imports (torch, transformers, faiss) happen inside the commands.
 """
 
@@ -149,9 +151,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_similarity(args: argparse.Namespace) -> int:
     """Encode queries (with an instruction) and documents; print their cosine similarities."""
-    from . import LLM2Vec
+    from .ingest.folder import embedder_spec, load_encoder
 
-    encoder = LLM2Vec.from_pretrained(args.model)
+    encoder = load_encoder(embedder_spec(args.model, None))
     print(
         f"model: {encoder.source.get('model')}  dim: {encoder.embedding_dim}  pooling: {encoder.config.pooling_mode}"
     )
@@ -411,7 +413,23 @@ def _evaluation():
 def _eval_encoder(args: argparse.Namespace):
     from .ingest.folder import embedder_spec, load_encoder
 
-    return load_encoder(embedder_spec(args.model, args.adapter))
+    return _DtypeKeyed(load_encoder(embedder_spec(args.model, args.adapter)))
+
+
+class _DtypeKeyed:
+    """An encoder whose fingerprint also names its compute dtype, so that `--cache-dir`
+    never hands bfloat16 embeddings to a float32 run (the encoder's own fingerprint leaves
+    the dtype out: it says which indexes are compatible, and both dtypes are)."""
+
+    def __init__(self, encoder: Any):
+        self._encoder = encoder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def fingerprint(self) -> dict:
+        dtype = next(self._encoder.model.parameters()).dtype
+        return {**self._encoder.fingerprint(), "dtype": str(dtype).removeprefix("torch.")}
 
 
 def _print_eval(result: dict[str, Any], as_json: bool, title: str) -> None:
@@ -523,6 +541,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         index_note = (
             f", index {searcher.folder.path} ({len(searcher.store)} chunks)" if searcher else ""
         )
+        _say_dtype(args)
         print(
             f"serving {service.model_name} (dim {encoder.embedding_dim}{index_note}) "
             f"on {srv.url_of(sock)}",
@@ -627,6 +646,22 @@ def _add_model_args(
     p.add_argument(
         "--adapter", default=None, help="PEFT adapter folder applied on top of the model"
     )
+    _add_dtype_arg(p)
+
+
+def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
+    from .hardware import DTYPE_CHOICES
+
+    # Checked in `main` (one-line error listing the choices), not by argparse. `dest` is not
+    # "dtype": train/export/combine have their own --dtype (the saved weights' dtype).
+    p.add_argument(
+        "--dtype",
+        dest="encoder_dtype",
+        default="auto",
+        metavar="{" + ",".join(DTYPE_CHOICES) + "}",
+        help="compute dtype; auto: bfloat16 where the CPU runs it natively (avx512_bf16, AMX, "
+        "ARM bf16), else float32 (default: auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -675,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--index", default=None, help="index folder (default: .cache/demo-index in the project)"
     )
     demo.add_argument("--rebuild", action="store_true", help="re-index from scratch")
+    _add_dtype_arg(demo)
     demo.set_defaults(func=cmd_demo)
 
     # index
@@ -1048,7 +1084,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        return args.func(args)
+        with _dtype_scope(args):
+            return args.func(args)
     except KeyboardInterrupt:
         _eprint("interrupted")
         return 130
@@ -1058,6 +1095,36 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _eprint(f"error: {msg}")
         return 2
+
+
+def _dtype_scope(args: argparse.Namespace):
+    """For a command that loads a model: its --dtype resolved (UserError for a bad one) for
+    every encoder it loads (`args.dtype_choice`), and one stderr line saying which dtype runs
+    and why, before the first text is encoded (an error before that stays one line; a run
+    that embeds nothing says nothing). `serve` says it in its start-up log instead."""
+    import contextlib
+
+    choice = getattr(args, "encoder_dtype", None)
+    if choice is None:
+        return contextlib.nullcontext()
+    from .hardware import DTYPE_CHOICES, resolve_dtype
+    from .ingest.folder import encoder_dtype
+
+    try:
+        args.dtype_choice = resolve_dtype(choice)
+    except ValueError:
+        raise UserError(
+            f"unknown --dtype {choice!r}; valid choices: {', '.join(DTYPE_CHOICES)}"
+        ) from None
+    say = None if args.func is cmd_serve else (lambda _: _say_dtype(args))
+    return encoder_dtype(choice, on_encode=say)
+
+
+def _say_dtype(args: argparse.Namespace) -> None:
+    """One stderr line, once per command: which dtype the model encodes in, and why."""
+    if getattr(args, "dtype_choice", None) is not None and not getattr(args, "dtype_said", False):
+        args.dtype_said = True
+        _eprint(args.dtype_choice.describe("--dtype"))
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -830,3 +830,62 @@ def test_allow_mismatch_with_another_dimension(built, tmp_path, capsys):
     assert "32-dimensional" in err and "48-dimensional" in err
     assert cli.main(["search", str(idx), "q", "--model", str(wide)]) == 2
     assert "48-dimensional" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- issue 16.1: --dtype
+def test_dtype_auto_is_said_and_explicit_is_honoured(built, tmp_path):
+    """The default (auto) resolves by hardware and says so in one stderr line before the
+    first text is encoded; an explicit --dtype is honoured, also on an index built in the
+    other dtype; a bad one is a one-line error listing the choices (real subprocesses)."""
+    from llm2vec_retrieval.hardware import resolve_dtype
+
+    work, idx, index_proc = built
+    auto = resolve_dtype("auto")
+    assert auto.name in ("float32", "bfloat16")
+    assert auto.describe("--dtype") in index_proc.stderr.splitlines()  # `built` used the default
+    other = "float32" if auto.name == "bfloat16" else "bfloat16"
+    proc = run_cli("search", str(idx), "rivers", "--dtype", other, "-k", "1", "--json", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert f"encoding in {other} (--dtype {other}" in proc.stderr
+    assert f"encoding in {auto.name}" not in proc.stderr
+    assert json.loads(proc.stdout)["results"]
+    bad = run_cli("search", str(idx), "rivers", "--dtype", "bogus", cwd=work)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "error: unknown --dtype 'bogus'; valid choices: auto, float32, bfloat16, float16"
+    )
+    # runs that embed nothing say nothing about the dtype
+    again = run_cli("index", "corpus", "--index", str(idx), cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert "encoding in" not in again.stderr and "indexed 0 file(s)" in again.stdout
+    lexical = run_cli("search", str(idx), "rivers", "--mode", "lexical", cwd=work)
+    assert lexical.returncode == 0 and "encoding in" not in lexical.stderr, lexical.stderr
+
+
+def test_dtype_on_every_model_command(tmp_path, model, capsys):
+    choices = "valid choices: auto, float32, bfloat16, float16"
+    for argv in (
+        ["demo"],
+        ["index", str(tmp_path), "--index", str(tmp_path / "i")],
+        ["search", str(tmp_path), "q"],
+        ["eval", "beir", str(tmp_path)],
+        ["eval", "sts", str(tmp_path)],
+        ["serve", "--port", "0"],
+    ):
+        capsys.readouterr()
+        assert cli.main([*argv, "--dtype", "fp32"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: unknown --dtype 'fp32'; {choices}", argv
+    assert "encoder_dtype" not in vars(cli.build_parser().parse_args(["info", "x"]))
+
+
+def test_eval_cache_keeps_dtypes_apart(tmp_path, model, capsys):
+    """The encoder's fingerprint leaves the dtype out (indexes are shared across dtypes), but
+    `eval --cache-dir` must not serve float32 embeddings to a bfloat16 run."""
+    sts = tmp_path / "sts-test.csv"
+    rows = [("a man plays guitar", "a man plays a guitar", 4.8), ("a dog", "stocks fell", 0.2)]
+    sts.write_text("".join(f"g\tf\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(rows)))
+    base = ["eval", "sts", str(sts), "--model", model, "--cache-dir", str(tmp_path / "c"), "--json"]
+    assert main_json(capsys, *base, "--dtype", "float32")["cached"] is False
+    assert main_json(capsys, *base, "--dtype", "float32")["cached"] is True
+    assert main_json(capsys, *base, "--dtype", "bfloat16")["cached"] is False

@@ -4,6 +4,8 @@ Three servers: ``served`` (an index, small limits), ``guarded`` (API key from th
 CORS, a 2 s read timeout, a connection cap, a served name with a slash) and, for one test, a
 server whose encoder fails on a marked text (to show that a failing request fails alone).
 Each runs with one torch thread; its stderr goes to a file (a full pipe would block it).
+Both fixtures' servers encode in float32 (``--dtype float32``: their vectors are compared with
+an in-process float32 encoder at 1e-5); one test starts a server with the default dtype.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def served(tmp_path_factory, tiny_llama):
     assert cli.main([*argv, "--query-instruction", QUERY_INSTRUCTION]) == 0
     proc, host, port = start_server(
         ["-m", "llm2vec_retrieval", "--threads", "1", "serve", "--index", str(work / "idx")]
-        + ["--port", "0", "--max-body-bytes", "20000", "--max-inputs", "32"]
+        + ["--port", "0", "--max-body-bytes", "20000", "--max-inputs", "32", "--dtype", "float32"]
         + ["--max-input-tokens", "64"],
         work,
     )
@@ -119,6 +121,7 @@ def guarded(tmp_path_factory, tiny_llama):
     work = tmp_path_factory.mktemp("guarded")
     proc, host, port = start_server(
         ["-m", "llm2vec_retrieval", "--threads", "1", "serve", "--model", tiny_llama]
+        + ["--dtype", "float32"]
         + ["--port", "0", "--served-model-name", GUARDED_NAME, "--cors-origin", CORS_ORIGIN]
         + ["--read-timeout", "2", "--max-connections", "24", "--max-body-bytes", "8000000"],
         work,
@@ -176,6 +179,7 @@ def embed(server, key: str | None = None, **body) -> np.ndarray:
 def test_health_and_models(served):
     status, out, _ = request(served, "GET", "/health")
     assert status == 200 and out["status"] == "ok" and out["dim"] == 32
+    assert out["dtype"] == "float32"  # --dtype float32 honoured
     assert out["index"]["chunks"] > 0
     name = served[2].source["model"]
     status, out, _ = request(served, "GET", "/v1/models")
@@ -794,6 +798,47 @@ def test_bad_serve_argument_is_one_line(argv, option, capsys):
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
     assert option in err
+
+
+def test_serve_default_dtype_is_said_at_start(tmp_path, tiny_llama):
+    """Issue 16.1: without --dtype the server encodes in the dtype the hardware runs natively
+    (bfloat16 with avx512_bf16/AMX/ARM bf16, else float32), says so in its start-up log, and
+    /health reports it. Its vectors stay close to float32 ones."""
+    from llm2vec_retrieval.hardware import resolve_dtype
+    from llm2vec_retrieval.ingest.folder import embedder_spec, load_encoder
+
+    auto = resolve_dtype("auto")
+    proc, host, port = start_server(
+        ["-m", "llm2vec_retrieval", "--threads", "1", "serve", "--model", tiny_llama]
+        + ["--port", "0"],
+        tmp_path,
+    )
+    try:
+        status, health, _ = request((host, port), "GET", "/health")
+        got = embed((host, port), input=["rivers flood after rain", "the immune system"])
+    finally:
+        log = stop_server(proc)
+    assert auto.describe("--dtype") in log.splitlines(), log
+    assert status == 200 and health["dtype"] == auto.name
+    want = load_encoder(embedder_spec(tiny_llama, None), "float32").encode_documents(
+        ["rivers flood after rain", "the immune system"]
+    )
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert (cos > 0.99).all(), cos
+
+
+def test_bad_dtype_is_one_line_before_binding():
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm2vec_retrieval", "serve", "--port", "0", "--dtype", "fp8"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: unknown --dtype 'fp8'; valid choices: auto, float32, bfloat16, float16"
+    )
 
 
 def test_max_input_tokens_above_the_model_limit_is_one_line(tiny_llama):

@@ -6,7 +6,7 @@ The only module of the project that imports FastAPI/uvicorn. ``create_app(servic
 ``POST /v1/embeddings``  OpenAI-compatible (``/embeddings`` is an alias)
 ``POST /search``         search the index given with ``--index`` (``/v1/search`` is an alias)
 ``GET /v1/models``       the one served model; ``GET /v1/models/{id}`` that model (404 otherwise)
-``GET /health``          status, model, dimension, index, queue
+``GET /health``          status, model, dimension, compute dtype, index, queue
 ``GET /docs``            OpenAPI docs (``/openapi.json``)
 
 Bodies are read and parsed here, not by FastAPI, so that size (413), malformed or too deeply

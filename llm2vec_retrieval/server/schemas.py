@@ -143,6 +143,7 @@ class Health(BaseModel):
     status: str
     model: str
     dim: int
+    dtype: str | None = None
     max_input_tokens: int
     max_inputs: int
     queue: int

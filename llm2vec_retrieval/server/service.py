@@ -70,6 +70,14 @@ class ApiError(Exception):
         }
 
 
+def _compute_dtype(encoder: Any) -> str | None:
+    """The dtype the encoder's weights compute in ("bfloat16", ...), None when unknown."""
+    try:
+        return str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
+    except (AttributeError, StopIteration, TypeError):
+        return None
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
@@ -214,6 +222,7 @@ class EmbeddingService:
             "status": "ok",
             "model": self.model_name,
             "dim": self.encoder.embedding_dim,
+            "dtype": _compute_dtype(self.encoder),
             "max_input_tokens": self.max_input_tokens,
             "max_inputs": self.max_inputs,
             "queue": self.batcher.pending(),
