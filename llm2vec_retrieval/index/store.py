@@ -28,7 +28,7 @@ MODES = ("dense", "lexical", "hybrid")
 #: text. Chosen on the dev sets by ``python -m benchmarks.hybrid_dev`` (docs/hybrid.md).
 DEFAULT_TEXT_MODE = "hybrid"
 DEFAULT_FUSION = "alpha"
-DEFAULT_ALPHA = 0.4
+DEFAULT_ALPHA = 0.7
 #: Candidates taken from each list before hybrid fusion (at least k).
 DEFAULT_HYBRID_CANDIDATES = 100
 
