@@ -11,7 +11,8 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from llm2vec_retrieval.shared import encoder_lock, load_encoder
+from llm2vec_retrieval.hardware import resolve_dtype
+from llm2vec_retrieval.shared import encoder_lock, load_encoder, split_dtype
 
 __all__ = ["LLM2VecEmbeddings", "encoder_lock", "load_encoder"]
 
@@ -27,6 +28,11 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
     query instruction); documents with `document_instruction` (default: the encoder's
     document default, usually none). Vectors are L2-normalised when `normalize=True`
     (the default).
+
+    `dtype` is the compute dtype when this class loads the model: "auto" (the default:
+    bfloat16 where the CPU or GPU runs it natively, else float32; the log says which and
+    why), "float32", "bfloat16" or "float16". Vectors are float32 either way, and an index
+    built in one dtype can be searched in another.
 
     Example:
         ```python
@@ -49,8 +55,11 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
     batch_size: int = 32
     show_progress: bool = False
     normalize: bool = True
+    dtype: str = "auto"
+    """Compute dtype: "auto" (by hardware), "float32", "bfloat16" or "float16" (a torch
+    dtype works too). Not used with `encoder=`."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Extra keyword arguments for `LLM2Vec.from_pretrained` (e.g. `device`)."""
+    """Extra keyword arguments for `LLM2Vec.from_pretrained` (e.g. `device_map`)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -66,12 +75,18 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
     def _path_to_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_name(cls, value: Any) -> str:
+        return resolve_dtype(value).asked  # ValueError listing the choices for a bad one
+
     @model_validator(mode="after")
     def _load(self) -> LLM2VecEmbeddings:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.encoder is None:
-            self.encoder = load_encoder(self.model_name, **self.model_kwargs)
+            dtype, kwargs = split_dtype(self.dtype, self.model_kwargs)
+            self.encoder = load_encoder(self.model_name, dtype=dtype, **kwargs)
         config = getattr(self.encoder, "config", None)
         if self.query_instruction is None:
             self.query_instruction = getattr(config, "query_instruction", "") or ""

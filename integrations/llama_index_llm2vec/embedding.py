@@ -13,8 +13,10 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 __all__ = ["LLM2VecEmbedding"]
 
+from llm2vec_retrieval.hardware import resolve_dtype as _resolve_dtype
 from llm2vec_retrieval.shared import encoder_lock as _encoder_lock
 from llm2vec_retrieval.shared import load_encoder as _load_encoder
+from llm2vec_retrieval.shared import split_dtype as _split_dtype
 
 
 class LLM2VecEmbedding(BaseEmbedding):
@@ -24,7 +26,10 @@ class LLM2VecEmbedding(BaseEmbedding):
     package's embedded default model) or from a loaded encoder (`encoder=...`).
     Queries use `query_instruction` (default: the encoder's configured one), texts
     (nodes) use `text_instruction` (default: the encoder's document default, usually
-    none). `embed_batch_size` is also the encoder's batch size.
+    none). `embed_batch_size` is also the encoder's batch size. `dtype` is the compute
+    dtype when this class loads the model: "auto" (the default: bfloat16 where the CPU or
+    GPU runs it natively, else float32; the log says which and why), "float32",
+    "bfloat16" or "float16"; vectors are float32 either way.
 
     Example:
         ```python
@@ -48,6 +53,11 @@ class LLM2VecEmbedding(BaseEmbedding):
     )
     normalize: bool = Field(default=True, description="L2-normalise the vectors.")
     show_progress: bool = Field(default=False, description="Show the encoder's progress bar.")
+    dtype: str = Field(
+        default="auto",
+        description="Compute dtype: auto (by hardware), float32, bfloat16 or float16. "
+        "Not used with encoder=.",
+    )
     model_kwargs: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     model_config = ConfigDict(
@@ -66,11 +76,17 @@ class LLM2VecEmbedding(BaseEmbedding):
     def _path_to_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_name(cls, value: Any) -> str:
+        return _resolve_dtype(value).asked  # ValueError listing the choices for a bad one
+
     @model_validator(mode="after")
     def _load(self) -> LLM2VecEmbedding:
         if self.encoder is None:
             name = None if self.model_name in ("llm2vec-default", "", None) else self.model_name
-            self.encoder = _load_encoder(name, **self.model_kwargs)
+            dtype, kwargs = _split_dtype(self.dtype, self.model_kwargs)
+            self.encoder = _load_encoder(name, dtype=dtype, **kwargs)
         config = getattr(self.encoder, "config", None)
         if self.query_instruction is None:
             self.query_instruction = getattr(config, "query_instruction", "") or ""
