@@ -416,6 +416,31 @@ def test_config_defaults_and_paper_values():
     assert (paper.batch_size, paper.max_length, paper.lr) == (128, 128, 3e-5)
 
 
+@pytest.mark.parametrize(
+    "cls, paper",
+    [
+        (MNTPConfig, {"batch_size": 32, "block_size": 512}),
+        (SimCSEConfig, {"batch_size": 128, "max_length": 128}),
+        (SupervisedConfig, {"batch_size": 512, "max_length": 512, "warmup_steps": 300}),
+    ],
+)
+def test_paper_preset_applies_in_the_constructor(cls, paper):
+    direct = cls(preset="paper")
+    assert direct == cls.from_dict({"preset": "paper"})
+    assert {name: getattr(direct, name) for name in paper} == paper
+    # explicit values win, even when they equal the cpu defaults
+    name = "batch_size"
+    cpu_value = getattr(cls(), name)
+    assert getattr(cls(preset="paper", **{name: cpu_value}), name) == cpu_value
+    assert cls(preset="paper", **{name: cpu_value}) == cls.from_dict(
+        {"preset": "paper", name: cpu_value}
+    )
+    assert cls("some-model", preset="paper").model == "some-model"
+    # a saved config reloads unchanged
+    assert cls.from_dict(direct.to_dict()) == direct
+    assert cls().batch_size != direct.batch_size
+
+
 def test_config_validation_lists_choices():
     with pytest.raises(ValueError, match="Valid choices are: bert, all-mask"):
         MNTPConfig(masking="random")

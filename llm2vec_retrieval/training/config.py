@@ -144,7 +144,19 @@ class TrainConfig:
     stage = "base"
     _paper_defaults: typing.ClassVar[dict] = {}
 
+    def __new__(cls, *args, **kwargs):
+        # `__new__` sees the constructor's arguments: remember which fields were given, so that
+        # `__post_init__` applies `preset="paper"` to the others only (explicit values win).
+        self = super().__new__(cls)
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        self._given = frozenset(names[: len(args)]) | frozenset(kwargs)
+        return self
+
     def __post_init__(self) -> None:
+        if self.preset == "paper":
+            for name, value in self._paper_defaults.items():
+                if name not in getattr(self, "_given", ()):
+                    setattr(self, name, value)
         if isinstance(self.data, (str, os.PathLike)):
             self.data = [os.fspath(self.data)]
         if isinstance(self.init_adapter, (str, os.PathLike)):
@@ -222,7 +234,8 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """Build from a mapping (dashes in keys accepted); unknown keys are an error listing valid ones.
 
-        `preset="paper"` starts from the paper's values; explicit keys still win.
+        `preset="paper"` starts from the paper's values; explicit keys still win (as for the
+        constructor: `__post_init__` applies the preset).
         """
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
         stage = data.pop("stage", None)
@@ -244,11 +257,7 @@ class TrainConfig:
             raise ValueError(
                 f"unknown {cls.stage} config key(s) {unknown}{hint}. Valid keys are: {', '.join(valid)}"
             )
-        preset = data.get("preset", "cpu")
-        _choice("preset", preset, PRESETS)
-        base = dict(cls._paper_defaults) if preset == "paper" else {}
-        base.update(data)
-        return cls(**base)
+        return cls(**data)
 
     @classmethod
     def paper_values(cls) -> dict:
@@ -310,7 +319,9 @@ class MNTPConfig(TrainConfig):
 
 
 @dataclass
-class _ContrastiveConfig(TrainConfig):
+class ContrastiveConfig(TrainConfig):
+    """Settings shared by the contrastive stages (SimCSE, supervised); not a stage itself."""
+
     pooling_mode: str = _f("mean", "pooling (one of the encoder's POOLING_MODES)", paper="mean")
     max_length: int = _f(128, "token cap on instruction + text during training")
     temperature: float = _f(0.05, "InfoNCE temperature (cosine similarity / temperature)")
@@ -348,7 +359,7 @@ class _ContrastiveConfig(TrainConfig):
 
 
 @dataclass
-class SimCSEConfig(_ContrastiveConfig):
+class SimCSEConfig(ContrastiveConfig):
     """Unsupervised SimCSE (LLM2Vec step 3). Paper: batch 128, lr 3e-5, temperature 0.05, dropout 0.3."""
 
     batch_size: int = _f(32, "sentences per optimizer step (in-batch negatives)", paper=128)
@@ -364,7 +375,7 @@ class SimCSEConfig(_ContrastiveConfig):
 
 
 @dataclass
-class SupervisedConfig(_ContrastiveConfig):
+class SupervisedConfig(ContrastiveConfig):
     """Supervised contrastive training on (query, positive, hard negative). Paper: batch 512, lr 2e-4."""
 
     batch_size: int = _f(32, "triples per optimizer step", paper=512)
