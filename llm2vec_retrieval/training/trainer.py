@@ -1,4 +1,7 @@
-"""The training loop shared by the three stages: accelerate, checkpoints, resume, logs.
+"""The training loop shared by every stage: accelerate, checkpoints, resume, logs.
+
+The loop knows no stage: what differs between MNTP, SimCSE and supervised training (model
+wrapper, batches, loss) is an `Objective` (`objectives/`), looked up by `cfg.stage`.
 
 Outputs in `cfg.output`:
   adapter_config.json, adapter_model.safetensors   the LoRA adapter (official llm2vec layout)
@@ -7,10 +10,25 @@ Outputs in `cfg.output`:
   train_log.jsonl        one line per logged step: step, loss, lr, tokens_per_s, elapsed_s, ...
   data_stats.json        what the data readers kept and skipped
   training_state.json    {"finished": true, "step": ..., "loss": ...} once done
-  checkpoints/step-N/    resumable state: adapter, optimizer, scheduler, RNG states, data position
+  checkpoints/step-N/    resumable state, written by `accelerator.save_state`:
+      adapter_config.json, adapter_model.safetensors   the LoRA weights only (PEFT layout; the
+                             frozen base is not saved: a save hook replaces accelerate's
+                             full-model file)
+      optimizer.bin, scheduler.bin, random_states_<rank>.pkl   accelerate's files (torch.save)
+      trainer_state.json     step, data position (pass, batches consumed), elapsed time,
+                             tokens, data stats; the data order is a function of the seed and
+                             the position, so nothing else of the data stream needs saving
 
-A checkpoint is written to a temporary folder and renamed into place, so a kill leaves
-either the previous complete checkpoint or the new one, never half of one.
+A checkpoint is written to a temporary folder and renamed into place (`_io.staged_dir`), so a
+kill leaves either the previous complete checkpoint or the new one, never half of one.
+
+Safety: accelerate loads optimizer.bin, scheduler.bin and the RNG states with
+`torch.load(weights_only=True)` (plain tensors and containers, numpy arrays allowed; no
+arbitrary objects are unpickled); the adapter is safetensors. Checkpoints are still meant for
+resuming your own runs, not for loading files from elsewhere.
+
+Checkpoints of the earlier format (optimizer.pt, scheduler.pt, rng.pt beside the adapter) are
+refused with a one-line error: restart the stage with `--no-resume`.
 """
 
 from __future__ import annotations
@@ -33,20 +51,15 @@ import torch
 from .._io import atomic_write_json, atomic_write_text, restore_backup, staged_dir
 from ..config import EncoderConfig
 from . import data as data_mod
-from .config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig
-from .gradcache import chunked, grad_cache_step
-from .losses import false_negative_mask, info_nce, mask_tokens
+from .config import TrainConfig
 from .modeling import (
-    Embedder,
-    MNTPModel,
     add_lora,
     base_reference,
     enable_gradient_checkpointing,
     load_encoder,
-    load_lm_head,
     save_adapter,
-    set_attention_dropout,
 )
+from .objectives import MicroStep, objective_for
 
 logger = logging.getLogger("llm2vec_retrieval.training")
 
@@ -54,6 +67,8 @@ LOG_FILE = "train_log.jsonl"
 STATE_FILE = "training_state.json"
 STATS_FILE = "data_stats.json"
 CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_FORMAT = 2  # 1 (unmarked): hand-rolled optimizer.pt/scheduler.pt/rng.pt
 
 
 @dataclass
@@ -76,41 +91,12 @@ def list_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
         return []
     found = []
     for p in root.iterdir():
-        if p.is_dir() and p.name.startswith("step-") and (p / "trainer_state.json").is_file():
+        if p.is_dir() and p.name.startswith("step-") and (p / TRAINER_STATE).is_file():
             try:
                 found.append((int(p.name[5:]), p))
             except ValueError:
                 continue
     return sorted(found)
-
-
-def _rng_state() -> dict:
-    """RNG states as plain types and tensors only, so resuming loads them with weights_only=True."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [
-            name,
-            torch.from_numpy(keys.astype(np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(gauss),
-        ],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -125,7 +111,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig):
         cfg.check_required()
-        data_mod.check_data_paths(cfg.data, cfg.stage)
+        self.objective = objective_for(cfg)
+        self.objective.check_data()
         self.cfg = cfg
         self.out = Path(cfg.output)
         self.stats = data_mod.DataStats()
@@ -139,69 +126,43 @@ class Trainer:
     def _setup(self) -> None:
         from accelerate import Accelerator
 
-        cfg = self.cfg
-        self.accelerator = Accelerator()
-        self.device = self.accelerator.device
+        cfg, objective = self.cfg, self.objective
+        # the scheduler steps once per optimizer step, whatever the number of processes
+        self.accelerator = Accelerator(step_scheduler_with_optimizer=False)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
         hf_kwargs = {}
         if cfg.attn_implementation:
             hf_kwargs["attn_implementation"] = cfg.attn_implementation
-        encoder_kwargs = {}
-        if isinstance(cfg, (SimCSEConfig, SupervisedConfig)):
-            encoder_kwargs = dict(
-                pooling_mode=cfg.pooling_mode,
-                max_length=cfg.max_length,
-                doc_max_length=cfg.max_length,
-            )
         self.encoder = load_encoder(
-            cfg.model, cfg.init_adapter, hf_kwargs=hf_kwargs, **encoder_kwargs
+            cfg.model, cfg.init_adapter, hf_kwargs=hf_kwargs, **objective.encoder_kwargs()
         )
         enc = self.encoder
-        if getattr(cfg, "attention_dropout", None) is not None:
-            set_attention_dropout(enc.model, float(cfg.attention_dropout))
-        self.saved_encoder_config = EncoderConfig(
-            pooling_mode=getattr(cfg, "pooling_mode", enc.config.pooling_mode),
-            skip_instruction=enc.config.skip_instruction,
-        )
-        lm_head = load_lm_head(enc) if isinstance(cfg, MNTPConfig) else None
+        objective.prepare_base(enc)
+        self.saved_encoder_config = objective.encoder_config(enc)
         self.peft_model = add_lora(enc.model, cfg)
         enc.model = self.peft_model
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(self.peft_model)
-        if isinstance(cfg, MNTPConfig):
-            self._setup_mntp()
-            module = MNTPModel(self.peft_model, lm_head)
-        else:
-            module = Embedder(enc)
+        module = objective.build_module(enc)
         self.trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
         n_train = sum(p.numel() for p in self.trainable)
         n_all = sum(p.numel() for p in self.peft_model.parameters())
         logger.info(
             "trainable parameters: %d of %d (%.3f%%)", n_train, n_all, 100 * n_train / max(1, n_all)
         )
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.module, self.optimizer = self.accelerator.prepare(module, self.optimizer)
+        optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.module, self.optimizer, self.scheduler = self.accelerator.prepare(
+            module, optimizer, scheduler
+        )
+        self.accelerator.register_save_state_pre_hook(self._save_adapter_hook)
+        self.accelerator.register_load_state_pre_hook(self._load_adapter_hook)
         self.module.train()
-        self.stream = self._make_stream()
-
-    def _setup_mntp(self) -> None:
-        cfg, tok = self.cfg, self.encoder.tokenizer
-        token = cfg.mask_token or tok.mask_token or "_"
-        ids = tok.convert_tokens_to_ids([token])
-        mask_id = ids[0] if ids else None
-        if mask_id is None or mask_id == tok.unk_token_id:
-            encoded = tok(token, add_special_tokens=False)["input_ids"]
-            if len(encoded) != 1:
-                raise ValueError(
-                    f"mask token {token!r} is not a single token of this tokenizer; choose one with --mask-token"
-                )
-            mask_id = encoded[0]
-        self.mask_token, self.mask_token_id = token, int(mask_id)
-        self.special_ids = torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.long)
-        self.vocab_size = int(self.encoder.model.get_input_embeddings().weight.shape[0])
+        self.stream = data_mod.BatchStream(
+            objective.batches(enc, self.stats), cfg.seed, stats=self.stats
+        )
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
@@ -212,22 +173,7 @@ class Trainer:
         span = max(1, cfg.max_steps - cfg.warmup_steps)
         return max(0.0, (cfg.max_steps - step) / span)
 
-    def _make_stream(self) -> data_mod.BatchStream:
-        cfg = self.cfg
-        if isinstance(cfg, MNTPConfig):
-            make = data_mod.mntp_batches(cfg.data, self.encoder.tokenizer, cfg, self.stats)
-        elif isinstance(cfg, SimCSEConfig):
-            make = data_mod.simcse_batches(cfg.data, cfg, self.stats)
-        else:
-            make = data_mod.supervised_batches(cfg.data, cfg, self.stats)
-        return data_mod.BatchStream(make, cfg.seed, stats=self.stats)
-
     # -------------------------------------------------------------- one step
-    def _autocast(self):
-        if not self.cfg.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
     def _next_batch(self):
         # each process takes its own batch out of every `num_processes` consecutive ones
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -239,154 +185,99 @@ class Trainer:
         return mine
 
     def _micro_step(self, micro: int, last: bool) -> tuple[float, int]:
-        cfg, acc = self.cfg, self.accelerator
-        batch = self._next_batch()
-        scale = 1.0 / cfg.gradient_accumulation_steps
-        sync = contextlib.nullcontext() if last else acc.no_sync(self.module)
-        if isinstance(cfg, MNTPConfig):
-            ids = torch.tensor(batch, dtype=torch.long)
-            special = torch.isin(ids, self.special_ids)
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + micro)
-            inputs, labels = mask_tokens(
-                ids,
-                special,
-                cfg.mask_probability,
-                self.mask_token_id,
-                self.vocab_size,
-                cfg.masking,
-                gen,
-            )
-            with sync:
-                with self._autocast():
-                    loss = self.module(
-                        inputs.to(self.device),
-                        torch.ones_like(inputs).to(self.device),
-                        labels.to(self.device),
-                    )
-                acc.backward(loss * scale)
-            return float(loss.detach()), int(ids.numel())
-        return self._contrastive_step(batch, scale, sync, last)
-
-    def _contrastive_step(self, batch, scale: float, sync, last: bool) -> tuple[float, int]:
-        cfg, acc = self.cfg, self.accelerator
-        embedder = self.module.module if hasattr(self.module, "module") else self.module
-        if isinstance(cfg, SimCSEConfig):
-            texts = list(batch)
-            q_pairs = [("", t) for t in texts]
-            groups_pairs = [q_pairs]  # encoded twice below: two dropout masks, one tokenization
-            q_texts, cand_texts, margin = texts, texts, None
-        else:
-            q_pairs = [
-                (ex.instruction if ex.instruction is not None else cfg.instruction, ex.query)
-                for ex in batch
-            ]
-            p_pairs = [("", ex.positive) for ex in batch]
-            n_pairs = [("", ex.negative) for ex in batch if ex.negative is not None]
-            groups_pairs = [q_pairs, p_pairs] + ([n_pairs] if n_pairs else [])
-            q_texts = [ex.query for ex in batch]
-            cand_texts = [ex.positive for ex in batch] + [
-                ex.negative for ex in batch if ex.negative is not None
-            ]
-            margin = cfg.false_negative_margin
-        # Chunks of texts of similar length cut padding; each group is embedded in its sorted
-        # order and put back in batch order before the loss (indexing keeps the gradients).
-        chunking = cfg.mini_batch_size and cfg.mini_batch_size < len(batch)
-        tokens = 0
-        groups, inverse = [], []
-        for pairs in groups_pairs:
-            order = (
-                sorted(range(len(pairs)), key=lambda i: len(pairs[i][1]))
-                if chunking
-                else list(range(len(pairs)))
-            )
-            inverse.append(torch.argsort(torch.tensor(order)))
-            chunks = []
-            for piece in chunked([pairs[i] for i in order], cfg.mini_batch_size):
-                feats, truncated = embedder.features(list(piece))
-                self.stats.truncated_texts += truncated
-                tokens += int(feats["attention_mask"].sum())
-                chunks.append(feats)
-            groups.append(chunks)
-        if isinstance(cfg, SimCSEConfig):
-            groups, inverse = [groups[0], groups[0]], [inverse[0], inverse[0]]
-            tokens *= 2
-
-        def embed(feats):
-            with self._autocast():
-                return self.module(**{k: v.to(self.device) for k, v in feats.items()}).float()
-
-        def loss_fn(*embs):
-            q, p, n = [e[inv.to(e.device)] for e, inv in zip(embs, inverse, strict=True)] + [
-                None
-            ] * (3 - len(embs))
-            cands = p if n is None else torch.cat([p, n])
-            mask = false_negative_mask(q, cands, margin, q_texts, cand_texts)
-            return info_nce(q, p, n, cfg.temperature, mask)
-
-        if chunking and cfg.grad_cache:
-            loss, _ = grad_cache_step(
-                embed,
-                groups,
-                lambda *e: loss_fn(*e) * scale,
-                backward=acc.backward,
-                no_sync=None if last else (lambda: acc.no_sync(self.module)),
-            )
-            return float(loss) / scale, tokens
-        with sync:
-            embs = [torch.cat([embed(c) for c in chunks]) for chunks in groups]
-            loss = loss_fn(*embs)
-            acc.backward(loss * scale)
-        return float(loss.detach()), tokens
+        step = MicroStep(
+            module=self.module,
+            accelerator=self.accelerator,
+            step=self.step,
+            micro=micro,
+            last=last,
+            scale=1.0 / self.cfg.gradient_accumulation_steps,
+            bf16=self.cfg.bf16,
+            stats=self.stats,
+        )
+        return self.objective.micro_step(step, self._next_batch())
 
     # -------------------------------------------------------------- checkpoints
+    def _save_adapter_hook(self, models, weights, output_dir) -> None:
+        # only the LoRA weights, in PEFT's layout: the frozen base would be the model's full size
+        weights.clear()
+        if self.accelerator.is_main_process:
+            self.peft_model.save_pretrained(output_dir)
+
+    def _load_adapter_hook(self, models, input_dir) -> None:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        models.clear()  # loaded here, not by accelerate
+        weights = load_peft_weights(str(input_dir), device="cpu")
+        result = set_peft_model_state_dict(self.peft_model, weights)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise ValueError(
+                f"{input_dir}: checkpoint does not match this model ({len(unexpected)} unexpected keys); "
+                "use another --output or --no-resume"
+            )
+
     def _save_checkpoint(self) -> None:
+        from accelerate.utils import broadcast_object_list
+
         acc = self.accelerator
+        target = self.out / CHECKPOINTS / f"step-{self.step:06d}"
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            root = self.out / CHECKPOINTS
-            target = root / f"step-{self.step:06d}"
-            with staged_dir(target) as tmp:
-                self._unwrapped_peft().save_pretrained(tmp)
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-                torch.save(_rng_state(), tmp / "rng.pt")
+        staged = staged_dir(target) if acc.is_main_process else contextlib.nullcontext()
+        with staged as tmp:
+            # every process writes its RNG state into the main process's staging folder
+            tmp = Path(broadcast_object_list([tmp])[0])
+            acc.save_state(str(tmp))
+            if acc.is_main_process:
                 state = {
+                    "format": CHECKPOINT_FORMAT,
                     "step": self.step,
                     "stage": self.cfg.stage,
                     "max_steps": self.cfg.max_steps,
+                    "num_processes": acc.num_processes,
                     "data_position": self.stream.position.to_dict(),
                     "elapsed_s": self.elapsed,
                     "tokens": self.tokens_total,
                     "last_loss": self.losses[-1] if self.losses else None,
                     "stats": self.stats.to_dict(),
                 }
-                (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+                (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2))
+            acc.wait_for_everyone()  # all files written before the folder is swapped in
+        if acc.is_main_process:
             for _, old in list_checkpoints(self.out)[: -self.cfg.save_total_limit or None]:
                 if self.cfg.save_total_limit and old != target:
                     shutil.rmtree(old, ignore_errors=True)
             atomic_write_json(self.out / STATS_FILE, self.stats.to_dict())
         acc.wait_for_everyone()
 
-    def _load_checkpoint(self, path: Path) -> None:
-        from peft import set_peft_model_state_dict
-        from peft.utils import load_peft_weights
-
-        state = json.loads((path / "trainer_state.json").read_text())
+    def _read_checkpoint_state(self, path: Path) -> dict:
+        """The checkpoint's trainer state, if this run can resume it (checked before any model
+        is loaded)."""
+        state = json.loads((path / TRAINER_STATE).read_text())
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{path} is a checkpoint of an earlier llm2vec-retrieval version, which this one "
+                "cannot resume; restart the stage with --no-resume (or finish it with that version)"
+            )
         if state.get("stage") != self.cfg.stage:
             raise ValueError(
                 f"{path} is a {state.get('stage')} checkpoint, not {self.cfg.stage}; use another --output or --no-resume"
             )
-        weights = load_peft_weights(str(path), device="cpu")
-        result = set_peft_model_state_dict(self._unwrapped_peft(), weights)
-        unexpected = getattr(result, "unexpected_keys", [])
-        if unexpected:
+        return state
+
+    def _load_checkpoint(self, path: Path, state: dict) -> None:
+        acc = self.accelerator
+        if state.get("num_processes", 1) != acc.num_processes:
             raise ValueError(
-                f"{path}: checkpoint does not match this model ({len(unexpected)} unexpected keys)"
+                f"{path} was written by {state.get('num_processes')} processes, this run has "
+                f"{acc.num_processes}; resume with the same number or use --no-resume"
             )
-        self.optimizer.load_state_dict(
-            torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        )
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        rng_file = path / f"random_states_{acc.process_index}.pkl"
+        if not rng_file.is_file():
+            raise ValueError(f"{path} lacks {rng_file.name}; use --no-resume")
+        acc.load_state(str(path))
+        self._check_rng_restored(rng_file)
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.tokens_total = int(state.get("tokens", 0))
@@ -395,12 +286,17 @@ class Trainer:
             int(pos["pass_index"]), int(pos["batches_in_pass"])
         )
         self.resumed_from = self.step
-        _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
         self._truncate_log(self.step)
 
-    def _unwrapped_peft(self):
-        module = self.accelerator.unwrap_model(self.module)
-        return module.model
+    @staticmethod
+    def _check_rng_restored(rng_file: Path) -> None:
+        # accelerate logs, and otherwise ignores, an RNG file it cannot load: a resume that
+        # would silently draw other dropout masks. Compare with the file instead.
+        from accelerate.utils import load
+
+        saved = load(rng_file)
+        if not torch.equal(saved["torch_manual_seed"], torch.get_rng_state()):
+            raise ValueError(f"{rng_file}: random states could not be restored; use --no-resume")
 
     def _truncate_log(self, step: int) -> None:
         log = self.out / LOG_FILE
@@ -449,10 +345,11 @@ class Trainer:
             for stale in [*ckpts.glob(".tmp-*"), *ckpts.glob(".step-*.tmp-*")]:
                 shutil.rmtree(stale, ignore_errors=True)
         state_file.unlink(missing_ok=True)
-        self._setup()
         checkpoints = list_checkpoints(self.out) if cfg.resume else []
+        resume_state = self._read_checkpoint_state(checkpoints[-1][1]) if checkpoints else None
+        self._setup()
         if checkpoints:
-            self._load_checkpoint(checkpoints[-1][1])
+            self._load_checkpoint(checkpoints[-1][1], resume_state)
             print(
                 f"{cfg.stage}: resuming from {checkpoints[-1][1]} (step {self.step})",
                 file=sys.stderr,
@@ -466,7 +363,7 @@ class Trainer:
                     "event": "start",
                     "stage": cfg.stage,
                     "max_steps": cfg.max_steps,
-                    **({"mask_token": self.mask_token} if isinstance(cfg, MNTPConfig) else {}),
+                    **self.objective.start_fields(),
                 }
             )
         self._batches = iter(self.stream)
@@ -531,7 +428,7 @@ class Trainer:
     def _finish(self) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         acc.wait_for_everyone()
-        peft_model = self._unwrapped_peft()
+        peft_model = self.peft_model
         peft_model.eval()
         self.module.eval()
         if acc.is_main_process:
@@ -571,5 +468,6 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run one stage (`MNTPConfig`, `SimCSEConfig` or `SupervisedConfig`) and write its outputs."""
+    """Run one stage (`MNTPConfig`, `SimCSEConfig`, `SupervisedConfig`, or the config of a
+    registered objective) and write its outputs."""
     return Trainer(cfg).run()
