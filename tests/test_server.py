@@ -579,6 +579,8 @@ def test_load_small_requests_beside_a_large_one(tmp_path):
     argv = ["--tiny", "--threads", "1", "--concurrency", "32", "--duration", "4"]
     argv += ["--large-inputs", "256", "--warmup", "2", "--api-key", "bench-key"]
     argv += ["--max-p99-ms", "1500", "--output", str(out)]
+    # float32 as before --dtype auto existed: this checks scheduling, not the dtype's speed
+    argv += ["--server-arg=--dtype", "--server-arg=float32"]
     code = bench_server.main(argv)
     result = json.loads(out.read_text())["results"][0]
     assert code == 0, result
