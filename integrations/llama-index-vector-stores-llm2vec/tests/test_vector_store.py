@@ -1,11 +1,9 @@
-"""LlamaIndex integration: LLM2VecEmbedding and LLM2VecVectorStore, end to end."""
+"""LLM2VecVectorStore: filters, queries, the nodes API, persistence, a VectorStoreIndex end to end
+(embedding with LLM2VecEmbedding from llama-index-embeddings-llm2vec)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -28,8 +26,11 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
-from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore  # noqa: E402
-from llama_index_llm2vec.vector_store import metadata_filters_to_dict  # noqa: E402
+from llama_index.embeddings.llm2vec import LLM2VecEmbedding  # noqa: E402
+from llama_index.vector_stores.llm2vec import (
+    LLM2VecVectorStore,  # noqa: E402
+    metadata_filters_to_dict,  # noqa: E402
+)
 
 from llm2vec_retrieval.index import FingerprintMismatchError  # noqa: E402
 
@@ -68,73 +69,6 @@ def _node(id_: str, vec: list[float], ref: str, **meta) -> TextNode:
     node = TextNode(id_=id_, text=f"text of {id_}", metadata=meta, embedding=vec)
     node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=ref)
     return node
-
-
-# -- embedding -------------------------------------------------------------------------
-
-
-def test_embedding_basics(embed: LLM2VecEmbedding) -> None:
-    q = embed.get_query_embedding("rivers")
-    t = embed.get_text_embedding("rivers")
-    assert len(q) == len(t) == embed.embedding_dim == 32
-    assert not np.allclose(q, t)  # the query instruction is applied to queries only
-    assert np.allclose(
-        q, embed.encoder.encode_queries(["rivers"], embed.query_instruction)[0], atol=1e-5
-    )
-    assert embed.query_instruction == embed.encoder.config.query_instruction
-    texts = [f"text {i}" for i in range(9)]
-    batch = embed.get_text_embedding_batch(texts)  # batched by embed_batch_size
-    assert np.allclose(batch, embed.encoder.encode_documents(texts), atol=1e-5)
-    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
-    custom = LLM2VecEmbedding(
-        encoder=embed.encoder, query_instruction="Find:", text_instruction="Passage:"
-    )
-    assert np.allclose(
-        custom.get_query_embedding("x"), embed.encoder.encode_queries(["x"], "Find:")[0], atol=1e-5
-    )
-    assert np.allclose(
-        custom.get_text_embedding("x"),
-        embed.encoder.encode_documents(["x"], "Passage:")[0],
-        atol=1e-5,
-    )
-    assert custom.fingerprint() != embed.fingerprint()
-
-
-def test_embedding_missing_model(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
-        LLM2VecEmbedding(model_name=str(tmp_path / "missing"))
-
-
-async def test_embedding_async_is_threaded(embed: LLM2VecEmbedding, monkeypatch) -> None:
-    loop_thread = threading.get_ident()
-    seen: list[int] = []
-    original = embed.encoder.encode_documents
-
-    def slow(*args, **kwargs):
-        seen.append(threading.get_ident())
-        time.sleep(0.3)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(embed.encoder, "encode_documents", slow)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    try:
-        vecs = await embed.aget_text_embedding_batch(["a", "b", "c"])
-        one = await embed.aget_text_embedding("a")
-    finally:
-        task.cancel()
-    assert len(vecs) == 3 and len(one) == 32
-    assert seen and all(t != loop_thread for t in seen)
-    assert ticks >= 5
-    q = await embed.aget_query_embedding("a")
-    assert np.allclose(q, embed.get_query_embedding("a"), atol=1e-5)
 
 
 # -- filters ---------------------------------------------------------------------------
@@ -441,8 +375,8 @@ def test_missing_framework_gives_install_hint() -> None:
     import sys
 
     code = (
-        "import sys; sys.modules['llama_index'] = None; sys.modules['llama_index.core'] = None\n"
-        "try:\n    import llama_index_llm2vec\nexcept ImportError as e:\n    print(e)\n"
+        "import sys; sys.modules['llama_index.core'] = None\n"
+        "try:\n    import llama_index.vector_stores.llm2vec\nexcept ImportError as e:\n    print(e)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -451,7 +385,24 @@ def test_missing_framework_gives_install_hint() -> None:
         timeout=120,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    assert "pip install 'llm2vec-retrieval[llamaindex]'" in out.stdout
+    assert "pip install ./integrations/llama-index-vector-stores-llm2vec" in out.stdout
+
+
+def test_deprecated_import_name_reexports(monkeypatch) -> None:
+    """`llama_index_llm2vec` (the name before the package split) warns and re-exports."""
+    import importlib
+    import sys
+
+    import llama_index.embeddings.llm2vec as embeddings
+    import llama_index.vector_stores.llm2vec as vector_stores
+
+    monkeypatch.delitem(sys.modules, "llama_index_llm2vec", raising=False)
+    with pytest.warns(DeprecationWarning, match="llama_index.vector_stores.llm2vec"):
+        old = importlib.import_module("llama_index_llm2vec")
+    assert old.LLM2VecEmbedding is embeddings.LLM2VecEmbedding
+    assert old.LLM2VecVectorStore is vector_stores.LLM2VecVectorStore
+    with pytest.raises(AttributeError):
+        old.embedding  # noqa: B018 - the old submodules are gone
 
 
 # -- issue 14 hardening ------------------------------------------------------------------

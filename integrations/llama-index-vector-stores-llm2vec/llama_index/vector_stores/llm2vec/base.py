@@ -1,4 +1,4 @@
-"""LlamaIndex vector store on the llm2vec-retrieval FAISS `IndexStore`."""
+"""LlamaIndex vector store on the llm2vec-retrieval FAISS `IndexStore` (`LLM2VecVectorStore`)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ NAMESPACE_SEP = "__"
 DEFAULT_PERSIST_FNAME = "vector_store.json"
 # Where each node's own id is kept in the store metadata (for node_ids queries/filters).
 NODE_ID_KEY = "_node_id"
+# The manifest format name predates the package split; kept so that saved stores load.
 _FORMAT = "llama_index_llm2vec.vector_store"
 _FORMAT_VERSION = 1
 
@@ -187,7 +188,8 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
     Example:
         ```python
         from llama_index.core import StorageContext, VectorStoreIndex
-        from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore
+        from llama_index.embeddings.llm2vec import LLM2VecEmbedding
+        from llama_index.vector_stores.llm2vec import LLM2VecVectorStore
 
         embed = LLM2VecEmbedding(model_name="path/to/checkpoint")
         store = LLM2VecVectorStore(embed_model=embed)

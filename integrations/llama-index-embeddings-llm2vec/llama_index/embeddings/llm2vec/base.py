@@ -34,7 +34,7 @@ class LLM2VecEmbedding(BaseEmbedding):
     Example:
         ```python
         from llama_index.core import Settings
-        from llama_index_llm2vec import LLM2VecEmbedding
+        from llama_index.embeddings.llm2vec import LLM2VecEmbedding
 
         Settings.embed_model = LLM2VecEmbedding(model_name="path/to/checkpoint")
         ```

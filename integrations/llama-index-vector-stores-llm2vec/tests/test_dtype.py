@@ -12,7 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llama_index.core.schema import TextNode  # noqa: E402
 from llama_index.core.vector_stores.types import VectorStoreQuery  # noqa: E402
-from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore  # noqa: E402
+from llama_index.embeddings.llm2vec import LLM2VecEmbedding  # noqa: E402
+from llama_index.vector_stores.llm2vec import LLM2VecVectorStore  # noqa: E402
 
 from llm2vec_retrieval.hardware import resolve_dtype  # noqa: E402
 
@@ -45,8 +46,3 @@ def test_dtype_default_auto_and_explicit(ckpt: str, tmp_path) -> None:
     loaded = LLM2VecVectorStore.from_persist_path(str(tmp_path / "store.json"), embed_model=bf16)
     query = VectorStoreQuery(query_embedding=bf16.get_query_embedding(texts[0]), similarity_top_k=1)
     assert loaded.query(query).ids == ["n0"]
-
-
-def test_bad_dtype(ckpt: str) -> None:
-    with pytest.raises(ValueError, match="valid choices: auto, float32, bfloat16, float16"):
-        LLM2VecEmbedding(ckpt, dtype="half-ish")

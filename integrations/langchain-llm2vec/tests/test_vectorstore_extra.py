@@ -343,7 +343,7 @@ def test_missing_framework_gives_install_hint() -> None:
         timeout=120,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    assert "pip install 'llm2vec-retrieval[langchain]'" in out.stdout
+    assert "pip install ./integrations/langchain-llm2vec" in out.stdout
 
 
 # -- issue 14 hardening -----------------------------------------------------------------
