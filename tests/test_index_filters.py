@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from llm2vec_retrieval.index.filters import compile_filter
+from llm2vec_retrieval.errors import UserError
+from llm2vec_retrieval.index.filters import (
+    FilterSyntaxError,
+    compile_filter,
+    parse_filter_expressions,
+)
 
 DOCS = [
     {"lang": "en", "year": 2020, "score": 0.5, "tags": ["a", "b"], "flag": True},
@@ -82,3 +87,34 @@ def test_bad_filters_raise_value_error(bad, message):
         return
     with pytest.raises(ValueError, match=message):
         compile_filter(bad)
+
+
+# ---------------------------------------------------------------------- the --filter syntax
+def test_filter_expressions():
+    parse = parse_filter_expressions
+    assert parse(None) is None and parse([]) is None
+    assert parse(["source=docs/a.md"]) == {"source": {"$in": ["docs/a.md"]}}
+    assert parse(["chunk>=2", "year<2020"]) == {
+        "$and": [{"chunk": {"$gte": 2}}, {"year": {"$lt": 2020}}]
+    }
+    assert parse(["n=2"]) == {"n": {"$in": [2, "2"]}}
+    assert parse(['n="2"']) == {"n": {"$in": ["2"]}}
+    assert parse(["ok!=true"]) == {"ok": {"$nin": [True, "true"]}}
+    assert parse(["x==1.5", "y>abc", "z<='3'"]) == {
+        "$and": [{"x": {"$in": [1.5, "1.5"]}}, {"y": {"$gt": "abc"}}, {"z": {"$lte": "3"}}]
+    }
+    assert parse(["n=inf"]) == {"n": {"$in": ["inf"]}}  # not a finite number: text
+
+
+@pytest.mark.parametrize("bad", ["=x", "novalue", "a>", ">=3", "a b=1"])
+def test_bad_filter_expressions(bad):
+    with pytest.raises(FilterSyntaxError, match="^bad filter") as info:
+        parse_filter_expressions([bad])
+    assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
+
+
+def test_parsed_expressions_compile_and_match():
+    p = compile_filter(parse_filter_expressions(["lang=en", "year>=2022"]))
+    assert [i for i, d in enumerate(DOCS) if p(d)] == [2]
+    p = compile_filter(parse_filter_expressions(["year=2021"]))  # numbers stored as text too
+    assert [i for i, d in enumerate(DOCS) if p(d)] == [3]

@@ -1,13 +1,18 @@
-"""Errors raised by the index store."""
+"""Errors raised by the index store.
+
+All three are `UserError`s (a re-index or another model fixes them): the command line
+prints them as one line.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import UserError
 from ..loading import compare_digest
 
 
-class IndexCorruptedError(RuntimeError):
+class IndexCorruptedError(RuntimeError, UserError):
     """A saved index is unreadable: a file is missing, truncated, corrupted or inconsistent.
 
     ``file`` names the offending file (a path string) when one is known.
@@ -18,7 +23,7 @@ class IndexCorruptedError(RuntimeError):
         self.file = file
 
 
-class FingerprintMismatchError(ValueError):
+class FingerprintMismatchError(ValueError, UserError):
     """The embedder fingerprint saved with an index differs from the one given to ``load``.
 
     ``differing_keys`` lists the keys whose values differ (or exist on one side only);

@@ -24,12 +24,19 @@ A dict value whose keys all start with ``$`` is an operator spec; a dict value w
 ``$`` keys is compared for equality; mixing both is an error. Any malformed filter
 raises ``ValueError`` when compiled, before anything is searched. Keys are top-level
 metadata keys (no dotted paths).
+
+`parse_filter_expressions` reads the command line's ``--filter KEY=VALUE`` syntax into such a
+dict; a malformed expression raises `FilterSyntaxError` (a `UserError` and a `ValueError`).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from ..errors import UserError
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -192,3 +199,61 @@ def compile_filter(filter: Any) -> Predicate | None:
     if not isinstance(filter, Mapping):
         raise _bad(f"expected None, a dict or a callable, got {type(filter).__name__}")
     return _compile(filter, "filter")
+
+
+# ---------------------------------------------------------------------- the --filter syntax
+class FilterSyntaxError(ValueError, UserError):
+    """A ``--filter`` expression that does not parse; the message starts with "bad filter"."""
+
+
+_EXPRESSION = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(==|!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.S)
+_ORDERED_OPS = {">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt"}
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_filter_expressions(expressions: list[str] | None) -> dict[str, Any] | None:
+    """``--filter`` expressions -> a filter dict (AND of all); ``None`` for none.
+
+    ``key=value`` (``==`` too) and ``key!=value``: a numeric value also matches the same
+    number stored as text; ``true``/``false`` match booleans too; quote a value
+    (``key="2"``) to compare it as text only. ``key>=n``, ``key<=n``, ``key>n``, ``key<n``:
+    ordered comparison (numbers, else text). Raises `FilterSyntaxError` for a malformed one.
+    """
+    if not expressions:
+        return None
+    clauses = []
+    for expr in expressions:
+        m = _EXPRESSION.match(expr)
+        if not m:
+            raise FilterSyntaxError(
+                f"bad filter {expr!r}: expected KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, KEY>N or KEY<N"
+            )
+        key, op, raw = m.groups()
+        quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
+        text = raw[1:-1] if quoted else raw
+        if op in _ORDERED_OPS:
+            if not text:
+                raise FilterSyntaxError(f"bad filter {expr!r}: missing value after {op}")
+            num = None if quoted else _number(text)
+            clauses.append({key: {_ORDERED_OPS[op]: num if num is not None else text}})
+            continue
+        values: list[Any] = [text]
+        if not quoted:
+            num = _number(text)
+            if num is not None:
+                values.insert(0, num)
+            elif text.lower() in ("true", "false"):
+                values.insert(0, text.lower() == "true")
+        clauses.append({key: {"$in" if op in ("=", "==") else "$nin": values}})
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -58,8 +58,9 @@ import stat
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -81,6 +82,8 @@ from .kinds import KINDS, METRICS
 
 if TYPE_CHECKING:
     from .store import IndexStore
+
+T = TypeVar("T")
 
 FORMAT_VERSION = 2  # 2: the lexical (BM25) part; format 1 (vectors only) still loads
 INDEX_FILE = "index.faiss"
@@ -492,9 +495,9 @@ def load_store(
 _READ_ATTEMPTS = 5
 
 
-def _read_files(path: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
-    """(directory read, its checked manifest, the verified bytes of every file it lists),
-    all from one directory version; read again when a concurrent save deletes it."""
+def _read_one_version(path: Path, read: Callable[[Path, _DirReader], T]) -> T:
+    """``read(directory, reader)`` on one directory version of the store at `path`; read
+    again when a concurrent save deletes or replaces it meanwhile."""
     for attempt in range(_READ_ATTEMPTS):
         d = _locate(path)
         if not d.exists():
@@ -506,21 +509,7 @@ def _read_files(path: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
         except _Moved:
             continue
         try:
-            manifest = _read_manifest(d, reader)
-            files = manifest["files"]
-            unknown = set(files) - {
-                INDEX_FILE,
-                DOCSTORE_FILE,
-                VECTORS_FILE,
-                LEXICAL_VOCAB_FILE,
-                LEXICAL_FILE,
-            }
-            if unknown:
-                raise _corrupt(
-                    d / MANIFEST_FILE, f"unknown file(s) listed: {', '.join(sorted(unknown))}"
-                )
-            blobs = {name: _read_verified(d, reader, name, info) for name, info in files.items()}
-            return d, manifest, blobs
+            return read(d, reader)
         except _Moved:
             pass
         except IndexCorruptedError:
@@ -533,6 +522,35 @@ def _read_files(path: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
         f"{path}: replaced by another process {_READ_ATTEMPTS} times while being read; try again",
         file=str(path),
     )
+
+
+def _read_files(path: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
+    """(directory read, its checked manifest, the verified bytes of every file it lists),
+    all from one directory version."""
+
+    def read(d: Path, reader: _DirReader) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
+        manifest = _read_manifest(d, reader)
+        files = manifest["files"]
+        unknown = set(files) - (OWN_FILES - {MANIFEST_FILE})
+        if unknown:
+            raise _corrupt(
+                d / MANIFEST_FILE, f"unknown file(s) listed: {', '.join(sorted(unknown))}"
+            )
+        blobs = {name: _read_verified(d, reader, name, info) for name, info in files.items()}
+        return d, manifest, blobs
+
+    return _read_one_version(path, read)
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the store saved at `path` (kind, metric, dim, count, fingerprint,
+    lexical settings...), its checksum and fields verified as ``load`` verifies them, without
+    reading the other files: what a saved store holds, cheaply (the CLI's ``info``).
+
+    Raises ``FileNotFoundError`` when nothing is saved there and ``IndexCorruptedError`` when
+    the manifest is unreadable, corrupted or edited.
+    """
+    return _read_one_version(Path(path).absolute(), _read_manifest)
 
 
 def _read_lexical(d: Path, settings: dict[str, Any], blobs: dict[str, bytes], iids: np.ndarray):
