@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import threading
@@ -18,6 +17,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
 from llm2vec_retrieval.index import (
@@ -141,6 +141,11 @@ class LLM2VecVectorStore(VectorStore):
     (`{"source": "a.md"}`) and the operators `$eq $ne $gt $gte $lt $lte $in $nin
     $exists $and $or $not` (e.g. `{"year": {"$gte": 2020}}`), or a callable
     `metadata -> bool`.
+
+    The async methods (`aadd_texts`, `asimilarity_search`, ...) are LangChain's own: each
+    runs its sync version in a worker thread (the store's lock makes that safe), so the
+    event loop stays free; the sync methods' keyword arguments (`mode=`, `filter=`, ...)
+    work there too.
 
     Example:
         ```python
@@ -292,44 +297,6 @@ class LLM2VecVectorStore(VectorStore):
         self._write(ids_, vectors, texts_, metas)
         return ids_
 
-    async def aadd_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str | None] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        texts_, metas, ids_ = self._prepare(texts, metadatas, ids)
-        if not texts_:
-            return []
-        vectors = _as_matrix(await self.embedding.aembed_documents(texts_))
-        await asyncio.to_thread(self._write, ids_, vectors, texts_, metas)
-        return ids_
-
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Add (or overwrite) documents. `ids=` wins over the documents' own ids."""
-        ids = kwargs.pop("ids", None)
-        if ids is None:
-            ids = [doc.id for doc in documents]
-        return self.add_texts(
-            [doc.page_content for doc in documents],
-            [doc.metadata for doc in documents],
-            ids=ids,
-            **kwargs,
-        )
-
-    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        ids = kwargs.pop("ids", None)
-        if ids is None:
-            ids = [doc.id for doc in documents]
-        return await self.aadd_texts(
-            [doc.page_content for doc in documents],
-            [doc.metadata for doc in documents],
-            ids=ids,
-            **kwargs,
-        )
-
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete by id (unknown ids are ignored). `ids=None` deletes everything."""
         with self._lock:
@@ -340,9 +307,6 @@ class LLM2VecVectorStore(VectorStore):
             if ids:
                 self._store.delete([str(i) for i in ids])
         return True
-
-    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        return await asyncio.to_thread(self.delete, ids, **kwargs)
 
     # -- reads -------------------------------------------------------------------------
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
@@ -356,9 +320,6 @@ class LLM2VecVectorStore(VectorStore):
             for r in records
             if r is not None
         ]
-
-    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return await asyncio.to_thread(self.get_by_ids, ids)
 
     @staticmethod
     def _hit_to_doc(hit: Any) -> Document:
@@ -456,29 +417,6 @@ class LLM2VecVectorStore(VectorStore):
         vector = None if mode == "lexical" else self.embedding.embed_query(query)
         return self._text_search(query, vector, k, filter, mode, fusion, alpha)
 
-    async def asimilarity_search_with_score(
-        self,
-        query: str,
-        k: int = 4,
-        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
-        *,
-        mode: str | None = None,
-        fusion: str | None = None,
-        alpha: float | None = None,
-        **kwargs: Any,
-    ) -> list[tuple[Document, float]]:
-        mode = self._resolve_mode(mode)
-        if k <= 0 or not self._searchable(mode):
-            return []
-        vector = None if mode == "lexical" else await self.embedding.aembed_query(query)
-        if mode == "dense":
-            return await asyncio.to_thread(
-                self.similarity_search_with_score_by_vector, vector, k, filter, **kwargs
-            )
-        return await asyncio.to_thread(
-            self._text_search, query, vector, k, filter, mode, fusion, alpha
-        )
-
     def similarity_search(
         self,
         query: str,
@@ -490,16 +428,6 @@ class LLM2VecVectorStore(VectorStore):
         `similarity_search_with_score`)."""
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
 
-    async def asimilarity_search(
-        self,
-        query: str,
-        k: int = 4,
-        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        pairs = await self.asimilarity_search_with_score(query, k, filter, **kwargs)
-        return [doc for doc, _ in pairs]
-
     def similarity_search_by_vector(
         self,
         embedding: list[float],
@@ -509,17 +437,6 @@ class LLM2VecVectorStore(VectorStore):
     ) -> list[Document]:
         pairs = self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
         return [doc for doc, _ in pairs]
-
-    async def asimilarity_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        return await asyncio.to_thread(
-            self.similarity_search_by_vector, embedding, k, filter, **kwargs
-        )
 
     # -- relevance scores --------------------------------------------------------------
     def _similarity_search_with_relevance_scores(
@@ -535,11 +452,10 @@ class LLM2VecVectorStore(VectorStore):
     async def _asimilarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        if kwargs.pop("mode", None) not in (None, "dense"):
-            raise ValueError(_RELEVANCE_DENSE_ONLY)
-        relevance = self._select_relevance_score_fn()
-        pairs = await self.asimilarity_search_with_score(query, k, mode="dense", **kwargs)
-        return [(doc, relevance(score)) for doc, score in pairs]
+        # The base class would search in the default (hybrid) mode: stay dense.
+        return await run_in_executor(
+            None, self._similarity_search_with_relevance_scores, query, k, **kwargs
+        )
 
     @staticmethod
     def _cosine_similarity_relevance(score: float) -> float:
@@ -597,48 +513,6 @@ class LLM2VecVectorStore(VectorStore):
             vector, k, fetch_k, lambda_mult, filter, **kwargs
         )
 
-    async def amax_marginal_relevance_search(
-        self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        _dense_only(kwargs, "amax_marginal_relevance_search")
-        if self._store is None or len(self._store) == 0:
-            return []
-        vector = await self.embedding.aembed_query(query)
-        return await asyncio.to_thread(
-            self.max_marginal_relevance_search_by_vector,
-            vector,
-            k,
-            fetch_k,
-            lambda_mult,
-            filter,
-            **kwargs,
-        )
-
-    async def amax_marginal_relevance_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        filter: dict[str, Any] | Callable[[dict[str, Any]], bool] | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        return await asyncio.to_thread(
-            self.max_marginal_relevance_search_by_vector,
-            embedding,
-            k,
-            fetch_k,
-            lambda_mult,
-            filter,
-            **kwargs,
-        )
-
     # -- retriever ---------------------------------------------------------------------
     def as_retriever(self, **kwargs: Any) -> LLM2VecRetriever:
         """A `VectorStoreRetriever` that also takes `search_type="hybrid"` and
@@ -674,31 +548,6 @@ class LLM2VecVectorStore(VectorStore):
             **index_params,
         )
         vs.add_texts(texts, metadatas, ids=ids)
-        return vs
-
-    @classmethod
-    async def afrom_texts(
-        cls,
-        texts: list[str],
-        embedding: Embeddings,
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        index_kind: str = "flat",
-        metric: str = "cosine",
-        store: IndexStore | None = None,
-        search_mode: str | None = None,
-        **index_params: Any,
-    ) -> LLM2VecVectorStore:
-        vs = cls(
-            embedding,
-            index_kind=index_kind,
-            metric=metric,
-            store=store,
-            search_mode=search_mode,
-            **index_params,
-        )
-        await vs.aadd_texts(texts, metadatas, ids=ids)
         return vs
 
     # -- persistence ---------------------------------------------------------------------
