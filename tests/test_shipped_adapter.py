@@ -62,4 +62,5 @@ def test_card_records_training_and_scores(adapter):
     for needle in ("MNTP", "SimCSE", "supervised", "SciFact", "STS-B", "english-sentences", "snli"):
         assert needle in card, needle
     configs = json.loads((folder / "training_configs.json").read_text())
-    assert [c["stage"] for c in configs] == ["mntp", "simcse", "supervised"]
+    # v1's three stages, then the supervised stage retrained on the supervised-pairs mix
+    assert [c["stage"] for c in configs] == ["mntp", "simcse", "supervised", "supervised"]
