@@ -7,6 +7,12 @@ Flow of one `encode` call:
      as the official library decides it) -> length-sorted token-budget batches
   -> bidirectional decoder forward -> pooling over text positions -> float32.
 
+The same steps are public, as in sentence-transformers' modules and the official library:
+`tokenize(inputs)` -> `Features` (padded tensors, the pooled text positions, how many inputs
+were cut) and `forward(features)` -> pooled vectors, with gradients unless the caller turns
+them off. `encode` is these two steps over length-sorted batches. `lock` (re-entrant) is held
+around every tokenization and forward pass.
+
 Deliberate differences from llm2vec 0.2.3 are listed in README.md ("Differences from
 the official library"); each one has a test.
 """
@@ -54,6 +60,25 @@ _CHAT_TEMPLATES = {
 }
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(EncoderConfig)}
 _LLAMA3_INSTRUCT = "meta-llama/Meta-Llama-3-8B-Instruct"
+SEPARATOR = "!@#$%^&*()"  # the official library's instruction/text separator (prepared texts)
+
+
+class Features(dict):
+    """What `LLM2Vec.tokenize` returns and `LLM2Vec.forward` reads, as the official library's.
+
+    (batch, seq) long tensors, padded on the right: ``input_ids``, ``attention_mask`` (1 on
+    real tokens) and ``embed_mask`` (1 on the text's tokens, the positions pooled when
+    ``skip_instruction`` is on). ``truncated``: how many inputs were cut, their text to
+    ``doc_max_length`` tokens or instruction + text to ``max_length``.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], truncated: int = 0):
+        super().__init__(tensors)
+        self.truncated = truncated
+
+    def to(self, device: str | torch.device) -> Features:
+        """The same features on `device`."""
+        return Features({k: v.to(device) for k, v in self.items()}, self.truncated)
 
 
 class LLM2Vec(torch.nn.Module):
@@ -62,7 +87,12 @@ class LLM2Vec(torch.nn.Module):
     Construct with `LLM2Vec.from_pretrained(...)`. `encode` follows the official
     library's signature; `encode_queries` / `encode_documents` are the API the rest
     of this project uses (instruction on queries, none on documents, float32 numpy,
-    L2-normalized by default).
+    L2-normalized by default). `tokenize` / `forward` are the two steps of `encode`,
+    for training and custom batching.
+
+    Thread safety: `lock` is a re-entrant lock held around each tokenization and forward
+    pass and across each `encode*` call, so threads may share one encoder. A caller that
+    needs several calls to run back to back holds it: ``with encoder.lock: ...``.
     """
 
     def __init__(
@@ -91,7 +121,7 @@ class LLM2Vec(torch.nn.Module):
         self.source = source or {}
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._tokenizer_lock = threading.Lock()
+        self.lock = threading.RLock()
         self._model_type = getattr(self._base_config(), "model_type", "")
 
     # Official attribute names, kept in sync with the config.
@@ -226,7 +256,7 @@ class LLM2Vec(torch.nn.Module):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts of `texts` without special tokens (lone surrogates count as U+FFFD)."""
         texts, _ = repair_texts(texts)
-        with self._tokenizer_lock:
+        with self.lock:
             return [
                 len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]
             ]
@@ -319,34 +349,90 @@ class LLM2Vec(torch.nn.Module):
             return torch.zeros((0, self.embedding_dim), dtype=torch.float32)
         pairs, repaired = _repair_pairs(pairs)
         warn_repaired(repaired, stacklevel=warn_stacklevel)
-        features = self._tokenize(pairs)
-        lengths = [len(ids) for ids in features["input_ids"]]
-        batches = token_budget_batches(lengths, self.config.max_batch_tokens, batch_size)
         out = torch.empty((len(pairs), self.embedding_dim), dtype=torch.float32)
-        device = self.device
-        with tqdm(
-            total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar
-        ) as bar:
-            for batch in batches:
-                tensors = self._collate(
-                    [features["input_ids"][i] for i in batch],
-                    [features["text_len"][i] for i in batch],
-                    device,
-                )
-                hidden = self.model(
-                    input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
-                ).last_hidden_state
-                vectors = pool(
-                    hidden,
-                    tensors["attention_mask"],
-                    tensors["pool_mask"],
-                    self.config.pooling_mode,
-                    tensors["input_ids"],
-                    self.tokenizer.bos_token_id,
-                )
-                out[torch.tensor(batch)] = vectors.float().cpu()
-                bar.update(len(batch))
+        with self.lock:
+            rows = self._tokenize(pairs)
+            self._warn_truncated(rows, stacklevel=warn_stacklevel)
+            lengths = [len(ids) for ids in rows["input_ids"]]
+            batches = token_budget_batches(lengths, self.config.max_batch_tokens, batch_size)
+            device = self.device
+            with tqdm(
+                total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar
+            ) as bar:
+                for batch in batches:
+                    features = self._collate(
+                        [rows["input_ids"][i] for i in batch],
+                        [rows["text_len"][i] for i in batch],
+                        device,
+                    )
+                    out[torch.tensor(batch)] = self.forward(features).float().cpu()
+                    bar.update(len(batch))
         return out
+
+    def _warn_truncated(self, rows: dict[str, list], stacklevel: int) -> None:
+        cfg = self.config
+        cut, over = sum(rows["cut"]), sum(rows["over"])
+        if cut:
+            warnings.warn(
+                f"{cut} text(s) longer than doc_max_length={cfg.doc_max_length} tokens were truncated",
+                stacklevel=stacklevel,
+            )
+        if over:
+            warnings.warn(
+                f"{over} input(s) longer than max_length={cfg.max_length} tokens (instruction + text) were truncated",
+                stacklevel=stacklevel,
+            )
+
+    # ------------------------------------------------------------------ the seam
+    def tokenize(self, inputs: str | Sequence[str] | Sequence[Sequence[str]]) -> Features:
+        """Token tensors for `inputs`, prepared exactly as `encode` prepares them.
+
+        `inputs`: [instruction, text] pairs or texts (no instruction), as `encode` takes them;
+        a string holding the official separator ``"!@#$%^&*()"`` is a text the official
+        `prepare_for_tokenization` already prepared ("instruction!@#$%^&*()text") and is
+        tokenized as is, as official `LLM2Vec.tokenize` does. No warning on truncation:
+        `Features.truncated` counts the inputs cut. Thread-safe (holds `lock`).
+        """
+        items = [inputs] if isinstance(inputs, str) else _as_text_list(inputs)
+        prepared = [i for i, x in enumerate(items) if isinstance(x, str) and SEPARATOR in x]
+        skip = set(prepared)
+        pairs = _as_pairs([x for i, x in enumerate(items) if i not in skip])
+        pairs, repaired = _repair_pairs(pairs)
+        warn_repaired(repaired, stacklevel=3)
+        with self.lock:
+            rows = self._tokenize(pairs)
+            if prepared:
+                rows = _merge_rows(
+                    rows, self._tokenize_prepared([items[i] for i in prepared]), prepared
+                )
+            features = self._collate(rows["input_ids"], rows["text_len"], "cpu")
+        truncated = sum(c or o for c, o in zip(rows["cut"], rows["over"], strict=True))
+        return Features(features, truncated)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled vectors (batch, dim), float32, for `tokenize`'s features; not normalized.
+
+        Runs on the encoder's device. Gradients follow the caller's mode: `encode` runs
+        under `torch.inference_mode()`, training does not. Thread-safe (holds `lock`).
+        """
+        device = self.device
+        input_ids = features["input_ids"].to(device)
+        attention = features["attention_mask"].to(device)
+        pool_mask = features["embed_mask"].to(device)
+        if self.config.skip_instruction:  # an empty text pools every real token
+            pool_mask = torch.where(pool_mask.any(dim=1, keepdim=True), pool_mask, attention)
+        else:
+            pool_mask = attention
+        with self.lock:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return pool(
+            hidden,
+            attention,
+            pool_mask,
+            self.config.pooling_mode,
+            input_ids,
+            self.tokenizer.bos_token_id,
+        )
 
     # ------------------------------------------------------------------ tokenization
     def _format(self, instruction: str, text: str) -> tuple[str, str]:
@@ -376,16 +462,20 @@ class LLM2Vec(torch.nn.Module):
         return f" {eos}" if eos == "</s>" and self._model_type in ("llama", "mistral") else eos
 
     def _tokenize(self, pairs: list[tuple[str, str]]) -> dict[str, list]:
+        """Unpadded rows: input_ids, text_len (trailing text tokens), cut / over (per row:
+        text cut to doc_max_length, input cut to max_length)."""
         cfg = self.config
+        if not pairs:  # the tokenizer refuses an empty batch
+            return {"input_ids": [], "text_len": [], "over": [], "cut": []}
         texts = [text for _, text in pairs]
-        with self._tokenizer_lock:
+        cut = [False] * len(texts)
+        with self.lock:
             raw = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-            cut = 0
             for i, ids in enumerate(raw["input_ids"]):
                 if len(ids) > cfg.doc_max_length:
                     end = raw["offset_mapping"][i][cfg.doc_max_length - 1][1]
                     texts[i] = texts[i][:end]
-                    cut += 1
+                    cut[i] = True
             formatted = [
                 self._format(instr, text) for (instr, _), text in zip(pairs, texts, strict=True)
             ]
@@ -402,17 +492,19 @@ class LLM2Vec(torch.nn.Module):
             full = self.tokenizer(
                 [f for f, _ in formatted], add_special_tokens=True, truncation=False
             )["input_ids"]
-        if cut:
-            warnings.warn(
-                f"{cut} text(s) longer than doc_max_length={cfg.doc_max_length} tokens were truncated",
-                stacklevel=4,
-            )
-        over = sum(len(ids) > cfg.max_length for ids in full)
-        if over:
-            warnings.warn(
-                f"{over} input(s) longer than max_length={cfg.max_length} tokens (instruction + text) were truncated",
-                stacklevel=4,
-            )
+        return {**self._rows(full, text_len), "cut": cut}
+
+    def _tokenize_prepared(self, prepared: list[str]) -> dict[str, list]:
+        """`_tokenize`'s rows for texts the official library prepared (see `tokenize`)."""
+        parts = [p.split(SEPARATOR) for p in prepared]
+        with self.lock:
+            full = self.tokenizer(["".join(p) for p in parts], add_special_tokens=True)
+            text = self.tokenizer([p[1] for p in parts], add_special_tokens=False)
+        text_len = [len(ids) for ids in text["input_ids"]]
+        return {**self._rows(full["input_ids"], text_len), "cut": [False] * len(prepared)}
+
+    def _rows(self, full: list[list[int]], text_len: list[int]) -> dict[str, list]:
+        cfg = self.config
         input_ids, text_counts = [], []
         for ids, n_text in zip(full, text_len, strict=True):
             ids = list(ids[: cfg.max_length])
@@ -426,28 +518,27 @@ class LLM2Vec(torch.nn.Module):
                 ]
             input_ids.append(ids)
             text_counts.append(min(n_text, len(ids)))
-        return {"input_ids": input_ids, "text_len": text_counts}
+        over = [len(ids) > cfg.max_length for ids in full]
+        return {"input_ids": input_ids, "text_len": text_counts, "over": over}
 
     def _collate(
         self, rows: list[list[int]], text_lens: list[int], device
     ) -> dict[str, torch.Tensor]:
-        width = max(len(r) for r in rows)
+        """Right-padded tensors; embed_mask marks each row's last `text_len` real tokens."""
+        width = max((len(r) for r in rows), default=0)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
-        pool_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        embed_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (row, n_text) in enumerate(zip(rows, text_lens, strict=True)):
             length = len(row)
             input_ids[i, :length] = torch.tensor(row)
             attention[i, :length] = 1
-            if self.config.skip_instruction and n_text > 0:
-                pool_mask[i, length - n_text : length] = 1
-            else:  # no instruction skipping, or an empty text: pool over every real token
-                pool_mask[i, :length] = 1
+            embed_mask[i, length - n_text : length] = 1
         return {
             "input_ids": input_ids.to(device),
             "attention_mask": attention.to(device),
-            "pool_mask": pool_mask.to(device),
+            "embed_mask": embed_mask.to(device),
         }
 
     def __repr__(self) -> str:
@@ -476,6 +567,17 @@ def _as_text_list(texts) -> list:
         raise TypeError(
             f"texts must be a string or an iterable of strings, got {type(texts).__name__}"
         ) from None
+
+
+def _merge_rows(rows: dict[str, list], other: dict[str, list], at: list[int]) -> dict[str, list]:
+    """`rows` with `other`'s rows placed at positions `at` (sorted) of the merged order."""
+    merged: dict[str, list] = {k: [] for k in rows}
+    mine, theirs, slots = iter(range(len(rows["input_ids"]))), iter(range(len(at))), set(at)
+    for pos in range(len(rows["input_ids"]) + len(at)):
+        src, i = (other, next(theirs)) if pos in slots else (rows, next(mine))
+        for k in merged:
+            merged[k].append(src[k][i])
+    return merged
 
 
 def _repair_pairs(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:

@@ -17,22 +17,26 @@ from llm2vec_retrieval.hardware import resolve_dtype
 
 logger = logging.getLogger(__name__)
 
-# One lock per encoder object: tokenizers (the Rust "fast" ones) and the model are not
-# meant to be driven by several threads at once, and the async methods run the encoder
-# in worker threads. Shared between every wrapper around the same encoder.
-_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+# An `LLM2Vec` owns its lock (`encoder.lock`); other encoder objects (test doubles, custom
+# encoders) get one here, created on first use and shared by every wrapper around them.
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
-def encoder_lock(encoder: Any) -> threading.Lock:
-    """The lock that serialises calls into `encoder` (created on first use)."""
+def encoder_lock(encoder: Any) -> threading.RLock:
+    """The lock that serialises calls into `encoder`: its own `lock` (`LLM2Vec.lock`), else
+    one re-entrant lock per encoder object (the integrations' async methods run the encoder
+    in worker threads)."""
+    own = getattr(encoder, "lock", None)
+    if own is not None:
+        return own
     with _LOCKS_GUARD:
         try:
             lock = _LOCKS.get(encoder)
         except TypeError:  # not weak-referenceable: fall back to a per-call-site lock
-            return threading.Lock()
+            return threading.RLock()
         if lock is None:
-            lock = threading.Lock()
+            lock = threading.RLock()
             _LOCKS[encoder] = lock
         return lock
 

@@ -31,8 +31,14 @@ STATE: dict = {"texts": []}
 def _dtype(name: str):
     import torch
 
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[name]
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }[name]
 
 
 def probe_bidirectional(model) -> bool:
@@ -56,8 +62,11 @@ class Ours:
 
         kwargs = {"max_batch_tokens": args.max_batch_tokens} if args.max_batch_tokens else {}
         self.m = LLM2Vec.from_pretrained(args.model, dtype=args.dtype, **kwargs)
-        self.info = {"bidirectional": bool(is_bidirectional(self.m.model)), "config": vars(self.m.config).copy(),
-                     "attn_implementation": getattr(self.m.model.config, "_attn_implementation", None)}
+        self.info = {
+            "bidirectional": bool(is_bidirectional(self.m.model)),
+            "config": vars(self.m.config).copy(),
+            "attn_implementation": getattr(self.m.model.config, "_attn_implementation", None),
+        }
 
     def encode(self, texts, batch_size, instruction=None):
         if instruction is not None:
@@ -65,7 +74,12 @@ class Ours:
         return self.m.encode_documents(texts, batch_size=batch_size)
 
     def tokenize(self, texts):
-        return [len(ids) for ids in self.m._tokenize([("", t) for t in texts])["input_ids"]]
+        texts = list(texts)
+        lengths = []
+        for i in range(0, len(texts), 1024):  # bounded padding: the features are padded tensors
+            features = self.m.tokenize([("", t) for t in texts[i : i + 1024]])
+            lengths += features["attention_mask"].sum(dim=1).tolist()
+        return lengths
 
 
 class Official:
@@ -75,11 +89,18 @@ class Official:
 
         self.m = LLM2Vec.from_pretrained(args.model, torch_dtype=_dtype(args.dtype))
         self.m.eval()
-        self.info = {"bidirectional": probe_bidirectional(self.m.model), "llm2vec_file": llm2vec.__file__,
-                     "model_class": type(self.m.model).__name__,
-                     "attn_implementation": getattr(self.m.model.config, "_attn_implementation", None),
-                     "settings": {"pooling_mode": self.m.pooling_mode, "max_length": self.m.max_length,
-                                  "doc_max_length": self.m.doc_max_length, "skip_instruction": self.m.skip_instruction}}
+        self.info = {
+            "bidirectional": probe_bidirectional(self.m.model),
+            "llm2vec_file": llm2vec.__file__,
+            "model_class": type(self.m.model).__name__,
+            "attn_implementation": getattr(self.m.model.config, "_attn_implementation", None),
+            "settings": {
+                "pooling_mode": self.m.pooling_mode,
+                "max_length": self.m.max_length,
+                "doc_max_length": self.m.doc_max_length,
+                "skip_instruction": self.m.skip_instruction,
+            },
+        }
 
     def encode(self, texts, batch_size, instruction=None):
         items = list(texts) if instruction is None else [[instruction, t] for t in texts]
@@ -99,12 +120,16 @@ class SentenceTransformers:
         try:  # plain text modality: no chat template (sentence-transformers >= 6)
             transformer = Transformer(
                 args.model,
-                modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+                modality_config={
+                    "text": {"method": "forward", "method_output_name": "last_hidden_state"}
+                },
                 module_output_name="token_embeddings",
                 **kwargs,
             )
         except TypeError:
-            transformer = Transformer(args.model, max_seq_length=512, model_args={"torch_dtype": _dtype(args.dtype)})
+            transformer = Transformer(
+                args.model, max_seq_length=512, model_args={"torch_dtype": _dtype(args.dtype)}
+            )
         auto = transformer.auto_model
         causal_before = not probe_bidirectional(auto)
         auto.config.is_causal = False
@@ -121,13 +146,20 @@ class SentenceTransformers:
         tok = self.m.tokenizer
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        self.info = {"bidirectional": probe_bidirectional(auto), "causal_before_switch": causal_before,
-                     "config_is_causal_false_suffices": flag_only, "module_flags_needed": module_flags,
-                     "attn_implementation": getattr(auto.config, "_attn_implementation", None),
-                     "max_seq_length": self.m.max_seq_length, "dtype": str(next(auto.parameters()).dtype)}
+        self.info = {
+            "bidirectional": probe_bidirectional(auto),
+            "causal_before_switch": causal_before,
+            "config_is_causal_false_suffices": flag_only,
+            "module_flags_needed": module_flags,
+            "attn_implementation": getattr(auto.config, "_attn_implementation", None),
+            "max_seq_length": self.m.max_seq_length,
+            "dtype": str(next(auto.parameters()).dtype),
+        }
 
     def encode(self, texts, batch_size):
-        return self.m.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return self.m.encode(
+            list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
 
 
 class HFBare:
@@ -147,16 +179,23 @@ class HFBare:
         flag_only = probe_bidirectional(self.model)
         if not flag_only:
             for module in self.model.modules():
-                if module is not self.model and isinstance(getattr(module, "is_causal", None), bool):
+                if module is not self.model and isinstance(
+                    getattr(module, "is_causal", None), bool
+                ):
                     module.is_causal = False
-        self.info = {"bidirectional": probe_bidirectional(self.model), "config_is_causal_false_suffices": flag_only,
-                     "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
-                     "max_batch_tokens": self.max_batch_tokens}
+        self.info = {
+            "bidirectional": probe_bidirectional(self.model),
+            "config_is_causal_false_suffices": flag_only,
+            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+            "max_batch_tokens": self.max_batch_tokens,
+        }
         self.torch = torch
 
     def encode(self, texts, batch_size):
         torch = self.torch
-        ids = self.tok(list(texts), add_special_tokens=True, truncation=True, max_length=512)["input_ids"]
+        ids = self.tok(list(texts), add_special_tokens=True, truncation=True, max_length=512)[
+            "input_ids"
+        ]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = torch.empty((len(ids), self.model.config.hidden_size), dtype=torch.float32)
         pad = self.tok.pad_token_id
@@ -165,13 +204,13 @@ class HFBare:
             while start < len(order):
                 width = len(ids[order[start]])
                 rows = max(1, min(batch_size, self.max_batch_tokens // max(width, 1)))
-                batch = order[start:start + rows]
+                batch = order[start : start + rows]
                 start += rows
                 x = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for r, i in enumerate(batch):
-                    x[r, :len(ids[i])] = torch.tensor(ids[i])
-                    mask[r, :len(ids[i])] = 1
+                    x[r, : len(ids[i])] = torch.tensor(ids[i])
+                    mask[r, : len(ids[i])] = 1
                 hidden = self.model(input_ids=x, attention_mask=mask).last_hidden_state
                 m = mask.unsqueeze(-1).to(hidden.dtype)
                 vec = (hidden * m).sum(1) / m.sum(1)
@@ -184,8 +223,13 @@ class Peak:
         self.info = {}
 
 
-IMPLS = {"ours": Ours, "official": Official, "sentence-transformers": SentenceTransformers, "hf-bare": HFBare,
-         "peak": Peak}
+IMPLS = {
+    "ours": Ours,
+    "official": Official,
+    "sentence-transformers": SentenceTransformers,
+    "hf-bare": HFBare,
+    "peak": Peak,
+}
 VERSION_DISTS = ("torch", "transformers", "llm2vec", "sentence-transformers", "peft", "numpy")
 
 
@@ -209,8 +253,15 @@ def matmul_peak(dtype_name: str, shapes, min_time: float = 0.5, max_iters: int =
                 torch.nn.functional.linear(x, w)
                 times.append(time.perf_counter() - t0)
         best = min(times)
-        rows.append({"shape": [m, k, n], "best_s": best, "median_s": sorted(times)[len(times) // 2],
-                     "iters": len(times), "flops_per_s": 2.0 * m * k * n / best})
+        rows.append(
+            {
+                "shape": [m, k, n],
+                "best_s": best,
+                "median_s": sorted(times)[len(times) // 2],
+                "iters": len(times),
+                "flops_per_s": 2.0 * m * k * n / best,
+            }
+        )
     return rows
 
 
@@ -229,9 +280,15 @@ def main() -> int:
 
         impl["obj"] = IMPLS[args.impl](args)
         info = dict(impl["obj"].info)
-        info.update({"impl": args.impl, "dtype": args.dtype, "torch_threads": torch.get_num_threads(),
-                     "torch_interop_threads": torch.get_num_interop_threads(),
-                     "versions": protocol.versions(*VERSION_DISTS)})
+        info.update(
+            {
+                "impl": args.impl,
+                "dtype": args.dtype,
+                "torch_threads": torch.get_num_threads(),
+                "torch_interop_threads": torch.get_num_interop_threads(),
+                "versions": protocol.versions(*VERSION_DISTS),
+            }
+        )
         return info
 
     def set_texts(req):
@@ -244,11 +301,15 @@ def main() -> int:
 
         gc.collect()
         kwargs = {}
-        if req.get("instruction") is not None:  # queries: only ours and official take an instruction
+        if (
+            req.get("instruction") is not None
+        ):  # queries: only ours and official take an instruction
             if args.impl not in ("ours", "official"):
                 raise ValueError(f"{args.impl} takes no instruction")
             kwargs["instruction"] = req["instruction"]
-        vectors, seconds = protocol.timed(impl["obj"].encode, texts, req.get("batch_size", args.batch_size), **kwargs)
+        vectors, seconds = protocol.timed(
+            impl["obj"].encode, texts, req.get("batch_size", args.batch_size), **kwargs
+        )
         reply = {"seconds": seconds, "n": len(texts)}
         if req.get("return_vectors"):
             reply["vectors"] = protocol.encode_array(vectors)
@@ -260,7 +321,9 @@ def main() -> int:
     def peak(req):
         return {"rows": matmul_peak(args.dtype, req["shapes"], req.get("min_time", 0.5))}
 
-    return protocol.serve(load, {"set_texts": set_texts, "encode": encode, "tokenize": tokenize, "peak": peak})
+    return protocol.serve(
+        load, {"set_texts": set_texts, "encode": encode, "tokenize": tokenize, "peak": peak}
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """HTTP embedding server (`llm2vec-retrieval serve`, the `serve` extra: FastAPI + uvicorn).
 
-- ``batcher.py``: ``MicroBatcher``, the one thread that owns the model; fair token-budget
+- ``batcher.py``: ``MicroBatcher``, the one thread that calls the model; fair token-budget
   batches across requests (no framework, numpy only).
 - ``service.py``: ``EmbeddingService`` and ``ApiError``: validation and the work behind each
   route, as plain dicts (pydantic for validation, no web framework).

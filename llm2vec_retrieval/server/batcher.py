@@ -1,4 +1,4 @@
-"""Micro-batching for the embedding server: one thread owns the model and schedules by tokens.
+"""Micro-batching for the embedding server: one thread calls the model and schedules by tokens.
 
 Each request is a job: a list of (instruction, text) pairs with a token count per pair. The
 scheduler thread keeps the jobs it has admitted in round-robin order and builds every model
@@ -11,6 +11,9 @@ request. Jobs served in a batch move to the back of the order, so no job is skip
 A batch that raises is retried job by job, so a failing request fails alone and the others in its
 batch still get their vectors. A job whose future was cancelled (its client went away or timed
 out) is dropped before its next piece.
+
+The batcher adds no lock: each model call is ``encoder.encode``, which holds the encoder's own
+``lock`` (the one lock every caller of the encoder shares).
 
 Left out: priorities, per-client quotas, and preempting a batch already inside the model.
 """
@@ -49,7 +52,7 @@ class _Job:
 
 
 class MicroBatcher:
-    """One thread that owns the model and encodes queued jobs in fair, token-budgeted batches.
+    """One thread that encodes queued jobs in fair, token-budgeted batches.
 
     ``submit(pairs, tokens)`` returns a Future of a float32 array (len(pairs), dim), the
     encoder's raw (not normalized) output. ``tokens`` is one count per pair, or one total

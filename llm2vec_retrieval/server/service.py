@@ -154,10 +154,10 @@ class EmbeddingService:
         self.batcher.close()
 
     # ------------------------------------------------------------------ tokenizer helpers
-    def _tokenizer_lock(self):
-        # The encoder serialises its (Rust, not thread-safe) tokenizer with this lock; the
-        # service's own decode/cut calls must hold it too or they can break a batch in flight.
-        lock = getattr(self.encoder, "_tokenizer_lock", None)
+    def _encoder_lock(self):
+        # The encoder's one lock: the service's own decode/cut calls on its (Rust, not
+        # thread-safe) tokenizer hold it too, or they could break a batch in flight.
+        lock = getattr(self.encoder, "lock", None)
         return lock if lock is not None else contextlib.nullcontext()
 
     @property
@@ -165,12 +165,12 @@ class EmbeddingService:
         return len(self.encoder.tokenizer)
 
     def _decode(self, ids: list[int]) -> str:
-        with self._tokenizer_lock():
+        with self._encoder_lock():
             return self.encoder.tokenizer.decode(ids)
 
     def _cut(self, text: str, limit: int) -> str:
         """``text`` cut after its first ``limit`` tokens (``--truncate``)."""
-        with self._tokenizer_lock():
+        with self._encoder_lock():
             enc = self.encoder.tokenizer(
                 [text], add_special_tokens=False, return_offsets_mapping=True
             )

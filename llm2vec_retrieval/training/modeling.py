@@ -7,8 +7,8 @@
 - `add_lora`: PEFT LoRA on the base *AutoModel* (e.g. `LlamaModel`) module tree, so the
   saved adapter keys are the ones `LLM2Vec.from_pretrained(base, peft_model_name_or_path=...)`
   loads (the official MNTP script also wraps the inner model).
-- `Embedder`: tokenization (`LLM2Vec._tokenize`, `_collate`) and pooling (`pooling.pool`)
-  exactly as `LLM2Vec.encode`, but with gradients.
+- `Embedder`: the encoder's own `tokenize` and `forward` (as `LLM2Vec.encode` runs them),
+  with gradients.
 - `MNTPModel`: the inner model plus the checkpoint's causal LM head (tied to the input
   embeddings when the config ties them, e.g. SmolLM2; else `lm_head.weight` read from the
   checkpoint files). The head is frozen and never saved.
@@ -27,7 +27,6 @@ from .. import loading
 from ..bidirectional import UnsupportedModelError
 from ..config import EncoderConfig
 from ..encoder import LLM2Vec
-from ..pooling import pool
 from .folders import patch_json
 from .losses import mntp_loss
 
@@ -50,7 +49,13 @@ def check_adapter_folder(path: str) -> None:
         raise FileNotFoundError(f"{path} holds no PEFT adapter (adapter_config.json is missing)")
 
 
-def load_encoder(model: str | None, init_adapters: list[str] = (), *, hf_kwargs: dict | None = None, **encoder_kwargs) -> LLM2Vec:
+def load_encoder(
+    model: str | None,
+    init_adapters: list[str] = (),
+    *,
+    hf_kwargs: dict | None = None,
+    **encoder_kwargs,
+) -> LLM2Vec:
     """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode.
 
     `model=None` is the default model's untrained base (`loading.DEFAULT_BASE`): training starts
@@ -91,7 +96,11 @@ def add_lora(model: torch.nn.Module, cfg) -> torch.nn.Module:
     """Wrap `model` (the base AutoModel) in a PEFT LoRA model; only LoRA weights train."""
     from peft import LoraConfig, get_peft_model
 
-    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    present = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
     targets = [t for t in cfg.lora_target_modules if t in present]
     missing = [t for t in cfg.lora_target_modules if t not in present]
     if not targets:
@@ -100,7 +109,9 @@ def add_lora(model: torch.nn.Module, cfg) -> torch.nn.Module:
             f"its linear layers are named: {', '.join(sorted(present))}"
         )
     if missing:
-        warnings.warn(f"LoRA target modules not found in this model, skipped: {missing}", stacklevel=2)
+        warnings.warn(
+            f"LoRA target modules not found in this model, skipped: {missing}", stacklevel=2
+        )
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -110,15 +121,21 @@ def add_lora(model: torch.nn.Module, cfg) -> torch.nn.Module:
         task_type=None,
     )
     with warnings.catch_warnings():  # peft probes a deprecated transformers attribute
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
         return get_peft_model(model, lora)
 
 
 def enable_gradient_checkpointing(peft_model) -> None:
     base = peft_model.get_base_model()
     if not getattr(base, "supports_gradient_checkpointing", False):
-        raise UnsupportedModelError(f"{type(base).__name__} does not support gradient checkpointing")
-    kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs, keeps RNG state for dropout
+        raise UnsupportedModelError(
+            f"{type(base).__name__} does not support gradient checkpointing"
+        )
+    kwargs = {
+        "use_reentrant": False
+    }  # non-reentrant: works with frozen inputs, keeps RNG state for dropout
     if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
@@ -136,7 +153,9 @@ def weights_folder(encoder: LLM2Vec) -> str:
 def load_lm_head(encoder: LLM2Vec) -> torch.nn.Linear:
     """The frozen causal LM head of the encoder's checkpoint (MNTP needs token predictions)."""
     model = encoder.model
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = (
+        model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    )
     embeddings = model.get_input_embeddings()
     vocab, hidden = embeddings.weight.shape
     head = torch.nn.Linear(hidden, vocab, bias=False)
@@ -151,7 +170,9 @@ def load_lm_head(encoder: LLM2Vec) -> torch.nn.Linear:
                 "(a bare AutoModel checkpoint?). Train MNTP from the causal LM checkpoint."
             )
         if tuple(weight.shape) != (vocab, hidden):
-            raise UnsupportedModelError(f"lm_head.weight has shape {tuple(weight.shape)}, expected {(vocab, hidden)}")
+            raise UnsupportedModelError(
+                f"lm_head.weight has shape {tuple(weight.shape)}, expected {(vocab, hidden)}"
+            )
         head.weight = torch.nn.Parameter(weight.to(embeddings.weight.dtype), requires_grad=False)
     head.weight.requires_grad_(False)
     return head.to(embeddings.weight.device)
@@ -163,7 +184,9 @@ def _read_tensor(folder: str, key: str) -> torch.Tensor | None:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text()).get("weight_map", {})
-        name = weight_map.get(key) or next((v for k, v in weight_map.items() if k.endswith("." + key)), None)
+        name = weight_map.get(key) or next(
+            (v for k, v in weight_map.items() if k.endswith("." + key)), None
+        )
         if name:
             files.append(folder / name)
     files += sorted(folder.glob("*.safetensors"))
@@ -211,26 +234,26 @@ class Embedder(torch.nn.Module):
 
     def features(self, pairs: list[tuple[str, str]]) -> tuple[dict, int]:
         """Tensors (CPU) for (instruction, text) pairs and how many texts were truncated."""
-        enc = self.encoder
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            tokenized = enc._tokenize(pairs)
-        truncated = 0
-        for w in caught:
-            head = str(w.message).split(" ", 1)[0]
-            if head.isdigit() and "truncated" in str(w.message):
-                truncated = max(truncated, int(head))
-        tensors = enc._collate(tokenized["input_ids"], tokenized["text_len"], "cpu")
-        return tensors, truncated
+        features = self.encoder.tokenize(pairs)
+        return dict(features), features.truncated
 
-    def forward(self, input_ids, attention_mask, pool_mask):
-        enc = self.encoder
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool(hidden, attention_mask, pool_mask, enc.config.pooling_mode, input_ids, enc.tokenizer.bos_token_id)
+    def forward(self, input_ids, attention_mask, embed_mask):
+        features = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "embed_mask": embed_mask,
+        }
+        return self.encoder.forward(features)
 
 
 # ---------------------------------------------------------------------- saving
-def save_adapter(peft_model, encoder: LLM2Vec, directory: str | os.PathLike, base_ref: str, encoder_config: EncoderConfig) -> Path:
+def save_adapter(
+    peft_model,
+    encoder: LLM2Vec,
+    directory: str | os.PathLike,
+    base_ref: str,
+    encoder_config: EncoderConfig,
+) -> Path:
     """Official layout: adapter_config.json + adapter_model.safetensors, tokenizer, llm2vec_config.json."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
