@@ -10,6 +10,12 @@ dense, lexical (BM25), hybrid with reciprocal rank fusion (k=60), and hybrid wit
 normalized-score fusion at several alphas. The mean nDCG@10 over the dev sets picks the
 default (`DEFAULT_TEXT_MODE`, `DEFAULT_FUSION`, `DEFAULT_ALPHA` in llm2vec_retrieval/index/store.py).
 
+Those dev sets share their sources with the training data, which flatters the dense side. With
+`--ood`, the choice is made on out-of-domain sets instead, built from
+`../shared/data/supervised-pairs/restricted/` (HealthVer claim -> evidence, WikiQA question ->
+answer sentence; every anchor a query, every positive and hard negative in the corpus). Their
+licenses allow experiments only: they are read here to score searches, never trained on.
+
 Writes benchmarks/results/hybrid_dev_<timestamp>.json (command, machine, per-set scores).
 """
 
@@ -38,6 +44,45 @@ def searches() -> dict[str, dict]:
     return out
 
 
+OOD_SETS = {  # restricted/ file -> the query instruction (as benchmarks.supervised_data)
+    "healthver": "Given a health claim, retrieve evidence that supports or refutes the claim:",
+    "wikiqa": "Given a question, retrieve passages that answer the question:",
+}
+
+
+def ood_sets(data_dir: Path):
+    """{name: (BeirData, instruction)} of the out-of-domain sets (restricted/, evaluation only)."""
+    from llm2vec_retrieval.evaluation.data import BeirData, checksum_texts
+    from llm2vec_retrieval.training.data import read_examples
+
+    out = {}
+    for name, instruction in OOD_SETS.items():
+        path = data_dir / "supervised-pairs" / "restricted" / f"{name}.tsv"
+        if not path.is_file():
+            raise SystemExit(f"error: {path} is missing; --ood needs ../shared/data")
+        rows = list(read_examples(path))
+        qrels: dict[str, dict[str, int]] = {}
+        qid_of: dict[str, str] = {}
+        doc_of: dict[str, str] = {}
+        for ex in rows:
+            qid = qid_of.setdefault(ex.query, f"q{len(qid_of)}")
+            for text in filter(None, (ex.positive, ex.negative)):
+                doc_of.setdefault(text, f"d{len(doc_of)}")
+            qrels.setdefault(qid, {})[doc_of[ex.positive]] = 1
+        corpus = {did: {"title": "", "text": text} for text, did in doc_of.items()}
+        texts = [f"{ex.query}\t{ex.positive}\t{ex.negative or ''}" for ex in rows]
+        beir = BeirData(
+            name=f"ood-{name}",
+            split="dev",
+            corpus=corpus,
+            queries={q: t for t, q in qid_of.items()},
+            qrels=qrels,
+            checksum=checksum_texts(texts),
+        )
+        out[f"ood-{name}"] = (beir, instruction)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.hybrid_dev", description=__doc__.split("\n\n")[0]
@@ -52,6 +97,12 @@ def main(argv=None) -> int:
         default=None,
         help="candidate adapter on Gemma 3 270M (default: the shipped default)",
     )
+    p.add_argument(
+        "--ood",
+        action="store_true",
+        help="choose on out-of-domain sets from restricted/ (HealthVer, WikiQA; evaluation only)",
+    )
+    p.add_argument("--data-dir", default=None, help="shared data folder for --ood")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--doc-max-length", type=int, default=256)
     p.add_argument("--threads", type=int, default=0)
@@ -76,7 +127,13 @@ def main(argv=None) -> int:
     else:
         enc = LLM2Vec.from_pretrained(**kwargs)
     table: dict[str, dict[str, float]] = {}
-    for name, (beir, instruction) in dev_sets(Path(args.data)).items():
+    if args.ood:
+        from llm2vec_retrieval.evaluation.data import default_data_dir
+
+        sets = ood_sets(Path(args.data_dir) if args.data_dir else default_data_dir())
+    else:
+        sets = dev_sets(Path(args.data))
+    for name, (beir, instruction) in sets.items():
         res = evaluate_beir_store(
             enc, beir, searches(), query_instruction=instruction, metrics=("ndcg@10",)
         )
@@ -95,6 +152,7 @@ def main(argv=None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "machine": machine_info(),
         "model": args.adapter or "shipped default (gemma3-270m-llm2vec)",
+        "fingerprint": enc.fingerprint(),  # which adapter weights "shipped default" meant
         "dtype": args.dtype,
         "searches": searches(),
         "ndcg@10": table,
