@@ -52,7 +52,9 @@ def load_documents(folder: Path) -> list[Any]:
     if not folder.is_dir():
         raise SystemExit(f"error: --docs {folder} is not a folder")
     docs = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS):
+    for path in sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+    ):
         text = path.read_text(encoding="utf-8", errors="replace")
         if text.strip():
             rel = str(path.relative_to(folder))
@@ -81,13 +83,19 @@ def load_factory(spec: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help="folder of .txt/.md files (default: docs/)")
+    parser.add_argument(
+        "--docs", type=Path, default=DEFAULT_DOCS, help="folder of .txt/.md files (default: docs/)"
+    )
     parser.add_argument("--question", "-q", required=True)
-    parser.add_argument("--model", default=None, help="LLM2Vec checkpoint folder (default: the embedded model)")
+    parser.add_argument(
+        "--model", default=None, help="LLM2Vec checkpoint folder (default: the embedded model)"
+    )
     parser.add_argument("--k", type=int, default=4, help="chunks to retrieve")
     parser.add_argument("--chunk-size", type=int, default=256, help="tokens per chunk")
     parser.add_argument("--chunk-overlap", type=int, default=32)
-    parser.add_argument("--persist-dir", type=Path, default=None, help="also persist the index to this folder")
+    parser.add_argument(
+        "--persist-dir", type=Path, default=None, help="also persist the index to this folder"
+    )
     parser.add_argument(
         "--llm",
         default=os.environ.get("LLM2VEC_RAG_LLM"),
@@ -99,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.core.node_parser import SentenceSplitter
-    from llama_index_llm2vec import LLM2VecEmbedding, LLM2VecVectorStore
+    from llama_index.embeddings.llm2vec import LLM2VecEmbedding
+    from llama_index.vector_stores.llm2vec import LLM2VecVectorStore
 
     docs = load_documents(args.docs)
     t0 = time.perf_counter()
@@ -112,9 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         docs,
         storage_context=storage_context,
         embed_model=embed_model,
-        transformations=[SentenceSplitter(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)],
+        transformations=[
+            SentenceSplitter(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+        ],
     )
-    log(f"{len(docs)} files -> {len(vector_store)} chunks indexed in {time.perf_counter() - t0:.1f}s")
+    log(
+        f"{len(docs)} files -> {len(vector_store)} chunks indexed in {time.perf_counter() - t0:.1f}s"
+    )
     if args.persist_dir is not None:
         storage_context.persist(persist_dir=str(args.persist_dir))
         log(f"persisted the index to {args.persist_dir}")
@@ -130,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     if not args.llm:
-        print("Generation skipped: no LLM configured (pass --llm module:factory or set LLM2VEC_RAG_LLM).")
+        print(
+            "Generation skipped: no LLM configured (pass --llm module:factory or set LLM2VEC_RAG_LLM)."
+        )
         return 0
 
     from llama_index.core.query_engine import RetrieverQueryEngine

@@ -2,8 +2,9 @@
 
 The public API is declared here once. Names that need torch/transformers are
 imported on first use, so `llm2vec-retrieval --help` or `info` start fast. The core
-imports no retrieval framework: FAISS (`llm2vec_retrieval.index`), LangChain
-(`langchain_llm2vec`) and LlamaIndex (`llama_index_llm2vec`) are optional extras.
+imports no retrieval framework: FAISS (`llm2vec_retrieval.index`) is an optional extra;
+LangChain (`langchain-llm2vec`) and LlamaIndex (`llama-index-embeddings-llm2vec`,
+`llama-index-vector-stores-llm2vec`) are packages of their own under integrations/.
 """
 
 from __future__ import annotations
