@@ -302,19 +302,6 @@ def test_errors_are_one_line(tmp_path, model, other_model, built, capsys):
         cli.main(["--debug", "search", str(tmp_path / "missing"), "q"])
 
 
-def test_filter_parsing():
-    assert cli.parse_filters(["source=docs/a.md"]) == {"source": {"$in": ["docs/a.md"]}}
-    assert cli.parse_filters(["chunk>=2", "year<2020"]) == {
-        "$and": [{"chunk": {"$gte": 2}}, {"year": {"$lt": 2020}}]
-    }
-    assert cli.parse_filters(["n=2"]) == {"n": {"$in": [2, "2"]}}
-    assert cli.parse_filters(['n="2"']) == {"n": {"$in": ["2"]}}
-    assert cli.parse_filters(["ok!=true"]) == {"ok": {"$nin": [True, "true"]}}
-    for bad in ("=x", "novalue", "a>", ">=3"):
-        with pytest.raises(cli.UserError):
-            cli.parse_filters([bad])
-
-
 def test_help_for_every_command():
     parser = cli.build_parser()
     actions = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
@@ -889,3 +876,86 @@ def test_eval_cache_keeps_dtypes_apart(tmp_path, model, capsys):
     assert main_json(capsys, *base, "--dtype", "float32")["cached"] is False
     assert main_json(capsys, *base, "--dtype", "float32")["cached"] is True
     assert main_json(capsys, *base, "--dtype", "bfloat16")["cached"] is False
+
+
+# ---------------------------------------------------------------------- issue 13.6: errors
+def test_a_bug_prints_its_traceback_and_a_hint(monkeypatch, tmp_path, capsys):
+    """Not a user error (here: a RuntimeError from inside a command): the traceback, then the
+    hint to report it, exit code 1; --debug raises it."""
+    from llm2vec_retrieval.cli import info as info_command
+
+    def broken(path):
+        raise RuntimeError("an unexpected state")
+
+    monkeypatch.setattr(info_command, "index_info", broken)
+    capsys.readouterr()
+    assert cli.main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: an unexpected state" in err
+    assert err.strip().splitlines()[-1] == cli.BUG_HINT and not err.startswith("error:")
+    with pytest.raises(RuntimeError, match="unexpected state"):
+        cli.main(["--debug", "info", str(tmp_path)])
+
+
+def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path):
+    """Real subprocesses: `error: <message>`, exit code 2; with --debug, the traceback."""
+    proc = run_cli("search", str(tmp_path), "q", "--filter", "no-operator", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: bad filter 'no-operator': expected KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, "
+        "KEY>N or KEY<N"
+    )
+    debug = run_cli("--debug", "info", str(tmp_path / "missing"), cwd=tmp_path)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "index folder not found" in debug.stderr.strip().splitlines()[-1]
+
+
+def test_other_value_errors_in_search_are_not_a_bad_filter(monkeypatch, tmp_path, capsys):
+    """Search used to turn any ValueError into "bad filter: ..."; now only the filter says so,
+    and a ValueError from elsewhere is a bug (traceback + hint)."""
+    from llm2vec_retrieval.cli import search as search_command
+    from llm2vec_retrieval.ingest import IndexFolder
+
+    class Searcher:
+        notice = None
+        query_instruction = None
+
+        def check_mode(self, mode):
+            return "dense"
+
+        def search(self, *args, **kwargs):
+            raise ValueError("query must have shape (1, 32)")
+
+    monkeypatch.setattr(search_command, "open_searcher", lambda args: Searcher())
+    monkeypatch.setattr(IndexFolder, "read_manifest", lambda self: {})
+    capsys.readouterr()
+    assert cli.main(["search", str(tmp_path / "idx"), "q", "--filter", "chunk>=2"]) == 1
+    err = capsys.readouterr().err
+    assert "bad filter" not in err and "ValueError: query must have shape" in err
+    assert err.strip().splitlines()[-1] == cli.BUG_HINT
+    assert cli.main(["search", str(tmp_path / "idx"), "q", "--filter", "chunk>="]) == 2
+    assert capsys.readouterr().err.startswith("error: bad filter 'chunk>=': missing value")
+
+
+def test_info_verifies_the_store_manifest_checksum(built, tmp_path, capsys):
+    """`info` reads no vectors, but an edited store manifest is refused as a load refuses it."""
+    _, idx, _ = built
+    copy = tmp_path / "idx"
+    shutil.copytree(idx, copy)
+    assert main_json(capsys, "info", str(copy), "--json")["chunks"] > 0
+    mpath = copy / "store" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    mpath.write_text(json.dumps({**manifest, "count": manifest["count"] + 1}))
+    assert cli.main(["info", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "checksum mismatch" in err and "\n" not in err
+
+
+def test_the_old_cli_names_stay_importable():
+    from llm2vec_retrieval.index.filters import FilterSyntaxError, parse_filter_expressions
+
+    assert cli.parse_filters is parse_filter_expressions
+    assert issubclass(FilterSyntaxError, cli.UserError) and cli.DEMO_SEARCHES
+    assert callable(cli.index_info) and callable(cli.build_parser)

@@ -1,0 +1,165 @@
+"""The `llm2vec-retrieval` command line (also `python -m llm2vec_retrieval`).
+
+Subcommands, one module each: demo, index, search, info, eval (beir, sts), serve, and
+train/export/combine when the training package provides them (`train.py` delegates). Each
+module has `register(subparsers)` (its flags, `func=run`) and `run(args) -> exit code`.
+
+Errors: a `UserError` (`llm2vec_retrieval.errors`, with its subclasses in the core, e.g.
+`IndexCorruptedError`, `FingerprintMismatchError`, `FilterSyntaxError`) and the core's other
+one-line error types listed in `user_error_types()` print `error: <message>` with exit code 2.
+Anything else is a bug: its traceback, a one-line hint to report it, exit code 1. `--debug`
+raises every exception (user errors too) with its traceback. Ctrl-C prints `interrupted`,
+exit code 130. Commands that load a model take `--dtype` (default auto: bfloat16 where the
+CPU runs it natively, see `hardware.py`) and say on stderr which dtype runs and why before
+they encode. Heavy imports (torch, transformers, faiss, FastAPI) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+from typing import Any
+
+from ..errors import UserError
+from ..index.filters import FilterSyntaxError, parse_filter_expressions
+from . import demo, evaluate, index, info, search, serve, train
+from .common import eprint, say_dtype, wrap
+from .demo import DEMO_DOCUMENTS, DEMO_QUERIES, DEMO_SEARCHES, PROJECT_ROOT
+from .info import index_info
+
+__all__ = [
+    "DEMO_DOCUMENTS",
+    "DEMO_QUERIES",
+    "DEMO_SEARCHES",
+    "PROJECT_ROOT",
+    "user_error_types",
+    "FilterSyntaxError",
+    "UserError",
+    "build_parser",
+    "index_info",
+    "main",
+    "parse_filters",
+]
+
+COMMANDS = (demo, index, search, info, evaluate, serve, train)
+
+# The one line `main` prints for a bug, after its traceback.
+BUG_HINT = (
+    "(this is a bug in llm2vec-retrieval, not a problem with your input: please report it "
+    "with the traceback above; --debug shows tracebacks of one-line errors too)"
+)
+
+#: `--filter` expressions -> a store filter; the parser lives with the filter language.
+parse_filters = parse_filter_expressions
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception types `main` prints as one line: `UserError` (the index errors subclass
+    it) and the core's one-line error types of modules that predate it: a missing or
+    unusable index folder, an empty corpus, a package missing for an embedded model (the
+    message names the pip command), a model architecture without a bidirectional switch."""
+    from ..bidirectional import UnsupportedModelError
+    from ..ingest import EmptyCorpusError, IndexFolderError
+    from ..loading import ModelNotInstalledError
+
+    return (
+        UserError,
+        IndexFolderError,
+        EmptyCorpusError,
+        ModelNotInstalledError,
+        UnsupportedModelError,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm2vec-retrieval",
+        description=wrap(
+            "LLM2Vec text encoders for retrieval: index folders, search them, serve embeddings."
+        ),
+        epilog="Run `llm2vec-retrieval COMMAND --help` for a command's options. Documentation: docs/cli.md",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice, usually one per core)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def _quiet_progress_bars() -> None:
+    """No transformers/hub progress bars (weight loading) in command output."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        try:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+        except AttributeError:  # pragma: no cover
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.debug:
+        _quiet_progress_bars()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        with _dtype_scope(args):
+            if train.is_training_command(args.func):
+                return train.run(args.func, args)
+            return args.func(args)
+    except KeyboardInterrupt:
+        eprint("interrupted")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if not isinstance(exc, user_error_types()):
+            traceback.print_exc()
+            eprint(BUG_HINT)
+            return 1
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        eprint(f"error: {msg}")
+        return 2
+
+
+def _dtype_scope(args: argparse.Namespace) -> Any:
+    """For a command that loads a model: its --dtype resolved (UserError for a bad one) for
+    every encoder it loads (`args.dtype_choice`), and one stderr line saying which dtype runs
+    and why, before the first text is encoded (an error before that stays one line; a run
+    that embeds nothing says nothing). `serve` says it in its start-up log instead."""
+    choice = getattr(args, "encoder_dtype", None)
+    if choice is None:
+        return contextlib.nullcontext()
+    from ..hardware import DTYPE_CHOICES, resolve_dtype
+    from ..ingest.folder import encoder_dtype
+
+    try:
+        args.dtype_choice = resolve_dtype(choice)
+    except ValueError:
+        raise UserError(
+            f"unknown --dtype {choice!r}; valid choices: {', '.join(DTYPE_CHOICES)}"
+        ) from None
+    say = (lambda _: say_dtype(args)) if getattr(args, "says_dtype", True) else None
+    return encoder_dtype(choice, on_encode=say)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

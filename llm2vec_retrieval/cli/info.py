@@ -1,0 +1,115 @@
+"""`info`: describe an index folder from its manifests (no model, no FAISS)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .common import Formatter, Subparsers, wrap
+
+
+def register(sub: Subparsers) -> None:
+    info = sub.add_parser(
+        "info",
+        formatter_class=Formatter,
+        help="describe an index folder",
+        description=wrap(
+            "Print an index's manifest: model, adapter, pooling, instruction, "
+            "file and chunk counts, index kind and size on disk. Loads no model."
+        ),
+    )
+    info.add_argument("dir", metavar="DIR", help="index folder")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=run)
+
+
+def index_info(path: str) -> dict[str, Any]:
+    """What `info` shows, read from the folder's JSON files (no model, no FAISS). The store's
+    manifest is checksum-verified as a load verifies it: `IndexCorruptedError` when edited."""
+    from ..index.persistence import load_manifest
+    from ..ingest import IndexFolder
+    from ..ingest.folder import describe_embedder
+
+    folder = IndexFolder(path)
+    manifest = folder.read_manifest()
+    store: dict[str, Any] = {}
+    if folder.store_manifest_path() is not None:  # else nothing is stored yet
+        try:
+            store = load_manifest(folder.store_path)
+        except FileNotFoundError:  # removed since: nothing is stored
+            store = {}
+    files = folder.read_files()
+    fp = store.get("fingerprint") or {}
+    instruction = manifest.get("query_instruction")
+    return {
+        "index": str(folder.path),
+        "model": describe_embedder(manifest["embedder"]),
+        "model_label": fp.get("model"),
+        "model_path": manifest["embedder"].get("model_path"),
+        "model_digest": fp.get("model_digest"),
+        "adapter": manifest["embedder"].get("adapter"),
+        "pooling": fp.get("pooling_mode"),
+        "bidirectional": fp.get("bidirectional"),
+        "query_instruction": instruction
+        if instruction is not None
+        else fp.get("query_instruction"),
+        "dim": store.get("dim"),
+        "kind": store.get("kind", manifest.get("kind")),
+        "metric": store.get("metric", manifest.get("metric")),
+        "lexical": store.get("lexical") is not None,
+        "files": len(files),
+        "chunks": store.get("count", 0),
+        "tokens": sum(int(e.get("tokens", 0)) for e in files.values()),
+        "chunking": manifest.get("chunking"),
+        "root": manifest.get("root"),
+        "created_at": manifest.get("created_at"),
+        "updated_at": manifest.get("updated_at"),
+        "size_bytes": folder.size_on_disk(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = index_info(args.dir)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return 0
+    ch = info["chunking"] or {}
+    rows = [
+        ("index", info["index"]),
+        ("model", info["model"]),
+        ("model digest", info["model_digest"]),
+        ("adapter", info["adapter"] or "-"),
+        (
+            "pooling",
+            f"{info['pooling']} ({'bidirectional' if info['bidirectional'] else 'causal'})",
+        ),
+        ("query instruction", repr(info["query_instruction"])),
+        ("kind", f"{info['kind']} ({info['metric']}, dim {info['dim']})"),
+        (
+            "lexical (BM25)",
+            "yes: dense, lexical and hybrid search"
+            if info["lexical"]
+            else "no: dense search only (run `index` again to add it)",
+        ),
+        ("files", info["files"]),
+        ("chunks", info["chunks"]),
+        ("tokens", f"{info['tokens']:,}"),
+        ("chunking", f"{ch.get('chunk_tokens')} tokens, overlap {ch.get('overlap')}"),
+        ("root", info["root"]),
+        ("created", info["created_at"]),
+        ("updated", info["updated_at"]),
+        ("size on disk", format_bytes(info["size_bytes"])),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':<19}{value}")
+    return 0
+
+
+def format_bytes(n: float) -> str:
+    """A size in B, KiB, MiB or GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

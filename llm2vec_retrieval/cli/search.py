@@ -1,0 +1,127 @@
+"""`search`: rank the chunks of an index for a query (dense, lexical or hybrid)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import UserError
+from ..index.filters import compile_filter, parse_filter_expressions
+from .common import (
+    Formatter,
+    Subparsers,
+    add_model_args,
+    eprint,
+    open_searcher,
+    print_results,
+    wrap,
+)
+
+
+def register(sub: Subparsers) -> None:
+    from ..index.fusion import FUSIONS
+    from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_TEXT_MODE, MODES
+
+    se = sub.add_parser(
+        "search",
+        formatter_class=Formatter,
+        help="search an index folder",
+        description=wrap(
+            "Rank the chunks of an index for a query. The embedder and the query instruction are "
+            "the ones recorded in the index unless given."
+        ),
+        epilog='examples:\n  llm2vec-retrieval search my-index "how do I resume indexing?" -k 3\n'
+        "  llm2vec-retrieval search my-index \"pooling\" --filter source=docs/concepts.md --filter 'chunk>=2' --json",
+    )
+    se.add_argument("dir", metavar="DIR", help="index folder")
+    se.add_argument("query", metavar="QUERY", help="query text")
+    se.add_argument("-k", type=int, default=5, help="number of results")
+    se.add_argument(
+        "--filter",
+        action="append",
+        metavar="EXPR",
+        help="metadata filter, repeatable (AND): key=value, key!=value, key>=n, key<=n, key>n, key<n",
+    )
+    se.add_argument("--json", action="store_true", help="print JSON")
+    se.add_argument("--instruction", default=None, help="query instruction (default: the index's)")
+    se.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help=f"dense (vectors), lexical (BM25) or hybrid (both, fused) (default: {DEFAULT_TEXT_MODE}, "
+        "or dense on an index without a lexical part)",
+    )
+    se.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default=None,
+        help=f"hybrid fusion: rrf (reciprocal rank, k=60) or alpha (normalized scores) (default: {DEFAULT_FUSION})",
+    )
+    se.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"alpha fusion weight of the dense part, 0-1 (implies --fusion alpha; default {DEFAULT_ALPHA})",
+    )
+    add_model_args(se, "model folder or embedded name (default: the one recorded in the index)")
+    se.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="search even if the embedder's fingerprint differs from the index's",
+    )
+    se.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION
+    from ..ingest import IndexFolder
+
+    flt = parse_filter_expressions(args.filter)  # FilterSyntaxError: "bad filter ..."
+    try:
+        compile_filter(flt)  # checked before anything loads; the search compiles it again
+    except ValueError as exc:
+        raise UserError(f"bad filter: {exc}") from exc
+    if args.k < 1:
+        raise UserError(f"-k must be at least 1, got {args.k}")
+    IndexFolder(args.dir).read_manifest()  # a missing folder fails before the model loads
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.alpha is not None and args.fusion is None:
+        args.fusion = "alpha"
+    searcher = open_searcher(args)
+    try:
+        mode = searcher.check_mode(args.mode)
+    except ValueError as exc:  # a mode the index cannot do (no lexical part)
+        raise UserError(str(exc)) from exc
+    if args.mode is None and searcher.notice:
+        eprint(f"note: {searcher.notice}")
+    fusion = args.fusion or DEFAULT_FUSION
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    results = searcher.search(
+        args.query,
+        k=args.k,
+        filter=flt,
+        instruction=args.instruction,
+        mode=mode,
+        fusion=fusion,
+        alpha=alpha,
+    )
+    if args.json:
+        out = {
+            "query": args.query,
+            "instruction": args.instruction
+            if args.instruction is not None
+            else searcher.query_instruction,
+            "mode": mode,
+            **(
+                {"fusion": fusion, **({"alpha": alpha} if fusion == "alpha" else {})}
+                if mode == "hybrid"
+                else {}
+            ),
+            "index": str(searcher.folder.path),
+            "results": [r.to_dict() for r in results],
+        }
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        print_results(results)
+    return 0
