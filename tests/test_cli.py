@@ -362,7 +362,9 @@ def test_kill_during_index_then_resume(tmp_path, model):
     committed = json.loads((idx / "files.json").read_text())["files"]
     assert 3 <= len(committed) < 30  # killed mid-way
 
-    assert cli.main(["index", str(corpus), "--index", str(idx)]) == 0  # resume
+    assert (
+        cli.main(["index", str(corpus), "--index", str(idx), "--dtype", "float32"]) == 0
+    )  # resume
     clean = tmp_path / "clean"
     assert cli.main(["index", str(corpus), "--index", str(clean), *common]) == 0
     resumed, expected = chunks_of(idx), chunks_of(clean)

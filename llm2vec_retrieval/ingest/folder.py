@@ -23,7 +23,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write_json
 from ..hardware import DtypeChoice, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -51,49 +51,9 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where the system allows."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    try:
-        payload = text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates (e.g. a non-UTF-8 file name): \u escapes keep them
-        payload = (json.dumps(data, indent=2, ensure_ascii=True, sort_keys=True) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Sorted, indented JSON written atomically (see `_io.atomic_write_json`)."""
+    atomic_write_json(path, data, sort_keys=True)
 
 
 def _read_json(path: Path, fix: str = "re-create the index with --rebuild") -> Any:
@@ -215,34 +175,6 @@ class IndexFolder:
                 except OSError:
                     pass
         return total
-
-
-class FolderLock:
-    """An exclusive advisory lock on ``DIR/.lock`` (POSIX flock; a no-op elsewhere)."""
-
-    def __init__(self, folder: IndexFolder):
-        self.folder = folder
-        self._fh = None
-
-    def __enter__(self) -> FolderLock:
-        self.folder.path.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.folder.path / LOCK_FILE, "a+")
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX
-            return self
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._fh.close()
-            self._fh = None
-            raise IndexFolderError(f"another process is indexing {self.folder.path}") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 # ------------------------------------------------------------------ embedder

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from .._io import l2_normalize
 from ..text import repair_texts, warn_repaired
 from . import (
     DEFAULT_BATCH_TOKENS,
@@ -76,11 +77,6 @@ def _compute_dtype(encoder: Any) -> str | None:
         return str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
     except (AttributeError, StopIteration, TypeError):
         return None
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def _validate(model: type, body: Any):
@@ -214,7 +210,7 @@ class EmbeddingService:
             raise ApiError(503, "timed out waiting for the model", code="timeout") from None
 
     def finish_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        return _normalize(vectors) if self.encoder.config.normalize else vectors
+        return l2_normalize(vectors) if self.encoder.config.normalize else vectors
 
     # ------------------------------------------------------------------ routes
     def health(self) -> dict[str, Any]:
@@ -338,7 +334,7 @@ class EmbeddingService:
     def embeddings_response(self, job: EmbeddingJob, vectors: np.ndarray) -> dict[str, Any]:
         vectors = self.finish_vectors(vectors)
         if job.dimensions is not None and job.dimensions < vectors.shape[1]:
-            vectors = _normalize(vectors[:, : job.dimensions])
+            vectors = l2_normalize(vectors[:, : job.dimensions])
         data = []
         for i, v in enumerate(vectors):
             if job.encoding_format == "base64":
