@@ -745,7 +745,7 @@ def test_ctrl_c_says_what_was_committed(tmp_path, model):
     try:
         _wait_stderr(proc, "llm2vec-save-stage: index_written")  # inside the first commit
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)  # generous: a loaded CI machine
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -760,7 +760,7 @@ def test_ctrl_c_says_what_was_committed(tmp_path, model):
     try:
         _wait_stderr(proc, "llm2vec-index-commit:")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)  # generous: a loaded CI machine
     finally:
         if proc.poll() is None:
             proc.kill()
