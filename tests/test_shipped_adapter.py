@@ -30,7 +30,12 @@ def test_official_layout_and_size(adapter):
     name, folder = adapter
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert total <= MAX_BYTES, f"{name}: {total / 1e6:.1f} MB"
-    for required in ("adapter_config.json", "adapter_model.safetensors", "llm2vec_config.json", "README.md"):
+    for required in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "llm2vec_config.json",
+        "README.md",
+    ):
         assert (folder / required).is_file(), required
     cfg = json.loads((folder / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA"
