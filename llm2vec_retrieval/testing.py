@@ -184,3 +184,23 @@ def make_pre_hybrid(store_dir) -> None:
         (folder / name).unlink()
     m["manifest_sha256"] = manifest_checksum(m)
     (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def import_error_without(module: str, blocked: str) -> str:
+    """The ImportError message of ``import module`` in a fresh interpreter where ``blocked``
+    (a framework) cannot be imported; empty when the import succeeds."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        f"try:\n    import {module}\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    return out.stdout

@@ -329,21 +329,10 @@ def test_save_load_empty_store(emb: LLM2VecEmbeddings, tmp_path) -> None:
 
 
 def test_missing_framework_gives_install_hint() -> None:
-    import subprocess
-    import sys
+    from llm2vec_retrieval.testing import import_error_without
 
-    code = (
-        "import sys; sys.modules['langchain_core'] = None\n"
-        "try:\n    import langchain_llm2vec\nexcept ImportError as e:\n    print(e)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    assert "pip install ./integrations/langchain-llm2vec" in out.stdout
+    message = import_error_without("langchain_llm2vec", "langchain_core")
+    assert "pip install ./integrations/langchain-llm2vec" in message
 
 
 # -- issue 14 hardening -----------------------------------------------------------------

@@ -97,18 +97,7 @@ def test_bad_dtype(checkpoint: str) -> None:
 
 
 def test_missing_framework_gives_install_hint() -> None:
-    import subprocess
-    import sys
+    from llm2vec_retrieval.testing import import_error_without
 
-    code = (
-        "import sys; sys.modules['llama_index.core'] = None\n"
-        "try:\n    import llama_index.embeddings.llm2vec\nexcept ImportError as e:\n    print(e)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    assert "pip install ./integrations/llama-index-embeddings-llm2vec" in out.stdout
+    message = import_error_without("llama_index.embeddings.llm2vec", "llama_index.core")
+    assert "pip install ./integrations/llama-index-embeddings-llm2vec" in message

@@ -371,21 +371,10 @@ def test_persist_empty_and_missing(tmp_path, embed: LLM2VecEmbedding) -> None:
 
 
 def test_missing_framework_gives_install_hint() -> None:
-    import subprocess
-    import sys
+    from llm2vec_retrieval.testing import import_error_without
 
-    code = (
-        "import sys; sys.modules['llama_index.core'] = None\n"
-        "try:\n    import llama_index.vector_stores.llm2vec\nexcept ImportError as e:\n    print(e)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    assert "pip install ./integrations/llama-index-vector-stores-llm2vec" in out.stdout
+    message = import_error_without("llama_index.vector_stores.llm2vec", "llama_index.core")
+    assert "pip install ./integrations/llama-index-vector-stores-llm2vec" in message
 
 
 def test_deprecated_import_name_reexports(monkeypatch) -> None:
