@@ -43,7 +43,7 @@ $(VENV)/.dev: $(VENV)/.installed
 demo: $(VENV)/.installed  ## create the venv, install, run the main job on the embedded default model
 	$(PY) -m llm2vec_retrieval demo
 
-test: $(VENV)/.dev  ## install test needs and run the whole suite (fast tests, then slow ones on the real default model)
+test: $(VENV)/.dev lint  ## install test needs, lint, and run the whole suite (fast tests, then slow ones on the real default model)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev  ## the fast suite only (tiny random models)
@@ -53,11 +53,13 @@ BENCH_ARGS ?=
 bench: $(VENV)/.dev  ## quality, speed, index and server benchmarks -> benchmarks/results, RESULTS.md, plots (BENCH_ARGS=--full for full sets)
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
-lint:  ## ruff
-	$(PY) -m ruff check llm2vec_retrieval integrations benchmarks tests
+LINT_PATHS := llm2vec_retrieval integrations benchmarks tests
+lint: $(VENV)/.dev  ## ruff check and ruff format --check (make test runs it first)
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 
-format:
-	$(PY) -m ruff format llm2vec_retrieval integrations benchmarks tests
+format:  ## ruff format the code
+	$(PY) -m ruff format $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -21,10 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-docs", default="32,128", help="first N SciFact documents, comma-separated")
+    parser.add_argument(
+        "--n-docs", default="32,128", help="first N SciFact documents, comma-separated"
+    )
     parser.add_argument("--budgets", default="2048,4096,8192,16384")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--data-dir", default=os.environ.get("LLM2VEC_DATA_DIR", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("LLM2VEC_DATA_DIR", str(ROOT.parent / "shared" / "data")),
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -47,15 +52,33 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             encoder.encode_documents(subset, batch_size=1000)
             seconds = time.perf_counter() - start
-            rows.append({"n_docs": n, "budget": budget, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds})
+            rows.append(
+                {
+                    "n_docs": n,
+                    "budget": budget,
+                    "tokens": tokens,
+                    "seconds": seconds,
+                    "tokens_per_s": tokens / seconds,
+                }
+            )
             print(f"{n:5d} docs  budget {budget:6d}  {tokens / seconds:7.0f} tokens/s", flush=True)
     out = ROOT / "benchmarks" / "results" / f"budget_sweep_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({
-        "command": "python -m benchmarks.budget_sweep " + " ".join(argv or []),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "dtype": args.dtype,
-        "rows": rows,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "command": "python -m benchmarks.budget_sweep " + " ".join(argv or []),
+                "machine": {
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                },
+                "dtype": args.dtype,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -21,11 +21,17 @@ from pathlib import Path
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="base model the adapters were trained on")
-    p.add_argument("--adapter", nargs="+", required=True, help="stage adapter folders, in training order")
+    p.add_argument(
+        "--adapter", nargs="+", required=True, help="stage adapter folders, in training order"
+    )
     p.add_argument("--ranks", default="32,40")
     p.add_argument("--dtype", default="bfloat16", help="storage dtype of the folds")
     p.add_argument("--n", type=int, default=64, help="documents and queries to encode")
-    p.add_argument("--data-dir", default=None, help="shared data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="shared data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)",
+    )
     args = p.parse_args(argv)
 
     from llm2vec_retrieval.evaluation import load_beir
@@ -44,17 +50,33 @@ def main(argv=None) -> int:
             folder = Path(tmp) / f"r{rank or 'exact'}"
             info = combine_adapters(args.adapter, folder, rank=rank, dtype=args.dtype)
             enc = load_encoder(args.model, [str(folder)])
-            vectors[rank] = (enc.encode_documents(docs, show_progress_bar=False),
-                             enc.encode_queries(queries, instruction=get_instruction("SciFact"), show_progress_bar=False))
-            report[f"r{rank or 'exact'}"] = {"rank": info["rank"], "bytes": info["bytes"],
-                                             "relative_error": info["relative_error"]}
+            vectors[rank] = (
+                enc.encode_documents(docs, show_progress_bar=False),
+                enc.encode_queries(
+                    queries, instruction=get_instruction("SciFact"), show_progress_bar=False
+                ),
+            )
+            report[f"r{rank or 'exact'}"] = {
+                "rank": info["rank"],
+                "bytes": info["bytes"],
+                "relative_error": info["relative_error"],
+            }
             del enc
         for rank, (d, q) in vectors.items():
             if rank is None:
                 continue
-            cd, cq = (d * vectors[None][0]).sum(1), (q * vectors[None][1]).sum(1)  # vectors are L2-normalized
-            report[f"r{rank}"].update({"docs_cosine_min": float(cd.min()), "docs_cosine_mean": float(cd.mean()),
-                                       "queries_cosine_min": float(cq.min()), "queries_cosine_mean": float(cq.mean())})
+            cd, cq = (
+                (d * vectors[None][0]).sum(1),
+                (q * vectors[None][1]).sum(1),
+            )  # vectors are L2-normalized
+            report[f"r{rank}"].update(
+                {
+                    "docs_cosine_min": float(cd.min()),
+                    "docs_cosine_mean": float(cd.mean()),
+                    "queries_cosine_min": float(cq.min()),
+                    "queries_cosine_mean": float(cq.mean()),
+                }
+            )
     print(json.dumps(report, indent=2))
     return 0
 

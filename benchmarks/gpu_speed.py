@@ -29,7 +29,11 @@ def _docs(data_dir: Path) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2-135m-instruct,gemma3-270m")
-    p.add_argument("--data-dir", default=None, help="shared data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="shared data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)",
+    )
     p.add_argument("--budgets", default="16384,65536", help="token budgets for our encoder")
     p.add_argument("--batch-sizes", default="32,128", help="batch sizes for the bare forward")
     p.add_argument("--max-length", type=int, default=512)
@@ -44,13 +48,16 @@ def main(argv=None) -> int:
     from llm2vec_retrieval.evaluation.data import default_data_dir
 
     if not torch.cuda.is_available():
-        p.error("no CUDA device: this benchmark measures GPU throughput (use benchmarks.speed on CPU)")
+        p.error(
+            "no CUDA device: this benchmark measures GPU throughput (use benchmarks.speed on CPU)"
+        )
     docs = _docs(Path(args.data_dir) if args.data_dir else default_data_dir())
     runs: dict = {}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         for budget in [int(b) for b in args.budgets.split(",")]:
-            enc = LLM2Vec.from_pretrained(name, dtype=torch.bfloat16, doc_max_length=args.max_length,
-                                          max_batch_tokens=budget).to("cuda")
+            enc = LLM2Vec.from_pretrained(
+                name, dtype=torch.bfloat16, doc_max_length=args.max_length, max_batch_tokens=budget
+            ).to("cuda")
             n_tokens = sum(min(args.max_length, n) for n in enc.count_tokens(docs))
             enc.encode_documents(docs[:500], show_progress_bar=False)
             torch.cuda.synchronize()
@@ -59,12 +66,19 @@ def main(argv=None) -> int:
                 enc.encode_documents(docs, show_progress_bar=False)
                 torch.cuda.synchronize()
                 dt = time.perf_counter() - t
-                runs[f"ours_{name}_mbt{budget}_r{r}"] = {"s": round(dt, 2), "tok_s": round(n_tokens / dt),
-                                                         "doc_s": round(len(docs) / dt, 1)}
+                runs[f"ours_{name}_mbt{budget}_r{r}"] = {
+                    "s": round(dt, 2),
+                    "tok_s": round(n_tokens / dt),
+                    "doc_s": round(len(docs) / dt, 1),
+                }
             path = enc.source["model_path"]
             del enc
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+        model = (
+            AutoModel.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa")
+            .cuda()
+            .eval()
+        )
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         for bs in [int(b) for b in args.batch_sizes.split(",")]:
@@ -73,8 +87,13 @@ def main(argv=None) -> int:
                 t, n = time.perf_counter(), 0
                 with torch.inference_mode():
                     for i in range(0, len(docs), bs):
-                        batch = tok(docs[i:i + bs], padding=True, truncation=True, max_length=args.max_length,
-                                    return_tensors="pt").to("cuda")
+                        batch = tok(
+                            docs[i : i + bs],
+                            padding=True,
+                            truncation=True,
+                            max_length=args.max_length,
+                            return_tensors="pt",
+                        ).to("cuda")
                         hidden = model(**batch).last_hidden_state
                         mask = batch["attention_mask"].unsqueeze(-1)
                         (hidden * mask).sum(1) / mask.sum(1)
@@ -86,10 +105,19 @@ def main(argv=None) -> int:
     import transformers
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = {"kind": "gpu_speed", "command": "python -m benchmarks.gpu_speed " + " ".join(argv or []),
-           "machine": {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                       "transformers": transformers.__version__},
-           "docs": len(docs), "max_length": args.max_length, "dtype": "bfloat16", "runs": runs}
+    out = {
+        "kind": "gpu_speed",
+        "command": "python -m benchmarks.gpu_speed " + " ".join(argv or []),
+        "machine": {
+            "gpu": torch.cuda.get_device_name(0),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "docs": len(docs),
+        "max_length": args.max_length,
+        "dtype": "bfloat16",
+        "runs": runs,
+    }
     path = Path(args.results_dir) / f"gpu_speed_{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

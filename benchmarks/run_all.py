@@ -33,21 +33,43 @@ RESULTS_DIR = BENCH / "results"
 STEPS = ("quality", "speed", "index", "server")
 
 QUICK = {
-    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional,official", "--tasks", "scifact,stsb",
-                "--max-queries", "100", "--max-docs", "300", "--max-pairs", "300", "--dtype", "bfloat16"],
+    "quality": [
+        "--models",
+        "bm25,minilm,ours,ours-causal,ours-bidirectional,official",
+        "--tasks",
+        "scifact,stsb",
+        "--max-queries",
+        "100",
+        "--max-docs",
+        "300",
+        "--max-pairs",
+        "300",
+        "--dtype",
+        "bfloat16",
+    ],
     "speed": [],
     "index": ["--n", "20000", "--queries", "500"],
     "server": ["--duration", "10"],
 }
 FULL = {
-    "quality": ["--models", "bm25,minilm,ours,ours-causal,ours-bidirectional,official", "--tasks", "scifact,stsb",
-                "--dtype", "bfloat16"],
+    "quality": [
+        "--models",
+        "bm25,minilm,ours,ours-causal,ours-bidirectional,official",
+        "--tasks",
+        "scifact,stsb",
+        "--dtype",
+        "bfloat16",
+    ],
     "speed": ["--n-docs", "128"],
     "index": [],
     "server": ["--duration", "30"],
 }
-MODULES = {"quality": "benchmarks.quality", "speed": "benchmarks.speed", "index": "benchmarks.bench_index",
-           "server": "benchmarks.bench_server"}
+MODULES = {
+    "quality": "benchmarks.quality",
+    "speed": "benchmarks.speed",
+    "index": "benchmarks.bench_index",
+    "server": "benchmarks.bench_server",
+}
 
 
 def commands(args) -> list[tuple[str, list[str]]]:
@@ -55,7 +77,9 @@ def commands(args) -> list[tuple[str, list[str]]]:
     skip = {s.strip() for s in (args.skip or "").split(",") if s.strip()}
     bad = skip - set(STEPS)
     if bad:
-        raise SystemExit(f"unknown step(s) to skip: {', '.join(sorted(bad))}; valid: {', '.join(STEPS)}")
+        raise SystemExit(
+            f"unknown step(s) to skip: {', '.join(sorted(bad))}; valid: {', '.join(STEPS)}"
+        )
     out = []
     for step in STEPS:
         if step in skip:
@@ -75,13 +99,29 @@ def commands(args) -> list[tuple[str, list[str]]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=(__doc__ or "").split("\n")[0],
-                                epilog=(__doc__ or "").split("\n\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--full", action="store_true", help="full data sets (takes hours on a small CPU)")
-    p.add_argument("--skip", default="", help=f"comma-separated steps to skip, from {', '.join(STEPS)}")
-    p.add_argument("--official-venv", default=None, help="venv with llm2vec 0.2.3 for the speed and quality benchmarks")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for quality and speed (default: all cores)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run_all",
+        description=(__doc__ or "").split("\n")[0],
+        epilog=(__doc__ or "").split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--full", action="store_true", help="full data sets (takes hours on a small CPU)"
+    )
+    p.add_argument(
+        "--skip", default="", help=f"comma-separated steps to skip, from {', '.join(STEPS)}"
+    )
+    p.add_argument(
+        "--official-venv",
+        default=None,
+        help="venv with llm2vec 0.2.3 for the speed and quality benchmarks",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for quality and speed (default: all cores)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
 
@@ -100,15 +140,21 @@ def main(argv=None) -> int:
         print(f"=== [{step}] exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
     if args.dry_run:
         return 0
-    new = sorted({f.name for f in RESULTS_DIR.glob("*.json")} - before) if RESULTS_DIR.exists() else []
+    new = (
+        sorted({f.name for f in RESULTS_DIR.glob("*.json")} - before)
+        if RESULTS_DIR.exists()
+        else []
+    )
     print(f"\n=== done in {(time.perf_counter() - t_all) / 60:.1f} min")
     for step, rc, secs in status:
         print(f"  {step:<8} {'ok' if rc == 0 else f'FAILED (exit {rc})'}  {secs:.0f} s")
     print("new result files:" if new else "no new result files")
     for name in new:
         print(f"  {(RESULTS_DIR / name).relative_to(PROJECT_ROOT)}")
-    print(f"report: {(BENCH / 'RESULTS.md').relative_to(PROJECT_ROOT)}, plots: "
-          f"{(RESULTS_DIR / 'plots').relative_to(PROJECT_ROOT)}/")
+    print(
+        f"report: {(BENCH / 'RESULTS.md').relative_to(PROJECT_ROOT)}, plots: "
+        f"{(RESULTS_DIR / 'plots').relative_to(PROJECT_ROOT)}/"
+    )
     return 0 if all(rc == 0 for _, rc, _ in status) else 1
 
 

@@ -25,16 +25,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.simcse_lr_sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--mntp-adapter", required=True, help="MNTP adapter folder (e.g. a train_evidence work dir's mntp)")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="the base the MNTP adapter was trained on")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.simcse_lr_sweep", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--mntp-adapter",
+        required=True,
+        help="MNTP adapter folder (e.g. a train_evidence work dir's mntp)",
+    )
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", help="the base the MNTP adapter was trained on"
+    )
     p.add_argument("--lrs", default="1e-3,3e-3,1e-2", help="comma-separated SimCSE learning rates")
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--seed", type=int, default=42, help="SimCSE seed (data order, dropout, LoRA init)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                   help="bf16 autocast while training (as the train_evidence CPU recipe)")
+    p.add_argument(
+        "--seed", type=int, default=42, help="SimCSE seed (data order, dropout, LoRA init)"
+    )
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bf16 autocast while training (as the train_evidence CPU recipe)",
+    )
     p.add_argument("--sts-pairs", type=int, default=0, help="first N STS-B dev pairs (0: all)")
-    p.add_argument("--work-dir", default=None, help="where the SimCSE adapters go (default: benchmarks/.cache/lr_sweep)")
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="where the SimCSE adapters go (default: benchmarks/.cache/lr_sweep)",
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -53,14 +71,28 @@ def main(argv=None) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     sts = load_sts(data_dir / "stsb", split="dev")
     n = args.sts_pairs or len(sts)
-    sts = StsData(sts.name, sts.split, sts.sentences1[:n], sts.sentences2[:n], sts.scores[:n], sts.checksum)
+    sts = StsData(
+        sts.name, sts.split, sts.sentences1[:n], sts.sentences2[:n], sts.scores[:n], sts.checksum
+    )
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    work = Path(args.work_dir) if args.work_dir else ROOT / "benchmarks" / ".cache" / "lr_sweep" / stamp
+    work = (
+        Path(args.work_dir)
+        if args.work_dir
+        else ROOT / "benchmarks" / ".cache" / "lr_sweep" / stamp
+    )
     out = Path(args.results_dir) / f"simcse_lr_sweep_{stamp}.json"
-    report: dict = {"benchmark": "simcse_lr_sweep", "command": "python -m benchmarks.simcse_lr_sweep " + " ".join(
-        sys.argv[1:] if argv is None else argv), "model": args.model, "mntp_adapter": str(args.mntp_adapter),
-        "sts": {"split": "dev", "pairs": len(sts)}, "steps": args.steps, "seed": args.seed, "bf16": args.bf16,
-        "rows": []}
+    report: dict = {
+        "benchmark": "simcse_lr_sweep",
+        "command": "python -m benchmarks.simcse_lr_sweep "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "model": args.model,
+        "mntp_adapter": str(args.mntp_adapter),
+        "sts": {"split": "dev", "pairs": len(sts)},
+        "steps": args.steps,
+        "seed": args.seed,
+        "bf16": args.bf16,
+        "rows": [],
+    }
 
     def score(label: str, encoder, **extra) -> None:
         spearman = evaluate_sts(encoder, sts, instruction=STS_INSTRUCTION)["metrics"]["spearman"]
@@ -74,10 +106,20 @@ def main(argv=None) -> int:
     score("bidirectional", load_encoder(args.model, [], dtype=dtype))
     score("mntp", load_encoder(args.model, [str(args.mntp_adapter)], dtype=dtype))
     for lr in lrs:
-        cfg = SimCSEConfig(model=args.model, data=[str(data_dir / "english-sentences" / "all_sentences.txt")],
-                           output=str(work / f"simcse_lr{lr:g}"), init_adapter=[str(args.mntp_adapter)],
-                           max_steps=args.steps, batch_size=32, max_length=48, lr=lr, warmup_steps=4, seed=args.seed,
-                           bf16=args.bf16, progress=True)
+        cfg = SimCSEConfig(
+            model=args.model,
+            data=[str(data_dir / "english-sentences" / "all_sentences.txt")],
+            output=str(work / f"simcse_lr{lr:g}"),
+            init_adapter=[str(args.mntp_adapter)],
+            max_steps=args.steps,
+            batch_size=32,
+            max_length=48,
+            lr=lr,
+            warmup_steps=4,
+            seed=args.seed,
+            bf16=args.bf16,
+            progress=True,
+        )
         t0 = time.perf_counter()
         train(cfg)
         train_s = round(time.perf_counter() - t0, 1)

@@ -131,8 +131,13 @@ def matmul_shapes(config: dict, tokens: int = 4096, square: int = 2048) -> list[
     """(m, k, n) shapes for the peak: one square matmul and the model's linear layers on `tokens` rows."""
     d, heads, kv, head_dim, inter = _dims(config)
     shapes = [[square, square, square]] if square else []
-    shapes += [[tokens, d, heads * head_dim], [tokens, d, kv * head_dim], [tokens, heads * head_dim, d],
-               [tokens, d, inter], [tokens, inter, d]]
+    shapes += [
+        [tokens, d, heads * head_dim],
+        [tokens, d, kv * head_dim],
+        [tokens, heads * head_dim, d],
+        [tokens, d, inter],
+        [tokens, inter, d],
+    ]
     seen, out = set(), []
     for s in shapes:
         if tuple(s) not in seen:
@@ -159,8 +164,12 @@ def load_documents(corpus: Path, n: int | None) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
-def prepare_texts(tokenizer, texts: Sequence[str], doc_max_length: int = DOC_MAX_LENGTH,
-                  max_length: int = MAX_LENGTH) -> tuple[list[str], list[int], int]:
+def prepare_texts(
+    tokenizer,
+    texts: Sequence[str],
+    doc_max_length: int = DOC_MAX_LENGTH,
+    max_length: int = MAX_LENGTH,
+) -> tuple[list[str], list[int], int]:
     """Cut each text to `doc_max_length` tokens (at a token boundary, as our encoder does) and count
     its tokens with special tokens (capped at `max_length`). Returns (texts, counts, number cut)."""
     out = list(texts)
@@ -170,7 +179,9 @@ def prepare_texts(tokenizer, texts: Sequence[str], doc_max_length: int = DOC_MAX
         if len(ids) > doc_max_length:
             out[i] = out[i][: raw["offset_mapping"][i][doc_max_length - 1][1]]
             cut += 1
-    counts = [min(len(ids), max_length) for ids in tokenizer(out, add_special_tokens=True)["input_ids"]]
+    counts = [
+        min(len(ids), max_length) for ids in tokenizer(out, add_special_tokens=True)["input_ids"]
+    ]
     return out, counts, cut
 
 
@@ -182,17 +193,34 @@ class WorkerError(RuntimeError):
 class Worker:
     """A persistent worker subprocess speaking JSON lines (see _workers/protocol.py)."""
 
-    def __init__(self, name: str, python: str, script: Path, args: list[str], env: dict, log_dir: Path,
-                 ready_timeout: float = 1800.0):
+    def __init__(
+        self,
+        name: str,
+        python: str,
+        script: Path,
+        args: list[str],
+        env: dict,
+        log_dir: Path,
+        ready_timeout: float = 1800.0,
+    ):
         self.name = name
         self.log_path = log_dir / f"{name.replace('/', '_')}.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([python, str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, text=True, env=env, cwd=str(PROJECT_ROOT))
+        self.proc = subprocess.Popen(
+            [python, str(script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+            cwd=str(PROJECT_ROOT),
+        )
         self.ready = self._read(timeout=ready_timeout)
         if not self.ready.get("ok"):
             self.close()
-            raise WorkerError(f"{name}: {self.ready.get('error')}\n{self.ready.get('traceback', '')}{self.log_tail()}")
+            raise WorkerError(
+                f"{name}: {self.ready.get('error')}\n{self.ready.get('traceback', '')}{self.log_tail()}"
+            )
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -215,7 +243,9 @@ class Worker:
             raise WorkerError(f"{self.name}: no answer within {timeout:.0f} s{self.log_tail()}")
         line = result.get("line") or ""
         if not line:
-            raise WorkerError(f"{self.name}: worker exited (code {self.proc.poll()}){self.log_tail()}")
+            raise WorkerError(
+                f"{self.name}: worker exited (code {self.proc.poll()}){self.log_tail()}"
+            )
         return json.loads(line)
 
     def request(self, obj: dict, sample_memory: bool = False, timeout: float | None = None) -> dict:
@@ -271,12 +301,20 @@ class Worker:
 
 def worker_env(threads: int, extra_pythonpath: list[str] | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update({
-        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "PYTHONWARNINGS": "ignore",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if extra_pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(extra_pythonpath)
     return env
@@ -297,7 +335,9 @@ def official_venv_ok(venv: Path) -> bool:
     py = _venv_python(venv)
     if not py.exists():
         return False
-    r = subprocess.run([str(py), "-c", "import llm2vec, transformers, torch"], capture_output=True, text=True)
+    r = subprocess.run(
+        [str(py), "-c", "import llm2vec, transformers, torch"], capture_output=True, text=True
+    )
     return r.returncode == 0
 
 
@@ -306,17 +346,38 @@ def ensure_official_venv(venv: Path, install: bool = True, torch_spec: str | Non
     if official_venv_ok(venv):
         return _venv_python(venv)
     if not install:
-        raise FileNotFoundError(f"official llm2vec venv not found at {venv} (run without --no-install to create it)")
+        raise FileNotFoundError(
+            f"official llm2vec venv not found at {venv} (run without --no-install to create it)"
+        )
     if torch_spec is None:
         torch_spec = f"torch=={_md.version('torch').split('+')[0]}"
-    print(f"creating the official llm2vec venv at {venv} ({torch_spec}, {' '.join(OFFICIAL_PACKAGES)}) ...",
-          flush=True)
+    print(
+        f"creating the official llm2vec venv at {venv} ({torch_spec}, {' '.join(OFFICIAL_PACKAGES)}) ...",
+        flush=True,
+    )
     venv.parent.mkdir(parents=True, exist_ok=True)
     base = getattr(sys, "_base_executable", None) or sys.executable
-    steps = [[base, "-m", "venv", str(venv)],
-             [str(_venv_python(venv)), "-m", "pip", "install", "-q", "--disable-pip-version-check", torch_spec],
-             [str(_venv_python(venv)), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              *OFFICIAL_PACKAGES]]
+    steps = [
+        [base, "-m", "venv", str(venv)],
+        [
+            str(_venv_python(venv)),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            torch_spec,
+        ],
+        [
+            str(_venv_python(venv)),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            *OFFICIAL_PACKAGES,
+        ],
+    ]
     for cmd in steps:
         print("  $ " + shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True)
@@ -351,9 +412,16 @@ def machine_info() -> dict:
     try:
         with open("/proc/cpuinfo") as f:
             cpuinfo = f.read()
-        models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")]
+        models = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.splitlines()
+            if ln.startswith("model name")
+        ]
         info["cpu_model"] = models[0] if models else None
-        flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+        flags = next(
+            (ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")),
+            [],
+        )
         info["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
     except OSError:
         info["cpu_model"] = platform.processor() or None
@@ -370,8 +438,17 @@ def machine_info() -> dict:
         pass
     if hasattr(os, "getloadavg"):
         info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    for dist in ("torch", "transformers", "sentence-transformers", "numpy", "faiss-cpu", "langchain-core",
-                 "langchain-community", "langchain-huggingface", "llm2vec"):
+    for dist in (
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "numpy",
+        "faiss-cpu",
+        "langchain-core",
+        "langchain-community",
+        "langchain-huggingface",
+        "llm2vec",
+    ):
         info[dist] = _version(dist)
     return info
 
@@ -387,34 +464,111 @@ def _split(value: str, valid: Sequence[str], what: str) -> list[str]:
 
 def parse_args(argv=None):
     doc = __doc__ or ""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=doc.split("\n")[0],
-                                epilog=doc.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated, from {', '.join(IMPLS)}")
-    p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated (default float32,bfloat16)")
-    p.add_argument("--model", default=None, help=f"checkpoint folder (default: the cached {REFERENCE_MODEL} base)")
-    p.add_argument("--n-docs", type=int, default=DEFAULT_N_DOCS, help=f"first N SciFact documents (default {DEFAULT_N_DOCS})")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed",
+        description=doc.split("\n")[0],
+        epilog=doc.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--impls", default=",".join(IMPLS), help=f"comma-separated, from {', '.join(IMPLS)}"
+    )
+    p.add_argument(
+        "--dtypes", default="float32,bfloat16", help="comma-separated (default float32,bfloat16)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"checkpoint folder (default: the cached {REFERENCE_MODEL} base)",
+    )
+    p.add_argument(
+        "--n-docs",
+        type=int,
+        default=DEFAULT_N_DOCS,
+        help=f"first N SciFact documents (default {DEFAULT_N_DOCS})",
+    )
     p.add_argument("--full", action="store_true", help="the whole corpus")
-    p.add_argument("--corpus", default=None, help="a BEIR corpus.jsonl (default: <data dir>/scifact/corpus.jsonl)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: all cores)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per implementation (default 3)")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per batch for every implementation (default 32)")
-    p.add_argument("--max-batch-tokens", type=int, default=None,
-                   help="our encoder's token budget per forward pass (default: the encoder's, 4096)")
-    p.add_argument("--warmup-docs", type=int, default=4, help="documents encoded once before timing (default 4)")
-    p.add_argument("--pause", type=float, default=0.5, help="seconds between measurements (default 0.5)")
-    p.add_argument("--official-venv", default=None,
-                   help=f"venv with llm2vec 0.2.3 (default ${OFFICIAL_VENV_ENV} or {DEFAULT_OFFICIAL_VENV.relative_to(PROJECT_ROOT)})")
-    p.add_argument("--no-install", action="store_true", help="skip `official` if its venv is missing instead of creating it")
-    p.add_argument("--official-torch", default=None, help="torch requirement for a new official venv (default: torch==<ours>)")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="a BEIR corpus.jsonl (default: <data dir>/scifact/corpus.jsonl)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in every worker (default: all cores)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats per implementation (default 3)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="rows per batch for every implementation (default 32)",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="our encoder's token budget per forward pass (default: the encoder's, 4096)",
+    )
+    p.add_argument(
+        "--warmup-docs",
+        type=int,
+        default=4,
+        help="documents encoded once before timing (default 4)",
+    )
+    p.add_argument(
+        "--pause", type=float, default=0.5, help="seconds between measurements (default 0.5)"
+    )
+    p.add_argument(
+        "--official-venv",
+        default=None,
+        help=f"venv with llm2vec 0.2.3 (default ${OFFICIAL_VENV_ENV} or {DEFAULT_OFFICIAL_VENV.relative_to(PROJECT_ROOT)})",
+    )
+    p.add_argument(
+        "--no-install",
+        action="store_true",
+        help="skip `official` if its venv is missing instead of creating it",
+    )
+    p.add_argument(
+        "--official-torch",
+        default=None,
+        help="torch requirement for a new official venv (default: torch==<ours>)",
+    )
     p.add_argument("--no-roofline", action="store_true", help="skip the matmul peak measurement")
-    p.add_argument("--peak-square", type=int, default=2048, help="square matmul size for the peak (0: none)")
-    p.add_argument("--peak-tokens", type=int, default=4096, help="rows of the model-shaped matmuls for the peak")
-    p.add_argument("--index-impls", default=",".join(INDEX_IMPLS),
-                   help=f"index build: comma-separated from {', '.join(INDEX_IMPLS)}; '' to skip")
-    p.add_argument("--index-dtype", default="float32", help="dtype of the index-build runs (default float32)")
-    p.add_argument("--output", default=None, help="JSON path (default benchmarks/results/speed_<timestamp>.json)")
-    p.add_argument("--keep-logs", action="store_true", help="keep the workers' logs (their folder is printed)")
+    p.add_argument(
+        "--peak-square", type=int, default=2048, help="square matmul size for the peak (0: none)"
+    )
+    p.add_argument(
+        "--peak-tokens",
+        type=int,
+        default=4096,
+        help="rows of the model-shaped matmuls for the peak",
+    )
+    p.add_argument(
+        "--index-impls",
+        default=",".join(INDEX_IMPLS),
+        help=f"index build: comma-separated from {', '.join(INDEX_IMPLS)}; '' to skip",
+    )
+    p.add_argument(
+        "--index-dtype", default="float32", help="dtype of the index-build runs (default float32)"
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="JSON path (default benchmarks/results/speed_<timestamp>.json)",
+    )
+    p.add_argument(
+        "--keep-logs", action="store_true", help="keep the workers' logs (their folder is printed)"
+    )
     args = p.parse_args(argv)
     try:
         args.impls = _split(args.impls, IMPLS, "implementation")
@@ -435,8 +589,15 @@ def _fmt(x, spec):
     return format(x, spec) if isinstance(x, (int, float)) else "-"
 
 
-def run_group(specs: list[tuple[str, str, Path, list[str], dict]], args, texts, log_dir: Path, op: str,
-              want_vectors: bool = False, setup=None) -> dict:
+def run_group(
+    specs: list[tuple[str, str, Path, list[str], dict]],
+    args,
+    texts,
+    log_dir: Path,
+    op: str,
+    want_vectors: bool = False,
+    setup=None,
+) -> dict:
     """Start one worker per spec, warm each up, then run `args.repeats` interleaved timed `op` requests.
 
     `setup(name, worker, row)`, if given, runs once per loaded worker after its warm-up (untimed).
@@ -453,15 +614,28 @@ def run_group(specs: list[tuple[str, str, Path, list[str], dict]], args, texts, 
                 rows[name] = {"status": "error", "error": str(e)[-4000:]}
                 continue
             workers[name] = w
-            rows[name] = {"status": "ok", "load_s": w.ready["load_s"], "info": w.ready.get("info", {}),
-                          "memory": {"rss_after_load_mb": w.ready.get("rss_mb"),
-                                     "maxrss_after_load_mb": w.ready.get("maxrss_mb")},
-                          "repeats_s": [], "order": []}
+            rows[name] = {
+                "status": "ok",
+                "load_s": w.ready["load_s"],
+                "info": w.ready.get("info", {}),
+                "memory": {
+                    "rss_after_load_mb": w.ready.get("rss_mb"),
+                    "maxrss_after_load_mb": w.ready.get("maxrss_mb"),
+                },
+                "repeats_s": [],
+                "order": [],
+            }
             try:
                 st = w.request({"op": "set_texts", "texts": texts})
                 if "tokens_seen" in st:
                     rows[name]["tokens_seen"] = st["tokens_seen"]
-                warm = w.request({"op": op, "limit": min(args.warmup_docs, len(texts)), "batch_size": args.batch_size})
+                warm = w.request(
+                    {
+                        "op": op,
+                        "limit": min(args.warmup_docs, len(texts)),
+                        "batch_size": args.batch_size,
+                    }
+                )
                 rows[name]["warmup_s"] = warm["seconds"]
                 if setup is not None:
                     setup(name, w, rows[name])
@@ -470,7 +644,7 @@ def run_group(specs: list[tuple[str, str, Path, list[str], dict]], args, texts, 
                 workers.pop(name).close()
         names = list(workers)
         for rep in range(args.repeats):
-            order = names[rep % len(names):] + names[: rep % len(names)] if names else []
+            order = names[rep % len(names) :] + names[: rep % len(names)] if names else []
             for pos, name in enumerate(order):
                 if rows[name]["status"] != "ok":
                     continue
@@ -493,9 +667,13 @@ def run_group(specs: list[tuple[str, str, Path, list[str], dict]], args, texts, 
                 mem = rows[name]["memory"]
                 mem["maxrss_after_encode_mb"] = r.get("maxrss_after_mb")
                 if r.get("rss_sampled_peak_mb") is not None:
-                    delta = r["rss_sampled_peak_mb"] - (r.get("rss_before_mb") or r["rss_sampled_start_mb"])
+                    delta = r["rss_sampled_peak_mb"] - (
+                        r.get("rss_before_mb") or r["rss_sampled_start_mb"]
+                    )
                     mem["encode_rss_delta_mb"] = max(mem.get("encode_rss_delta_mb", 0.0), delta)
-                    mem["rss_sampled_peak_mb"] = max(mem.get("rss_sampled_peak_mb", 0.0), r["rss_sampled_peak_mb"])
+                    mem["rss_sampled_peak_mb"] = max(
+                        mem.get("rss_sampled_peak_mb", 0.0), r["rss_sampled_peak_mb"]
+                    )
                 print(f"  rep {rep + 1}/{args.repeats} {name}: {r['seconds']:.2f} s", flush=True)
     finally:
         for w in workers.values():
@@ -516,32 +694,56 @@ def main(argv=None) -> int:
     from llm2vec_retrieval import loading
     from llm2vec_retrieval.evaluation.data import default_data_dir
 
-    model_path = str(Path(args.model).resolve()) if args.model else loading.resolve_model_path(REFERENCE_MODEL)
+    model_path = (
+        str(Path(args.model).resolve())
+        if args.model
+        else loading.resolve_model_path(REFERENCE_MODEL)
+    )
     config = json.loads((Path(model_path) / "config.json").read_text())
-    corpus = Path(args.corpus) if args.corpus else Path(args.data_dir or default_data_dir()) / "scifact" / "corpus.jsonl"
+    corpus = (
+        Path(args.corpus)
+        if args.corpus
+        else Path(args.data_dir or default_data_dir()) / "scifact" / "corpus.jsonl"
+    )
     n_docs = None if args.full else args.n_docs
     doc_ids, raw_texts = load_documents(corpus, n_docs)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     texts, counts, n_cut = prepare_texts(tokenizer, raw_texts)
     flops = model_flops(config, counts)
     tokens = flops["tokens"]
-    print(f"model {model_path}\n{len(texts)} documents from {corpus}: {tokens} tokens "
-          f"(mean {tokens / max(len(texts), 1):.0f}, max {max(counts, default=0)}; {n_cut} cut to {DOC_MAX_LENGTH}); "
-          f"{flops['total'] / 1e9:.1f} GFLOP; {threads} threads", flush=True)
+    print(
+        f"model {model_path}\n{len(texts)} documents from {corpus}: {tokens} tokens "
+        f"(mean {tokens / max(len(texts), 1):.0f}, max {max(counts, default=0)}; {n_cut} cut to {DOC_MAX_LENGTH}); "
+        f"{flops['total'] / 1e9:.1f} GFLOP; {threads} threads",
+        flush=True,
+    )
 
     main_py = sys.executable
     main_env = worker_env(threads, [str(PROJECT_ROOT)])
     encode_script = WORKERS_DIR / "encode_worker.py"
     index_script = WORKERS_DIR / "index_worker.py"
-    common = ["--model", model_path, "--threads", str(threads), "--batch-size", str(args.batch_size)]
+    common = [
+        "--model",
+        model_path,
+        "--threads",
+        str(threads),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     if args.max_batch_tokens:
         common += ["--max-batch-tokens", str(args.max_batch_tokens)]
 
     official_python, official_error = None, None
     if "official" in args.impls:
-        venv = Path(args.official_venv or os.environ.get(OFFICIAL_VENV_ENV) or DEFAULT_OFFICIAL_VENV)
+        venv = Path(
+            args.official_venv or os.environ.get(OFFICIAL_VENV_ENV) or DEFAULT_OFFICIAL_VENV
+        )
         try:
-            official_python = str(ensure_official_venv(venv, install=not args.no_install, torch_spec=args.official_torch))
+            official_python = str(
+                ensure_official_venv(
+                    venv, install=not args.no_install, torch_spec=args.official_torch
+                )
+            )
         except Exception as e:  # noqa: BLE001 - record and go on without it
             official_error = f"{type(e).__name__}: {e}"
             print(f"official: skipped ({official_error})", flush=True)
@@ -557,13 +759,37 @@ def main(argv=None) -> int:
         for impl in args.impls:
             if impl == "official":
                 if official_python is None:
-                    results.append({"impl": impl, "dtype": dtype, "status": "skipped", "error": official_error})
+                    results.append(
+                        {"impl": impl, "dtype": dtype, "status": "skipped", "error": official_error}
+                    )
                     continue
-                specs.append((impl, official_python, encode_script, ["--impl", impl, "--dtype", dtype, *common],
-                              worker_env(threads)))
+                specs.append(
+                    (
+                        impl,
+                        official_python,
+                        encode_script,
+                        ["--impl", impl, "--dtype", dtype, *common],
+                        worker_env(threads),
+                    )
+                )
             else:
-                specs.append((impl, main_py, encode_script,
-                              ["--impl", impl, "--dtype", dtype, "--project-root", str(PROJECT_ROOT), *common], main_env))
+                specs.append(
+                    (
+                        impl,
+                        main_py,
+                        encode_script,
+                        [
+                            "--impl",
+                            impl,
+                            "--dtype",
+                            dtype,
+                            "--project-root",
+                            str(PROJECT_ROOT),
+                            *common,
+                        ],
+                        main_env,
+                    )
+                )
 
         def setup(name, worker, row, dtype=dtype):
             nonlocal token_check
@@ -574,9 +800,12 @@ def main(argv=None) -> int:
                 except WorkerError as e:
                     lengths, token_check = None, {"error": str(e)[-2000:]}
             if name == "ours" and token_check is None and lengths is not None:
-                token_check = {"ours_tokens": sum(lengths), "counted_tokens": sum(counts),
-                               "equal": lengths == list(counts),
-                               "n_different": sum(a != b for a, b in zip(lengths, counts, strict=False))}
+                token_check = {
+                    "ours_tokens": sum(lengths),
+                    "counted_tokens": sum(counts),
+                    "equal": lengths == list(counts),
+                    "n_different": sum(a != b for a, b in zip(lengths, counts, strict=False)),
+                }
             if not args.no_roofline and dtype not in roofline:  # in the first worker that loads
                 shapes = matmul_shapes(config, args.peak_tokens, args.peak_square)
                 try:
@@ -585,22 +814,49 @@ def main(argv=None) -> int:
                     roofline[dtype] = {"error": str(e)[-2000:], "measured_in": name}
                     return
                 peak = max(r["flops_per_s"] for r in rows_)
-                roofline[dtype] = {"peak_flops_per_s": peak, "measured_in": name, "rows": rows_,
-                                   "square_flops_per_s": rows_[0]["flops_per_s"] if args.peak_square else None}
-                print(f"  matmul peak {dtype} (in the {name} worker): {peak / 1e9:.1f} GFLOP/s", flush=True)
+                roofline[dtype] = {
+                    "peak_flops_per_s": peak,
+                    "measured_in": name,
+                    "rows": rows_,
+                    "square_flops_per_s": rows_[0]["flops_per_s"] if args.peak_square else None,
+                }
+                print(
+                    f"  matmul peak {dtype} (in the {name} worker): {peak / 1e9:.1f} GFLOP/s",
+                    flush=True,
+                )
 
         rows = run_group(specs, args, texts, log_dir, "encode", want_vectors=True, setup=setup)
         agreement[dtype] = _agreement(rows)
         for impl, row in rows.items():
             row.pop("_vectors", None)
-            results.append(_summarize(impl, dtype, row, len(texts), tokens, flops["total"], roofline.get(dtype)))
+            results.append(
+                _summarize(
+                    impl, dtype, row, len(texts), tokens, flops["total"], roofline.get(dtype)
+                )
+            )
     _ratios(results, "official", "ratio_vs_official")
 
     index_build = None
     if args.index_impls:
         print(f"\n== index build ({args.index_dtype}) ==", flush=True)
-        specs = [(impl, main_py, index_script, ["--impl", impl, "--dtype", args.index_dtype, "--project-root",
-                                                str(PROJECT_ROOT), *common], main_env) for impl in args.index_impls]
+        specs = [
+            (
+                impl,
+                main_py,
+                index_script,
+                [
+                    "--impl",
+                    impl,
+                    "--dtype",
+                    args.index_dtype,
+                    "--project-root",
+                    str(PROJECT_ROOT),
+                    *common,
+                ],
+                main_env,
+            )
+            for impl in args.index_impls
+        ]
         rows = run_group(specs, args, texts, log_dir, "build")
         index_rows = []
         for impl, row in rows.items():
@@ -613,12 +869,16 @@ def main(argv=None) -> int:
             index_rows.append(s)
         _ratios(index_rows, "langchain-hf-faiss", "speedup_vs_langchain", by_dtype=False)
         index_build = {
-            "dtype": args.index_dtype, "n_docs": len(texts), "results": index_rows,
-            "note": ("ours: bidirectional LLM2Vec, mean pooling over the text; langchain-hf-faiss: HuggingFaceEmbeddings "
-                     "on the same folder, i.e. sentence-transformers' own wrapping (causal attention, mean pooling; "
-                     "sentence-transformers >= 6 also applies the model's chat template, so it processes "
-                     "tokens_seen_by_model tokens, not the documents' token count). Bidirectional attention is not "
-                     "needed for this timing: it costs the same FLOPs."),
+            "dtype": args.index_dtype,
+            "n_docs": len(texts),
+            "results": index_rows,
+            "note": (
+                "ours: bidirectional LLM2Vec, mean pooling over the text; langchain-hf-faiss: HuggingFaceEmbeddings "
+                "on the same folder, i.e. sentence-transformers' own wrapping (causal attention, mean pooling; "
+                "sentence-transformers >= 6 also applies the model's chat template, so it processes "
+                "tokens_seen_by_model tokens, not the documents' token count). Bidirectional attention is not "
+                "needed for this timing: it costs the same FLOPs."
+            ),
         }
 
     finished = _dt.datetime.now()
@@ -630,19 +890,37 @@ def main(argv=None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "wall_s": (finished - started).total_seconds(),
-        "command": shlex.join([Path(sys.executable).name, "-m", "benchmarks.speed",
-                               *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(
+            [
+                Path(sys.executable).name,
+                "-m",
+                "benchmarks.speed",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
         "cwd": os.getcwd(),
         "machine": machine,
         "options": {k: v for k, v in vars(args).items()},
-        "model": {"path": model_path, "name": config.get("_name_or_path"), "model_type": text_config(config).get("model_type"),
-                  "hidden_size": text_config(config).get("hidden_size"),
-                  "num_hidden_layers": text_config(config).get("num_hidden_layers"),
-                  "linear_params": flops["linear_params"]},
-        "data": {"corpus": str(corpus.resolve()), "n_docs": len(texts), "first_id": doc_ids[0] if doc_ids else None,
-                 "last_id": doc_ids[-1] if doc_ids else None, "tokens": tokens, "tokens_mean": tokens / max(len(texts), 1),
-                 "tokens_max": max(counts, default=0), "n_cut_to_doc_max_length": n_cut,
-                 "doc_max_length": DOC_MAX_LENGTH, "token_counts": "our tokenizer, special tokens included"},
+        "model": {
+            "path": model_path,
+            "name": config.get("_name_or_path"),
+            "model_type": text_config(config).get("model_type"),
+            "hidden_size": text_config(config).get("hidden_size"),
+            "num_hidden_layers": text_config(config).get("num_hidden_layers"),
+            "linear_params": flops["linear_params"],
+        },
+        "data": {
+            "corpus": str(corpus.resolve()),
+            "n_docs": len(texts),
+            "first_id": doc_ids[0] if doc_ids else None,
+            "last_id": doc_ids[-1] if doc_ids else None,
+            "tokens": tokens,
+            "tokens_mean": tokens / max(len(texts), 1),
+            "tokens_max": max(counts, default=0),
+            "n_cut_to_doc_max_length": n_cut,
+            "doc_max_length": DOC_MAX_LENGTH,
+            "token_counts": "our tokenizer, special tokens included",
+        },
         "flops": {k: v for k, v in flops.items()},
         "roofline": roofline,
         "results": results,
@@ -652,7 +930,11 @@ def main(argv=None) -> int:
         "index_build": index_build,
         "official_venv": {"python": official_python, "error": official_error},
     }
-    out = Path(args.output) if args.output else RESULTS_DIR / f"speed_{started.strftime('%Y%m%d-%H%M%S')}.json"
+    out = (
+        Path(args.output)
+        if args.output
+        else RESULTS_DIR / f"speed_{started.strftime('%Y%m%d-%H%M%S')}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_table(report)
@@ -664,7 +946,9 @@ def main(argv=None) -> int:
         shutil.rmtree(log_dir, ignore_errors=True)
     print(f"\nwrote {out}")
     failed = any(r["status"] == "error" for r in results)
-    bad_agreement = any(v.get("ok") is False for d, a in agreement.items() if d == "float32" for v in a.values())
+    bad_agreement = any(
+        v.get("ok") is False for d, a in agreement.items() if d == "float32" for v in a.values()
+    )
     return 1 if failed or bad_agreement else 0
 
 
@@ -682,8 +966,12 @@ def _agreement(rows: dict) -> dict:
             continue
         b = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         cos = (a * b).sum(axis=1)
-        out[impl] = {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()),
-                     "ok": bool(cos.min() > AGREEMENT_MIN_COS), "n": int(len(cos))}
+        out[impl] = {
+            "min_cos": float(cos.min()),
+            "mean_cos": float(cos.mean()),
+            "ok": bool(cos.min() > AGREEMENT_MIN_COS),
+            "n": int(len(cos)),
+        }
     return out
 
 
@@ -694,10 +982,20 @@ def _summarize(impl, dtype, row, n_docs, tokens, total_flops, roof) -> dict:
         s["error"] = row.get("error") or "no successful repeat"
         return s
     med = _median(row["repeats_s"])
-    s.update({"load_s": row.get("load_s"), "warmup_s": row.get("warmup_s"), "repeats_s": row["repeats_s"],
-              "order": row.get("order"), "median_s": med, "min_s": min(row["repeats_s"]),
-              "docs_per_s": n_docs / med, "tokens_per_s": tokens / med,
-              "memory": row.get("memory"), "info": row.get("info")})
+    s.update(
+        {
+            "load_s": row.get("load_s"),
+            "warmup_s": row.get("warmup_s"),
+            "repeats_s": row["repeats_s"],
+            "order": row.get("order"),
+            "median_s": med,
+            "min_s": min(row["repeats_s"]),
+            "docs_per_s": n_docs / med,
+            "tokens_per_s": tokens / med,
+            "memory": row.get("memory"),
+            "info": row.get("info"),
+        }
+    )
     if total_flops:
         s["achieved_flops_per_s"] = total_flops / med
         peak = (roof or {}).get("peak_flops_per_s")
@@ -709,7 +1007,11 @@ def _summarize(impl, dtype, row, n_docs, tokens, total_flops, roof) -> dict:
 
 
 def _ratios(rows: list[dict], baseline: str, key: str, by_dtype: bool = True) -> None:
-    base = {r["dtype"] if by_dtype else None: r["median_s"] for r in rows if r["impl"] == baseline and r.get("median_s")}
+    base = {
+        r["dtype"] if by_dtype else None: r["median_s"]
+        for r in rows
+        if r["impl"] == baseline and r.get("median_s")
+    }
     for r in rows:
         b = base.get(r["dtype"] if by_dtype else None)
         if r.get("median_s") and b:
@@ -717,30 +1019,42 @@ def _ratios(rows: list[dict], baseline: str, key: str, by_dtype: bool = True) ->
 
 
 def print_table(report: dict) -> None:
-    print("\n| impl | dtype | tokens/s | docs/s | vs official | roofline % | median s | repeats s | peak RSS MiB | encode ΔRSS MiB |")
+    print(
+        "\n| impl | dtype | tokens/s | docs/s | vs official | roofline % | median s | repeats s | peak RSS MiB | encode ΔRSS MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in report["results"]:
         if r.get("status") != "ok":
-            print(f"| {r['impl']} | {r['dtype']} | {r['status']}: {str(r.get('error', '')).splitlines()[0][:80] if r.get('error') else ''} |||||||")
+            print(
+                f"| {r['impl']} | {r['dtype']} | {r['status']}: {str(r.get('error', '')).splitlines()[0][:80] if r.get('error') else ''} |||||||"
+            )
             continue
         mem = r.get("memory") or {}
-        print(f"| {r['impl']} | {r['dtype']} | {r['tokens_per_s']:.0f} | {r['docs_per_s']:.2f} | "
-              f"{_fmt(r.get('ratio_vs_official'), '.2f')} | {_fmt(r.get('roofline_pct'), '.1f')} | {r['median_s']:.2f} | "
-              f"{', '.join(f'{x:.2f}' for x in r['repeats_s'])} | {_fmt(mem.get('maxrss_after_encode_mb'), '.0f')} | "
-              f"{_fmt(mem.get('encode_rss_delta_mb'), '.0f')} |")
+        print(
+            f"| {r['impl']} | {r['dtype']} | {r['tokens_per_s']:.0f} | {r['docs_per_s']:.2f} | "
+            f"{_fmt(r.get('ratio_vs_official'), '.2f')} | {_fmt(r.get('roofline_pct'), '.1f')} | {r['median_s']:.2f} | "
+            f"{', '.join(f'{x:.2f}' for x in r['repeats_s'])} | {_fmt(mem.get('maxrss_after_encode_mb'), '.0f')} | "
+            f"{_fmt(mem.get('encode_rss_delta_mb'), '.0f')} |"
+        )
     for dtype, agr in report.get("agreement", {}).items():
         for impl, a in agr.items():
-            print(f"agreement {dtype} ours vs {impl}: min cos {a['min_cos']:.6f}, mean {a['mean_cos']:.6f} "
-                  f"({'ok' if a['ok'] else 'BELOW ' + str(AGREEMENT_MIN_COS)})")
+            print(
+                f"agreement {dtype} ours vs {impl}: min cos {a['min_cos']:.6f}, mean {a['mean_cos']:.6f} "
+                f"({'ok' if a['ok'] else 'BELOW ' + str(AGREEMENT_MIN_COS)})"
+            )
     ib = report.get("index_build")
     if ib:
         print(f"\nindex build ({ib['dtype']}, {ib['n_docs']} docs):")
         for r in ib["results"]:
             if r.get("status") != "ok":
-                print(f"  {r['impl']}: {r['status']}: {str(r.get('error', '')).splitlines()[0][:100] if r.get('error') else ''}")
+                print(
+                    f"  {r['impl']}: {r['status']}: {str(r.get('error', '')).splitlines()[0][:100] if r.get('error') else ''}"
+                )
                 continue
-            print(f"  {r['impl']}: median {r['median_s']:.2f} s ({r['docs_per_s']:.2f} docs/s), "
-                  f"x{_fmt(r.get('speedup_vs_langchain'), '.2f')} vs langchain-hf-faiss")
+            print(
+                f"  {r['impl']}: median {r['median_s']:.2f} s ({r['docs_per_s']:.2f} docs/s), "
+                f"x{_fmt(r.get('speedup_vs_langchain'), '.2f')} vs langchain-hf-faiss"
+            )
 
 
 if __name__ == "__main__":

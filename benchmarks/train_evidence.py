@@ -54,56 +54,175 @@ ROOT = Path(__file__).resolve().parents[1]
 # 1000 x 512 (which would be ~90 epochs).
 RECIPES = {
     "cpu": {
-        "mntp": {"max_steps": 150, "batch_size": 4, "block_size": 128, "lr": 2e-4, "warmup_steps": 10},
-        "simcse": {"max_steps": 40, "batch_size": 32, "max_length": 48, "lr": 3e-3, "warmup_steps": 4},
-        "supervised": {"max_steps": 60, "batch_size": 32, "max_length": 64, "lr": 2e-4, "warmup_steps": 6},
+        "mntp": {
+            "max_steps": 150,
+            "batch_size": 4,
+            "block_size": 128,
+            "lr": 2e-4,
+            "warmup_steps": 10,
+        },
+        "simcse": {
+            "max_steps": 40,
+            "batch_size": 32,
+            "max_length": 48,
+            "lr": 3e-3,
+            "warmup_steps": 4,
+        },
+        "supervised": {
+            "max_steps": 60,
+            "batch_size": 32,
+            "max_length": 64,
+            "lr": 2e-4,
+            "warmup_steps": 6,
+        },
         "eval": {"scifact_queries": 50, "scifact_docs": 300, "sts_splits": "dev,test"},
     },
     "gpu": {
-        "mntp": {"max_steps": 1000, "batch_size": 32, "block_size": 512, "lr": 5e-5, "warmup_steps": 0},
-        "simcse": {"max_steps": 1000, "batch_size": 128, "max_length": 128, "lr": 3e-5, "warmup_steps": 0},
-        "supervised": {"max_steps": 180, "batch_size": 64, "max_length": 128, "lr": 2e-4, "warmup_steps": 18},
+        "mntp": {
+            "max_steps": 1000,
+            "batch_size": 32,
+            "block_size": 512,
+            "lr": 5e-5,
+            "warmup_steps": 0,
+        },
+        "simcse": {
+            "max_steps": 1000,
+            "batch_size": 128,
+            "max_length": 128,
+            "lr": 3e-5,
+            "warmup_steps": 0,
+        },
+        "supervised": {
+            "max_steps": 180,
+            "batch_size": 64,
+            "max_length": 128,
+            "lr": 2e-4,
+            "warmup_steps": 18,
+        },
         "eval": {"scifact_queries": 0, "scifact_docs": 0, "sts_splits": "dev,test"},
     },
 }
-STAGE_NAMES = ("causal", "bidirectional", "mntp", "mntp+simcse", "mntp+supervised", "mntp+simcse+supervised")
+STAGE_NAMES = (
+    "causal",
+    "bidirectional",
+    "mntp",
+    "mntp+simcse",
+    "mntp+supervised",
+    "mntp+simcse+supervised",
+)
 
 
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", choices=sorted(RECIPES), default="cpu")
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="untrained base to train (default: smollm2-135m-instruct, the model issue 4's evidence is for)")
-    p.add_argument("--data-dir", default=None, help="shared data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)")
-    p.add_argument("--train-file", default=None, help="MNTP/SimCSE sentences (default: english-sentences/all_sentences.txt)")
-    p.add_argument("--supervised-file", default=None,
-                   help="supervised triples (default: snli-triples-small/snli_dev_test_triples.tsv)")
-    p.add_argument("--work-dir", default=None, help="where the adapters and logs go (reuse it to resume)")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="untrained base to train (default: smollm2-135m-instruct, the model issue 4's evidence is for)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="shared data folder (default: $LLM2VEC_DATA_DIR or ../shared/data)",
+    )
+    p.add_argument(
+        "--train-file",
+        default=None,
+        help="MNTP/SimCSE sentences (default: english-sentences/all_sentences.txt)",
+    )
+    p.add_argument(
+        "--supervised-file",
+        default=None,
+        help="supervised triples (default: snli-triples-small/snli_dev_test_triples.tsv)",
+    )
+    p.add_argument(
+        "--work-dir", default=None, help="where the adapters and logs go (reuse it to resume)"
+    )
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
-    p.add_argument("--stages", default="causal,bidirectional,mntp,mntp+simcse",
-                   help=f"comma-separated, from: {', '.join(STAGE_NAMES)}")
-    p.add_argument("--smoke", action="store_true", help="3 steps per stage and tiny evaluations (plumbing check)")
-    p.add_argument("--full", action="store_true", help="all SciFact test queries over the whole corpus, STS-B dev and test")
-    for stage, keys in (("mntp", ("max_steps", "batch_size", "block_size", "lr", "warmup_steps")),
-                        ("simcse", ("max_steps", "batch_size", "max_length", "lr", "warmup_steps")),
-                        ("supervised", ("max_steps", "batch_size", "max_length", "lr", "warmup_steps"))):
+    p.add_argument(
+        "--stages",
+        default="causal,bidirectional,mntp,mntp+simcse",
+        help=f"comma-separated, from: {', '.join(STAGE_NAMES)}",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="3 steps per stage and tiny evaluations (plumbing check)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="all SciFact test queries over the whole corpus, STS-B dev and test",
+    )
+    for stage, keys in (
+        ("mntp", ("max_steps", "batch_size", "block_size", "lr", "warmup_steps")),
+        ("simcse", ("max_steps", "batch_size", "max_length", "lr", "warmup_steps")),
+        ("supervised", ("max_steps", "batch_size", "max_length", "lr", "warmup_steps")),
+    ):
         for key in keys:
             typ = float if key == "lr" else int
-            p.add_argument(f"--{stage}-{key.replace('_', '-')}", type=typ, default=None,
-                           help=f"{stage} {key} (default: the recipe's)")
-    p.add_argument("--mini-batch-size", type=int, default=0,
-                   help="contrastive texts per forward pass, length-sorted, with GradCache (0: whole batch)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                   help="bf16 autocast in training, bf16 weights in evaluation")
+            p.add_argument(
+                f"--{stage}-{key.replace('_', '-')}",
+                type=typ,
+                default=None,
+                help=f"{stage} {key} (default: the recipe's)",
+            )
+    p.add_argument(
+        "--mini-batch-size",
+        type=int,
+        default=0,
+        help="contrastive texts per forward pass, length-sorted, with GradCache (0: whole batch)",
+    )
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bf16 autocast in training, bf16 weights in evaluation",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--device", default=None, help="evaluation device (default: cuda if available, else cpu)")
-    p.add_argument("--sts-splits", default=None, help="STS-B splits to evaluate, e.g. dev,test (default: the recipe's)")
-    p.add_argument("--sts-max-pairs", type=int, default=0, help="evaluate on the first N pairs of each STS split (0: all)")
-    p.add_argument("--scifact-queries", type=int, default=None, help="SciFact test queries (0: all; -1: skip SciFact)")
-    p.add_argument("--scifact-docs", type=int, default=None, help="SciFact corpus subset size, judged docs kept (0: all)")
-    p.add_argument("--doc-max-length", type=int, default=256, help="token cap on SciFact documents at evaluation")
-    p.add_argument("--max-batch-tokens", type=int, default=None, help="evaluation token budget per forward pass")
-    p.add_argument("--combine-ranks", default="", help="fold the last trained chain into one adapter per rank, e.g. 16,32")
+    p.add_argument(
+        "--device", default=None, help="evaluation device (default: cuda if available, else cpu)"
+    )
+    p.add_argument(
+        "--sts-splits",
+        default=None,
+        help="STS-B splits to evaluate, e.g. dev,test (default: the recipe's)",
+    )
+    p.add_argument(
+        "--sts-max-pairs",
+        type=int,
+        default=0,
+        help="evaluate on the first N pairs of each STS split (0: all)",
+    )
+    p.add_argument(
+        "--scifact-queries",
+        type=int,
+        default=None,
+        help="SciFact test queries (0: all; -1: skip SciFact)",
+    )
+    p.add_argument(
+        "--scifact-docs",
+        type=int,
+        default=None,
+        help="SciFact corpus subset size, judged docs kept (0: all)",
+    )
+    p.add_argument(
+        "--doc-max-length",
+        type=int,
+        default=256,
+        help="token cap on SciFact documents at evaluation",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="evaluation token budget per forward pass",
+    )
+    p.add_argument(
+        "--combine-ranks",
+        default="",
+        help="fold the last trained chain into one adapter per rank, e.g. 16,32",
+    )
     p.add_argument("--save-steps", type=int, default=100)
     args = p.parse_args(argv)
     recipe = RECIPES[args.recipe]
@@ -121,7 +240,9 @@ def _parse(argv):
     if args.full:
         ev = RECIPES["gpu"]["eval"]
     args.sts_splits = args.sts_splits or ev["sts_splits"]
-    args.scifact_queries = ev["scifact_queries"] if args.scifact_queries is None else args.scifact_queries
+    args.scifact_queries = (
+        ev["scifact_queries"] if args.scifact_queries is None else args.scifact_queries
+    )
     args.scifact_docs = ev["scifact_docs"] if args.scifact_docs is None else args.scifact_docs
     if args.smoke:
         args.sts_max_pairs = args.sts_max_pairs or 100
@@ -141,7 +262,11 @@ def _curve(folder: Path) -> list[dict]:
     if not log.is_file():
         return []
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [{k: r[k] for k in ("step", "loss", "lr", "tokens_per_s", "elapsed_s") if k in r} for r in rows if "step" in r]
+    return [
+        {k: r[k] for k in ("step", "loss", "lr", "tokens_per_s", "elapsed_s") if k in r}
+        for r in rows
+        if "step" in r
+    ]
 
 
 def _environment() -> dict:
@@ -185,10 +310,21 @@ class Pipeline:
         self.torch = torch
         self.stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-        self.train_file = Path(args.train_file) if args.train_file else data_dir / "english-sentences" / "all_sentences.txt"
-        self.sup_file = (Path(args.supervised_file) if args.supervised_file
-                         else data_dir / "snli-triples-small" / "snli_dev_test_triples.tsv")
-        self.work = Path(args.work_dir) if args.work_dir else ROOT / "benchmarks" / ".cache" / "train_evidence" / self.stamp
+        self.train_file = (
+            Path(args.train_file)
+            if args.train_file
+            else data_dir / "english-sentences" / "all_sentences.txt"
+        )
+        self.sup_file = (
+            Path(args.supervised_file)
+            if args.supervised_file
+            else data_dir / "snli-triples-small" / "snli_dev_test_triples.tsv"
+        )
+        self.work = (
+            Path(args.work_dir)
+            if args.work_dir
+            else ROOT / "benchmarks" / ".cache" / "train_evidence" / self.stamp
+        )
         self.work.mkdir(parents=True, exist_ok=True)
         self.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.sts = {}
@@ -196,15 +332,27 @@ class Pipeline:
             data = load_sts(data_dir / "stsb", split=split)
             if args.sts_max_pairs:
                 n = args.sts_max_pairs
-                data = StsData(data.name, data.split, data.sentences1[:n], data.sentences2[:n], data.scores[:n], data.checksum)
+                data = StsData(
+                    data.name,
+                    data.split,
+                    data.sentences1[:n],
+                    data.sentences2[:n],
+                    data.scores[:n],
+                    data.checksum,
+                )
             self.sts[split] = data
         self.scifact = None
         if args.scifact_queries >= 0:
             data = load_beir(data_dir / "scifact", "test")
-            self.scifact = subset_corpus(subset_queries(data, args.scifact_queries or None), args.scifact_docs or None)
+            self.scifact = subset_corpus(
+                subset_queries(data, args.scifact_queries or None), args.scifact_docs or None
+            )
         model_label = args.model.replace("/", "_")
         suffix = "smoke_" if args.smoke else ""
-        self.results_path = Path(args.results_dir) / f"train_{suffix}{args.recipe}_{Path(model_label).name}_{self.stamp}.json"
+        self.results_path = (
+            Path(args.results_dir)
+            / f"train_{suffix}{args.recipe}_{Path(model_label).name}_{self.stamp}.json"
+        )
         self.results: dict = {"rows": {}, "timings_s": {}, "combined": {}}
         self.t_all = time.perf_counter()
 
@@ -217,9 +365,19 @@ class Pipeline:
         data = self.sup_file if stage == "supervised" else self.train_file
         name = f"{init[-1].name}+{stage}" if init else stage
         extra = {} if stage == "mntp" else {"mini_batch_size": a.mini_batch_size}
-        return cls(model=a.model, data=[str(data)], output=str(self.work / name), init_adapter=[str(p) for p in init],
-                   bf16=a.bf16, progress=True, save_steps=a.save_steps, num_threads=a.threads, seed=42,
-                   **a.stage_cfg[stage], **extra)
+        return cls(
+            model=a.model,
+            data=[str(data)],
+            output=str(self.work / name),
+            init_adapter=[str(p) for p in init],
+            bf16=a.bf16,
+            progress=True,
+            save_steps=a.save_steps,
+            num_threads=a.threads,
+            seed=42,
+            **a.stage_cfg[stage],
+            **extra,
+        )
 
     def chain(self, stages: list[str]) -> list[Path]:
         """Adapter folders of `stages` trained in order (each on the previous ones merged)."""
@@ -246,16 +404,22 @@ class Pipeline:
     def _load(self, adapters: list[Path], bidirectional: bool = True, base: str | None = None):
         from llm2vec_retrieval.training.modeling import load_encoder
 
-        kwargs = {"doc_max_length": self.args.doc_max_length,
-                  "dtype": self.torch.bfloat16 if self.args.bf16 else self.torch.float32}
+        kwargs = {
+            "doc_max_length": self.args.doc_max_length,
+            "dtype": self.torch.bfloat16 if self.args.bf16 else self.torch.float32,
+        }
         if self.args.max_batch_tokens:
             kwargs["max_batch_tokens"] = self.args.max_batch_tokens
         if not bidirectional:
             from llm2vec_retrieval import LLM2Vec
 
-            enc = LLM2Vec.from_pretrained(base if base is not None else self.args.model, enable_bidirectional=False, **kwargs)
+            enc = LLM2Vec.from_pretrained(
+                base if base is not None else self.args.model, enable_bidirectional=False, **kwargs
+            )
         else:
-            enc = load_encoder(base if base is not None else self.args.model, [str(p) for p in adapters], **kwargs)
+            enc = load_encoder(
+                base if base is not None else self.args.model, [str(p) for p in adapters], **kwargs
+            )
         return enc.to(self.device)
 
     def evaluate(self, name: str, encoder) -> dict:
@@ -268,8 +432,12 @@ class Pipeline:
             res = evaluate_sts(encoder, data, instruction=STS_INSTRUCTION)
             row[f"stsb_{split}_spearman"] = round(res["metrics"]["spearman"], 2)
         if self.scifact is not None:
-            res = evaluate_beir(encoder, self.scifact, query_instruction=get_instruction("SciFact"),
-                                metrics=("ndcg@10", "recall@100"))
+            res = evaluate_beir(
+                encoder,
+                self.scifact,
+                query_instruction=get_instruction("SciFact"),
+                metrics=("ndcg@10", "recall@100"),
+            )
             tag = "" if not self.scifact.subset else "_subset"
             row[f"scifact_ndcg@10{tag}"] = round(res["metrics"]["ndcg@10"], 4)
             row[f"scifact_recall@100{tag}"] = round(res["metrics"]["recall@100"], 4)
@@ -297,8 +465,14 @@ class Pipeline:
             "work_dir": str(self.work),
             "stage_configs": a.stage_cfg,
             "sts": {split: len(d) for split, d in self.sts.items()},
-            "scifact": None if self.scifact is None else {"split": "test", "queries": len(self.scifact.queries),
-                                                          "docs": len(self.scifact.corpus), **(self.scifact.subset or {})},
+            "scifact": None
+            if self.scifact is None
+            else {
+                "split": "test",
+                "queries": len(self.scifact.queries),
+                "docs": len(self.scifact.corpus),
+                **(self.scifact.subset or {}),
+            },
             "eval_dtype": "bfloat16" if a.bf16 else "float32",
             "eval_device": self.device,
             "doc_max_length": a.doc_max_length,
@@ -334,7 +508,13 @@ def main(argv=None) -> int:
 
         for rank in args.ranks:
             out = run.work / f"combined-r{rank}"
-            info = combine_adapters(last_chain, out, rank=rank, dtype="bfloat16" if args.bf16 else "float32", overwrite=True)
+            info = combine_adapters(
+                last_chain,
+                out,
+                rank=rank,
+                dtype="bfloat16" if args.bf16 else "float32",
+                overwrite=True,
+            )
             run.results["combined"][f"r{rank}"] = {"from": [p.name for p in last_chain], **info}
             run.evaluate(f"combined-r{rank}", run._load([out]))
     run.write()

@@ -22,7 +22,9 @@ def token_budget_batches(
     for index in order:
         # The first (longest) row of a batch sets its padded width.
         width = lengths[current[0]] if current else lengths[index]
-        if current and ((len(current) + 1) * width > max_batch_tokens or len(current) >= max_batch_size):
+        if current and (
+            (len(current) + 1) * width > max_batch_tokens or len(current) >= max_batch_size
+        ):
             batches.append(current)
             current = []
         current.append(index)

@@ -14,7 +14,16 @@ from __future__ import annotations
 import torch
 
 # Architectures checked by the test suite on tiny random configs.
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3")
+SUPPORTED_MODEL_TYPES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+)
 
 
 class UnsupportedModelError(ValueError):
@@ -35,7 +44,11 @@ def set_bidirectional(model, enabled: bool = True) -> None:
     for config in _configs(model):
         config.is_causal = not enabled
     for module in model.modules():
-        if module is not model and hasattr(module, "is_causal") and isinstance(module.is_causal, bool):
+        if (
+            module is not model
+            and hasattr(module, "is_causal")
+            and isinstance(module.is_causal, bool)
+        ):
             module.is_causal = not enabled
 
 
@@ -44,8 +57,14 @@ def is_bidirectional(model) -> bool:
     params = next(model.parameters())
     if params.device.type == "meta":
         return True  # offloaded weights: cannot probe cheaply, trust the flags
-    vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") else model.config.vocab_size
-    a = torch.tensor([[min(5, vocab - 1), min(6, vocab - 1), min(7, vocab - 1)]], device=params.device)
+    vocab = (
+        model.config.get_text_config().vocab_size
+        if hasattr(model.config, "get_text_config")
+        else model.config.vocab_size
+    )
+    a = torch.tensor(
+        [[min(5, vocab - 1), min(6, vocab - 1), min(7, vocab - 1)]], device=params.device
+    )
     b = a.clone()
     b[0, -1] = min(8, vocab - 1)
     mask = torch.ones_like(a)

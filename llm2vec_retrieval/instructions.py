@@ -33,8 +33,16 @@ RETRIEVAL_INSTRUCTIONS: dict[str, str] = {
 # Symmetric similarity tasks: both sides get the same instruction.
 STS_INSTRUCTION = "Retrieve semantically similar text:"
 STS_TASKS = (
-    "STS12", "STS13", "STS14", "STS15", "STS16", "STS17", "STS22",
-    "STSBenchmark", "SICK-R", "BIOSSES",
+    "STS12",
+    "STS13",
+    "STS14",
+    "STS15",
+    "STS16",
+    "STS17",
+    "STS22",
+    "STSBenchmark",
+    "SICK-R",
+    "BIOSSES",
 )
 
 INSTRUCTIONS: dict[str, str] = {
@@ -43,7 +51,9 @@ INSTRUCTIONS: dict[str, str] = {
 }
 
 # Used when a caller asks for a query encoding and names neither task nor instruction.
-DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
+DEFAULT_QUERY_INSTRUCTION = (
+    "Given a web search query, retrieve relevant passages that answer the query:"
+)
 
 _ALIASES = {name.lower().replace("-", "").replace("_", ""): name for name in INSTRUCTIONS}
 _ALIASES.update({"stsb": "STSBenchmark", "stsbenchmark": "STSBenchmark", "trec-covid": "TRECCOVID"})

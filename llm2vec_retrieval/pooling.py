@@ -43,4 +43,6 @@ def pool(
             candidates = torch.where(is_bos.any(dim=1, keepdim=True), is_bos, candidates)
         first = torch.where(candidates, positions, seq).amin(dim=1)
         return hidden[rows, first]
-    raise ValueError(f"Unknown pooling mode {mode!r}. Valid pooling modes are: {', '.join(POOLING_MODES)}")
+    raise ValueError(
+        f"Unknown pooling mode {mode!r}. Valid pooling modes are: {', '.join(POOLING_MODES)}"
+    )

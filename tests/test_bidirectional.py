@@ -38,7 +38,10 @@ def test_first_token_sees_later_tokens(tiny_checkpoint, arch, impl):
     assert not torch.allclose(first, first_changed)
     set_bidirectional(model, False)
     with torch.inference_mode():
-        assert torch.allclose(model(input_ids=ids).last_hidden_state[0, 0], model(input_ids=changed).last_hidden_state[0, 0])
+        assert torch.allclose(
+            model(input_ids=ids).last_hidden_state[0, 0],
+            model(input_ids=changed).last_hidden_state[0, 0],
+        )
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -55,9 +58,13 @@ def test_left_and_right_padding_match_unpadded(tiny_checkpoint, arch, impl):
     positions = torch.arange(ids.shape[1]).unsqueeze(0)
     with torch.inference_mode():
         alone = model(input_ids=ids).last_hidden_state[0]
-        right_out = model(input_ids=right, attention_mask=right_mask).last_hidden_state[0, : ids.shape[1]]
+        right_out = model(input_ids=right, attention_mask=right_mask).last_hidden_state[
+            0, : ids.shape[1]
+        ]
         left_pos = torch.cat([torch.zeros(1, n_pad, dtype=torch.long), positions], dim=1)
-        left_out = model(input_ids=left, attention_mask=left_mask, position_ids=left_pos).last_hidden_state[0, n_pad:]
+        left_out = model(
+            input_ids=left, attention_mask=left_mask, position_ids=left_pos
+        ).last_hidden_state[0, n_pad:]
     torch.testing.assert_close(right_out, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(left_out, alone, atol=1e-5, rtol=1e-5)
 

@@ -30,7 +30,10 @@ def test_default_model_loads_and_ranks(default_encoder):
     assert default_encoder.embedding_dim == 640
     assert default_encoder.source["inner_adapter"].endswith("adapters/gemma3-270m-llm2vec")
     docs = default_encoder.encode_documents(
-        ["Vaccines train the immune system to recognise a pathogen.", "Rivers flood after heavy rain."]
+        [
+            "Vaccines train the immune system to recognise a pathogen.",
+            "Rivers flood after heavy rain.",
+        ]
     )
     queries = default_encoder.encode_queries(["How do vaccines work?", "Why do rivers flood?"])
     scores = queries @ docs.T
@@ -41,8 +44,15 @@ def test_default_model_loads_and_ranks(default_encoder):
 def test_default_model_loads_offline_from_cache(default_encoder, tmp_path):
     """After the first load, a fresh process loads the cached model with the hub unreachable."""
     code = "from llm2vec_retrieval import LLM2Vec; e = LLM2Vec.from_pretrained(); print(e.embedding_dim)"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("640")
 
@@ -53,8 +63,11 @@ def test_shipped_adapter_is_what_the_default_loads(default_encoder):
     from llm2vec_retrieval.loading import shipped_adapter_dir
 
     texts = ["Vaccines train the immune system.", "Rivers flood after heavy rain."]
-    explicit = LLM2Vec.from_pretrained("gemma3-270m", peft_model_name_or_path=str(shipped_adapter_dir("gemma3-270m-llm2vec")),
-                                       merge_peft=True)
+    explicit = LLM2Vec.from_pretrained(
+        "gemma3-270m",
+        peft_model_name_or_path=str(shipped_adapter_dir("gemma3-270m-llm2vec")),
+        merge_peft=True,
+    )
     ours = default_encoder.encode_documents(texts)
     np.testing.assert_allclose(explicit.encode_documents(texts), ours, atol=1e-5)
     untrained = LLM2Vec.from_pretrained("gemma3-270m").encode_documents(texts)
@@ -69,7 +82,14 @@ def test_shipped_adapter_beats_the_untrained_base_on_sts_dev(default_encoder):
     from llm2vec_retrieval.evaluation.data import default_data_dir
 
     data = load_sts(default_data_dir() / "stsb", split="dev")
-    data = StsData(data.name, data.split, data.sentences1[:200], data.sentences2[:200], data.scores[:200], data.checksum)
+    data = StsData(
+        data.name,
+        data.split,
+        data.sentences1[:200],
+        data.sentences2[:200],
+        data.scores[:200],
+        data.checksum,
+    )
     trained = evaluate_sts(default_encoder, data)["metrics"]["spearman"]
     untrained = evaluate_sts(LLM2Vec.from_pretrained("gemma3-270m"), data)["metrics"]["spearman"]
     assert trained > 70 and trained > untrained + 10, (trained, untrained)
@@ -101,7 +121,14 @@ def test_demo_command_runs(tmp_path):
     """The main job: index docs/ with the default model and run its two searches."""
     from llm2vec_retrieval.cli import DEMO_SEARCHES
 
-    cmd = [sys.executable, "-m", "llm2vec_retrieval", "demo", "--index", str(tmp_path / "demo-index")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm2vec_retrieval",
+        "demo",
+        "--index",
+        str(tmp_path / "demo-index"),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-2000:]
     for query in DEMO_SEARCHES:

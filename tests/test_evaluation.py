@@ -108,7 +108,9 @@ def test_metrics_match_pytrec_eval(seed):
     pytrec_eval = pytest.importorskip("pytrec_eval")
     run, qrels = _random_case(seed)
     ours = per_query_metrics(run, qrels, ["ndcg@3", "ndcg@10", "recall@5", "recall@20", "mrr@10"])
-    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.3", "ndcg_cut.10", "recall.5", "recall.20"}).evaluate(run)
+    ref = pytrec_eval.RelevanceEvaluator(
+        qrels, {"ndcg_cut.3", "ndcg_cut.10", "recall.5", "recall.20"}
+    ).evaluate(run)
     # MRR@10 = recip_rank on the run cut to its top 10 (cut with the same tie rule).
     cut = {q: {d: s[d] for d in rank_documents(s, 10)} for q, s in run.items()}
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
@@ -161,8 +163,10 @@ def test_sts_on_toy_embedder(tmp_path):
     s1 = ["cat dog", "cat", "fish river", "sun moon", "bird"]
     s2 = ["cat dog", "cat sun", "river", "tree", "bird tree tree"]
     emb = ToyEmbedder()
-    cos = [float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-           for a, b in zip(emb.encode_queries(s1), emb.encode_queries(s2), strict=True)]
+    cos = [
+        float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        for a, b in zip(emb.encode_queries(s1), emb.encode_queries(s2), strict=True)
+    ]
     gold = 5 * np.array(cos) ** 3  # any increasing function of the cosine: Spearman = 100
     emb.calls.clear()
     res = evaluate_sts(emb, StsData("toy", "test", s1, s2, gold))
@@ -209,7 +213,9 @@ def test_load_beir(tmp_path):
 def test_evaluate_beir_toy(tmp_path):
     data = load_beir(write_beir(tmp_path / "toy"), "test")
     emb = ToyEmbedder()
-    res = evaluate_beir(emb, data, query_instruction="Q:", metrics=("ndcg@10", "recall@100", "mrr@10"))
+    res = evaluate_beir(
+        emb, data, query_instruction="Q:", metrics=("ndcg@10", "recall@100", "mrr@10")
+    )
     assert res["metrics"] == {"ndcg@10": 1.0, "recall@100": 1.0, "mrr@10": 1.0}
     assert res["n_docs"] == 5 and res["n_queries"] == 3
     assert ("query", "Q:", 3) in emb.calls and ("document", None, 5) in emb.calls
@@ -245,7 +251,12 @@ def test_subset_keeps_relevant_docs():
     assert sub.subset["n_docs_full"] == 100
     assert subset_corpus(data, 20, seed=3).corpus.keys() == sub.corpus.keys()  # reproducible
     assert subset_corpus(data, 20, seed=4).corpus.keys() != sub.corpus.keys()
-    assert set(subset_corpus(data, 2).corpus) == {"d5", "d77", "d42", "d99"}  # never drops judged docs
+    assert set(subset_corpus(data, 2).corpus) == {
+        "d5",
+        "d77",
+        "d42",
+        "d99",
+    }  # never drops judged docs
     assert subset_corpus(data, None) is data and subset_corpus(data, 1000) is data
     fewer = subset_corpus(subset_queries(data, 1), 10)
     assert list(fewer.queries) == ["q1"] and {"d5", "d77"} <= set(fewer.corpus)
@@ -316,8 +327,19 @@ def test_quality_cli_bm25_on_toy_data(tmp_path, capsys):
     write_beir(tmp_path / "data" / "scifact")
     out = tmp_path / "res.json"
     rc = quality.main(
-        ["--models", "bm25", "--tasks", "scifact", "--data-dir", str(tmp_path / "data"),
-         "--max-docs", "4", "--output", str(out), "--no-cache"]
+        [
+            "--models",
+            "bm25",
+            "--tasks",
+            "scifact",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--max-docs",
+            "4",
+            "--output",
+            str(out),
+            "--no-cache",
+        ]
     )
     assert rc == 0
     report = json.loads(out.read_text())
@@ -332,9 +354,15 @@ def test_quality_cli_bm25_on_toy_data(tmp_path, capsys):
 # ------------------------------------------------------------------- real data (optional)
 
 
-@pytest.mark.skipif(not (SHARED / "scifact" / "corpus.jsonl").exists(), reason="../shared/data absent")
+@pytest.mark.skipif(
+    not (SHARED / "scifact" / "corpus.jsonl").exists(), reason="../shared/data absent"
+)
 def test_real_data_shapes():
     sf = load_beir(SHARED / "scifact", "test")
-    assert (len(sf.corpus), len(sf.queries), sum(len(j) for j in sf.qrels.values())) == (5183, 300, 339)
+    assert (len(sf.corpus), len(sf.queries), sum(len(j) for j in sf.qrels.values())) == (
+        5183,
+        300,
+        339,
+    )
     sts = load_sts(SHARED / "stsb", "test")
     assert len(sts) == 1379 and sts.scores.min() >= 0 and sts.scores.max() <= 5

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:Futu
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "cells, genes and proteins", "2024"]
 
 
-def _adapter(base: str, out, r: int, alpha: float, seed: int, targets=("q_proj", "v_proj", "down_proj")):
+def _adapter(
+    base: str, out, r: int, alpha: float, seed: int, targets=("q_proj", "v_proj", "down_proj")
+):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
@@ -36,7 +38,9 @@ def chain(tmp_path_factory):
     work = tmp_path_factory.mktemp("combine")
     base = str(make_tiny_checkpoint(work / "base", "llama"))
     first = _adapter(base, work / "a1", r=4, alpha=8, seed=1)
-    second = _adapter(base, work / "a2", r=8, alpha=8, seed=2, targets=("q_proj", "k_proj", "down_proj"))
+    second = _adapter(
+        base, work / "a2", r=8, alpha=8, seed=2, targets=("q_proj", "k_proj", "down_proj")
+    )
     return base, [first, second], work
 
 
@@ -69,7 +73,10 @@ def test_truncated_rank_is_the_best_low_rank_approximation(chain):
     a1, a2 = (load_file(f"{a}/adapter_model.safetensors") for a in adapters)
     key = next(k for k in weights if "layers.0.self_attn.q_proj.lora_A" in k)
     stem = key.rsplit(".lora_A", 1)[0]
-    full = 2.0 * a1[f"{stem}.lora_B.weight"] @ a1[f"{stem}.lora_A.weight"] + 1.0 * a2[f"{stem}.lora_B.weight"] @ a2[f"{stem}.lora_A.weight"]
+    full = (
+        2.0 * a1[f"{stem}.lora_B.weight"] @ a1[f"{stem}.lora_A.weight"]
+        + 1.0 * a2[f"{stem}.lora_B.weight"] @ a2[f"{stem}.lora_A.weight"]
+    )
     approx = weights[f"{stem}.lora_B.weight"] @ weights[f"{stem}.lora_A.weight"]
     s = torch.linalg.svdvals(full.double())
     best = float((s[3:].pow(2).sum() / s.pow(2).sum()).sqrt())
@@ -85,8 +92,14 @@ def test_bf16_storage_and_recorded_base(chain):
     info = combine_adapters(adapters, work / "bf16", dtype="bfloat16", base_model="my-base")
     from safetensors.torch import load_file
 
-    assert all(t.dtype == torch.bfloat16 for t in load_file(str(work / "bf16" / "adapter_model.safetensors")).values())
-    assert json.loads((work / "bf16" / "adapter_config.json").read_text())["base_model_name_or_path"] == "my-base"
+    assert all(
+        t.dtype == torch.bfloat16
+        for t in load_file(str(work / "bf16" / "adapter_model.safetensors")).values()
+    )
+    assert (
+        json.loads((work / "bf16" / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == "my-base"
+    )
     assert info["bytes"] < (work / "exact" / "adapter_model.safetensors").stat().st_size
 
 
@@ -108,7 +121,19 @@ def test_cli_combine(chain, capsys):
     from llm2vec_retrieval.cli import main
 
     base, adapters, work = chain
-    rc = main(["combine", "--adapter", *adapters, "--output", str(work / "cli"), "--rank", "4", "--dtype", "float16"])
+    rc = main(
+        [
+            "combine",
+            "--adapter",
+            *adapters,
+            "--output",
+            str(work / "cli"),
+            "--rank",
+            "4",
+            "--dtype",
+            "float16",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "rank 4" in out and "float16" in out

@@ -24,7 +24,12 @@ from llm2vec_retrieval.training import MNTPConfig, SimCSEConfig, SupervisedConfi
 ROOT = Path(__file__).resolve().parents[1]
 # transformers' own deprecation notice, raised inside peft's adapter loading
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
-TEXTS = ["The quick brown fox jumps over the lazy dog.", "Rivers flow into the sea", "cells, genes and proteins", "2024"]
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Rivers flow into the sea",
+    "cells, genes and proteins",
+    "2024",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +70,10 @@ def texts_file(work):
     adjectives = ["quick", "lazy", "red", "small", "old", "bright", "cold", "green"]
     nouns = ["fox", "dog", "river", "cell", "gene", "model", "vector", "mountain"]
     verbs = ["reads", "finds", "sees", "stores", "predicts", "maps"]
-    sentences = [f"The {a} {n} {v} the {m}." for a, n, v, m in itertools.product(adjectives, nouns, verbs, nouns[:3])]
+    sentences = [
+        f"The {a} {n} {v} the {m}."
+        for a, n, v, m in itertools.product(adjectives, nouns, verbs, nouns[:3])
+    ]
     random.Random(0).shuffle(sentences)
     sentences = sentences[:300]
     path = work / "sentences.txt"
@@ -76,10 +84,32 @@ def texts_file(work):
 @pytest.fixture(scope="module")
 def triples_file(work):
     rows = []
-    words = ["fox", "dog", "river", "sea", "cell", "gene", "vector", "index", "mountain", "vaccine", "number", "model"]
+    words = [
+        "fox",
+        "dog",
+        "river",
+        "sea",
+        "cell",
+        "gene",
+        "vector",
+        "index",
+        "mountain",
+        "vaccine",
+        "number",
+        "model",
+    ]
     for i, w in enumerate(words):
-        rows.append({"query": f"what is a {w}?", "positive": f"A {w} is described here.", "negative": f"Nothing about {words[i - 1]}.", "source": "qa"})
-        rows.append({"anchor": f"the {w} sentence", "positive": f"a sentence on the {w}", "source": "sts"})
+        rows.append(
+            {
+                "query": f"what is a {w}?",
+                "positive": f"A {w} is described here.",
+                "negative": f"Nothing about {words[i - 1]}.",
+                "source": "qa",
+            }
+        )
+        rows.append(
+            {"anchor": f"the {w} sentence", "positive": f"a sentence on the {w}", "source": "sts"}
+        )
     path = work / "triples.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return str(path)
@@ -93,12 +123,24 @@ def _common(**kw):
 
 @pytest.fixture(scope="module")
 def mntp_run(sharp_tiny, texts_file, work):
-    return train(MNTPConfig(model=sharp_tiny, data=[texts_file], output=str(work / "mntp"),
-                            batch_size=8, block_size=32, **_common()))
+    return train(
+        MNTPConfig(
+            model=sharp_tiny,
+            data=[texts_file],
+            output=str(work / "mntp"),
+            batch_size=8,
+            block_size=32,
+            **_common(),
+        )
+    )
 
 
 def _log_steps(out) -> list[dict]:
-    return [r for r in map(json.loads, (Path(out) / "train_log.jsonl").read_text().splitlines()) if "step" in r]
+    return [
+        r
+        for r in map(json.loads, (Path(out) / "train_log.jsonl").read_text().splitlines())
+        if "step" in r
+    ]
 
 
 def test_mntp_learns_and_writes_official_layout(mntp_run):
@@ -106,10 +148,22 @@ def test_mntp_learns_and_writes_official_layout(mntp_run):
     assert len(losses) == 20
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
     out = mntp_run.output_dir
-    for name in ("adapter_config.json", "adapter_model.safetensors", "llm2vec_config.json", "training_config.json",
-                 "train_log.jsonl", "data_stats.json", "tokenizer.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "llm2vec_config.json",
+        "training_config.json",
+        "train_log.jsonl",
+        "data_stats.json",
+        "tokenizer.json",
+    ):
         assert (out / name).is_file(), name
-    assert set(json.loads((out / "llm2vec_config.json").read_text())) == {"pooling_mode", "max_length", "doc_max_length", "skip_instruction"}
+    assert set(json.loads((out / "llm2vec_config.json").read_text())) == {
+        "pooling_mode",
+        "max_length",
+        "doc_max_length",
+        "skip_instruction",
+    }
     steps = _log_steps(out)
     assert [r["step"] for r in steps] == list(range(1, 21))
     assert {"loss", "lr", "tokens_per_s", "elapsed_s"} <= set(steps[0])
@@ -124,29 +178,56 @@ def test_mntp_learns_and_writes_official_layout(mntp_run):
     assert stats["empty"] == 1 and stats["duplicates"] == 1
     from llm2vec_retrieval.training import load_saved_config
 
-    assert load_saved_config(out) == MNTPConfig.from_dict(json.loads((out / "training_config.json").read_text()))
+    assert load_saved_config(out) == MNTPConfig.from_dict(
+        json.loads((out / "training_config.json").read_text())
+    )
 
 
 def test_simcse_on_mntp_learns_and_round_trips(mntp_run, sharp_tiny, texts_file, work):
-    result = train(SimCSEConfig(model=sharp_tiny, init_adapter=[str(mntp_run.output_dir)], data=[texts_file],
-                                output=str(work / "simcse"), batch_size=8, **_common(lr=1e-3)))
+    result = train(
+        SimCSEConfig(
+            model=sharp_tiny,
+            init_adapter=[str(mntp_run.output_dir)],
+            data=[texts_file],
+            output=str(work / "simcse"),
+            batch_size=8,
+            **_common(lr=1e-3),
+        )
+    )
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
     trained = result.encoder.encode(TEXTS, show_progress_bar=False)
     # the official way to load a stage trained on top of MNTP: the MNTP folder as the base
-    loaded = LLM2Vec.from_pretrained(str(mntp_run.output_dir), peft_model_name_or_path=str(result.output_dir))
+    loaded = LLM2Vec.from_pretrained(
+        str(mntp_run.output_dir), peft_model_name_or_path=str(result.output_dir)
+    )
     assert torch.equal(loaded.encode(TEXTS, show_progress_bar=False), trained)
-    untrained = LLM2Vec.from_pretrained(str(mntp_run.output_dir)).encode(TEXTS, show_progress_bar=False)
+    untrained = LLM2Vec.from_pretrained(str(mntp_run.output_dir)).encode(
+        TEXTS, show_progress_bar=False
+    )
     assert not torch.allclose(untrained, trained, atol=1e-3)
 
 
 def test_supervised_gradcache_learns_and_round_trips(sharp_tiny, triples_file, work):
-    result = train(SupervisedConfig(model=sharp_tiny, data=[triples_file], output=str(work / "sup"), batch_size=6,
-                                    mini_batch_size=4, instruction="Find the answer:", **_common(lr=2e-3)))
+    result = train(
+        SupervisedConfig(
+            model=sharp_tiny,
+            data=[triples_file],
+            output=str(work / "sup"),
+            batch_size=6,
+            mini_batch_size=4,
+            instruction="Find the answer:",
+            **_common(lr=2e-3),
+        )
+    )
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
     loaded = LLM2Vec.from_pretrained(sharp_tiny, peft_model_name_or_path=str(result.output_dir))
     for side in ("encode_queries", "encode_documents"):
-        a = getattr(result.encoder, side)(TEXTS, instruction="Find the answer:" if side == "encode_queries" else None)
-        b = getattr(loaded, side)(TEXTS, instruction="Find the answer:" if side == "encode_queries" else None)
+        a = getattr(result.encoder, side)(
+            TEXTS, instruction="Find the answer:" if side == "encode_queries" else None
+        )
+        b = getattr(loaded, side)(
+            TEXTS, instruction="Find the answer:" if side == "encode_queries" else None
+        )
         assert np.array_equal(a, b)
 
 
@@ -155,21 +236,49 @@ def test_length_sorted_chunks_and_grad_cache_do_not_change_training(sharp_tiny, 
     losses as one full-batch forward: step 2's loss also checks step 1's gradients."""
     runs = {}
     for mb, gc in [(0, True), (2, True), (2, False)]:
-        runs[(mb, gc)] = train(SupervisedConfig(
-            model=sharp_tiny, data=[triples_file], output=str(work / f"chunks-{mb}-{gc}"), batch_size=6,
-            mini_batch_size=mb, grad_cache=gc, lora_dropout=0.0, **_common(max_steps=3, lr=1e-2))).losses
+        runs[(mb, gc)] = train(
+            SupervisedConfig(
+                model=sharp_tiny,
+                data=[triples_file],
+                output=str(work / f"chunks-{mb}-{gc}"),
+                batch_size=6,
+                mini_batch_size=mb,
+                grad_cache=gc,
+                lora_dropout=0.0,
+                **_common(max_steps=3, lr=1e-2),
+            )
+        ).losses
     assert runs[(2, True)] == pytest.approx(runs[(0, True)], rel=1e-4)
     assert runs[(2, False)] == pytest.approx(runs[(0, True)], rel=1e-4)
 
 
 @pytest.mark.parametrize("stage", ["mntp", "supervised"])
 def test_bf16_checkpointing_and_accumulation_run(stage, sharp_tiny, texts_file, triples_file, work):
-    opts = dict(bf16=True, gradient_checkpointing=True, gradient_accumulation_steps=2, **_common(max_steps=2))
+    opts = dict(
+        bf16=True,
+        gradient_checkpointing=True,
+        gradient_accumulation_steps=2,
+        **_common(max_steps=2),
+    )
     if stage == "mntp":
-        cfg = MNTPConfig(model=sharp_tiny, data=[texts_file], output=str(work / "opt-mntp"), batch_size=2, block_size=16, **opts)
+        cfg = MNTPConfig(
+            model=sharp_tiny,
+            data=[texts_file],
+            output=str(work / "opt-mntp"),
+            batch_size=2,
+            block_size=16,
+            **opts,
+        )
     else:
-        cfg = SupervisedConfig(model=sharp_tiny, data=[triples_file], output=str(work / "opt-sup"), batch_size=4,
-                               mini_batch_size=2, attention_dropout=0.1, **opts)
+        cfg = SupervisedConfig(
+            model=sharp_tiny,
+            data=[triples_file],
+            output=str(work / "opt-sup"),
+            batch_size=4,
+            mini_batch_size=2,
+            attention_dropout=0.1,
+            **opts,
+        )
     result = train(cfg)
     assert result.step == 2 and all(np.isfinite(result.losses))
     assert sum(r["tokens"] > 0 for r in _log_steps(result.output_dir)) == 2
@@ -182,7 +291,9 @@ def test_tied_embeddings_head_is_shared(work):
     from llm2vec_retrieval.training.modeling import load_encoder, load_lm_head
 
     tok = make_tiny_tokenizer()
-    model = AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=len(tok), tie_word_embeddings=True))
+    model = AutoModelForCausalLM.from_config(
+        tiny_config("llama", vocab_size=len(tok), tie_word_embeddings=True)
+    )
     model.save_pretrained(work / "tied")
     tok.save_pretrained(work / "tied")
     encoder = load_encoder(str(work / "tied"))
@@ -196,32 +307,109 @@ def test_clear_errors(sharp_tiny, texts_file, work):
     from llm2vec_retrieval import UnsupportedModelError
     from llm2vec_retrieval.training.cli import main
 
-    assert main(["train", "mntp", "--model", sharp_tiny, "--data", str(work / "missing.txt"), "--output", str(work / "e")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "mntp",
+                "--model",
+                sharp_tiny,
+                "--data",
+                str(work / "missing.txt"),
+                "--output",
+                str(work / "e"),
+            ]
+        )
+        == 2
+    )
     bad = work / "bad.json"
     bad.write_text(json.dumps({"learning_rate": 0.1}))
-    assert main(["train", "simcse", "--config", str(bad), "--data", texts_file, "--output", str(work / "e")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "simcse",
+                "--config",
+                str(bad),
+                "--data",
+                texts_file,
+                "--output",
+                str(work / "e"),
+            ]
+        )
+        == 2
+    )
     bert = work / "bert"
-    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(bert)
+    BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(bert)
     make_tiny_checkpoint(work / "tok-only", "llama")
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(work / "tok-only").save_pretrained(bert)
     with pytest.raises(UnsupportedModelError):
-        train(SimCSEConfig(model=str(bert), data=[texts_file], output=str(work / "e2"), **_common(max_steps=1)))
+        train(
+            SimCSEConfig(
+                model=str(bert), data=[texts_file], output=str(work / "e2"), **_common(max_steps=1)
+            )
+        )
 
 
 def test_cli_kill_and_resume_reaches_the_same_loss(sharp_tiny, texts_file, work, capsys):
     out = work / "killed"
-    args = ["--model", sharp_tiny, "--data", texts_file, "--max-steps", "60", "--batch-size", "4",
-            "--mini-batch-size", "2", "--lr", "1e-3", "--save-steps", "5", "--seed", "5", "--no-progress", "--num-threads", "1"]
-    cmd = [sys.executable, "-m", "llm2vec_retrieval.training", "train", "simcse", "--output", str(out), *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    args = [
+        "--model",
+        sharp_tiny,
+        "--data",
+        texts_file,
+        "--max-steps",
+        "60",
+        "--batch-size",
+        "4",
+        "--mini-batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--save-steps",
+        "5",
+        "--seed",
+        "5",
+        "--no-progress",
+        "--num-threads",
+        "1",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm2vec_retrieval.training",
+        "train",
+        "simcse",
+        "--output",
+        str(out),
+        *args,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    first = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
+    )
     marker = out / "checkpoints" / "step-000005" / "trainer_state.json"
     deadline = time.time() + 240
     while not marker.exists():
         if first.poll() is not None:
-            pytest.fail(f"training exited before its first checkpoint: {first.stderr.read().decode()[-2000:]}")
+            pytest.fail(
+                f"training exited before its first checkpoint: {first.stderr.read().decode()[-2000:]}"
+            )
         if time.time() > deadline:
             first.kill()
             pytest.fail("no checkpoint within the time limit")
@@ -238,8 +426,21 @@ def test_cli_kill_and_resume_reaches_the_same_loss(sharp_tiny, texts_file, work,
     state = json.loads((out / "training_state.json").read_text())
     assert state["finished"] and state["step"] == 60
 
-    reference = train(SimCSEConfig(output=str(work / "uninterrupted"), model=sharp_tiny, data=[texts_file], max_steps=60,
-                                   batch_size=4, mini_batch_size=2, lr=1e-3, save_steps=100, seed=5, progress=False, num_threads=1))
+    reference = train(
+        SimCSEConfig(
+            output=str(work / "uninterrupted"),
+            model=sharp_tiny,
+            data=[texts_file],
+            max_steps=60,
+            batch_size=4,
+            mini_batch_size=2,
+            lr=1e-3,
+            save_steps=100,
+            seed=5,
+            progress=False,
+            num_threads=1,
+        )
+    )
     assert reference.step == 60
     assert state["loss"] == pytest.approx(reference.loss, rel=1e-6, abs=1e-9)
     resumed_log = [r["loss"] for r in _log_steps(out)]
@@ -248,7 +449,7 @@ def test_cli_kill_and_resume_reaches_the_same_loss(sharp_tiny, texts_file, work,
     # a finished run is not redone (same command, in-process this time)
     from llm2vec_retrieval.training.cli import main
 
-    assert main(cmd[cmd.index("train"):]) == 0
+    assert main(cmd[cmd.index("train") :]) == 0
     assert "already finished" in capsys.readouterr().err
 
 
@@ -270,9 +471,30 @@ def test_export_loads_in_sentence_transformers(sharp_tiny, texts_file, work):
     AutoModelForCausalLM.from_pretrained(sharp_tiny).save_pretrained(base)
     tok.save_pretrained(base)
     del model
-    result = train(SimCSEConfig(model=str(base), data=[texts_file], output=str(work / "nobos-simcse"), batch_size=4, **_common(max_steps=3)))
+    result = train(
+        SimCSEConfig(
+            model=str(base),
+            data=[texts_file],
+            output=str(work / "nobos-simcse"),
+            batch_size=4,
+            **_common(max_steps=3),
+        )
+    )
     out = work / "exported"
-    assert main(["export", "--model", str(base), "--adapter", str(result.output_dir), "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(base),
+                "--adapter",
+                str(result.output_dir),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["is_causal"] is False and config["architectures"] == ["LlamaModel"]
     assert is_bidirectional(AutoModel.from_pretrained(out))  # plain transformers, fresh load
@@ -285,6 +507,8 @@ def test_export_loads_in_sentence_transformers(sharp_tiny, texts_file, work):
 
     st = SentenceTransformer(str(out), device="cpu")
     batch = st.encode(TEXTS, convert_to_tensor=True)
-    single = torch.stack([st.encode(t, convert_to_tensor=True) for t in TEXTS])  # no padding: sdpa's own causal flag path
+    single = torch.stack(
+        [st.encode(t, convert_to_tensor=True) for t in TEXTS]
+    )  # no padding: sdpa's own causal flag path
     assert torch.allclose(batch, trained, atol=1e-5)
     assert torch.allclose(single, trained, atol=1e-5)

@@ -30,7 +30,10 @@ class OursIndexStore:
         from llm2vec_retrieval import LLM2Vec
 
         self.m = LLM2Vec.from_pretrained(args.model, dtype=args.dtype)
-        self.info = {"index": "llm2vec_retrieval.index.IndexStore kind=flat metric=cosine", "bidirectional": True}
+        self.info = {
+            "index": "llm2vec_retrieval.index.IndexStore kind=flat metric=cosine",
+            "bidirectional": True,
+        }
 
     def build(self, texts, batch_size):
         from llm2vec_retrieval.index import IndexStore
@@ -38,7 +41,9 @@ class OursIndexStore:
         t0 = time.perf_counter()
         vectors = self.m.encode_documents(texts, batch_size=batch_size)
         t1 = time.perf_counter()
-        store = IndexStore(self.m.embedding_dim, kind="flat", metric="cosine", fingerprint=self.m.fingerprint())
+        store = IndexStore(
+            self.m.embedding_dim, kind="flat", metric="cosine", fingerprint=self.m.fingerprint()
+        )
         store.add([str(i) for i in range(len(texts))], vectors, texts)
         t2 = time.perf_counter()
         return {"encode_s": t1 - t0, "add_s": t2 - t1, "size": len(store)}
@@ -50,9 +55,14 @@ class OursLangChain:
 
         from llm2vec_retrieval import LLM2Vec
 
-        self.emb = LLM2VecEmbeddings(encoder=LLM2Vec.from_pretrained(args.model, dtype=args.dtype),
-                                     batch_size=args.batch_size)
-        self.info = {"index": "langchain_llm2vec.LLM2VecVectorStore (IndexStore flat, cosine)", "bidirectional": True}
+        self.emb = LLM2VecEmbeddings(
+            encoder=LLM2Vec.from_pretrained(args.model, dtype=args.dtype),
+            batch_size=args.batch_size,
+        )
+        self.info = {
+            "index": "langchain_llm2vec.LLM2VecVectorStore (IndexStore flat, cosine)",
+            "bidirectional": True,
+        }
 
     def build(self, texts, batch_size):
         from langchain_llm2vec import LLM2VecVectorStore
@@ -66,7 +76,9 @@ class LangChainHFFaiss:
         import torch
         from langchain_huggingface import HuggingFaceEmbeddings
 
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            args.dtype
+        ]
         self.emb = HuggingFaceEmbeddings(
             model_name=args.model,
             model_kwargs={"device": "cpu", "model_kwargs": {"dtype": dtype}},
@@ -74,12 +86,16 @@ class LangChainHFFaiss:
         )
         client = self.emb._client
         auto = client[0].auto_model
-        self.info = {"index": "langchain_community.vectorstores.FAISS (IndexFlatL2, normalized vectors)",
-                     "embeddings": "langchain_huggingface.HuggingFaceEmbeddings", "bidirectional": False,
-                     "is_causal": getattr(auto.config, "is_causal", None),
-                     "modules": [type(m).__name__ for m in client],
-                     "max_seq_length": client.max_seq_length, "dtype": str(next(auto.parameters()).dtype),
-                     "note": "sentence-transformers builds Transformer + mean Pooling itself from a plain checkpoint"}
+        self.info = {
+            "index": "langchain_community.vectorstores.FAISS (IndexFlatL2, normalized vectors)",
+            "embeddings": "langchain_huggingface.HuggingFaceEmbeddings",
+            "bidirectional": False,
+            "is_causal": getattr(auto.config, "is_causal", None),
+            "modules": [type(m).__name__ for m in client],
+            "max_seq_length": client.max_seq_length,
+            "dtype": str(next(auto.parameters()).dtype),
+            "note": "sentence-transformers builds Transformer + mean Pooling itself from a plain checkpoint",
+        }
 
     def tokens_seen(self, texts) -> int:
         """Tokens the sentence-transformers model actually processes (its own preprocessing)."""
@@ -87,7 +103,7 @@ class LangChainHFFaiss:
         pre = getattr(client, "preprocess", None) or client.tokenize
         total = 0
         for s in range(0, len(texts), 64):
-            features = pre(list(texts[s:s + 64]))
+            features = pre(list(texts[s : s + 64]))
             total += int(features["attention_mask"].sum())
         return total
 
@@ -98,9 +114,20 @@ class LangChainHFFaiss:
         return {"size": int(store.index.ntotal)}
 
 
-IMPLS = {"ours-indexstore": OursIndexStore, "ours-langchain": OursLangChain, "langchain-hf-faiss": LangChainHFFaiss}
-VERSION_DISTS = ("torch", "transformers", "sentence-transformers", "faiss-cpu", "langchain-core",
-                 "langchain-community", "langchain-huggingface")
+IMPLS = {
+    "ours-indexstore": OursIndexStore,
+    "ours-langchain": OursLangChain,
+    "langchain-hf-faiss": LangChainHFFaiss,
+}
+VERSION_DISTS = (
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "faiss-cpu",
+    "langchain-core",
+    "langchain-community",
+    "langchain-huggingface",
+)
 
 
 def main() -> int:
@@ -118,8 +145,14 @@ def main() -> int:
 
         impl["obj"] = IMPLS[args.impl](args)
         info = dict(impl["obj"].info)
-        info.update({"impl": args.impl, "dtype": args.dtype, "torch_threads": torch.get_num_threads(),
-                     "versions": protocol.versions(*VERSION_DISTS)})
+        info.update(
+            {
+                "impl": args.impl,
+                "dtype": args.dtype,
+                "torch_threads": torch.get_num_threads(),
+                "versions": protocol.versions(*VERSION_DISTS),
+            }
+        )
         return info
 
     def set_texts(req):
@@ -134,7 +167,9 @@ def main() -> int:
 
         texts = STATE["texts"][: req["limit"]] if req.get("limit") else STATE["texts"]
         gc.collect()
-        parts, seconds = protocol.timed(impl["obj"].build, texts, req.get("batch_size", args.batch_size))
+        parts, seconds = protocol.timed(
+            impl["obj"].build, texts, req.get("batch_size", args.batch_size)
+        )
         parts.update({"seconds": seconds, "n": len(texts)})
         return parts
 

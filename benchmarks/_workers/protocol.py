@@ -44,7 +44,9 @@ def rss_mb() -> float | None:
 def maxrss_mb() -> float:
     """Peak resident set size of this process so far (getrusage ru_maxrss), MiB."""
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value / 2**20 if sys.platform == "darwin" else value / 1024  # bytes on macOS, KiB on Linux
+    return (
+        value / 2**20 if sys.platform == "darwin" else value / 1024
+    )  # bytes on macOS, KiB on Linux
 
 
 def encode_array(array) -> dict:
@@ -74,7 +76,12 @@ def base_args(description: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-batch-tokens", type=int, default=None, help="our encoder's token budget (default: its config)")
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="our encoder's token budget (default: its config)",
+    )
     p.add_argument("--project-root", default=None, help="put this folder first on sys.path")
     return p
 
@@ -105,11 +112,27 @@ def serve(load, handlers: dict) -> int:
     try:
         info = load() or {}
     except BaseException as e:  # noqa: BLE001 - report every load failure to the parent
-        send({"event": "ready", "ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        send(
+            {
+                "event": "ready",
+                "ok": False,
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+            }
+        )
         return 1
     load_s = time.perf_counter() - t0
-    send({"event": "ready", "ok": True, "pid": os.getpid(), "load_s": load_s, "rss_mb": rss_mb(),
-          "maxrss_mb": maxrss_mb(), "info": info})
+    send(
+        {
+            "event": "ready",
+            "ok": True,
+            "pid": os.getpid(),
+            "load_s": load_s,
+            "rss_mb": rss_mb(),
+            "maxrss_mb": maxrss_mb(),
+            "info": info,
+        }
+    )
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -131,7 +154,13 @@ def serve(load, handlers: dict) -> int:
             reply.update({"ok": True, "rss_after_mb": rss_mb(), "maxrss_after_mb": maxrss_mb()})
             send(reply)
         except BaseException as e:  # noqa: BLE001
-            send({"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+            send(
+                {
+                    "ok": False,
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(),
+                }
+            )
     return 0
 
 

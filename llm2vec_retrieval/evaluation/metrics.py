@@ -68,7 +68,9 @@ def _discounts(n: int) -> np.ndarray:
 
 def ndcg_at_k(ranked: list[str], judged: Mapping[str, int], k: int) -> float:
     """nDCG@k of one ranked list (already sorted, best first) against one query's judgments."""
-    ideal = np.sort(np.array([max(float(r), 0.0) for r in judged.values()], dtype=np.float64))[::-1][:k]
+    ideal = np.sort(np.array([max(float(r), 0.0) for r in judged.values()], dtype=np.float64))[
+        ::-1
+    ][:k]
     idcg = float(np.sum(ideal * _discounts(len(ideal))))
     if idcg <= 0.0:
         return 0.0

@@ -98,7 +98,9 @@ def check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
     unknown = sorted(set(params) - set(DEFAULT_PARAMS[kind]))
     if unknown:
         valid = ", ".join(DEFAULT_PARAMS[kind]) or "none"
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}"
+        )
 
 
 def resolve_params(kind: str, dim: int, params: dict[str, Any]) -> dict[str, Any]:

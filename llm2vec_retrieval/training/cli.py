@@ -33,7 +33,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         hint = hints[f.name]
         origin = typing.get_origin(hint)
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": cls.help_of(f.name) + _default_text(f)}
+        kw: dict = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": cls.help_of(f.name) + _default_text(f),
+        }
         if hint is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin is list:
@@ -75,8 +79,13 @@ def register(subparsers) -> None:
     for stage in STAGES:
         cls = config_class(stage)
         p = stages.add_parser(stage, help=(cls.__doc__ or "").strip().splitlines()[0])
-        p.add_argument("--config", dest="config_file", default=None, metavar="FILE",
-                       help="JSON or YAML file with any of the settings below (flags override it)")
+        p.add_argument(
+            "--config",
+            dest="config_file",
+            default=None,
+            metavar="FILE",
+            help="JSON or YAML file with any of the settings below (flags override it)",
+        )
         _add_config_flags(p, cls)
         p.set_defaults(func=cmd_train, train_stage=stage)
 
@@ -86,12 +95,28 @@ def register(subparsers) -> None:
         description="Merge LoRA adapters (in order) into the base model and save a stock transformers "
         "checkpoint with is_causal=false, the tokenizer, encoder configs and sentence-transformers files.",
     )
-    export.add_argument("--model", default=None, help="base model folder or embedded name (default: gemma3-270m, the default model's untrained base)")
-    export.add_argument("--adapter", nargs="+", required=True, metavar="DIR",
-                        help="adapter folder(s), merged in order (e.g. the MNTP output, then the SimCSE output)")
+    export.add_argument(
+        "--model",
+        default=None,
+        help="base model folder or embedded name (default: gemma3-270m, the default model's untrained base)",
+    )
+    export.add_argument(
+        "--adapter",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="adapter folder(s), merged in order (e.g. the MNTP output, then the SimCSE output)",
+    )
     export.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
-    export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="saved weight dtype")
-    export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    export.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="saved weight dtype",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output folder"
+    )
     export.set_defaults(func=cmd_export)
 
     combine = subparsers.add_parser(
@@ -100,18 +125,39 @@ def register(subparsers) -> None:
         description="Sum the updates of adapters trained one on top of the other (MNTP, SimCSE, supervised) "
         "into a single official-layout adapter: exact (rank = sum of ranks) or the best rank-R approximation.",
     )
-    combine.add_argument("--adapter", nargs="+", required=True, metavar="DIR", help="adapter folders, in training order")
+    combine.add_argument(
+        "--adapter",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="adapter folders, in training order",
+    )
     combine.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
-    combine.add_argument("--rank", type=int, default=None, help="target rank (default: exact, the sum of the ranks)")
-    combine.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="saved weight dtype")
-    combine.add_argument("--base-model", default=None, help="base model to record in adapter_config.json (default: the first adapter's)")
-    combine.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    combine.add_argument(
+        "--rank", type=int, default=None, help="target rank (default: exact, the sum of the ranks)"
+    )
+    combine.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="saved weight dtype",
+    )
+    combine.add_argument(
+        "--base-model",
+        default=None,
+        help="base model to record in adapter_config.json (default: the first adapter's)",
+    )
+    combine.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output folder"
+    )
     combine.set_defaults(func=cmd_combine)
 
 
 def config_from_args(args: argparse.Namespace):
     cls = config_class(args.train_stage)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
     return build_config(args.train_stage, args.config_file, overrides)
 
 
@@ -121,14 +167,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = train(cfg)
     loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
-    print(f"{cfg.stage}: step {result.step}/{cfg.max_steps}, last loss {loss}; adapter in {result.output_dir}")
+    print(
+        f"{cfg.stage}: step {result.step}/{cfg.max_steps}, last loss {loss}; adapter in {result.output_dir}"
+    )
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
 
-    out = export_model(args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    out = export_model(
+        args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite
+    )
     print(f"exported to {out}")
     return 0
 
@@ -136,18 +186,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_combine(args: argparse.Namespace) -> int:
     from .combine import combine_adapters
 
-    info = combine_adapters(args.adapter, args.output, rank=args.rank, dtype=args.dtype,
-                            base_model=args.base_model, overwrite=args.overwrite)
+    info = combine_adapters(
+        args.adapter,
+        args.output,
+        rank=args.rank,
+        dtype=args.dtype,
+        base_model=args.base_model,
+        overwrite=args.overwrite,
+    )
     err = info["relative_error"]
-    print(f"combined {len(args.adapter)} adapter(s) into {args.output}: rank {info['rank']}, {info['dtype']}, "
-          f"{info['bytes'] / 1e6:.1f} MB, relative error max {err['max']:.4f} mean {err['mean']:.4f}")
+    print(
+        f"combined {len(args.adapter)} adapter(s) into {args.output}: rank {info['rank']}, {info['dtype']}, "
+        f"{info['bytes'] / 1e6:.1f} MB, relative error max {err['max']:.4f} mean {err['mean']:.4f}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """A standalone parser (`python -m llm2vec_retrieval.training ...`)."""
-    parser = argparse.ArgumentParser(prog="python -m llm2vec_retrieval.training",
-                                     description="LLM2Vec trainer: train and export.")
+    parser = argparse.ArgumentParser(
+        prog="python -m llm2vec_retrieval.training",
+        description="LLM2Vec trainer: train and export.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)

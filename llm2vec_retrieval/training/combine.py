@@ -32,8 +32,16 @@ ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])(?:\.default)?\.weight$")
 # copied from the last stage next to the combined weights (tokenizer, encoder configs, ...)
-_SKIP = {ADAPTER_WEIGHTS, ADAPTER_CONFIG, "adapter_model.bin", "training_config.json", "train_log.jsonl",
-         "data_stats.json", "training_state.json", "checkpoints"}
+_SKIP = {
+    ADAPTER_WEIGHTS,
+    ADAPTER_CONFIG,
+    "adapter_model.bin",
+    "training_config.json",
+    "train_log.jsonl",
+    "data_stats.json",
+    "training_state.json",
+    "checkpoints",
+}
 
 
 def _read_adapter(folder: Path) -> tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
@@ -42,17 +50,23 @@ def _read_adapter(folder: Path) -> tuple[dict, dict[str, tuple[torch.Tensor, tor
     cfg_path = folder / ADAPTER_CONFIG
     weights_path = folder / ADAPTER_WEIGHTS
     if not cfg_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a LoRA adapter folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} needed)")
+        raise FileNotFoundError(
+            f"{folder} is not a LoRA adapter folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} needed)"
+        )
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{folder}: only LoRA adapters can be combined, got {cfg.get('peft_type')}")
+        raise ValueError(
+            f"{folder}: only LoRA adapters can be combined, got {cfg.get('peft_type')}"
+        )
     if cfg.get("use_dora") or cfg.get("use_rslora"):
         raise ValueError(f"{folder}: DoRA / rsLoRA adapters are not supported here")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in load_file(str(weights_path)).items():
         m = _KEY.match(key)
         if m is None:
-            raise ValueError(f"{folder}: unexpected tensor {key!r} (only LoRA A/B weights can be combined)")
+            raise ValueError(
+                f"{folder}: unexpected tensor {key!r} (only LoRA A/B weights can be combined)"
+            )
         pairs.setdefault(m["module"], {})[m["part"]] = value.float()
     modules = {}
     for name, parts in pairs.items():
@@ -135,8 +149,17 @@ def combine_adapters(
     last_cfg = read[-1][0]
     cfg = dict(last_cfg)
     targets = sorted({n.rsplit(".", 1)[-1] for n in names})
-    cfg.update({"r": new_rank, "lora_alpha": new_rank, "lora_dropout": 0.0, "rank_pattern": {}, "alpha_pattern": {},
-                "target_modules": targets, "inference_mode": True})
+    cfg.update(
+        {
+            "r": new_rank,
+            "lora_alpha": new_rank,
+            "lora_dropout": 0.0,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+            "target_modules": targets,
+            "inference_mode": True,
+        }
+    )
     if base_model is not None:
         cfg["base_model_name_or_path"] = base_model
     else:
@@ -152,14 +175,19 @@ def combine_adapters(
                 shutil.copy2(item, tmp / item.name)
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        (tmp / "combined_from.json").write_text(json.dumps({
-            "adapters": [os.fspath(f) for f in folders],
-            "rank": new_rank,
-            "exact": rank is None or all(e == 0.0 for e in errors),
-            "dtype": dtype,
-            "relative_error_max": max(errors),
-            "relative_error_mean": sum(errors) / len(errors),
-        }, indent=2))
+        (tmp / "combined_from.json").write_text(
+            json.dumps(
+                {
+                    "adapters": [os.fspath(f) for f in folders],
+                    "rank": new_rank,
+                    "exact": rank is None or all(e == 0.0 for e in errors),
+                    "dtype": dtype,
+                    "relative_error_max": max(errors),
+                    "relative_error_mean": sum(errors) / len(errors),
+                },
+                indent=2,
+            )
+        )
     return {
         "rank": new_rank,
         "dtype": dtype,

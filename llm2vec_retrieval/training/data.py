@@ -74,7 +74,11 @@ class DataStats:
             f"(skipped: {self.empty} empty, {self.duplicates} duplicate, {self.too_long} over-long, "
             f"{self.malformed} malformed; {self.truncated_texts} texts truncated to max_length; "
             f"pass {self.passes + 1})"
-            + ("; dedup hash set full, later duplicates not detected" if self.dedup_saturated else "")
+            + (
+                "; dedup hash set full, later duplicates not detected"
+                if self.dedup_saturated
+                else ""
+            )
         )
 
 
@@ -87,7 +91,9 @@ class _Dedup:
         self.stats = stats
 
     def is_duplicate(self, key: str) -> bool:
-        h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+        h = int.from_bytes(
+            hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+        )
         if h in self.seen:
             return True
         if len(self.seen) < self.max_entries:
@@ -119,7 +125,9 @@ def check_data_paths(paths: list[str], stage: str) -> None:
                 f"{p}: supervised training needs pairs or triples (.jsonl with query/positive/negative, .tsv with a header, or a BEIR folder)"
             )
         if stage != "supervised" and kind == "tsv":
-            raise ValueError(f"{p}: {stage} needs plain text (one text per line) or JSONL with a 'text' key")
+            raise ValueError(
+                f"{p}: {stage} needs plain text (one text per line) or JSONL with a 'text' key"
+            )
 
 
 def file_kind(path: str | os.PathLike) -> str:
@@ -135,7 +143,11 @@ def file_kind(path: str | os.PathLike) -> str:
 
 
 def _beir_files(folder: Path) -> tuple[Path, Path, Path]:
-    corpus, queries, qrels = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "train.tsv"
+    corpus, queries, qrels = (
+        folder / "corpus.jsonl",
+        folder / "queries.jsonl",
+        folder / "qrels" / "train.tsv",
+    )
     for f in (corpus, queries):
         if not f.is_file():
             raise FileNotFoundError(f"{folder} is not a BEIR folder: {f.name} is missing")
@@ -148,7 +160,9 @@ def _beir_files(folder: Path) -> tuple[Path, Path, Path]:
 
 
 # ---------------------------------------------------------------------- readers
-def _lines(path: Path, stats: DataStats | None, max_chars: int, dedup: _Dedup | None) -> Iterator[str]:
+def _lines(
+    path: Path, stats: DataStats | None, max_chars: int, dedup: _Dedup | None
+) -> Iterator[str]:
     with open(path, encoding="utf-8", errors="replace") as fh:
         for raw in fh:
             if stats is not None:
@@ -170,13 +184,21 @@ def _lines(path: Path, stats: DataStats | None, max_chars: int, dedup: _Dedup | 
 
 
 def read_texts(
-    path: str | os.PathLike, stats: DataStats | None = None, max_chars: int = 20000, dedup_max_entries: int = 2_000_000
+    path: str | os.PathLike,
+    stats: DataStats | None = None,
+    max_chars: int = 20000,
+    dedup_max_entries: int = 2_000_000,
 ) -> Iterator[str]:
     """Texts of a plain-text or JSONL (`{"text": ...}`) file, cleaned and deduplicated."""
     path = Path(path)
     dedup = _Dedup(dedup_max_entries, stats)
     kind = file_kind(path)
-    for line in _lines(path, stats, max_chars if kind == "text" else max(max_chars * 4, max_chars), dedup if kind == "text" else None):
+    for line in _lines(
+        path,
+        stats,
+        max_chars if kind == "text" else max(max_chars * 4, max_chars),
+        dedup if kind == "text" else None,
+    ):
         if kind == "text":
             text = line.strip()
         else:
@@ -211,16 +233,29 @@ def _example_from_mapping(obj: dict, default_source: str) -> Example | None:
     query = next((obj[k] for k in _QUERY_KEYS if k in obj), None)
     positive = obj.get("positive")
     negative = next((obj[k] for k in _NEGATIVE_KEYS if k in obj), None)
-    if not isinstance(query, str) or not isinstance(positive, str) or not query.strip() or not positive.strip():
+    if (
+        not isinstance(query, str)
+        or not isinstance(positive, str)
+        or not query.strip()
+        or not positive.strip()
+    ):
         return None
     if negative is not None and (not isinstance(negative, str) or not negative.strip()):
         negative = None
     source = obj.get("source") or default_source
     instruction = obj.get("instruction")
-    return Example(query, positive, negative, str(source), instruction if isinstance(instruction, str) else None)
+    return Example(
+        query,
+        positive,
+        negative,
+        str(source),
+        instruction if isinstance(instruction, str) else None,
+    )
 
 
-def _clean_example(ex: Example | None, stats: DataStats | None, max_chars: int, dedup: _Dedup) -> Example | None:
+def _clean_example(
+    ex: Example | None, stats: DataStats | None, max_chars: int, dedup: _Dedup
+) -> Example | None:
     if ex is None:
         if stats is not None:
             stats.malformed += 1
@@ -239,7 +274,10 @@ def _clean_example(ex: Example | None, stats: DataStats | None, max_chars: int, 
 
 
 def read_examples(
-    path: str | os.PathLike, stats: DataStats | None = None, max_chars: int = 20000, dedup_max_entries: int = 2_000_000
+    path: str | os.PathLike,
+    stats: DataStats | None = None,
+    max_chars: int = 20000,
+    dedup_max_entries: int = 2_000_000,
 ) -> Iterator[Example]:
     """Supervised examples from a JSONL file, a TSV file with a header, or a BEIR folder."""
     path = Path(path)
@@ -306,7 +344,11 @@ def _read_beir(folder: Path, stats, max_chars, dedup) -> Iterator[Example]:
     corpus_path, queries_path, qrels_path = _beir_files(folder)
     corpus_index = _offset_index(corpus_path)
     query_index = _offset_index(queries_path)
-    with open(corpus_path, "rb") as corpus, open(queries_path, "rb") as queries, open(qrels_path, encoding="utf-8") as qrels:
+    with (
+        open(corpus_path, "rb") as corpus,
+        open(queries_path, "rb") as queries,
+        open(qrels_path, encoding="utf-8") as qrels,
+    ):
 
         def record(fh, index, rid):
             if rid not in index:
@@ -409,7 +451,9 @@ class BatchStream:
             self.stats.passes = self.position.pass_index
 
 
-def text_stream(paths: list[str], stats: DataStats | None, cfg) -> Callable[[random.Random], Iterator[str]]:
+def text_stream(
+    paths: list[str], stats: DataStats | None, cfg
+) -> Callable[[random.Random], Iterator[str]]:
     """Shuffled texts of all files, in file order then buffer-shuffled."""
 
     def gen(rng: random.Random) -> Iterator[str]:
@@ -486,14 +530,25 @@ def supervised_batches(paths: list[str], cfg, stats: DataStats) -> Callable:
 
     def make(pass_index: int, rng: random.Random, first: bool) -> Iterator[list[Example]]:
         streams = [
-            iter(buffered_shuffle(read_examples(p, stats if first else None, cfg.max_line_chars, cfg.dedup_max_entries),
-                                  cfg.shuffle_buffer, random.Random(f"{rng.random()}:{i}")))
+            iter(
+                buffered_shuffle(
+                    read_examples(
+                        p, stats if first else None, cfg.max_line_chars, cfg.dedup_max_entries
+                    ),
+                    cfg.shuffle_buffer,
+                    random.Random(f"{rng.random()}:{i}"),
+                )
+            )
             for i, p in enumerate(paths)
         ]
         alive = list(range(len(paths)))
         buckets: list[OrderedDict[str, list[Example]]] = [OrderedDict() for _ in paths]
         while alive:
-            i = rng.choices(alive, weights=[sizes[j] for j in alive])[0] if len(alive) > 1 else alive[0]
+            i = (
+                rng.choices(alive, weights=[sizes[j] for j in alive])[0]
+                if len(alive) > 1
+                else alive[0]
+            )
             emitted = False
             for ex in streams[i]:
                 key = ex.source if cfg.one_source_per_batch else "_all"

@@ -30,7 +30,13 @@ from ..config import EncoderConfig
 from .folders import patch_json, staged_folder
 from .modeling import load_encoder
 
-ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "eos_token": "lasttoken", "last_token": "lasttoken", "bos_token": "cls"}
+ST_POOLING = {
+    "mean": "mean",
+    "weighted_mean": "weightedmean",
+    "eos_token": "lasttoken",
+    "last_token": "lasttoken",
+    "bos_token": "cls",
+}
 
 
 def export_model(
@@ -48,7 +54,11 @@ def export_model(
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise ValueError(f"output folder {output} is not empty (pass --overwrite to replace it)")
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    torch_dtype = {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }.get(dtype)
     if torch_dtype is None:
         raise ValueError(f"unknown dtype {dtype!r}. Valid choices are: float32, bfloat16, float16")
     encoder = load_encoder(model, adapters)
@@ -67,31 +77,63 @@ def export_model(
         encoder.tokenizer.save_pretrained(tmp)
         enc_cfg.save(tmp)
         hidden = int(merged.get_input_embeddings().weight.shape[1])
-        (tmp / "modules.json").write_text(json.dumps([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        ], indent=2))
-        (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": enc_cfg.max_length, "do_lower_case": False}, indent=2))
+        (tmp / "modules.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "idx": 0,
+                        "name": "0",
+                        "path": "",
+                        "type": "sentence_transformers.models.Transformer",
+                    },
+                    {
+                        "idx": 1,
+                        "name": "1",
+                        "path": "1_Pooling",
+                        "type": "sentence_transformers.models.Pooling",
+                    },
+                ],
+                indent=2,
+            )
+        )
+        (tmp / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": enc_cfg.max_length, "do_lower_case": False}, indent=2)
+        )
         (tmp / "1_Pooling").mkdir()
         mode = ST_POOLING[enc_cfg.pooling_mode]
-        (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
-            "word_embedding_dimension": hidden,
-            "pooling_mode_cls_token": mode == "cls",
-            "pooling_mode_mean_tokens": mode == "mean",
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-            "pooling_mode_weightedmean_tokens": mode == "weightedmean",
-            "pooling_mode_lasttoken": mode == "lasttoken",
-            "include_prompt": not enc_cfg.skip_instruction,
-        }, indent=2))
-        (tmp / "config_sentence_transformers.json").write_text(json.dumps({
-            "prompts": {"query": f"{enc_cfg.query_instruction.strip()} ", "document": ""},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        }, indent=2))
-        (tmp / "llm2vec_export.json").write_text(json.dumps({
-            "base": encoder.source.get("model"),
-            "adapters": [os.path.abspath(a) for a in adapters],
-            "dtype": dtype,
-        }, indent=2))
+        (tmp / "1_Pooling" / "config.json").write_text(
+            json.dumps(
+                {
+                    "word_embedding_dimension": hidden,
+                    "pooling_mode_cls_token": mode == "cls",
+                    "pooling_mode_mean_tokens": mode == "mean",
+                    "pooling_mode_max_tokens": False,
+                    "pooling_mode_mean_sqrt_len_tokens": False,
+                    "pooling_mode_weightedmean_tokens": mode == "weightedmean",
+                    "pooling_mode_lasttoken": mode == "lasttoken",
+                    "include_prompt": not enc_cfg.skip_instruction,
+                },
+                indent=2,
+            )
+        )
+        (tmp / "config_sentence_transformers.json").write_text(
+            json.dumps(
+                {
+                    "prompts": {"query": f"{enc_cfg.query_instruction.strip()} ", "document": ""},
+                    "default_prompt_name": None,
+                    "similarity_fn_name": "cosine",
+                },
+                indent=2,
+            )
+        )
+        (tmp / "llm2vec_export.json").write_text(
+            json.dumps(
+                {
+                    "base": encoder.source.get("model"),
+                    "adapters": [os.path.abspath(a) for a in adapters],
+                    "dtype": dtype,
+                },
+                indent=2,
+            )
+        )
     return output

@@ -26,7 +26,11 @@ class RngState:
 
     def __init__(self) -> None:
         self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        self.cuda = (
+            torch.cuda.get_rng_state_all()
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else None
+        )
 
     @contextlib.contextmanager
     def restore(self):
@@ -77,7 +81,7 @@ def grad_cache_step(
         start = sum(sizes[g][:k])
         n = sizes[g][k]
         sync_off = no_sync is not None and idx < len(jobs) - 1
-        with (no_sync() if sync_off else contextlib.nullcontext()), states[g][k].restore():
+        with no_sync() if sync_off else contextlib.nullcontext(), states[g][k].restore():
             emb = embed(groups[g][k])
             surrogate = (emb * cached[g][start : start + n].to(emb.dtype)).sum()
             backward(surrogate)
