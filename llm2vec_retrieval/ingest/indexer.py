@@ -76,26 +76,83 @@ class EmptyCorpusError(Exception):
 class IndexSettings:
     """Options of ``index``; None means "keep what the index folder says" (or the default)."""
 
-    model: str | None = None
-    adapter: str | None = None
-    kind: str | None = None
-    chunk_tokens: int | None = None
-    overlap: int | None = None
-    text_field: str | None = None
-    text_column: str | None = None
-    query_instruction: str | None = None
-    root: str | None = None
-    rebuild: bool = False
-    lexical: bool | None = (
-        None  # keep a BM25 index beside the vectors (hybrid search); None: as recorded, else yes
+    # metadata["none_default"]: what None means for a new index (the docs show it beside None)
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "model of a new index: a folder, .gguf file or embedded name "
+            "(None: llm2vec_retrieval.DEFAULT_MODEL)"
+        },
     )
-    commit_every: int = 512  # chunks per commit (at file boundaries, and inside large files)
-    commit_seconds: float = 60.0  # or at least this often
-    commit_share: float = 0.1  # but commits (whole-store saves) take at most this share of time
-    #: Characters tokenized at once (bounds the memory of chunking whatever a file's size);
-    #: files larger than this many bytes are "large": .txt/.md ones are streamed, and every
-    #: large file is also committed in groups inside it.
-    window_chars: int = DEFAULT_WINDOW_CHARS
+    adapter: str | None = field(
+        default=None, metadata={"help": "PEFT adapter folder stacked on the model (new index)"}
+    )
+    kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "FAISS index kind of a new index (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, binary)",
+            "none_default": lambda: DEFAULTS["kind"],
+        },
+    )
+    chunk_tokens: int | None = field(
+        default=None,
+        metadata={"help": "tokens per chunk", "none_default": lambda: DEFAULTS["chunk_tokens"]},
+    )
+    overlap: int | None = field(
+        default=None,
+        metadata={
+            "help": "tokens shared by consecutive chunks",
+            "none_default": lambda: DEFAULTS["overlap"],
+        },
+    )
+    text_field: str | None = field(
+        default=None,
+        metadata={
+            "help": ".jsonl field holding the text",
+            "none_default": lambda: DEFAULTS["text_field"],
+        },
+    )
+    text_column: str | None = field(
+        default=None,
+        metadata={
+            "help": ".csv column holding the text",
+            "none_default": lambda: DEFAULTS["text_column"],
+        },
+    )
+    query_instruction: str | None = field(
+        default=None,
+        metadata={"help": "instruction `search` prepends to queries (None: the model's)"},
+    )
+    root: str | None = field(
+        default=None,
+        metadata={"help": "folder `source` paths are relative to (None: the current folder)"},
+    )
+    rebuild: bool = field(
+        default=False, metadata={"help": "start over with the recorded options and those given"}
+    )
+    lexical: bool | None = field(
+        default=None,
+        metadata={
+            "help": "keep a BM25 index beside the vectors (hybrid search); None: as recorded, "
+            "yes for a new index"
+        },
+    )
+    commit_every: int = field(
+        default=512,
+        metadata={"help": "chunks per commit (at file boundaries, and inside large files)"},
+    )
+    commit_seconds: float = field(default=60.0, metadata={"help": "or at least this often"})
+    commit_share: float = field(
+        default=0.1,
+        metadata={"help": "but commits (whole-store saves) take at most this share of the time"},
+    )
+    window_chars: int = field(
+        default=DEFAULT_WINDOW_CHARS,
+        metadata={
+            "help": "characters tokenized at once (bounds the memory of chunking); larger files "
+            "are large: .txt/.md ones are streamed, and every large file is committed in groups"
+        },
+    )
 
 
 DEFAULTS = {

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json
+from ..loading import DEFAULT_BASE, DEFAULT_MODEL
 
 STAGES = ("mntp", "simcse", "supervised")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -93,11 +94,11 @@ class TrainConfig:
 
     model: str | None = _f(
         None,
-        "base model folder or embedded name (default: gemma3-270m, the default model's "
-        "untrained base; gemma3-270m-llm2vec continues from the shipped adapter)",
+        f"base model folder or embedded name (None: {DEFAULT_BASE}, the default model's "
+        f"untrained base; {DEFAULT_MODEL} continues from the shipped adapter)",
     )
-    data: list[str] = _f([], "training data file(s) or BEIR folder(s)")
-    output: str = _f("", "output folder (adapter, configs, log, checkpoints)")
+    data: list[str] = _f([], "training data file(s) or BEIR folder(s) (required)")
+    output: str = _f("", "output folder (adapter, configs, log, checkpoints; required)")
     init_adapter: list[str] = _f(
         [],
         "adapter folder(s) merged into the base before training, in order (e.g. the MNTP output)",
