@@ -39,7 +39,7 @@ def _configs(model):
             yield sub
 
 
-def set_bidirectional(model, enabled: bool = True) -> None:
+def set_bidirectional(model: torch.nn.Module, enabled: bool = True) -> None:
     """Switch `model` (a transformers PreTrainedModel) to non-causal attention, in place."""
     for config in _configs(model):
         config.is_causal = not enabled
@@ -52,7 +52,7 @@ def set_bidirectional(model, enabled: bool = True) -> None:
             module.is_causal = not enabled
 
 
-def is_bidirectional(model) -> bool:
+def is_bidirectional(model: torch.nn.Module) -> bool:
     """Probe: does the first token's output depend on a later token?"""
     params = next(model.parameters())
     if params.device.type == "meta":
@@ -79,7 +79,7 @@ def _hidden(model, input_ids, attention_mask):
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
-def enable_bidirectional(model) -> None:
+def enable_bidirectional(model: torch.nn.Module) -> None:
     """Make `model` bidirectional and verify it, or raise UnsupportedModelError."""
     set_bidirectional(model, True)
     if not is_bidirectional(model):

@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from .config import EncoderConfig
 from .instructions import get_instruction
 from .pooling import pool
 from .text import repair_surrogates, repair_texts, warn_repaired
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # Chat wrappers the official library applies by model name (prepare_for_tokenization).
 _CHAT_TEMPLATES = {
@@ -97,8 +100,8 @@ class LLM2Vec(torch.nn.Module):
 
     def __init__(
         self,
-        model,
-        tokenizer,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
         pooling_mode: str = "mean",
         max_length: int = 512,
         doc_max_length: int = 400,

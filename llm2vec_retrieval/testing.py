@@ -13,6 +13,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast
 
 # A fixed corpus for the tokenizer: enough English to learn a few hundred merges.
 _TOKENIZER_TEXT = (
@@ -29,7 +33,7 @@ _TOKENIZER_TEXT = (
 ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 
 
-def make_tiny_tokenizer(vocab_size: int = 384):
+def make_tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     """A PreTrainedTokenizerFast with <s>/</s>/<unk>/<pad>, adding BOS like Llama's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -58,7 +62,7 @@ def make_tiny_tokenizer(vocab_size: int = 384):
     )
 
 
-def tiny_config(arch: str = "llama", vocab_size: int = 384, **overrides):
+def tiny_config(arch: str = "llama", vocab_size: int = 384, **overrides: Any) -> PretrainedConfig:
     """A transformers config of hidden size 32, 2 layers, for the given architecture."""
     import transformers
 
@@ -171,7 +175,7 @@ HYBRID_QUERIES = [
 ]
 
 
-def make_pre_hybrid(store_dir) -> None:
+def make_pre_hybrid(store_dir: str | os.PathLike) -> None:
     """Rewrite a saved IndexStore folder as format 1: as saved before the BM25 part existed."""
     from .index.persistence import manifest_checksum
 

@@ -8,9 +8,12 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..ingest import Searcher
 
 # what `register(sub)` of each command module takes: argparse's subparsers action (its class
 # is private to argparse)
@@ -61,7 +64,7 @@ def print_results(results: list[Any]) -> None:
         print(f"    {snippet(r.text)}")
 
 
-def open_searcher(args: argparse.Namespace):
+def open_searcher(args: argparse.Namespace) -> Searcher:
     """The `Searcher` of index `args.dir` with the model flags; one-line errors for an index
     the model cannot search."""
     from ..index import DimensionMismatchError, FingerprintMismatchError

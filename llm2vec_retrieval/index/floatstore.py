@@ -52,7 +52,7 @@ class FloatStore:
             self._row[iid] = start + j
         self._n += n
 
-    def remove(self, iids) -> int:
+    def remove(self, iids: np.ndarray) -> int:
         removed = 0
         for iid in np.asarray(iids, dtype=np.int64).tolist():
             row = self._row.pop(iid, None)
@@ -71,7 +71,7 @@ class FloatStore:
             self._iids = self._iids[: len(self._data)].copy()
         return removed
 
-    def rows(self, iids) -> np.ndarray:
+    def rows(self, iids: np.ndarray) -> np.ndarray:
         row = self._row
         return np.fromiter(
             (row[i] for i in np.asarray(iids, dtype=np.int64).tolist()),
@@ -79,7 +79,7 @@ class FloatStore:
             count=len(iids),
         )
 
-    def get(self, iids) -> np.ndarray:
+    def get(self, iids: np.ndarray) -> np.ndarray:
         """Vectors for iids (KeyError if one is missing), as a new (n, dim) array."""
         return self._data[self.rows(iids)]
 

@@ -320,18 +320,20 @@ class FlatBackend(Backend):
     kind = "flat"
     approximate = False
 
-    def __init__(self, dim, metric, params):
+    def __init__(self, dim: int, metric: str, params: dict[str, Any]):
         super().__init__(dim, metric, params)
         self.index = self.faiss.index_factory(dim, "IDMap2,Flat", faiss_metric(metric))
 
-    def add(self, iids, x):
+    def add(self, iids: np.ndarray, x: np.ndarray) -> None:
         self.index.add_with_ids(x, iids)
 
-    def remove(self, iids):
+    def remove(self, iids: np.ndarray) -> None:
         if len(iids):
             self.index.remove_ids(self.faiss.IDSelectorBatch(iids))
 
-    def search(self, q, k, allowed):
+    def search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         params = None
         if allowed is not None:
             sel, _keep = bitmap_selector(allowed)
@@ -339,10 +341,10 @@ class FlatBackend(Backend):
         d, i = self.index.search(q, k, params=params)
         return self._scores(d), i
 
-    def index_ids(self):
+    def index_ids(self) -> np.ndarray:
         return self.faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
-    def validate(self, live):
+    def validate(self, live: np.ndarray) -> str | None:
         msg = super().validate(live)
         if msg:
             return msg
@@ -357,7 +359,7 @@ class FlatBackend(Backend):
 class HNSWBackend(Backend):
     kind = "hnsw"
 
-    def __init__(self, dim, metric, params):
+    def __init__(self, dim: int, metric: str, params: dict[str, Any]):
         super().__init__(dim, metric, params)
         self.tombstones: set[int] = set()
         self._live_sel_cache: tuple[Any, np.ndarray] | None = None
@@ -370,11 +372,11 @@ class HNSWBackend(Backend):
         self.faiss.downcast_index(index.index).hnsw.efConstruction = self.params["ef_construction"]
         return index
 
-    def add(self, iids, x):
+    def add(self, iids: np.ndarray, x: np.ndarray) -> None:
         self.index.add_with_ids(x, iids)
         self._live_sel_cache = None
 
-    def remove(self, iids):
+    def remove(self, iids: np.ndarray) -> None:
         self.tombstones.update(np.asarray(iids, np.int64).tolist())
         self._live_sel_cache = None
         live = self.index.ntotal - len(self.tombstones)
@@ -397,7 +399,9 @@ class HNSWBackend(Backend):
         self.tombstones.clear()
         self._live_sel_cache = None
 
-    def search(self, q, k, allowed):
+    def search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         sel = None
         ef = max(self.params["ef_search"], k)
         if allowed is not None:
@@ -413,14 +417,14 @@ class HNSWBackend(Backend):
         d, i = self.index.search(q, k, params=params)
         return self._scores(d), i
 
-    def index_ids(self):
+    def index_ids(self) -> np.ndarray:
         return self.faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
-    def restore(self, index, state):
+    def restore(self, index: Any, state: dict[str, Any]) -> None:
         self.index = index
         self.faiss.downcast_index(index.index).hnsw.efConstruction = self.params["ef_construction"]
 
-    def validate(self, live):
+    def validate(self, live: np.ndarray) -> str | None:
         msg = super().validate(live)
         if msg:
             return msg
@@ -438,7 +442,7 @@ class HNSWBackend(Backend):
 class IVFBackend(Backend):
     """ivf_flat / ivf_sq8 / ivf_pq; untrained until enough vectors exist (see module doc)."""
 
-    def __init__(self, kind, dim, metric, params):
+    def __init__(self, kind: str, dim: int, metric: str, params: dict[str, Any]):
         super().__init__(dim, metric, params)
         self.kind = kind
         self.keep = bool(params.get("keep_vectors", False))
@@ -475,7 +479,7 @@ class IVFBackend(Backend):
     def ntotal(self) -> int:
         return self.index.ntotal if self.trained else len(self.fs)
 
-    def add(self, iids, x):
+    def add(self, iids: np.ndarray, x: np.ndarray) -> None:
         if not self.trained or self.keep:
             self.fs.add(iids, x)
         if self.trained:
@@ -520,7 +524,7 @@ class IVFBackend(Backend):
         if not self.keep:
             self.fs.clear()
 
-    def remove(self, iids):
+    def remove(self, iids: np.ndarray) -> None:
         if len(iids) == 0:
             return
         self.fs.remove(iids)
@@ -529,7 +533,9 @@ class IVFBackend(Backend):
                 self.faiss.IDSelectorArray(np.ascontiguousarray(iids, dtype=np.int64))
             )
 
-    def search(self, q, k, allowed):
+    def search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not self.trained:
             iids = allowed if allowed is not None else self.fs.all()[0].copy()
             return self.exact_search(q, k, iids)
@@ -545,7 +551,7 @@ class IVFBackend(Backend):
             return self.rescore(q, i, k)
         return self._scores(d), i
 
-    def index_ids(self):
+    def index_ids(self) -> np.ndarray:
         if not self.trained:
             return self.fs.all()[0].copy()
         invl = self.index.invlists
@@ -556,10 +562,10 @@ class IVFBackend(Backend):
                 parts.append(self.faiss.rev_swig_ptr(invl.get_ids(lst), size).astype(np.int64))
         return np.concatenate(parts)
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         return {"trained": self.trained, "nlist": self.nlist, "n_at_train": self.n_at_train}
 
-    def restore(self, index, state):
+    def restore(self, index: Any, state: dict[str, Any]) -> None:
         self.nlist = state.get("nlist")
         self.n_at_train = int(state.get("n_at_train", 0))
         if index is not None:
@@ -569,7 +575,7 @@ class IVFBackend(Backend):
                 index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
         self.index = index
 
-    def validate(self, live):
+    def validate(self, live: np.ndarray) -> str | None:
         msg = super().validate(live)
         if msg:
             return msg
@@ -586,7 +592,7 @@ class BinaryBackend(Backend):
     kind = "binary"
     binary = True
 
-    def __init__(self, dim, metric, params):
+    def __init__(self, dim: int, metric: str, params: dict[str, Any]):
         super().__init__(dim, metric, params)
         self.nbits = 8 * math.ceil(dim / 8)
         self.index = self.faiss.IndexBinaryIDMap2(self.faiss.IndexBinaryFlat(self.nbits))
@@ -594,16 +600,18 @@ class BinaryBackend(Backend):
     def codes(self, x: np.ndarray) -> np.ndarray:
         return np.packbits(x > 0, axis=1)  # zero-padded to a multiple of 8 bits
 
-    def add(self, iids, x):
+    def add(self, iids: np.ndarray, x: np.ndarray) -> None:
         self.fs.add(iids, x)
         self.index.add_with_ids(self.codes(x), iids)
 
-    def remove(self, iids):
+    def remove(self, iids: np.ndarray) -> None:
         if len(iids):
             self.fs.remove(iids)
             self.index.remove_ids(self.faiss.IDSelectorBatch(iids))
 
-    def search(self, q, k, allowed):
+    def search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         params = None
         if allowed is not None:
             sel, _keep = bitmap_selector(allowed)
@@ -612,13 +620,13 @@ class BinaryBackend(Backend):
         _, i = self.index.search(self.codes(q), kk, params=params)
         return self.rescore(q, i, k)
 
-    def index_ids(self):
+    def index_ids(self) -> np.ndarray:
         return self.faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
-    def restore(self, index, state):
+    def restore(self, index: Any, state: dict[str, Any]) -> None:
         self.index = index
 
-    def validate(self, live):
+    def validate(self, live: np.ndarray) -> str | None:
         msg = super().validate(live)
         if msg:
             return msg

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: Characters tokenized at once by `iter_chunks` (the memory bound of chunking a file).
 DEFAULT_WINDOW_CHARS = 1 << 18
@@ -63,7 +66,7 @@ def windows(n_tokens: int, chunk_tokens: int, overlap: int) -> list[tuple[int, i
 
 
 def chunk_spans(
-    tokenizer, texts: Sequence[str], chunk_tokens: int, overlap: int
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], chunk_tokens: int, overlap: int
 ) -> list[list[Span]]:
     """Spans of each text (one batched tokenizer call)."""
     if not texts:
@@ -110,7 +113,7 @@ class Position:
         return {"segment": self.segment, "token": self.token, "char": self.char, "same": self.same}
 
     @classmethod
-    def from_dict(cls, data) -> Position | None:
+    def from_dict(cls, data: Any) -> Position | None:
         try:
             pos = cls(
                 int(data["segment"]),
@@ -359,7 +362,7 @@ def _trim(text: _Text, start: int, end: int) -> tuple[int, int]:
 
 
 def iter_chunks(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str | CharSource],
     chunk_tokens: int,
     overlap: int,

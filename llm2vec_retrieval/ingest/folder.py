@@ -28,10 +28,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._io import atomic_write_json
 from ..hardware import DtypeChoice, resolve_dtype
+
+if TYPE_CHECKING:
+    from ..encoder import LLM2Vec
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +258,7 @@ def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
     }
 
 
-def load_encoder(spec: dict[str, Any], dtype: Any = None):
+def load_encoder(spec: dict[str, Any], dtype: Any = None) -> LLM2Vec:
     """An LLM2Vec built from an embedder spec (cached per process, per dtype).
 
     ``dtype``: as `encoder_dtype` takes it; None means the enclosing `encoder_dtype` block's,

@@ -21,7 +21,7 @@ import contextlib
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -36,6 +36,10 @@ from . import (
 )
 from .batcher import MicroBatcher
 from .schemas import EmbeddingRequest, SearchRequest, describe
+
+if TYPE_CHECKING:
+    from ..encoder import LLM2Vec
+    from ..ingest import Searcher
 
 __all__ = ["ApiError", "EmbeddingJob", "EmbeddingService", "MicroBatcher", "SearchJob"]
 
@@ -114,8 +118,8 @@ class EmbeddingService:
 
     def __init__(
         self,
-        encoder,
-        searcher=None,
+        encoder: LLM2Vec,
+        searcher: Searcher | None = None,
         model_name: str | None = None,
         max_inputs: int = DEFAULT_MAX_INPUTS,
         max_input_tokens: int | None = None,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from typing import Any
 
-from .config import STAGES, build_config, config_class
+from .config import STAGES, TrainConfig, build_config, config_class
 
 _ALIASES = {"lr": ["--learning-rate"], "data": [], "output": ["-o"]}
 
@@ -68,7 +69,7 @@ def _default_text(f) -> str:
     return ""
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     """Add the `train`, `export` and `combine` subcommands to an argparse subparsers object."""
     train = subparsers.add_parser(
         "train",
@@ -153,7 +154,7 @@ def register(subparsers) -> None:
     combine.set_defaults(func=cmd_combine)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cls = config_class(args.train_stage)
     overrides = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)

@@ -32,6 +32,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from .config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig
 
 TEXT_SUFFIXES = (".txt", ".text")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -452,7 +458,7 @@ class BatchStream:
 
 
 def text_stream(
-    paths: list[str], stats: DataStats | None, cfg
+    paths: list[str], stats: DataStats | None, cfg: TrainConfig
 ) -> Callable[[random.Random], Iterator[str]]:
     """Shuffled texts of all files, in file order then buffer-shuffled."""
 
@@ -466,7 +472,9 @@ def text_stream(
     return gen
 
 
-def mntp_batches(paths: list[str], tokenizer, cfg, stats: DataStats) -> Callable:
+def mntp_batches(
+    paths: list[str], tokenizer: PreTrainedTokenizerBase, cfg: MNTPConfig, stats: DataStats
+) -> Callable:
     """Batches of `batch_size` blocks of `block_size` token ids (texts concatenated, remainder dropped)."""
     block = cfg.block_size
 
@@ -503,7 +511,7 @@ def mntp_batches(paths: list[str], tokenizer, cfg, stats: DataStats) -> Callable
     return make
 
 
-def simcse_batches(paths: list[str], cfg, stats: DataStats) -> Callable:
+def simcse_batches(paths: list[str], cfg: SimCSEConfig, stats: DataStats) -> Callable:
     """Batches of `batch_size` distinct sentences (a last partial batch is dropped)."""
 
     def make(pass_index: int, rng: random.Random, first: bool) -> Iterator[list[str]]:
@@ -517,7 +525,7 @@ def simcse_batches(paths: list[str], cfg, stats: DataStats) -> Callable:
     return make
 
 
-def supervised_batches(paths: list[str], cfg, stats: DataStats) -> Callable:
+def supervised_batches(paths: list[str], cfg: SupervisedConfig, stats: DataStats) -> Callable:
     """Batches of `batch_size` examples, each from one source when `one_source_per_batch`.
 
     Sources are the files (default source: the file name) or the `source` field/column.

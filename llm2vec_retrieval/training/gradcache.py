@@ -16,7 +16,7 @@ The parameter gradients equal those of the full-batch loss (tested with dropout 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -33,7 +33,7 @@ class RngState:
         )
 
     @contextlib.contextmanager
-    def restore(self):
+    def restore(self) -> Iterator[None]:
         devices = list(range(len(self.cuda))) if self.cuda is not None else []
         with torch.random.fork_rng(devices=devices):
             torch.set_rng_state(self.cpu)

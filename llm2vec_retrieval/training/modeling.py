@@ -20,6 +20,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +30,11 @@ from ..config import EncoderConfig
 from ..encoder import LLM2Vec
 from .folders import patch_json
 from .losses import mntp_loss
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+    from .config import TrainConfig
 
 
 # ---------------------------------------------------------------------- loading
@@ -92,7 +98,7 @@ def set_attention_dropout(model: torch.nn.Module, p: float) -> None:
             module.attention_dropout = p
 
 
-def add_lora(model: torch.nn.Module, cfg) -> torch.nn.Module:
+def add_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """Wrap `model` (the base AutoModel) in a PEFT LoRA model; only LoRA weights train."""
     from peft import LoraConfig, get_peft_model
 
@@ -127,7 +133,7 @@ def add_lora(model: torch.nn.Module, cfg) -> torch.nn.Module:
         return get_peft_model(model, lora)
 
 
-def enable_gradient_checkpointing(peft_model) -> None:
+def enable_gradient_checkpointing(peft_model: PeftModel) -> None:
     base = peft_model.get_base_model()
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise UnsupportedModelError(
@@ -215,7 +221,9 @@ class MNTPModel(torch.nn.Module):
         self.model = model
         self.lm_head = lm_head
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mntp_loss(hidden, labels, self.lm_head)
 
@@ -237,7 +245,9 @@ class Embedder(torch.nn.Module):
         features = self.encoder.tokenize(pairs)
         return dict(features), features.truncated
 
-    def forward(self, input_ids, attention_mask, embed_mask):
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, embed_mask: torch.Tensor
+    ) -> torch.Tensor:
         features = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -248,7 +258,7 @@ class Embedder(torch.nn.Module):
 
 # ---------------------------------------------------------------------- saving
 def save_adapter(
-    peft_model,
+    peft_model: PeftModel,
     encoder: LLM2Vec,
     directory: str | os.PathLike,
     base_ref: str,

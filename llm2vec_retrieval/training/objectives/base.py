@@ -13,13 +13,16 @@ import contextlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ...config import EncoderConfig
 from .. import data as data_mod
 from ..config import TrainConfig
+
+if TYPE_CHECKING:
+    from ...encoder import LLM2Vec
 
 MakeBatches = Callable[[int, random.Random, bool], Iterator]
 
@@ -79,21 +82,21 @@ class Objective:
         """Keyword arguments for `LLM2Vec.from_pretrained` (pooling, lengths)."""
         return {}
 
-    def prepare_base(self, encoder) -> None:
+    def prepare_base(self, encoder: LLM2Vec) -> None:
         """Changes to the loaded encoder before LoRA is added (dropout, extra heads)."""
 
-    def encoder_config(self, encoder) -> EncoderConfig:
+    def encoder_config(self, encoder: LLM2Vec) -> EncoderConfig:
         """The encoder settings saved beside the adapter (llm2vec_config.json)."""
         return EncoderConfig(
             pooling_mode=encoder.config.pooling_mode,
             skip_instruction=encoder.config.skip_instruction,
         )
 
-    def build_module(self, encoder) -> torch.nn.Module:
+    def build_module(self, encoder: LLM2Vec) -> torch.nn.Module:
         """The module to train; `encoder.model` is now the PEFT (LoRA) model."""
         raise NotImplementedError
 
-    def batches(self, encoder, stats: data_mod.DataStats) -> MakeBatches:
+    def batches(self, encoder: LLM2Vec, stats: data_mod.DataStats) -> MakeBatches:
         """`make_batches(pass_index, rng, first_pass)` for `data.BatchStream`."""
         raise NotImplementedError
 
@@ -101,7 +104,7 @@ class Objective:
         """Extra fields of the first train_log.jsonl record."""
         return {}
 
-    def micro_step(self, step: MicroStep, batch) -> tuple[float, int]:
+    def micro_step(self, step: MicroStep, batch: Any) -> tuple[float, int]:
         """Forward and backward of one micro-batch: returns (unscaled loss, tokens processed)."""
         raise NotImplementedError
 

@@ -10,6 +10,7 @@ each group is embedded in its sorted order and put back in batch order before th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,6 +20,9 @@ from ..gradcache import chunked, grad_cache_step
 from ..losses import false_negative_mask, info_nce
 from ..modeling import Embedder, set_attention_dropout
 from .base import MicroStep, Objective
+
+if TYPE_CHECKING:
+    from ...encoder import LLM2Vec
 
 
 @dataclass
@@ -43,23 +47,23 @@ class ContrastiveObjective(Objective):
             "doc_max_length": cfg.max_length,
         }
 
-    def prepare_base(self, encoder) -> None:
+    def prepare_base(self, encoder: LLM2Vec) -> None:
         if self.cfg.attention_dropout is not None:
             set_attention_dropout(encoder.model, float(self.cfg.attention_dropout))
 
-    def encoder_config(self, encoder) -> EncoderConfig:
+    def encoder_config(self, encoder: LLM2Vec) -> EncoderConfig:
         return EncoderConfig(
             pooling_mode=self.cfg.pooling_mode,
             skip_instruction=encoder.config.skip_instruction,
         )
 
-    def build_module(self, encoder) -> torch.nn.Module:
+    def build_module(self, encoder: LLM2Vec) -> torch.nn.Module:
         return Embedder(encoder)
 
-    def groups(self, batch) -> Groups:
+    def groups(self, batch: Any) -> Groups:
         raise NotImplementedError
 
-    def micro_step(self, step: MicroStep, batch) -> tuple[float, int]:
+    def micro_step(self, step: MicroStep, batch: Any) -> tuple[float, int]:
         cfg = self.cfg
         embedder = step.unwrapped()
         g = self.groups(batch)

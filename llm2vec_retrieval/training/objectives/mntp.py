@@ -8,6 +8,8 @@ uninterrupted one. See `losses.mask_tokens` for the 80/10/10 and all-mask modes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from .. import data as data_mod
@@ -16,15 +18,18 @@ from ..losses import mask_tokens
 from ..modeling import MNTPModel, load_lm_head
 from .base import MakeBatches, MicroStep, Objective, register_objective
 
+if TYPE_CHECKING:
+    from ...encoder import LLM2Vec
+
 
 @register_objective
 class MNTPObjective(Objective):
     config_class = MNTPConfig
 
-    def prepare_base(self, encoder) -> None:
+    def prepare_base(self, encoder: LLM2Vec) -> None:
         self.lm_head = load_lm_head(encoder)  # before LoRA: read from the base checkpoint
 
-    def build_module(self, encoder) -> torch.nn.Module:
+    def build_module(self, encoder: LLM2Vec) -> torch.nn.Module:
         cfg, tok = self.cfg, encoder.tokenizer
         token = cfg.mask_token or tok.mask_token or "_"
         ids = tok.convert_tokens_to_ids([token])
@@ -41,13 +46,13 @@ class MNTPObjective(Objective):
         self.vocab_size = int(encoder.model.get_input_embeddings().weight.shape[0])
         return MNTPModel(encoder.model, self.lm_head)
 
-    def batches(self, encoder, stats: data_mod.DataStats) -> MakeBatches:
+    def batches(self, encoder: LLM2Vec, stats: data_mod.DataStats) -> MakeBatches:
         return data_mod.mntp_batches(self.cfg.data, encoder.tokenizer, self.cfg, stats)
 
     def start_fields(self) -> dict:
         return {"mask_token": self.mask_token}
 
-    def micro_step(self, step: MicroStep, batch) -> tuple[float, int]:
+    def micro_step(self, step: MicroStep, batch: Any) -> tuple[float, int]:
         cfg = self.cfg
         ids = torch.tensor(batch, dtype=torch.long)
         special = torch.isin(ids, self.special_ids)

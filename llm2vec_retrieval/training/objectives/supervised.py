@@ -4,20 +4,25 @@ for every query, with false negatives masked (`losses.false_negative_mask`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .. import data as data_mod
 from ..config import SupervisedConfig
 from .base import MakeBatches, register_objective
 from .contrastive import ContrastiveObjective, Groups
+
+if TYPE_CHECKING:
+    from ...encoder import LLM2Vec
 
 
 @register_objective
 class SupervisedObjective(ContrastiveObjective):
     config_class = SupervisedConfig
 
-    def batches(self, encoder, stats: data_mod.DataStats) -> MakeBatches:
+    def batches(self, encoder: LLM2Vec, stats: data_mod.DataStats) -> MakeBatches:
         return data_mod.supervised_batches(self.cfg.data, self.cfg, stats)
 
-    def groups(self, batch) -> Groups:
+    def groups(self, batch: Any) -> Groups:
         cfg = self.cfg
         q_pairs = [
             (ex.instruction if ex.instruction is not None else cfg.instruction, ex.query)
