@@ -171,6 +171,26 @@ PROSE_DEFAULTS: tuple[ProseDefault, ...] = (
     ),
     ProseDefault("docs/api.md", r"The default dtype is (\w+)\.", lambda: "float32"),
     ProseDefault(
+        "docs/cli.md",
+        r"the model's `doc_max_length`, (\d+) by\sdefault",
+        _field_default("EncoderConfig", "doc_max_length"),
+    ),
+    ProseDefault(
+        "docs/cli.md",
+        r"`--commit-every` chunks \(default \d+\) or (\d+)\sseconds",
+        _field_default("IndexSettings", "commit_seconds"),
+    ),
+    ProseDefault(
+        "docs/cli.md",
+        r"`k` from 1 to \d+ \(default (\d+)\)",
+        lambda: _attr(f"{_SERVER}.schemas:SearchRequest").model_fields["k"].default,
+    ),
+    ProseDefault(
+        "docs/cli.md",
+        r"`k` from 1 to (\d+)",
+        _const(f"{_SERVER}.schemas:MAX_K"),
+    ),
+    ProseDefault(
         "docs/training.md",
         r"default model's untrained base, `([\w.-]+)` \(`loading.DEFAULT_BASE`\)",
         _const("llm2vec_retrieval.loading:DEFAULT_BASE"),
