@@ -134,7 +134,9 @@ def test_stale_table_fails_the_check_and_is_rewritten(docs_copy: Path, capsys):
 def test_wrong_quoted_default_is_caught(docs_copy: Path, doc, old, new, expected):
     _edit(docs_copy / doc, old, new)
     problems = docgen.check_prose(docs_copy)
-    assert len(problems) == 1 and expected in problems[0], problems
+    # one wrong number, one or two reports (a flag's table row is also read as a flag default)
+    assert problems and any(expected in p for p in problems), problems
+    assert all(Path(doc).name in p for p in problems), problems
 
 
 def test_a_reworded_sentence_is_reported_not_silently_skipped(docs_copy: Path):
