@@ -654,7 +654,11 @@ def _load_base(path: str, hf_kwargs: dict):
     with loading.quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(path if _has_tokenizer(path) else weights_path)
         try:
-            model = AutoModel.from_pretrained(weights_path, **hf_kwargs)
+            model = (
+                loading.load_merged(path, weights_path, hf_kwargs)
+                if inner_base is not None
+                else AutoModel.from_pretrained(weights_path, **hf_kwargs)
+            )
         except ValueError as exc:
             if "Unrecognized" in str(exc) or "does not recognize" in str(exc):
                 raise UnsupportedModelError(
@@ -665,8 +669,6 @@ def _load_base(path: str, hf_kwargs: dict):
         raise UnsupportedModelError(
             f"{weights_path}: encoder-decoder models are not supported; use a decoder-only LLM"
         )
-    if inner_base is not None:
-        model = loading.apply_adapter(model, path)
     # As upstream: the name recorded in a local config.json (not the folder path) identifies the
     # model, and selects its chat template in `_format`.
     recorded = _recorded_name(path)

@@ -1,0 +1,199 @@
+"""Fast start (issue 16.2): the merged-adapter cache of `loading.load_merged`.
+
+An official-layout adapter folder (adapter + the base named in adapter_config.json) is
+merged into its base once per dtype and read back from the cache afterwards. The cached
+merge must give the vectors of the uncached load, be invalidated by a changed adapter,
+survive a damaged entry, and spare later processes the peft import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from llm2vec_retrieval import LLM2Vec, loading
+
+TEXTS = ["how do I resume training", "Rivers flood after heavy rain."]
+
+
+def _lora_folder(base: str, out, seed: int = 0) -> str:
+    """An official MNTP-layout folder: a random LoRA adapter naming `base`, with its tokenizer."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModel.from_pretrained(base),
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "v_proj", "up_proj"],
+            init_lora_weights=False,
+        ),
+    )
+    model.save_pretrained(out)
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base
+    cfg_path.write_text(json.dumps(cfg))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(base, name), out / name)
+    return str(out)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A private cache root; every adapter folder counts as shipped (merge cached)."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv(loading.CACHE_ENV, str(root))
+    monkeypatch.setattr(loading, "caches_merge", lambda folder: True)
+    return root
+
+
+def _entries(root) -> list:
+    merged = root / "merged"
+    return (
+        sorted(p.name for p in merged.iterdir() if not p.name.startswith("."))
+        if merged.is_dir()
+        else []
+    )
+
+
+def _encode(folder: str, dtype) -> np.ndarray:
+    return LLM2Vec.from_pretrained(folder, torch_dtype=dtype).encode_queries(TEXTS)
+
+
+def _uncached(folder: str, dtype, monkeypatch) -> np.ndarray:
+    with monkeypatch.context() as m:
+        m.setattr(loading, "caches_merge", lambda f: False)
+        return _encode(folder, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_merge_gives_the_uncached_vectors(tiny_llama, tmp_path, cache, monkeypatch, dtype):
+    folder = _lora_folder(tiny_llama, tmp_path / "adapter")
+    reference = _uncached(folder, dtype, monkeypatch)
+    assert _entries(cache) == []
+
+    built = _encode(folder, dtype)  # merges and writes the entry
+    (entry,) = _entries(cache)
+    assert f"-{str(dtype).removeprefix('torch.')}-" in entry
+    info = json.loads((cache / "merged" / entry / loading.MERGED_MARKER).read_text())
+    assert info["dtype"] == str(dtype) and info["format"] == loading.MERGED_FORMAT
+
+    def no_merge(*a, **k):
+        raise AssertionError("a cached merge must not merge again")
+
+    monkeypatch.setattr(loading, "apply_adapter", no_merge)
+    loaded = LLM2Vec.from_pretrained(folder, torch_dtype=dtype)
+    hit = loaded.encode_queries(TEXTS)
+    np.testing.assert_array_equal(built, reference)
+    np.testing.assert_array_equal(hit, reference)  # saved in the load dtype: bit for bit
+    weights = dict(loaded.model.named_parameters())
+    assert all(p.dtype == dtype for p in weights.values())
+    assert loaded.fingerprint() == LLM2Vec.from_pretrained(folder, torch_dtype=dtype).fingerprint()
+
+
+def test_changed_adapter_makes_a_new_entry_and_drops_the_old(
+    tiny_llama, tmp_path, cache, monkeypatch
+):
+    folder = _lora_folder(tiny_llama, tmp_path / "adapter", seed=0)
+    first = _encode(folder, torch.float32)
+    (old,) = _entries(cache)
+    retrained = _lora_folder(tiny_llama, tmp_path / "retrained", seed=1)
+    shutil.copy(
+        os.path.join(retrained, "adapter_model.safetensors"),
+        os.path.join(folder, "adapter_model.safetensors"),
+    )
+
+    second = _encode(folder, torch.float32)
+    (new,) = _entries(cache)
+    assert new != old
+    assert not np.allclose(first, second)
+    np.testing.assert_array_equal(second, _uncached(folder, torch.float32, monkeypatch))
+
+
+def test_damaged_entry_is_merged_again(tiny_llama, tmp_path, cache, caplog):
+    folder = _lora_folder(tiny_llama, tmp_path / "adapter")
+    good = _encode(folder, torch.float32)
+    (entry,) = _entries(cache)
+    weights = cache / "merged" / entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+    with caplog.at_level("WARNING", logger=loading.__name__):
+        again = _encode(folder, torch.float32)
+    np.testing.assert_array_equal(again, good)
+    assert "merging again" in caplog.text
+    assert weights.stat().st_size > 100  # rewritten
+
+
+def test_loads_that_could_change_the_weights_are_not_cached(tiny_llama, tmp_path, cache):
+    folder = _lora_folder(tiny_llama, tmp_path / "adapter")
+    LLM2Vec.from_pretrained(folder, device_map="cpu")
+    LLM2Vec.from_pretrained(folder, torch_dtype="auto")
+    assert _entries(cache) == []
+
+
+def test_unwritable_cache_still_loads(tiny_llama, tmp_path, cache, monkeypatch):
+    folder = _lora_folder(tiny_llama, tmp_path / "adapter")
+    cache.mkdir()
+    (cache / "merged").write_text("not a folder")
+    np.testing.assert_array_equal(
+        _encode(folder, torch.float32), _uncached(folder, torch.float32, monkeypatch)
+    )
+
+
+def test_only_shipped_adapters_are_cached(tmp_path):
+    assert loading.caches_merge(loading.shipped_adapter_dir(loading.DEFAULT_MODEL))
+    assert not loading.caches_merge(tmp_path)
+
+
+def test_a_cached_merge_loads_without_peft(tiny_llama, tmp_path, cache):
+    """A second process reads the merged weights: peft (and its imports) stay out."""
+    folder = _lora_folder(tiny_llama, tmp_path / "adapter")
+    code = (
+        "import sys, llm2vec_retrieval.loading as L\n"
+        "L.caches_merge = lambda f: True\n"
+        "from llm2vec_retrieval import LLM2Vec\n"
+        f"v = LLM2Vec.from_pretrained({folder!r}).encode_queries(['hi'])\n"
+        "print('peft' in sys.modules, v.shape)\n"
+    )
+    env = {**os.environ, loading.CACHE_ENV: str(cache), "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    assert runs[0].stdout.split()[0] == "True"  # the first process merges
+    assert runs[1].stdout.split()[0] == "False"
+
+
+@pytest.mark.slow
+def test_default_model_cached_merge_gives_the_uncached_query_vector(tmp_path, monkeypatch):
+    """The real default (bf16, as `search` runs it here): cached merge == merge at load."""
+    try:
+        base = loading.resolve_model_path(loading.DEFAULT_BASE)
+    except loading.ModelNotInstalledError as exc:
+        pytest.skip(str(exc))
+    root = tmp_path / "cache"
+    (root / "models").mkdir(parents=True)
+    os.symlink(base, root / "models" / loading.DEFAULT_BASE)  # the dequantized base, reused
+    monkeypatch.setenv(loading.CACHE_ENV, str(root))
+    with monkeypatch.context() as m:
+        m.setattr(loading, "caches_merge", lambda f: False)
+        reference = LLM2Vec.from_pretrained(dtype=torch.bfloat16).encode_queries(TEXTS)
+    built = LLM2Vec.from_pretrained(dtype=torch.bfloat16).encode_queries(TEXTS)
+    assert len(_entries(root)) == 1
+    hit = LLM2Vec.from_pretrained(dtype=torch.bfloat16).encode_queries(TEXTS)
+    np.testing.assert_array_equal(built, reference)
+    np.testing.assert_array_equal(hit, reference)
