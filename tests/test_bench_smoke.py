@@ -264,6 +264,7 @@ def test_report_on_synthetic_results(tmp_path):
         assert f"plots/{name}" in text
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_speed_end_to_end_tiny(tmp_path, tiny_llama):
     corpus = tmp_path / "corpus.jsonl"
     docs = [
@@ -339,6 +340,7 @@ def test_speed_rejects_unknown_choices(argv):
         speed.parse_args(argv)
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_encode_worker_queries_carry_the_instruction(tmp_path, tiny_llama, tiny_encoder):
     """The worker the quality benchmark's `official` model talks to: documents plain, queries with
     the instruction, both equal to the encoder's own vectors (here with impl ours, in this venv)."""

@@ -310,6 +310,7 @@ def test_help_for_every_command():
         assert sub.format_help().strip(), name
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_kill_during_index_then_resume(tmp_path, model):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -675,6 +676,7 @@ def _wait_stderr(proc: subprocess.Popen, prefix: str, timeout: float = 180) -> N
     raise AssertionError(f"timeout waiting for {prefix!r}")
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_file_name_not_utf8_is_skipped_and_reruns_are_incremental(tmp_path, model):
     """Issue 14.4: a file name that is not UTF-8 made every run fail writing files.json
     (the store saved, files.json never), so each run re-embedded everything."""
@@ -694,6 +696,7 @@ def test_file_name_not_utf8_is_skipped_and_reruns_are_incremental(tmp_path, mode
     assert "indexed 0 file(s) (0 chunks, 0 tokens), 1 unchanged, 1 skipped" in again.stdout
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
     """Issue 14.7: a search running while `index` swapped the store restored `.store.bak`
     under the writer, whose rename then failed. Real processes: the indexer pauses with its
@@ -743,6 +746,7 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
     assert "indexed 1 file(s)" in resumed.stdout and (tmp_path / "idx" / "store").is_dir()
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_ctrl_c_says_what_was_committed(tmp_path, model):
     """Issue 14.15: Ctrl-C printed "committed files are kept" even when nothing was."""
     from llm2vec_retrieval.index.persistence import PAUSE_ENV
@@ -777,6 +781,7 @@ def test_ctrl_c_says_what_was_committed(tmp_path, model):
     assert "interrupted: the 1 commit(s) of this run are kept in" in err
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_killed_inside_a_large_file_continues_there(tmp_path, model, capsys):
     """Issue 14.6: a large file was committed only at its end. Killed (SIGKILL) after a few
     commits inside one large file, the next run embeds only the rest; the result equals a
@@ -832,6 +837,7 @@ def test_allow_mismatch_with_another_dimension(built, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- issue 16.1: --dtype
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_dtype_auto_is_said_and_explicit_is_honoured(built, tmp_path):
     """The default (auto) resolves by hardware and says so in one stderr line before the
     first text is encoded; an explicit --dtype is honoured, also on an index built in the

@@ -111,6 +111,7 @@ MEMORY_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_chunking_memory_does_not_grow_with_the_file(tiny_llama, tmp_path):
     """Issue 14.6: a 20 MB file took 5.4 GB (offsets of every token at once). Peak memory of
     chunking a 3 MB file stays within a few window's worth of a 0.3 MB one's."""

@@ -445,6 +445,7 @@ finally:
 """
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_a_failing_request_fails_alone(tmp_path, tiny_llama, tiny_encoder):
     """Issue 14 item 10: the micro-batcher gave one failure to every request of the batch."""
     script = tmp_path / "faulty_server.py"
@@ -569,6 +570,7 @@ def test_micro_batcher_drops_cancelled_jobs():
         batcher.close()
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_load_small_requests_beside_a_large_one(tmp_path):
     """Issue 14 items 11 and 13: 32 clients of small requests plus one of 256 x ~400-token
     requests for a few seconds (benchmarks.bench_server; the issue's version is 20 s): no
@@ -802,6 +804,7 @@ def test_bad_serve_argument_is_one_line(argv, option, capsys):
     assert option in err
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_serve_default_dtype_is_said_at_start(tmp_path, tiny_llama):
     """Issue 16.1: without --dtype the server encodes in the dtype the hardware runs natively
     (bfloat16 with avx512_bf16/AMX/ARM bf16, else float32), says so in its start-up log, and
@@ -829,6 +832,7 @@ def test_serve_default_dtype_is_said_at_start(tmp_path, tiny_llama):
     assert (cos > 0.99).all(), cos
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_bad_dtype_is_one_line_before_binding():
     proc = subprocess.run(
         [sys.executable, "-m", "llm2vec_retrieval", "serve", "--port", "0", "--dtype", "fp8"],
@@ -843,6 +847,7 @@ def test_bad_dtype_is_one_line_before_binding():
     )
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_max_input_tokens_above_the_model_limit_is_one_line(tiny_llama):
     proc = subprocess.run(
         [sys.executable, "-m", "llm2vec_retrieval", "--threads", "1", "serve", "--port", "0"]
@@ -868,6 +873,7 @@ def test_the_core_imports_no_web_framework():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_serve_without_the_extra_names_the_install_command():
     code = (
         "import sys\n"

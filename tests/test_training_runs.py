@@ -361,6 +361,7 @@ def test_clear_errors(sharp_tiny, texts_file, work):
         )
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_cli_kill_and_resume_reaches_the_same_loss(sharp_tiny, texts_file, work, capsys):
     out = work / "killed"
     args = [

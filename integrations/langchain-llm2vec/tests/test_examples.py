@@ -66,6 +66,7 @@ def _run(script: str, *args: str, cwd: Path | None = None) -> subprocess.Complet
     return proc
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_langchain_rag_subprocess(setup, tmp_path) -> None:
     docs, ckpt = setup
     out = _run(
@@ -96,6 +97,7 @@ def test_langchain_rag_subprocess(setup, tmp_path) -> None:
     assert (tmp_path / "idx" / "manifest.json").is_file()
 
 
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_llamaindex_rag_subprocess(setup, tmp_path) -> None:
     docs, ckpt = setup
     out = _run(
