@@ -10,7 +10,8 @@ know are listed under "Skipped files" with the reason. Tables:
 - quality: every (model, task, data subset) from all quality files, the newest file winning;
 - speed: the newest speed file (throughput, ratio vs official, roofline, memory, agreement,
   index build time); older speed files are listed;
-- index: the newest index file; server: the newest server file; training: every train file.
+- index: the newest index file; server: the newest server file; training: every train file;
+  startup: the newest startup file (search/serve start-up per cache state, phases).
 
 Every table names the result file and the command that produced it, and the machine.
 Plots (benchmarks/results/plots/): quality.png (per model), throughput.png (per implementation
@@ -39,6 +40,7 @@ KINDS = (
     "train",
     "train_default",
     "hybrid_dev",
+    "startup",
 )
 MODEL_ORDER = (
     "bm25",
@@ -1295,6 +1297,66 @@ def make_plots(found: dict, plots_dir: Path) -> dict[str, Path]:
     return written
 
 
+STARTUP_STATES = (
+    ("cold", "cold: empty cache (GGUF dequantized, digests hashed, adapter merged and cached)"),
+    (
+        "merge_every_load",
+        "dequantized base cached, adapter merged at every load (before issue 16.2)",
+    ),
+    ("warm", "warm: merged model cached"),
+)
+
+
+def startup_section(files, base: Path) -> list[str]:
+    lines = ["## Start-up time of search and serve", ""]
+    if not files:
+        return lines + ["No start-up results.", ""]
+    path, d = files[-1]
+    lines += [
+        "Wall time of a fresh process with the default model in the CLI's dtype, on a warm OS page "
+        f"cache: `search` until its results are printed, `serve` until the first `POST /v1/embeddings` "
+        f"answers 200 on 127.0.0.1. Query {d.get('query', '?')!r}; index `{d.get('index', '?')}`; "
+        f"scheduling: {d.get('autogroup') or 'not recorded'}. Other processes share the machine: the "
+        "load average before each run is in the file.",
+        "",
+        source_line(path, d),
+        "",
+    ]
+    results = d.get("results") or {}
+    rows = []
+    for state, label in STARTUP_STATES:
+        for cmd in ("search", "serve"):
+            r = results.get(f"{cmd}_{state}")
+            if not isinstance(r, dict):
+                continue
+            runs = r.get("runs") or [r]
+            loads = [x.get("loadavg_before", [None])[0] for x in runs if isinstance(x, dict)]
+            loads = [x for x in loads if isinstance(x, (int, float))]
+            rows.append(
+                [
+                    cmd,
+                    label,
+                    len(runs),
+                    _fmt(r.get("median_s", r.get("seconds")), ".2f"),
+                    _fmt(r.get("min_s", r.get("seconds")), ".2f"),
+                    _fmt(r.get("max_s", r.get("seconds")), ".2f"),
+                    f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-",
+                ]
+            )
+    lines += _table(
+        ["command", "cache", "runs", "median s", "min s", "max s", "load avg (1 min)"], rows
+    )
+    lines.append("")
+    phases = d.get("phases_warm")
+    if isinstance(phases, dict) and phases:
+        lines += ["Where a warm start's seconds go (one process, `phases_warm` in the file):", ""]
+        lines += _table(["phase", "s"], [[k, _fmt(v, ".2f")] for k, v in phases.items()])
+        lines.append("")
+    if len(files) > 1:
+        lines += ["Earlier start-up runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
+    return lines
+
+
 # ---------------------------------------------------------------------------------- main
 def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     found, skipped = load_results(results_dir)
@@ -1320,6 +1382,7 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     lines += int8_section(found["int8"], base)
     lines += index_section(found["index"], base)
     lines += server_section(found["server"], base)
+    lines += startup_section(found["startup"], base)
     lines += train_section(found["train"], base, plots, found["quality"])
     if skipped:
         lines += ["## Skipped files", ""] + [f"- `{name}`: {why}" for name, why in skipped] + [""]
