@@ -1317,7 +1317,7 @@ def startup_section(files, base: Path) -> list[str]:
         f"cache: `search` until its results are printed, `serve` until the first `POST /v1/embeddings` "
         f"answers 200 on 127.0.0.1. Query {d.get('query', '?')!r}; index `{d.get('index', '?')}`; "
         f"scheduling: {d.get('autogroup') or 'not recorded'}. Other processes share the machine: the "
-        "load average before each run is in the file.",
+        "load average before each run is in the file; CPU s (user + system of the process) is what they change least.",
         "",
         source_line(path, d),
         "",
@@ -1340,11 +1340,22 @@ def startup_section(files, base: Path) -> list[str]:
                     _fmt(r.get("median_s", r.get("seconds")), ".2f"),
                     _fmt(r.get("min_s", r.get("seconds")), ".2f"),
                     _fmt(r.get("max_s", r.get("seconds")), ".2f"),
+                    _fmt(r.get("median_cpu_s", r.get("cpu_s")), ".2f"),
                     f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-",
                 ]
             )
     lines += _table(
-        ["command", "cache", "runs", "median s", "min s", "max s", "load avg (1 min)"], rows
+        [
+            "command",
+            "cache",
+            "runs",
+            "median s",
+            "min s",
+            "max s",
+            "median CPU s",
+            "load avg (1 min)",
+        ],
+        rows,
     )
     lines.append("")
     phases = d.get("phases_warm")

@@ -202,7 +202,7 @@ def test_default_model_cached_merge_gives_the_uncached_query_vector(tmp_path, mo
 def test_report_has_a_startup_section(tmp_path):
     from benchmarks import report
 
-    run = {"seconds": 4.5, "loadavg_before": [1.5, 1.0, 0.5]}
+    run = {"seconds": 4.5, "cpu_s": 3.0, "loadavg_before": [1.5, 1.0, 0.5]}
     data = {
         "benchmark": "startup",
         "command": "python -m benchmarks.startup --index X",
@@ -214,6 +214,7 @@ def test_report_has_a_startup_section(tmp_path):
                 "median_s": 3.5,
                 "min_s": 2.5,
                 "max_s": 4.5,
+                "median_cpu_s": 3.0,
             },
             "serve_cold": run,
         },
@@ -222,6 +223,9 @@ def test_report_has_a_startup_section(tmp_path):
     (tmp_path / "startup_20261201-220000.json").write_text(json.dumps(data))
     text = report.build_report(tmp_path, tmp_path / "RESULTS.md", tmp_path / "plots")
     section = text.split("## Start-up time of search and serve", 1)[1]
-    assert "| search | warm: merged model cached | 2 | 3.50 | 2.50 | 4.50 | 1.5-1.5 |" in section
+    assert (
+        "| search | warm: merged model cached | 2 | 3.50 | 2.50 | 4.50 | 3.00 | 1.5-1.5 |"
+        in section
+    )
     assert "| serve | cold: empty cache" in section and "| import torch | 1.25 |" in section
     assert "python -m benchmarks.startup --index X" in section
