@@ -435,6 +435,8 @@ _FLAG_DEFAULTS = (
     re.compile(r"`(--[a-z][\w-]*)(?: [A-Z]+)?`[^`()|]{0,45}?[(,] ?default ([\d.]+)(?! MiB)"),
     # option tables: | `--commit-every N` | 512 | ... |
     re.compile(r"^\| `(--[a-z][\w-]*)(?: [A-Z]+)?` \| ([\d.]+) \|", re.MULTILINE),
+    # usage lines: [--host 127.0.0.1] [--port 8000]
+    re.compile(r"\[(--[a-z][\w-]*) (\d[\w.]*)\]"),
 )
 
 
@@ -446,16 +448,16 @@ def flag_mismatches(doc: Path, text: str, defaults: dict[str, list[Any]]) -> lis
     problems = []
     for pattern in _FLAG_DEFAULTS:
         for m in pattern.finditer(text):
-            flag, quoted = m[1], float(m[2].rstrip("."))
+            flag, quoted = m[1], m[2].rstrip(".")
             line = text.count("\n", 0, m.start()) + 1
             if flag not in defaults:
                 problems.append(f"{doc.name}:{line}: no command has the option {flag}")
                 continue
-            numbers = [d for d in defaults[flag] if isinstance(d, (int, float))]
-            if numbers and quoted not in numbers:
+            known = [d for d in defaults[flag] if d is not None]
+            if known and not any(_same(quoted, d) for d in known):
                 problems.append(
-                    f"{doc.name}:{line}: {flag} documented default {m[2]}, the code says "
-                    + " or ".join(map(str, numbers))
+                    f"{doc.name}:{line}: {flag} documented default {quoted}, the code says "
+                    + " or ".join(map(str, known))
                 )
     return problems
 

@@ -108,6 +108,13 @@ def test_stale_table_fails_the_check_and_is_rewritten(docs_copy: Path, capsys):
             "`--read-timeout` seconds (default 60)",
             "--read-timeout documented default 60, the code says 30",
         ),
+        # a usage line
+        (
+            "docs/cli.md",
+            "[--port 8000]",
+            "[--port 8080]",
+            "--port documented default 8080, the code says 8000",
+        ),
         # an option table row
         (
             "docs/cli.md",
