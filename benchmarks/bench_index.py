@@ -157,7 +157,8 @@ def bench_kind(kind: str, x, q, truth, truth_f, truth_h, bucket, args, tmp: Path
     float_bytes = (path / "vectors.npy").stat().st_size if (path / "vectors.npy").exists() else 0
     docstore_bytes = (path / "docstore.jsonl").stat().st_size
     params = store.params
-    nlist = getattr(store._backend, "nlist", None)
+    with store.snapshot() as snap:
+        nlist = getattr(snap.backend, "nlist", None)
     del store
     t0 = time.perf_counter()
     loaded = IndexStore.load(path)

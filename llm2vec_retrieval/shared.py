@@ -120,3 +120,11 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise IndexCorruptedError(f"{path}: not a JSON object", file=str(path))
     return data
+
+
+def write_json_object(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Write a JSON object beside an index atomically (write, fsync, rename): a crash
+    leaves the old file or the new one, never half of one."""
+    from llm2vec_retrieval._io import atomic_write_json
+
+    atomic_write_json(Path(path), data)

@@ -603,3 +603,71 @@ def test_odd_text_round_trips(tmp_path):
     s.save(tmp_path / "ix")
     t = IndexStore.load(tmp_path / "ix")
     assert [(r.text, r.metadata) for r in t.get(t.ids)] == list(zip(texts, metas, strict=True))
+
+
+# -- issue 13.2: the store owns its state ------------------------------------------------
+def test_extra_is_saved_inside_the_checksummed_manifest(tmp_path):
+    from llm2vec_retrieval.index.persistence import load_manifest
+
+    store = IndexStore(8)
+    store.add(["a"], np.ones((1, 8), np.float32), ["alpha"])
+    store.save(tmp_path / "s", extra={"app": {"mode": "hybrid", "n": 3}})
+    assert load_manifest(tmp_path / "s")["extra"] == {"app": {"mode": "hybrid", "n": 3}}
+    loaded = IndexStore.load(tmp_path / "s")
+    assert loaded.extra == {"app": {"mode": "hybrid", "n": 3}}
+    loaded.save(tmp_path / "s")  # extra=None keeps what was loaded
+    assert IndexStore.load(tmp_path / "s").extra == {"app": {"mode": "hybrid", "n": 3}}
+    # an edited extra breaks the manifest checksum, as any other edit does
+    manifest = tmp_path / "s" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"hybrid"', '"dense"'))
+    with pytest.raises(IndexCorruptedError, match="checksum mismatch"):
+        IndexStore.load(tmp_path / "s")
+    with pytest.raises(ValueError, match="extra is not JSON-serializable"):
+        store.save(tmp_path / "t", extra={"x": object()})
+
+
+def test_dimension_is_fixed_by_the_first_add(tmp_path):
+    store = IndexStore(None, "ivf_pq", fingerprint={"model": "m"})
+    assert store.dim is None and store.search(np.ones(5), k=3) == []
+    store.save(tmp_path / "empty")  # an empty store saves and loads without a dimension
+    empty = IndexStore.load(tmp_path / "empty", fingerprint={"model": "m"})
+    assert empty.dim is None and len(empty) == 0 and empty.kind == "ivf_pq"
+    vecs = np.random.default_rng(0).normal(size=(20, 12)).astype(np.float32)
+    empty.add([f"d{i}" for i in range(20)], vecs)
+    assert empty.dim == 12 and empty.params["pq_m"] is not None and 12 % empty.params["pq_m"] == 0
+    with pytest.raises(ValueError, match=r"shape \(n, 12\)"):
+        empty.add(["x"], np.ones((1, 7), np.float32))
+    empty.save(tmp_path / "full")
+    again = IndexStore.load(tmp_path / "full")
+    assert again.dim == 12 and again.ids == empty.ids
+    np.testing.assert_allclose(again.vectors(["d3"]), empty.vectors(["d3"]))
+
+
+def test_snapshot_round_trip_keeps_everything(tmp_path):
+    store = IndexStore(4, "hnsw", fingerprint={"model": "m"})
+    store.add(["a", "b", "c"], np.eye(4, dtype=np.float32)[:3], ["x y", "y z", None])
+    store.delete(["b"])
+    with store.snapshot() as snap:
+        copy = IndexStore.from_snapshot(snap)
+        assert [d.id for d in snap.docs] == ["a", "c"] and snap.next_iid == 3
+    assert copy.ids == store.ids and copy.kind == "hnsw" and copy.fingerprint == {"model": "m"}
+    q = np.array([1, 0, 0, 0], np.float32)
+    assert [h.id for h in copy.search(q, k=2)] == [h.id for h in store.search(q, k=2)]
+    assert [h.id for h in copy.search(text="x", mode="lexical", k=1)] == ["a"]
+
+
+def test_check_fingerprint_is_the_one_comparison():
+    from llm2vec_retrieval.index.errors import DimensionMismatchError, check_fingerprint
+
+    saved = {"model": "a", "dim": 8}
+    assert check_fingerprint(saved, None) == saved
+    assert check_fingerprint(None, {"model": "a"}) is None
+    assert check_fingerprint(saved, {"model": "a", "dim": 8}) == saved
+    with pytest.raises(FingerprintMismatchError, match="model"):
+        check_fingerprint(saved, {"model": "b", "dim": 8})
+    with pytest.warns(UserWarning, match="loading anyway"):
+        assert check_fingerprint(saved, {"model": "b", "dim": 8}, allow_mismatch=True) == saved
+    with pytest.raises(DimensionMismatchError, match="8-dimensional"):
+        check_fingerprint(saved, {"model": "a", "dim": 4}, saved_dim=8, allow_mismatch=True)
+    # tuples compare as JSON saved them
+    assert check_fingerprint({"shape": [1, 2]}, {"shape": (1, 2)}) == {"shape": [1, 2]}

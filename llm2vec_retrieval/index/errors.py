@@ -1,11 +1,16 @@
 """Errors raised by the index store.
 
 All three are `UserError`s (a re-index or another model fixes them): the command line
-prints them as one line.
+prints them as one line. `check_fingerprint` is the one place a saved embedder fingerprint
+is compared with the embedder in use (store load, the integrations, the indexer, shards).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import UserError
@@ -108,3 +113,54 @@ class DimensionMismatchError(FingerprintMismatchError):
             "when a fingerprint mismatch is allowed); use the embedder it was built with, or "
             "re-index with this one",
         )
+
+
+def as_saved(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """A fingerprint as JSON stores it (tuples become lists, keys strings, other values
+    their ``str``): what a saved one is compared with."""
+    return json.loads(json.dumps(dict(fingerprint), default=str))
+
+
+def check_fingerprint(
+    saved: Mapping[str, Any] | None,
+    given: Mapping[str, Any] | None,
+    *,
+    allow_mismatch: bool = False,
+    saved_dim: int | None = None,
+    path: str | os.PathLike | None = None,
+    stacklevel: int = 2,
+) -> dict[str, Any] | None:
+    """The one comparison of a saved embedder fingerprint with the embedder in use.
+
+    Nothing to compare (either side None): returns ``saved``. The same embedder: returns
+    ``given`` as saved (digests written the current way replace older spellings).
+    Different: `FingerprintMismatchError`, or with ``allow_mismatch`` a warning and
+    ``saved`` is kept. ``saved_dim``: the dimension of the saved vectors; a ``given``
+    fingerprint naming another ``dim`` raises `DimensionMismatchError` even with
+    ``allow_mismatch`` (such vectors cannot be searched at all). ``path`` names the
+    index in that message. ``stacklevel``: as ``warnings.warn`` counts it from here (2:
+    the caller).
+    """
+    if given is None:
+        return None if saved is None else dict(saved)
+    given = as_saved(given)
+    given_dim = given.get("dim")
+    if (
+        saved_dim is not None
+        and isinstance(given_dim, int)
+        and not isinstance(given_dim, bool)
+        and given_dim != saved_dim
+    ):
+        where = os.fspath(path) if path is not None else "the saved index"
+        raise DimensionMismatchError(where, saved_dim, given_dim, dict(saved or {}), given)
+    if saved is None:
+        return None
+    saved = dict(saved)
+    diff = fingerprint_diff(saved, given)
+    if not diff:
+        return given
+    err = FingerprintMismatchError(saved, given, diff)
+    if not allow_mismatch:
+        raise err
+    warnings.warn(f"loading anyway: {err}", stacklevel=stacklevel)
+    return saved

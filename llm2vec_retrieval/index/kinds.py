@@ -103,8 +103,11 @@ def check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
         )
 
 
-def resolve_params(kind: str, dim: int, params: dict[str, Any]) -> dict[str, Any]:
-    """Defaults merged with ``params``, validated. Raises ValueError for unknown kinds/params."""
+def resolve_params(kind: str, dim: int | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Defaults merged with ``params``, validated. Raises ValueError for unknown kinds/params.
+
+    ``dim`` None (a store whose first vectors are still to come): what depends on the
+    dimension (ivf_pq's ``pq_m``) is left as given, and checked once it is known."""
     if kind not in DEFAULT_PARAMS:
         raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     defaults = DEFAULT_PARAMS[kind]
@@ -140,6 +143,10 @@ def resolve_params(kind: str, dim: int, params: dict[str, Any]) -> dict[str, Any
         p["pq_nbits"] = _pos_int(kind, "pq_nbits", p["pq_nbits"])
         if p["pq_nbits"] > 16:
             raise ValueError(f"ivf_pq: pq_nbits must be <= 16, got {p['pq_nbits']}")
+        if dim is None:
+            if p["pq_m"] is not None:
+                p["pq_m"] = _pos_int(kind, "pq_m", p["pq_m"])
+            return p
         if p["pq_m"] is None:
             p["pq_m"] = default_pq_m(dim)
         p["pq_m"] = _pos_int(kind, "pq_m", p["pq_m"])

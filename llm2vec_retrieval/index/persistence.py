@@ -17,7 +17,8 @@ Layout of ``path/``:
                     and bm25s's score matrix (``data``/``indices``/``indptr``).
 ``manifest.json``   ``format_version``, ``kind``, ``metric``, ``dim``, ``count``,
                     ``params``, ``state``, ``fingerprint``, ``lexical`` (the BM25
-                    settings, or null), ``created_at``, library and
+                    settings, or null), ``extra`` (the caller's metadata:
+                    ``save(path, extra=...)``), ``created_at``, library and
                     faiss versions, ``files`` (sha256 and size of every other file) and
                     ``manifest_sha256`` (of the manifest itself, canonical JSON, without
                     that key).
@@ -34,7 +35,7 @@ directory handle, so a save that swaps the directory meanwhile does not mix two
 versions; if the old version is deleted mid-read, it reads the new one (a few attempts).
 Leftover temporary directories of dead processes are removed by the next save.
 Concurrent saves to one path from several processes are not supported.
-Other files in the directory (e.g. an integration's sidecar JSON) are carried over
+Other files in the directory (a user's own, say) are carried over
 into the new directory (hard links, else copies); a directory that is not a saved
 index and has sub-directories is refused, so a mistyped path cannot swap a big tree.
 
@@ -57,10 +58,9 @@ import shutil
 import stat
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -72,16 +72,9 @@ from .._io import (
     staged_dir,
 )
 from ._faiss import get_faiss
-from .errors import (
-    DimensionMismatchError,
-    FingerprintMismatchError,
-    IndexCorruptedError,
-    fingerprint_diff,
-)
-from .kinds import KINDS, METRICS
-
-if TYPE_CHECKING:
-    from .store import IndexStore
+from .errors import IndexCorruptedError, check_fingerprint
+from .kinds import KINDS, METRICS, make_backend, resolve_params
+from .snapshot import StoredDoc, StoreSnapshot
 
 T = TypeVar("T")
 
@@ -206,7 +199,7 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
 
 
 def _carry_foreign(src: Path, dst: Path) -> None:
-    """Bring files that are not ours (e.g. an integration's sidecar) into the new directory."""
+    """Bring files that are not ours into the new directory."""
     for entry in src.iterdir():
         if entry.name in OWN_FILES or (dst / entry.name).exists():
             continue
@@ -216,43 +209,43 @@ def _carry_foreign(src: Path, dst: Path) -> None:
             _link_or_copy(entry, dst / entry.name)
 
 
-def save_store(store: IndexStore, path: str | Path) -> None:
+def save_store(snap: StoreSnapshot, path: str | Path) -> None:
+    """Write a store's state into directory `path` atomically (the module docstring says how).
+    The caller keeps the state unchanged meanwhile (`IndexStore.save` holds its lock)."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with store._lock:
-        restore_backup(path, MANIFEST_FILE)
-        if path.exists():
-            if not path.is_dir():
-                raise ValueError(f"{path} exists and is not a directory")
-            if not (path / MANIFEST_FILE).exists() and any(p.is_dir() for p in path.iterdir()):
-                raise ValueError(
-                    f"refusing to save into {path}: it has sub-directories and is not a saved index"
-                )
-        with staged_dir(path, marker=MANIFEST_FILE, on_stage=_pause) as tmp:
-            _write_files(store, path, tmp)
+    restore_backup(path, MANIFEST_FILE)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} exists and is not a directory")
+        if not (path / MANIFEST_FILE).exists() and any(p.is_dir() for p in path.iterdir()):
+            raise ValueError(
+                f"refusing to save into {path}: it has sub-directories and is not a saved index"
+            )
+    with staged_dir(path, marker=MANIFEST_FILE, on_stage=_pause) as tmp:
+        _write_files(snap, path, tmp)
 
 
-def _write_files(store: IndexStore, path: Path, tmp: Path) -> None:
+def _write_files(snap: StoreSnapshot, path: Path, tmp: Path) -> None:
     """Every file of the store into the empty directory `tmp` (the manifest last), and the
     foreign files of the current `path`."""
     files: list[str] = []
-    backend = store._backend
-    if backend.write(str(tmp / INDEX_FILE)):
+    backend = snap.backend
+    if backend is not None and backend.write(str(tmp / INDEX_FILE)):
         files.append(INDEX_FILE)
     _pause("index_written")
-    docs = store._docs
     with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8", newline="\n") as f:
-        for id_, d in docs.items():
+        for d in snap.docs:
             f.write(
                 json.dumps(
-                    {"id": id_, "iid": d.iid, "text": d.text, "metadata": d.metadata},
+                    {"id": d.id, "iid": d.iid, "text": d.text, "metadata": d.metadata},
                     ensure_ascii=True,  # lone surrogates in texts survive too
                 )
             )
             f.write("\n")
     files.append(DOCSTORE_FILE)
-    if backend.keeps_vectors:
-        iids = store._live_iids()
+    if backend is not None and backend.keeps_vectors:
+        iids = snap.iids
         with open(tmp / VECTORS_FILE, "wb") as f:
             np.save(
                 f,
@@ -260,7 +253,7 @@ def _write_files(store: IndexStore, path: Path, tmp: Path) -> None:
                 allow_pickle=False,
             )
         files.append(VECTORS_FILE)
-    lexical = store._lexical
+    lexical = snap.lexical
     if lexical is not None:
         vocab, arrays = lexical.snapshot()
         with open(tmp / LEXICAL_VOCAB_FILE, "w", encoding="utf-8") as f:
@@ -280,14 +273,15 @@ def _write_files(store: IndexStore, path: Path, tmp: Path) -> None:
         "library_version": _library_version(),
         "faiss_version": getattr(get_faiss(), "__version__", "unknown"),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "kind": store.kind,
-        "metric": store.metric,
-        "dim": store.dim,
-        "count": len(docs),
-        "params": store._params,
-        "state": {"next_iid": store._next_iid, **backend.state()},
-        "fingerprint": store._fingerprint,
+        "kind": snap.kind,
+        "metric": snap.metric,
+        "dim": snap.dim,
+        "count": len(snap.docs),
+        "params": snap.params,
+        "state": {"next_iid": snap.next_iid, **(backend.state() if backend is not None else {})},
+        "fingerprint": snap.fingerprint,
         "lexical": None if lexical is None else lexical.settings,
+        "extra": snap.extra,
         "files": file_info,
     }
     manifest["manifest_sha256"] = manifest_checksum(manifest)
@@ -327,18 +321,22 @@ def _read_manifest(d: Path, reader: _DirReader) -> dict[str, Any]:
     checks = {
         "kind": lambda v: v in KINDS,
         "metric": lambda v: v in METRICS,
-        "dim": lambda v: isinstance(v, int) and v > 0,
+        "dim": lambda v: v is None or (isinstance(v, int) and v > 0),
         "count": lambda v: isinstance(v, int) and v >= 0,
         "params": lambda v: isinstance(v, dict),
         "state": lambda v: isinstance(v, dict) and isinstance(v.get("next_iid"), int),
         "files": lambda v: isinstance(v, dict) and DOCSTORE_FILE in v,
         "fingerprint": lambda v: v is None or isinstance(v, dict),
         "lexical": lambda v: v is None or isinstance(v, dict),
+        "extra": lambda v: isinstance(v, dict),
     }
     manifest.setdefault("lexical", None)  # format 1 had no lexical part
+    manifest.setdefault("extra", {})  # saved before save(extra=...) existed
     for key, ok in checks.items():
         if key not in manifest or not ok(manifest[key]):
             raise _corrupt(mpath, f"bad or missing field {key!r}")
+    if manifest["dim"] is None and manifest["count"]:
+        raise _corrupt(mpath, "documents saved without a vector dimension")
     return manifest
 
 
@@ -363,31 +361,25 @@ def _read_verified(d: Path, reader: _DirReader, name: str, info: Any) -> bytes:
 
 
 def load_store(
-    cls: type[IndexStore],
     path: str | Path,
     fingerprint: dict[str, Any] | None = None,
     allow_fingerprint_mismatch: bool = False,
-) -> IndexStore:
+) -> StoreSnapshot:
+    """The state saved at `path`, every file verified (see the module docstring); the
+    fingerprint compared by `check_fingerprint` (the same embedder: its fingerprint as
+    written now is kept, so newer digest spellings replace older ones)."""
     path = Path(path).absolute()
     d, manifest, blobs = _read_files(path)
-    stored_fp = manifest["fingerprint"]
-    if fingerprint is not None:
-        # compare as saved: a JSON round trip (tuples become lists, keys strings)
-        fingerprint = json.loads(json.dumps(dict(fingerprint), default=str))
-        given_dim = fingerprint.get("dim")
-        if isinstance(given_dim, int) and given_dim != manifest["dim"]:
-            raise DimensionMismatchError(
-                str(path), manifest["dim"], given_dim, stored_fp or {}, fingerprint
-            )
-    if fingerprint is not None and stored_fp is not None:
-        diff = fingerprint_diff(stored_fp, fingerprint)
-        if diff:
-            err = FingerprintMismatchError(stored_fp, fingerprint, diff)
-            if not allow_fingerprint_mismatch:
-                raise err
-            warnings.warn(f"loading anyway: {err}", stacklevel=3)
-        else:  # the same embedder: keep its fingerprint as it is written now (newer digests)
-            stored_fp = fingerprint
+    stored_fp = check_fingerprint(
+        manifest["fingerprint"],
+        fingerprint,
+        allow_mismatch=allow_fingerprint_mismatch,
+        saved_dim=manifest["dim"],
+        path=str(path),
+        stacklevel=4,  # the caller of IndexStore.load
+    )
+    if stored_fp is None and fingerprint is not None:  # an index saved without one takes it
+        stored_fp = json.loads(json.dumps(dict(fingerprint), default=str))
 
     # docstore
     dpath = d / DOCSTORE_FILE
@@ -439,19 +431,15 @@ def load_store(
     elif LEXICAL_FILE in blobs or LEXICAL_VOCAB_FILE in blobs:
         raise _corrupt(d / MANIFEST_FILE, "lexical files listed but no lexical settings")
 
-    try:
-        store = cls(
-            dim,
-            manifest["kind"],
-            manifest["metric"],
-            stored_fp if stored_fp is not None else fingerprint,
-            lexical=False,
-            **manifest["params"],
-        )
-    except ValueError as exc:
-        raise _corrupt(d / MANIFEST_FILE, f"invalid parameters ({exc})") from None
-
-    backend = store._backend
+    kind, metric = manifest["kind"], manifest["metric"]
+    backend = None
+    if dim is not None:
+        try:
+            backend = make_backend(kind, dim, metric, resolve_params(kind, dim, manifest["params"]))
+        except ValueError as exc:
+            raise _corrupt(d / MANIFEST_FILE, f"invalid parameters ({exc})") from None
+    elif INDEX_FILE in blobs or VECTORS_FILE in blobs:
+        raise _corrupt(d / MANIFEST_FILE, "vector files listed but no vector dimension")
     index = None
     if INDEX_FILE in blobs:
         ipath = d / INDEX_FILE
@@ -461,35 +449,37 @@ def load_store(
             raise _corrupt(
                 ipath, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})"
             ) from None
-    elif manifest["kind"] in ("flat", "hnsw", "binary") or manifest["state"].get("trained"):
+    elif dim is not None and (
+        kind in ("flat", "hnsw", "binary") or manifest["state"].get("trained")
+    ):
         raise _corrupt(d / INDEX_FILE, "missing from the manifest")
-    try:
-        backend.restore(index, manifest["state"])
-    except Exception as exc:
-        raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
-    needs_floats = manifest["kind"] == "binary" or (
-        manifest["kind"].startswith("ivf_")
-        and (backend.params.get("keep_vectors") or index is None)
+    if backend is not None:
+        try:
+            backend.restore(index, manifest["state"])
+        except Exception as exc:
+            raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
+        needs_floats = kind == "binary" or (
+            kind.startswith("ivf_") and (backend.params.get("keep_vectors") or index is None)
+        )
+        if needs_floats and count and vectors is None:
+            raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")
+        if vectors is not None:
+            backend.fs.add(iids, vectors)
+        msg = backend.validate(iids)
+        if msg:
+            raise _corrupt(d / INDEX_FILE, msg)
+    return StoreSnapshot(
+        dim=dim,
+        kind=kind,
+        metric=metric,
+        params=manifest["params"],
+        fingerprint=stored_fp,
+        next_iid=next_iid,
+        docs=[StoredDoc(id_, iid, text, meta) for id_, iid, text, meta in docs],
+        backend=backend,
+        lexical=lexical,
+        extra=manifest["extra"],
     )
-    if needs_floats and count and vectors is None:
-        raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")
-    if vectors is not None:
-        backend.fs.add(iids, vectors)
-    msg = backend.validate(iids)
-    if msg:
-        raise _corrupt(d / INDEX_FILE, msg)
-
-    store._docs = {}
-    store._by_iid = {}
-    from .store import _Doc
-
-    for id_, iid, text, meta in docs:
-        store._docs[id_] = _Doc(iid, text, meta)
-        store._by_iid[iid] = id_
-    store._next_iid = next_iid
-    store._live_cache = None
-    store._lexical = lexical
-    return store
 
 
 _READ_ATTEMPTS = 5

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
 from .kinds import KINDS, METRICS, Backend, IVFBackend, make_backend, resolve_params
 from .lexical import LexicalIndex
 from .mmr import mmr_select
+from .persistence import load_store, save_store
+from .snapshot import StoredDoc, StoreSnapshot
 
 #: Search modes: vectors only, BM25 over the texts only, or both fused.
 MODES = ("dense", "lexical", "hybrid")
@@ -95,7 +98,8 @@ class IndexStore:
     """Vectors in a FAISS index, with texts and JSON metadata, addressed by string ids.
 
     Args:
-        dim: vector dimension.
+        dim: vector dimension, or None to take it from the first vectors added (an
+            empty store saves and loads without one).
         kind: ``flat`` (exact), ``hnsw``, ``ivf_flat``, ``ivf_sq8``, ``ivf_pq`` or
             ``binary``; see :mod:`llm2vec_retrieval.index.kinds` for each kind's params
             and the IVF training rule.
@@ -125,7 +129,7 @@ class IndexStore:
 
     def __init__(
         self,
-        dim: int,
+        dim: int | None,
         kind: str = "flat",
         metric: str = "cosine",
         fingerprint: dict[str, Any] | None = None,
@@ -133,8 +137,10 @@ class IndexStore:
         **params: Any,
     ):
         get_faiss()  # clear ImportError when faiss is missing
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if dim is not None and (
+            isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1
+        ):
+            raise ValueError(f"dim must be a positive integer or None, got {dim!r}")
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
         if metric not in METRICS:
@@ -145,12 +151,16 @@ class IndexStore:
                     f"fingerprint must be a dict or None, got {type(fingerprint).__name__}"
                 )
             fingerprint = _check_json("fingerprint", dict(fingerprint))
-        self._dim = int(dim)
+        self._dim: int | None = None if dim is None else int(dim)
         self._kind = kind
         self._metric = metric
         self._fingerprint: dict[str, Any] | None = fingerprint
+        self._given_params = dict(params)  # resolved again when the first add fixes dim
         self._params = resolve_params(kind, self._dim, params)
-        self._backend: Backend = make_backend(kind, self._dim, metric, self._params)
+        self._backend: Backend | None = None
+        if self._dim is not None:
+            self._backend = make_backend(kind, self._dim, metric, self._params)
+        self._extra: dict[str, Any] = {}
         self._docs: dict[str, _Doc] = {}
         self._by_iid: dict[int, str] = {}
         self._next_iid = 0
@@ -160,7 +170,8 @@ class IndexStore:
 
     # -- properties ---------------------------------------------------------------
     @property
-    def dim(self) -> int:
+    def dim(self) -> int | None:
+        """The vector dimension; None until the first add when the store was made without."""
         return self._dim
 
     @property
@@ -195,7 +206,15 @@ class IndexStore:
     def is_trained(self) -> bool:
         """False only for an IVF store that has not reached its training threshold."""
         b = self._backend
+        if b is None:
+            return not self._kind.startswith("ivf_")
         return b.trained if isinstance(b, IVFBackend) else True
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The caller's metadata saved with the store (``save(path, extra=...)``), as last
+        saved or loaded; {} when none."""
+        return _json_copy(self._extra)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -211,8 +230,8 @@ class IndexStore:
         a = np.asarray(x, dtype=np.float32)
         if a.ndim == 1:
             a = a.reshape(1, -1)
-        if a.ndim != 2 or a.shape[1] != self._dim:
-            raise ValueError(f"{what} must have shape (n, {self._dim}), got {np.shape(x)}")
+        if a.ndim != 2 or (a.shape[1] != self._dim if self._dim else a.shape[1] < 1):
+            raise ValueError(f"{what} must have shape (n, {self._dim or 'dim'}), got {np.shape(x)}")
         if not np.isfinite(a).all():
             bad = int(np.nonzero(~np.isfinite(a).all(axis=1))[0][0])
             raise ValueError(f"{what} row {bad} contains NaN or infinite values")
@@ -284,6 +303,7 @@ class IndexStore:
                 metas.append(_check_json(f"metadata for id {i!r}", dict(m)))
         tokens = self._lexical.tokenize(texts) if self._lexical is not None else None
         with self._lock:
+            self._fix_dim(x.shape[1])
             new_iids = np.arange(self._next_iid, self._next_iid + n, dtype=np.int64)
             old = [self._docs[i].iid for i in ids if i in self._docs]
             self._backend.add(new_iids, x)
@@ -301,6 +321,16 @@ class IndexStore:
                 self._docs[i] = _Doc(iid, t, m)
                 self._by_iid[iid] = i
         return ids
+
+    def _fix_dim(self, dim: int) -> None:
+        """The first vectors of a store made without a dimension fix it; caller holds the lock."""
+        if self._backend is not None:
+            if dim != self._dim:  # another thread's first add fixed another one meanwhile
+                raise ValueError(f"vectors must have shape (n, {self._dim}), got (n, {dim})")
+            return
+        params = resolve_params(self._kind, dim, self._given_params)
+        self._backend = make_backend(self._kind, dim, self._metric, params)
+        self._dim, self._params = dim, params
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove documents; returns how many existed. Missing ids are ignored."""
@@ -335,7 +365,7 @@ class IndexStore:
     def train(self) -> None:
         """IVF kinds: (re)train now on all stored vectors, below the threshold too."""
         with self._lock:
-            if isinstance(self._backend, IVFBackend):
+            if isinstance(self._backend, IVFBackend):  # None before the first add
                 self._backend.train()
 
     # -- reading ------------------------------------------------------------------
@@ -367,6 +397,8 @@ class IndexStore:
             missing = [i for i in ids if i not in self._docs]
             if missing:
                 raise KeyError(f"unknown id(s): {', '.join(map(repr, missing[:5]))}")
+            if self._backend is None:  # no vector yet, so ids is empty
+                return np.empty((0, 0), np.float32)
             return self._backend.vectors(
                 np.asarray([self._docs[i].iid for i in ids], dtype=np.int64)
             )
@@ -566,11 +598,55 @@ class IndexStore:
             return self._hits(s_row[picked], cand[picked])
 
     # -- persistence --------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Save into directory ``path`` atomically (see :mod:`.persistence`)."""
-        from .persistence import save_store
+    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+        """Save into directory ``path`` atomically (see :mod:`.persistence`).
 
-        save_store(self, path)
+        ``extra``: the caller's metadata (a JSON-serializable dict, e.g. an integration's
+        settings), saved inside the checksummed manifest and returned by `extra` after
+        `load`; None keeps what the store last saved or loaded."""
+        if extra is not None:
+            if not isinstance(extra, Mapping):
+                raise ValueError(f"extra must be a dict or None, got {type(extra).__name__}")
+            extra = _check_json("extra", dict(extra))
+        with self.snapshot() as snap:
+            if extra is not None:
+                snap = replace(snap, extra=extra)
+            save_store(snap, path)
+            self._extra = snap.extra
+
+    @contextmanager
+    def snapshot(self) -> Iterator[StoreSnapshot]:
+        """The store's whole state (see `StoreSnapshot`), holding the store's lock for the
+        block: nothing changes it meanwhile. Its objects are the live ones: read only."""
+        with self._lock:
+            yield StoreSnapshot(
+                dim=self._dim,
+                kind=self._kind,
+                metric=self._metric,
+                params=dict(self._params),
+                fingerprint=self._fingerprint,
+                next_iid=self._next_iid,
+                docs=[StoredDoc(i, d.iid, d.text, d.metadata) for i, d in self._docs.items()],
+                backend=self._backend,
+                lexical=self._lexical,
+                extra=self._extra,
+            )
+
+    @classmethod
+    def from_snapshot(cls, snap: StoreSnapshot) -> IndexStore:
+        """A store holding ``snap``'s state (what `load` builds from verified files); its
+        backend and lexical index are taken over, not copied."""
+        store = cls(
+            snap.dim, snap.kind, snap.metric, snap.fingerprint, lexical=False, **snap.params
+        )
+        if snap.backend is not None:
+            store._backend = snap.backend
+        store._docs = {d.id: _Doc(d.iid, d.text, d.metadata) for d in snap.docs}
+        store._by_iid = {d.iid: d.id for d in snap.docs}
+        store._next_iid = snap.next_iid
+        store._lexical = snap.lexical
+        store._extra = dict(snap.extra)
+        return store
 
     @classmethod
     def load(
@@ -584,6 +660,4 @@ class IndexStore:
         If ``fingerprint`` and the saved one are both given and differ:
         ``FingerprintMismatchError`` (unless ``allow_fingerprint_mismatch``: then a
         warning, and the store keeps the saved fingerprint)."""
-        from .persistence import load_store
-
-        return load_store(cls, path, fingerprint, allow_fingerprint_mismatch)
+        return cls.from_snapshot(load_store(path, fingerprint, allow_fingerprint_mismatch))

@@ -43,10 +43,13 @@ def _index_store_cls() -> type[IndexStore]:
     return IndexStore
 
 
-# Written next to the IndexStore files by `save_local`: what `load_local` needs to
-# rebuild the wrapper (also when the store was never created because nothing was added).
-_SIDECAR = "langchain_llm2vec.json"
-_FORMAT_VERSION = 1
+# `save_local` keeps the wrapper's own settings in the store's checksummed manifest, under
+# this key of `IndexStore.save(extra=...)`. Folders saved before that kept them in a sidecar
+# JSON file beside the store (`_LEGACY_SIDECAR`): read when there is nothing else, removed by
+# the next save.
+_EXTRA_KEY = "langchain_llm2vec"
+_FORMAT_VERSION = 2
+_LEGACY_SIDECAR = "langchain_llm2vec.json"
 
 
 def embeddings_fingerprint(embedding: Embeddings) -> dict[str, Any] | None:
@@ -59,21 +62,6 @@ def embeddings_fingerprint(embedding: Embeddings) -> dict[str, Any] | None:
     if callable(method):
         return method()
     return None
-
-
-def _check_fingerprint(
-    saved: dict[str, Any] | None, given: dict[str, Any] | None, allow_mismatch: bool
-) -> None:
-    """Raise `FingerprintMismatchError` like `IndexStore.load` does (no store saved)."""
-    if saved is None or given is None or allow_mismatch:
-        return
-    from llm2vec_retrieval.index import FingerprintMismatchError
-    from llm2vec_retrieval.index.errors import fingerprint_diff
-
-    given = json.loads(json.dumps(given, default=str))
-    differing = fingerprint_diff(saved, given)
-    if differing:
-        raise FingerprintMismatchError(saved, given, differing)
 
 
 # What a search on an index without a BM25 part says, with the LangChain way to add it.
@@ -181,9 +169,10 @@ class LLM2VecVectorStore(VectorStore):
         #: The text search mode (None: hybrid when the store has a BM25 part, else dense).
         self.search_mode = None if search_mode is None else _check_mode(search_mode)
         self._store: IndexStore | None = store
-        if store is not None:
-            self.index_kind = getattr(store, "kind", index_kind)
-            self.metric = getattr(store, "metric", metric)
+        if store is not None:  # its own settings are the ones in force
+            self.index_kind = store.kind
+            self.metric = store.metric
+            self.index_params = store.params
         else:
             from llm2vec_retrieval.index import check_index_config
 
@@ -219,7 +208,7 @@ class LLM2VecVectorStore(VectorStore):
                 fingerprint=embeddings_fingerprint(self.embedding),
                 **self.index_params,
             )
-        elif self._store.dim != dim:
+        elif self._store.dim not in (None, dim):  # None: the first add fixes it
             raise ValueError(
                 f"Embedding dimension {dim} does not match the index dimension {self._store.dim}"
             )
@@ -552,25 +541,29 @@ class LLM2VecVectorStore(VectorStore):
 
     # -- persistence ---------------------------------------------------------------------
     def save_local(self, folder_path: str | Path) -> None:
-        """Save the index, ids, texts and metadata to a folder (JSON + FAISS, no pickle).
+        """Save the index, ids, texts and metadata to a folder (JSON + FAISS, no pickle),
+        atomically; the wrapper's settings go inside the store's checksummed manifest.
 
         Metadata values must be JSON-serialisable.
         """
         folder = Path(folder_path)
-        folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            if self._store is not None:
-                self._store.save(folder)
-            sidecar = {
-                "format_version": _FORMAT_VERSION,
-                "index_kind": self.index_kind,
-                "metric": self.metric,
-                "index_params": self.index_params,
-                "has_store": self._store is not None,
-                "fingerprint": embeddings_fingerprint(self.embedding),
-                "search_mode": self.search_mode,
+            store = self._store
+            if store is None:  # nothing added yet: an empty store still records the embedder
+                store = _index_store_cls()(
+                    None,
+                    kind=self.index_kind,
+                    metric=self.metric,
+                    fingerprint=embeddings_fingerprint(self.embedding),
+                    **self.index_params,
+                )
+            extra = {
+                **store.extra,
+                _EXTRA_KEY: {"format_version": _FORMAT_VERSION, "search_mode": self.search_mode},
             }
-        (folder / _SIDECAR).write_text(json.dumps(sidecar, indent=2, default=str))
+            store.save(folder, extra=extra)
+            # the legacy sidecar was carried into the new version: it says nothing now
+            (folder / _LEGACY_SIDECAR).unlink(missing_ok=True)
 
     @classmethod
     def load_local(
@@ -581,7 +574,7 @@ class LLM2VecVectorStore(VectorStore):
         allow_fingerprint_mismatch: bool = False,
         **kwargs: Any,
     ) -> LLM2VecVectorStore:
-        """Load a folder written by `save_local`.
+        """Load a folder written by `save_local` (or any saved `IndexStore`).
 
         When `embeddings` describes itself (`LLM2VecEmbeddings`), its fingerprint must
         match the one recorded at save time, else `FingerprintMismatchError` is raised
@@ -591,31 +584,35 @@ class LLM2VecVectorStore(VectorStore):
         lexical/hybrid searches raise ValueError until
         `vector_store.store.build_lexical()` (then `save_local` to keep it).
         """
+        from llm2vec_retrieval.index.persistence import MANIFEST_FILE
+
         folder = Path(folder_path)
-        sidecar_file = folder / _SIDECAR
-        if sidecar_file.exists():
-            sidecar = read_json_object(sidecar_file)
-        else:  # a bare IndexStore folder
-            sidecar = {"has_store": True, "index_params": {}}
         fingerprint = embeddings_fingerprint(embeddings)
-        if sidecar.get("has_store", True):
+        legacy_file = folder / _LEGACY_SIDECAR
+        legacy = read_json_object(legacy_file) if legacy_file.exists() else {}
+        if (folder / MANIFEST_FILE).exists() or not legacy:
             store = _index_store_cls().load(
                 folder,
                 fingerprint=fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
             )
-        else:  # saved before anything was added: only the sidecar records the embedder
-            _check_fingerprint(sidecar.get("fingerprint"), fingerprint, allow_fingerprint_mismatch)
-            store = None
-        search_mode = kwargs.pop("search_mode", sidecar.get("search_mode"))
-        return cls(
-            embeddings,
-            index_kind=sidecar.get("index_kind", "flat"),
-            metric=sidecar.get("metric", "cosine"),
-            store=store,
-            search_mode=search_mode,
-            **{**sidecar.get("index_params", {}), **kwargs},
-        )
+            settings = store.extra.get(_EXTRA_KEY) or legacy
+        else:  # a legacy folder saved before anything was added: the sidecar alone
+            from llm2vec_retrieval.index.errors import check_fingerprint
+
+            check_fingerprint(
+                legacy.get("fingerprint"), fingerprint, allow_mismatch=allow_fingerprint_mismatch
+            )
+            store = _index_store_cls()(
+                None,
+                kind=legacy.get("index_kind", "flat"),
+                metric=legacy.get("metric", "cosine"),
+                fingerprint=legacy.get("fingerprint") or fingerprint,
+                **legacy.get("index_params", {}),
+            )
+            settings = legacy
+        search_mode = kwargs.pop("search_mode", settings.get("search_mode"))
+        return cls(embeddings, store=store, search_mode=search_mode, **kwargs)
 
 
 class LLM2VecRetriever(VectorStoreRetriever):

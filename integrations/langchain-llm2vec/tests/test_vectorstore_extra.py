@@ -277,8 +277,11 @@ def test_save_load_round_trip(emb: LLM2VecEmbeddings, tmp_path) -> None:
     before = store.similarity_search_with_score(texts[3], k=5, filter={"even": False})
     store.save_local(tmp_path / "idx")
     assert not list((tmp_path / "idx").glob("*.pkl"))
-    sidecar = json.loads((tmp_path / "idx" / "langchain_llm2vec.json").read_text())
-    assert sidecar["index_kind"] == "hnsw" and sidecar["fingerprint"] == emb.fingerprint()
+    # no sidecar: the wrapper's settings are in the store's checksummed manifest
+    assert not (tmp_path / "idx" / "langchain_llm2vec.json").exists()
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["kind"] == "hnsw" and manifest["fingerprint"] == emb.fingerprint()
+    assert manifest["extra"]["langchain_llm2vec"]["search_mode"] is None
 
     loaded = LLM2VecVectorStore.load_local(
         tmp_path / "idx", LLM2VecEmbeddings(model=tiny_checkpoint(0))
@@ -395,8 +398,40 @@ def test_add_texts_repairs_lone_surrogates(emb: LLM2VecEmbeddings) -> None:
     )
 
 
+def test_an_edited_legacy_sidecar_cannot_empty_the_store(emb: LLM2VecEmbeddings, tmp_path) -> None:
+    """Issue 13.2: a sidecar edited to "has_store": false made load_local return an empty
+    store, and the next save_local deleted the saved documents. Folders saved by older
+    versions still have that sidecar: the store's own manifest now decides."""
+    store = LLM2VecVectorStore.from_texts(["a", "b", "c"], emb, search_mode="dense")
+    store.save_local(tmp_path / "ix")
+    legacy = {"format_version": 1, "has_store": False, "search_mode": "lexical"}
+    (tmp_path / "ix" / "langchain_llm2vec.json").write_text(json.dumps(legacy))
+    loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
+    assert len(loaded) == 3 and loaded.search_mode == "dense"  # the manifest's, not the file's
+    loaded.save_local(tmp_path / "ix")  # removes the legacy file, keeps every document
+    assert not (tmp_path / "ix" / "langchain_llm2vec.json").exists()
+    assert len(LLM2VecVectorStore.load_local(tmp_path / "ix", emb)) == 3
+
+
+def test_legacy_folder_saved_empty_still_loads(emb: LLM2VecEmbeddings, tmp_path) -> None:
+    """A folder an older version saved before anything was added holds only its sidecar."""
+    from llm2vec_retrieval.index import FingerprintMismatchError
+
+    (tmp_path / "old").mkdir()
+    legacy = {"format_version": 1, "has_store": False, "index_kind": "flat", "metric": "ip"}
+    legacy |= {"index_params": {}, "fingerprint": emb.fingerprint(), "search_mode": None}
+    (tmp_path / "old" / "langchain_llm2vec.json").write_text(json.dumps(legacy))
+    loaded = LLM2VecVectorStore.load_local(tmp_path / "old", emb)
+    assert len(loaded) == 0 and loaded.metric == "ip"
+    loaded.add_texts(["rivers flood"], ids=["r"])
+    assert [d.id for d in loaded.similarity_search("rivers", k=1)] == ["r"]
+    with pytest.raises(FingerprintMismatchError):
+        LLM2VecVectorStore.load_local(tmp_path / "old", LLM2VecEmbeddings(model=tiny_checkpoint(1)))
+
+
 def test_deeply_nested_sidecar_is_a_one_line_error(emb: LLM2VecEmbeddings, tmp_path) -> None:
-    """Issue 14.5: a saved file nested 100k deep gave a RecursionError traceback."""
+    """Issue 14.5: a saved file nested 100k deep gave a RecursionError traceback (here the
+    legacy sidecar, which load_local still reads when it is there)."""
     from llm2vec_retrieval.index import IndexCorruptedError
 
     store = LLM2VecVectorStore.from_texts(["a", "b"], emb)

@@ -422,3 +422,39 @@ def test_deeply_nested_persisted_manifest_is_a_one_line_error(tmp_path) -> None:
     (tmp_path / "vs.json").write_text("[" * 100_000)
     with pytest.raises(IndexCorruptedError, match=r"vs.json: not valid JSON \(nested too deeply\)"):
         LLM2VecVectorStore.from_persist_path(str(tmp_path / "vs.json"))
+
+
+def test_persisted_settings_live_in_the_checksummed_manifest(embed, checkpoints, tmp_path) -> None:
+    """Issue 13.2: the file at persist_path names the index folder and nothing else; the
+    settings (kind, metric, fingerprint, flat_metadata) are inside the index's manifest, so
+    an edit cannot silently change what loads. An empty store persists and loads too."""
+    import json
+
+    empty = LLM2VecVectorStore(embed_model=embed, index_kind="hnsw", metric="ip")
+    empty.persist(str(tmp_path / "e.json"))
+    assert set(json.loads((tmp_path / "e.json").read_text())) == {
+        "format",
+        "format_version",
+        "index_dir",
+    }
+    loaded = LLM2VecVectorStore.from_persist_path(str(tmp_path / "e.json"), embed_model=embed)
+    assert len(loaded) == 0 and (loaded.index_kind, loaded.metric) == ("hnsw", "ip")
+    other = LLM2VecEmbedding(model_name=checkpoints[1])
+    with pytest.raises(FingerprintMismatchError):  # the empty store still records the embedder
+        LLM2VecVectorStore.from_persist_path(str(tmp_path / "e.json"), embed_model=other)
+    loaded.add([TextNode(text="rivers flood", id_="n1", embedding=embed.get_text_embedding("r"))])
+    loaded.persist(str(tmp_path / "e.json"))
+    again = LLM2VecVectorStore.from_persist_path(str(tmp_path / "e.json"), embed_model=embed)
+    assert len(again) == 1 and again.store.kind == "hnsw"
+
+
+def test_version_1_files_still_load(embed, tmp_path) -> None:
+    """A store persisted empty by an older version: its file alone held the settings."""
+    import json
+
+    old = {"format": "llama_index_llm2vec.vector_store", "format_version": 1, "has_store": False}
+    old |= {"index_dir": "old.json.index", "index_kind": "flat", "metric": "ip"}
+    old |= {"index_params": {}, "fingerprint": embed.fingerprint(), "flat_metadata": True}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    loaded = LLM2VecVectorStore.from_persist_path(str(tmp_path / "old.json"), embed_model=embed)
+    assert len(loaded) == 0 and loaded.metric == "ip" and loaded.flat_metadata

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from llm2vec_retrieval.index import DEFAULT_ALPHA, DEFAULT_FUSION, NO_LEXICAL_MESSAGE
 from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
-from llm2vec_retrieval.shared import read_json_object
+from llm2vec_retrieval.shared import read_json_object, write_json_object
 from llm2vec_retrieval.text import repair_texts, warn_repaired
 
 __all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
@@ -48,9 +47,13 @@ NAMESPACE_SEP = "__"
 DEFAULT_PERSIST_FNAME = "vector_store.json"
 # Where each node's own id is kept in the store metadata (for node_ids queries/filters).
 NODE_ID_KEY = "_node_id"
-# The manifest format name predates the package split; kept so that saved stores load.
+# The file at `persist_path` names the format and the index folder beside it, nothing
+# more: the store's settings live in the index's checksummed manifest, under this key of
+# `IndexStore.save(extra=...)`. Version 1 files (before that) held the settings themselves;
+# they still load. The format name predates the package split.
 _FORMAT = "llama_index_llm2vec.vector_store"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_EXTRA_KEY = "llama_index_vector_stores_llm2vec"
 
 # What a lexical or hybrid query on an index without a BM25 part says.
 _NO_LEXICAL = (
@@ -180,10 +183,11 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
     Indexes saved before hybrid search existed load without their BM25 part: `DEFAULT`
     and `MMR` work, the other modes raise ValueError until `store.build_lexical()`.
 
-    Persistence: `persist(path)` writes a JSON manifest at `path` and the index next
-    to it in `path + ".index"`; `from_persist_dir(dir)` / `from_persist_path(path)`
-    load it back. No pickle. An embedder fingerprint (`fingerprint=` or
-    `embed_model=` on construction) is recorded and checked on load.
+    Persistence: `persist(path)` saves the index in `path + ".index"` (its settings inside
+    the index's checksummed manifest) and writes at `path` a small JSON file naming that
+    folder; `from_persist_dir(dir)` / `from_persist_path(path)` load it back. No pickle.
+    An embedder fingerprint (`fingerprint=` or `embed_model=` on construction) is
+    recorded and checked on load.
 
     Example:
         ```python
@@ -224,11 +228,12 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             method = getattr(embed_model, "fingerprint", None)
             if callable(method):
                 kwargs["fingerprint"] = method()
-        if store is not None:
-            kwargs.setdefault("index_kind", getattr(store, "kind", "flat"))
-            kwargs.setdefault("metric", getattr(store, "metric", "cosine"))
+        if store is not None:  # its own settings are the ones in force
+            kwargs["index_kind"] = store.kind
+            kwargs["metric"] = store.metric
+            kwargs["index_params"] = store.params
             if kwargs.get("fingerprint") is None:
-                kwargs["fingerprint"] = getattr(store, "fingerprint", None)
+                kwargs["fingerprint"] = store.fingerprint
         super().__init__(**kwargs)
         if store is None:
             from llm2vec_retrieval.index import check_index_config
@@ -266,7 +271,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
                 fingerprint=self.fingerprint,
                 **self.index_params,
             )
-        elif self._state.store.dim != dim:
+        elif self._state.store.dim not in (None, dim):  # None: the first add fixes it
             raise ValueError(
                 f"Embedding dimension {dim} does not match the index dimension {self._state.store.dim}"
             )
@@ -469,26 +474,31 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         return path.with_name(path.name + ".index")
 
     def persist(self, persist_path: str, fs: Any = None) -> None:
-        """Write a JSON manifest at `persist_path` and the index in `persist_path.index/`."""
+        """Save the index in `persist_path.index/` (atomically; this store's settings inside
+        its checksummed manifest), then write at `persist_path` the small JSON file that
+        LlamaIndex's storage layout expects, naming that folder."""
         _check_local_fs(fs)
         path = Path(persist_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         index_dir = self._index_dir(path)
         with self._state.lock:
-            if self._state.store is not None:
-                self._state.store.save(index_dir)
-            manifest = {
-                "format": _FORMAT,
-                "format_version": _FORMAT_VERSION,
-                "index_dir": index_dir.name,
-                "has_store": self._state.store is not None,
-                "index_kind": self.index_kind,
-                "metric": self.metric,
-                "index_params": self.index_params,
-                "fingerprint": self.fingerprint,
-                "flat_metadata": self.flat_metadata,
-            }
-        path.write_text(json.dumps(manifest, indent=2, default=str))
+            store = self._state.store
+            if store is None:  # nothing added yet: an empty store still records the embedder
+                store = _index_store_cls()(
+                    None,
+                    kind=self.index_kind,
+                    metric=self.metric,
+                    fingerprint=self.fingerprint,
+                    **self.index_params,
+                )
+            extra = {**store.extra, _EXTRA_KEY: {"flat_metadata": self.flat_metadata}}
+            store.save(index_dir, extra=extra)
+        pointer = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "index_dir": index_dir.name,
+        }
+        write_json_object(path, pointer)
 
     @classmethod
     def from_persist_path(
@@ -506,40 +516,40 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         method, or `fingerprint=`), it must match the recorded one unless
         `allow_fingerprint_mismatch=True` (else `FingerprintMismatchError`).
         """
-        from llm2vec_retrieval.index import FingerprintMismatchError
+        from llm2vec_retrieval.index.errors import check_fingerprint
+        from llm2vec_retrieval.index.persistence import MANIFEST_FILE
 
         _check_local_fs(fs)
         path = Path(persist_path)
         if not path.exists():
             raise FileNotFoundError(f"No persisted LLM2VecVectorStore at {path}")
-        manifest = read_json_object(path)
-        if manifest.get("format") != _FORMAT:
+        pointer = read_json_object(path)
+        if pointer.get("format") != _FORMAT:
             raise ValueError(f"{path} is not an LLM2VecVectorStore manifest")
         if fingerprint is None and embed_model is not None:
             method = getattr(embed_model, "fingerprint", None)
             fingerprint = method() if callable(method) else None
-        saved = manifest.get("fingerprint")
-        store = None
-        if manifest.get("has_store"):
+        index_dir = path.with_name(Path(str(pointer.get("index_dir") or "")).name or "-")
+        if (index_dir / MANIFEST_FILE).exists() or pointer.get("format_version", 1) >= 2:
             store = _index_store_cls().load(
-                path.parent / manifest["index_dir"],
+                index_dir,
                 fingerprint=fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
             )
-        elif fingerprint is not None and saved is not None and not allow_fingerprint_mismatch:
-            from llm2vec_retrieval.index.errors import fingerprint_diff
-
-            given = json.loads(json.dumps(fingerprint, default=str))
-            differing = fingerprint_diff(saved, given)
-            if differing:
-                raise FingerprintMismatchError(saved, given, differing)
+            flat = store.extra.get(_EXTRA_KEY, {}).get(
+                "flat_metadata", pointer.get("flat_metadata")
+            )
+            return cls(store, flat_metadata=bool(flat))
+        # version 1, saved before anything was added: the file alone records the settings
+        saved = pointer.get("fingerprint")
+        check_fingerprint(saved, fingerprint, allow_mismatch=allow_fingerprint_mismatch)
         return cls(
-            store,
-            index_kind=manifest.get("index_kind", "flat"),
-            metric=manifest.get("metric", "cosine"),
-            index_params=manifest.get("index_params") or {},
+            None,
+            index_kind=pointer.get("index_kind", "flat"),
+            metric=pointer.get("metric", "cosine"),
+            index_params=pointer.get("index_params") or {},
             fingerprint=saved if saved is not None else fingerprint,
-            flat_metadata=bool(manifest.get("flat_metadata", False)),
+            flat_metadata=bool(pointer.get("flat_metadata", False)),
         )
 
     @classmethod

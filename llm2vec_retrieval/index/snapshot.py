@@ -1,0 +1,55 @@
+"""What an `IndexStore` holds, as one value: the seam between the store and its persistence.
+
+`IndexStore.snapshot()` yields a `StoreSnapshot` while it holds the store's lock (a save
+reads it and writes files); `IndexStore.from_snapshot()` makes a store of one (a load
+builds it from verified files). Neither side reads the other's attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .kinds import Backend
+    from .lexical import LexicalIndex
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    """One document: its string id, internal (FAISS) id, text and JSON metadata."""
+
+    id: str
+    iid: int
+    text: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """A store's whole state. ``dim`` is None for a store that has had no vector yet
+    (then ``backend`` is None too). ``docs`` come in insertion order; ``next_iid`` is the
+    internal id the next added vector gets. ``backend`` is the FAISS side (its
+    ``write``/``state``/``keeps_vectors``), ``lexical`` the BM25 part or None. ``extra``:
+    the caller's metadata saved with the store (`IndexStore.save(extra=...)`).
+
+    Taken with `IndexStore.snapshot()`, the live objects are shared, not copied: read it
+    inside that block only."""
+
+    dim: int | None
+    kind: str
+    metric: str
+    params: dict[str, Any]
+    fingerprint: dict[str, Any] | None
+    next_iid: int
+    docs: list[StoredDoc]
+    backend: Backend | None
+    lexical: LexicalIndex | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def iids(self) -> np.ndarray:
+        """The documents' internal ids, in ``docs`` order."""
+        return np.fromiter((d.iid for d in self.docs), np.int64, len(self.docs))
