@@ -90,7 +90,7 @@ class IndexSettings:
     kind: str | None = field(
         default=None,
         metadata={
-            "help": "FAISS index kind of a new index (flat, hnsw, ivf_flat, ivf_sq8, ivf_pq, binary)",
+            "help": "FAISS index kind of a new index (one of llm2vec_retrieval.index.KINDS)",
             "none_default": lambda: DEFAULTS["kind"],
         },
     )
