@@ -17,7 +17,7 @@ INTEGRATIONS := integrations/langchain-llm2vec integrations/llama-index-embeddin
 INTEGRATION_PYPROJECTS := $(addsuffix /pyproject.toml,$(INTEGRATIONS))
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast bench lint format clean
+.PHONY: help demo test test-fast bench lint format clean pgvector
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,13 +40,17 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q --no-deps langchain-huggingface
 	@touch $@
 
+# tests/test_vectordb.py starts a PostgreSQL server with pgvector: installed here (Debian, root) unless present
+pgvector:  ## install PostgreSQL + pgvector for the vector-database tests (does nothing when present)
+	bash tests/setup/install_pgvector.sh
+
 demo: $(VENV)/.installed  ## create the venv, install, run the main job on the embedded default model
 	$(PY) -m llm2vec_retrieval demo
 
-test: $(VENV)/.dev lint  ## install test needs, lint, and run the whole suite (fast tests, then slow ones on the real default model)
+test: $(VENV)/.dev pgvector lint  ## install test needs, lint, and run the whole suite (fast tests, then slow ones on the real default model)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.dev  ## the fast suite only (tiny random models)
+test-fast: $(VENV)/.dev pgvector  ## the fast suite only (tiny random models)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
