@@ -208,3 +208,22 @@ def import_error_without(module: str, blocked: str) -> str:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     return out.stdout
+
+
+def make_small_corpus(root: str | os.PathLike) -> Path:
+    """``root/corpus``: a .txt (many chunks), a .md, a .jsonl and a .csv file in a subfolder,
+    for tests that compare ways of indexing the same files."""
+    corpus = Path(root) / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    words = "the quick brown fox jumps over a lazy dog while rivers flood after rain".split()
+    (corpus / "a.txt").write_text(" ".join(words[i % len(words)] for i in range(400)))
+    (corpus / "b.md").write_text("# Vaccines\n\nVaccines train the immune system to fight.\n")
+    records = [
+        {"text": "GPUs encode text fast", "lang": "en", "year": 2024},
+        {"text": "CPUs are slower at encoding", "lang": "en"},
+    ]
+    (corpus / "sub" / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (corpus / "sub" / "d.csv").write_text(
+        "id,text,tag\n1,Rivers flood after heavy rain,water\n2,Mountains rise slowly,rock\n"
+    )
+    return corpus

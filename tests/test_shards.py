@@ -23,26 +23,7 @@ from llm2vec_retrieval.shards import (  # noqa: E402
     open_shards,
     shard_name,
 )
-
-
-def make_corpus(root):
-    """A small folder of .txt, .md, .jsonl and .csv files (several chunks each)."""
-    corpus = root / "corpus"
-    (corpus / "sub").mkdir(parents=True)
-    words = "the quick brown fox jumps over a lazy dog while rivers flood after rain".split()
-    long_text = " ".join(words[i % len(words)] for i in range(400))
-    (corpus / "a.txt").write_text(long_text)
-    (corpus / "b.md").write_text("# Vaccines\n\nVaccines train the immune system to fight.\n")
-    (corpus / "sub" / "c.jsonl").write_text(
-        json.dumps({"text": "GPUs encode text fast", "lang": "en", "year": 2024})
-        + "\n"
-        + json.dumps({"text": "CPUs are slower at encoding", "lang": "en"})
-        + "\n"
-    )
-    (corpus / "sub" / "d.csv").write_text(
-        "id,text,tag\n1,Rivers flood after heavy rain,water\n2,Mountains rise slowly,rock\n"
-    )
-    return corpus
+from llm2vec_retrieval.testing import make_small_corpus  # noqa: E402
 
 
 def index_cli(tiny, corpus, idx, root, *extra):
@@ -97,7 +78,7 @@ def shards_from_index(idx, out, per_shard=2):
 def indexed(tiny_checkpoint, tmp_path_factory):
     tiny = tiny_checkpoint("llama")
     root = tmp_path_factory.mktemp("shards")
-    corpus = make_corpus(root)
+    corpus = make_small_corpus(root)
     index_cli(tiny, corpus, root / "idx", root)
     return tiny, root, corpus
 

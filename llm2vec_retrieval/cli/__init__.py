@@ -25,7 +25,18 @@ from typing import Any
 
 from ..errors import UserError
 from ..index.filters import FilterSyntaxError, parse_filter_expressions
-from . import demo, evaluate, index, info, load_shards, search, serve, train
+from . import (
+    demo,
+    encode_corpus,
+    evaluate,
+    index,
+    index_from_shards,
+    info,
+    load_shards,
+    search,
+    serve,
+    train,
+)
 from .common import eprint, say_dtype, wrap
 from .demo import DEMO_DOCUMENTS, DEMO_QUERIES, DEMO_SEARCHES, PROJECT_ROOT
 from .info import index_info
@@ -44,7 +55,18 @@ __all__ = [
     "parse_filters",
 ]
 
-COMMANDS = (demo, index, search, info, evaluate, serve, train, load_shards)
+COMMANDS = (
+    demo,
+    index,
+    search,
+    info,
+    evaluate,
+    serve,
+    train,
+    encode_corpus,
+    index_from_shards,
+    load_shards,
+)
 
 # The one line `main` prints for a bug, after its traceback.
 BUG_HINT = (

@@ -62,6 +62,7 @@ from .readers import (
     read_segments,
     scan_text_file,
 )
+from .records import chunk_record
 
 # Test/debug hook: seconds to sleep after each commit (prints "llm2vec-index-commit: ..." to stderr).
 COMMIT_SLEEP_ENV = "LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP"
@@ -637,16 +638,7 @@ class _FileJob:
         embedded = 0
         for chunk in chunks:
             span = chunk.span
-            meta = {
-                **metas[chunk.segment],
-                "source": src,
-                "chunk": n,
-                "start": span.start,
-                "end": span.end,
-                "tokens": span.tokens,
-                "sha256": sha,
-            }
-            cid = f"{src}#{n}"
+            cid, meta = chunk_record(src, sha, n, chunk, metas)
             n += 1
             tokens += span.tokens
             if n <= verify:  # files.json was rebuilt from the store: is this chunk stored as is?
