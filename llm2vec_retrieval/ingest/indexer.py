@@ -314,8 +314,8 @@ class Indexer:
             pass
 
     def _run(self, sources: Sequence[str | os.PathLike]) -> IndexReport:
-        from ..index import FingerprintMismatchError, IndexStore
-        from ..index.errors import fingerprint_diff
+        from ..index import IndexStore
+        from ..index.errors import check_fingerprint
 
         t0 = time.perf_counter()
         report = self.report
@@ -353,11 +353,8 @@ class Indexer:
                     raise ValueError(
                         f"--chunk-tokens {chunking['chunk_tokens']} is more than the model's doc_max_length ({limit})"
                     )
-                stored = store.fingerprint if store is not None else None
-                if stored is not None:
-                    diff = fingerprint_diff(stored, encoder.fingerprint())
-                    if diff:
-                        raise FingerprintMismatchError(stored, encoder.fingerprint(), diff)
+                if store is not None:
+                    check_fingerprint(store.fingerprint, encoder.fingerprint())
             return encoder
 
         state: dict[str, dict[str, Any]] | None
