@@ -10,7 +10,7 @@ draws from the same clusters.
 Metric: cosine. For each kind it measures
 
 - build_s: one ``add`` of all N vectors (IVF kinds: training included);
-- batch QPS: ``store.search(Q, k)`` with all queries at once; single QPS: one query
+- batch QPS: ``store.search_batch(Q, k)`` with all queries at once; single QPS: one query
   per call (a subset of the queries);
 - recall@k against exact search (FAISS IndexFlatIP), unfiltered, with a filter
   matching 5% of the documents (at this size the store searches the matches exactly)
@@ -128,9 +128,9 @@ def bench_kind(kind: str, x, q, truth, truth_f, truth_h, bucket, args, tmp: Path
     store.add(ids, x, metadatas=metas)
     build_s = time.perf_counter() - t0
 
-    store.search(q[:10], k=args.k)  # warm-up
+    store.search_batch(q[:10], k=args.k)  # warm-up
     t0 = time.perf_counter()
-    hits = store.search(q, k=args.k)
+    hits = store.search_batch(q, k=args.k)
     batch_s = time.perf_counter() - t0
 
     n_single = min(args.single_queries, len(q))
@@ -140,10 +140,10 @@ def bench_kind(kind: str, x, q, truth, truth_f, truth_h, bucket, args, tmp: Path
     single_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    hits_f = store.search(q, k=args.k, filter={"bucket": 0})
+    hits_f = store.search_batch(q, k=args.k, filter={"bucket": 0})
     filtered_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hits_h = store.search(q, k=args.k, filter={"bucket": {"$lt": 10}})
+    hits_h = store.search_batch(q, k=args.k, filter={"bucket": {"$lt": 10}})
     half_s = time.perf_counter() - t0
     exact_k_filtered = all(len(r) == args.k for r in hits_f) and all(
         len(r) == args.k for r in hits_h

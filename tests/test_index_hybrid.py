@@ -189,10 +189,15 @@ def test_bad_arguments_name_the_valid_choices():
     with pytest.raises(ValueError, match="needs a query vector"):
         s.search(text="x", mode="hybrid")
     with pytest.raises(ValueError, match="2 query vectors but 1 query texts"):
-        s.search(vectors(2), text=["x"], mode="hybrid")
-    batched = s.search(vectors(2), text=["rain", "virus"], mode="hybrid", k=2)
+        s.search_batch(vectors(2), texts=["x"], mode="hybrid")
+    batched = s.search_batch(vectors(2), texts=["rain", "virus"], mode="hybrid", k=2)
     assert len(batched) == 2 and all(len(r) == 2 for r in batched)
-    assert len(s.search(text=["rain", "virus"], mode="lexical", k=2)) == 2
+    assert len(s.search_batch(texts=["rain", "virus"], mode="lexical", k=2)) == 2
+    # one call, one shape: search takes one query, search_batch several
+    with pytest.raises(ValueError, match="for several queries use search_batch"):
+        s.search(vectors(2), k=2)
+    with pytest.raises(ValueError, match="for several queries use search_batch"):
+        s.search(text=["rain", "virus"], mode="lexical")
 
 
 def test_index_without_lexical_part_loads_and_says_how_to_add_it(tmp_path):

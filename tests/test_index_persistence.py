@@ -77,7 +77,7 @@ def build(kind, n=N, metric="cosine", fingerprint=FP, **extra):
 
 
 def same_results(a, b, q, k=8, filter=None):
-    ra, rb = a.search(q, k=k, filter=filter), b.search(q, k=k, filter=filter)
+    ra, rb = a.search_batch(q, k=k, filter=filter), b.search_batch(q, k=k, filter=filter)
     for x, y in zip(ra, rb, strict=True):
         assert [h.id for h in x] == [h.id for h in y]
         np.testing.assert_allclose([h.score for h in x], [h.score for h in y], atol=1e-5)

@@ -118,7 +118,7 @@ def test_properties():
     )
     assert s.params["ef_search"] == 50 and s.params["M"] == 32
     assert s.search(np.ones(DIM), k=3) == []
-    assert s.search(np.ones((2, DIM)), k=3) == [[], []]
+    assert s.search_batch(np.ones((2, DIM)), k=3) == [[], []]
 
 
 def test_import_without_faiss_is_lazy():
@@ -228,7 +228,7 @@ def test_add_validation():
 def test_flat_matches_brute_force(metric):
     store, x, ids, _ = make_store("flat", metric=metric)
     q = clustered(20, seed=7)[0]
-    res = store.search(q, k=10)
+    res = store.search_batch(q, k=10)
     true_i, true_s = brute_force(x, q, 10, metric)
     for r, ti, ts in zip(res, true_i, true_s, strict=True):
         assert [h.id for h in r] == [f"d{j}" for j in ti]
@@ -240,7 +240,7 @@ def test_single_and_batch_query_shapes():
     store, x, _, _ = make_store("flat")
     single = store.search(x[0], k=3)
     assert isinstance(single, list) and isinstance(single[0], SearchHit)
-    batch = store.search(x[:2], k=3)
+    batch = store.search_batch(x[:2], k=3)
     assert len(batch) == 2 and [h.id for h in batch[0]] == [h.id for h in single]
     assert len(store.search(x[0], k=10_000)) == N
 
@@ -249,7 +249,7 @@ def test_single_and_batch_query_shapes():
 def test_cosine_scores_in_range_and_exact(kind):
     store, x, _, _ = make_store(kind)
     q = clustered(10, seed=3)[0]
-    for r, qi in zip(store.search(q, k=15), q, strict=True):
+    for r, qi in zip(store.search_batch(q, k=15), q, strict=True):
         for h in r:
             assert -1.0 <= h.score <= 1.0
             # every kind scores exactly (flat/hnsw/ivf_flat) or rescores with kept floats
@@ -263,7 +263,9 @@ def test_recall_on_clustered_data(kind):
     assert store.is_trained
     q = clustered(50, seed=11)[0]
     truth, _ = brute_force(x, q, 10)
-    assert recall(store.search(q, k=10), truth) >= (0.8 if kind in ("ivf_pq", "binary") else 0.9)
+    assert recall(store.search_batch(q, k=10), truth) >= (
+        0.8 if kind in ("ivf_pq", "binary") else 0.9
+    )
 
 
 def test_ivf_untrained_is_exact_then_trains():
@@ -272,7 +274,7 @@ def test_ivf_untrained_is_exact_then_trains():
     s.add([f"d{i}" for i in range(200)], x[:200])
     assert not s.is_trained
     truth, _ = brute_force(x[:200], x[:5], 10)
-    assert recall(s.search(x[:5], k=10), truth) == 1.0
+    assert recall(s.search_batch(x[:5], k=10), truth) == 1.0
     s.add([f"d{i}" for i in range(200, 300)], x[200:])
     assert s.is_trained and s._backend.nlist == max(1, min(round(4 * 300**0.5), 300 // 39))
     s.delete([f"d{i}" for i in range(250)])  # deleting never untrains
@@ -293,7 +295,7 @@ def test_ivf_pq_without_kept_vectors():
     assert len(store._backend.fs) == 0
     q = clustered(20, seed=5)[0]
     truth, _ = brute_force(x, q, 10)
-    res = store.search(q, k=10)
+    res = store.search_batch(q, k=10)
     assert recall(res, truth) >= 0.5
     assert all(-1 <= h.score <= 1 for r in res for h in r)
     assert store.vectors(["d1"]).shape == (1, DIM)
@@ -309,7 +311,7 @@ def test_selective_filter_gives_exactly_k(kind, exact_filter_max):
     assert len(matching) == N // 20
     q = clustered(10, seed=9)[0]
     for flt in ({"rare": True}, lambda m: m["rare"]):
-        res = store.search(q, k=10, filter=flt)
+        res = store.search_batch(q, k=10, filter=flt)
         truth, _ = brute_force(x, q, 10, subset=matching)
         for r in res:
             assert len(r) == 10
@@ -324,7 +326,7 @@ def test_selective_filter_gives_exactly_k(kind, exact_filter_max):
 def test_broad_filter_gives_exactly_k(kind):
     store, x, _, _ = make_store(kind)
     q = clustered(10, seed=2)[0]
-    for r in store.search(q, k=25, filter={"tags": {"$contains": "even"}, "i": {"$lt": 300}}):
+    for r in store.search_batch(q, k=25, filter={"tags": {"$contains": "even"}, "i": {"$lt": 300}}):
         assert len(r) == 25 and all(h.metadata["i"] % 2 == 0 and h.metadata["i"] < 300 for h in r)
 
 
@@ -385,13 +387,13 @@ def test_mmr_picks_diverse_results():
 def test_concurrent_searches_and_writes(kind):
     store, x, _, _ = make_store(kind)
     q = clustered(8, seed=4)[0]
-    expected = [[h.id for h in r] for r in store.search(q, k=5)]
+    expected = [[h.id for h in r] for r in store.search_batch(q, k=5)]
     errors: list[BaseException] = []
 
     def reader():
         try:
             for _ in range(15):
-                got = [[h.id for h in r] for r in store.search(q, k=5)]
+                got = [[h.id for h in r] for r in store.search_batch(q, k=5)]
                 assert got == expected
                 assert len(store.search(q[0], k=5, filter={"rare": True})) == 5
         except BaseException as e:  # pragma: no cover - reported below

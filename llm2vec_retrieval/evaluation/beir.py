@@ -163,8 +163,11 @@ def evaluate_beir_store(
     for name, kw in searches.items():
         t = time.perf_counter()
         lexical_only = kw.get("mode", "dense") == "lexical"
-        rows = store.search(
-            None if lexical_only else query_emb, k=min(top_k, len(doc_ids)), text=query_texts, **kw
+        rows = store.search_batch(
+            None if lexical_only else query_emb,
+            k=min(top_k, len(doc_ids)),
+            texts=query_texts,
+            **kw,
         )
         run = {
             qid: {h.id: h.score for h in hits if not (lexical_only and h.score <= 0)}

@@ -475,26 +475,24 @@ class IndexStore:
         k: int = 10,
         filter: Any = None,
         *,
-        text: str | Sequence[str] | None = None,
+        text: str | None = None,
         mode: str = "dense",
         fusion: str = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
         rrf_k: float = DEFAULT_RRF_K,
         candidates: int = DEFAULT_HYBRID_CANDIDATES,
-    ) -> list[SearchHit] | list[list[SearchHit]]:
-        """Nearest documents, best first.
+    ) -> list[SearchHit]:
+        """The nearest documents to one query, best first (`search_batch`: several).
 
-        ``mode``: ``dense`` (the vectors; needs ``query``), ``lexical`` (BM25 over the
-        texts; needs ``text``) or ``hybrid`` (both, fused; needs both).
-        ``query``: a vector (dim,) -> ``list[SearchHit]``; a matrix (nq, dim) ->
-        ``list[list[SearchHit]]``. ``text``: the query text (a str, or a list of nq str).
+        ``mode``: ``dense`` (the vectors; needs ``query``, a vector (dim,)), ``lexical``
+        (BM25 over the texts; needs ``text``, a str) or ``hybrid`` (both, fused; needs both).
         ``filter``: None, a dict in the filter language of
         :mod:`llm2vec_retrieval.index.filters`, or ``callable(metadata) -> bool``.
 
         Filtering happens before the search in every mode (matching ids are passed to FAISS
-        as an id selector, and BM25 scores only the matching documents), so each result
+        as an id selector, and BM25 scores only the matching documents), so the result
         holds exactly ``min(k, number matching)`` hits; when an approximate kind returns
-        fewer, that query is answered by exact search over the matching documents. When at
+        fewer, the query is answered by exact search over the matching documents. When at
         most ``exact_filter_max`` documents match, approximate kinds search those exactly
         right away.
 
@@ -505,6 +503,42 @@ class IndexStore:
         ``rrf_k``) or ``alpha`` (min-max normalized scores, ``alpha * dense + (1 - alpha) *
         lexical``); hits carry ``dense_score`` and ``lexical_score`` too.
         """
+        if query is not None and np.ndim(query) != 1:
+            raise ValueError(
+                f"query must be one vector (dim,), got shape {np.shape(query)}; "
+                "for several queries use search_batch"
+            )
+        if text is not None and not isinstance(text, str):
+            raise ValueError("text must be a str (one query); for several queries use search_batch")
+        queries = None if query is None else np.asarray(query)[None, :]
+        texts = None if text is None else [text]
+        return self.search_batch(
+            queries,
+            k,
+            filter,
+            texts=texts,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            rrf_k=rrf_k,
+            candidates=candidates,
+        )[0]
+
+    def search_batch(
+        self,
+        queries: Any = None,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        texts: Sequence[str] | None = None,
+        mode: str = "dense",
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
+        rrf_k: float = DEFAULT_RRF_K,
+        candidates: int = DEFAULT_HYBRID_CANDIDATES,
+    ) -> list[list[SearchHit]]:
+        """`search` for several queries at once: ``queries`` a matrix (nq, dim), ``texts``
+        a list of nq str (as the mode needs them); one hit list per query, in order."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if mode not in MODES:
@@ -526,26 +560,24 @@ class IndexStore:
                 or candidates < 1
             ):
                 raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
-        q = texts = None
-        single = True
+        q = None
         if mode != "lexical":
-            if query is None:
-                raise ValueError(f"{mode} search needs a query vector")
-            if np.ndim(query) not in (1, 2):
+            if queries is None:
+                raise ValueError(f"{mode} search needs a query vector (one per query)")
+            if np.ndim(queries) != 2:
                 raise ValueError(
-                    f"query must be a vector (dim,) or a matrix (nq, dim), got shape {np.shape(query)}"
+                    f"queries must be a matrix (nq, dim), got shape {np.shape(queries)}"
                 )
-            single = np.ndim(query) == 1
-            q = self._as_matrix(query, "query")
+            q = self._as_matrix(queries, "query")
         if mode != "dense":
-            if text is None:
-                raise ValueError(f"{mode} search needs the query text (text=...)")
-            texts = [text] if isinstance(text, str) else list(text)
+            if texts is None:
+                raise ValueError(f"{mode} search needs the query text (one per query)")
+            if isinstance(texts, str):
+                raise ValueError("texts must be a list of str (one per query), not a str")
+            texts = list(texts)
             if not all(isinstance(t, str) for t in texts):
-                raise ValueError("text must be a str or a list of str")
-            if q is None:
-                single = isinstance(text, str)
-            elif len(texts) != len(q):
+                raise ValueError("texts must be a list of str")
+            if q is not None and len(texts) != len(q):
                 raise ValueError(f"got {len(q)} query vectors but {len(texts)} query texts")
             if self._lexical is None:
                 raise ValueError(NO_LEXICAL_MESSAGE)
@@ -554,19 +586,17 @@ class IndexStore:
             allowed = self._allowed(pred)
             if mode == "dense":
                 s, i = self._search_iids(q, int(k), allowed)
-                results = [self._hits(s[r], i[r]) for r in range(len(q))]
-            elif mode == "lexical":
+                return [self._hits(s[r], i[r]) for r in range(len(q))]
+            if mode == "lexical":
                 s, i = self._lexical_iids(texts, int(k), allowed, positive_only=False)
-                results = [self._hits(s[r], i[r]) for r in range(len(texts))]
-            else:
-                depth = max(int(k), int(candidates))
-                dense = self._search_iids(q, depth, allowed)
-                lexical = self._lexical_iids(texts, depth, allowed, positive_only=True)
-                results = [
-                    [self._hit(iid, score, d, lx) for iid, score, d, lx in row]
-                    for row in fuse(dense, lexical, int(k), fusion, float(alpha), float(rrf_k))
-                ]
-        return results[0] if single else results
+                return [self._hits(s[r], i[r]) for r in range(len(texts))]
+            depth = max(int(k), int(candidates))
+            dense = self._search_iids(q, depth, allowed)
+            lexical = self._lexical_iids(texts, depth, allowed, positive_only=True)
+            return [
+                [self._hit(iid, score, d, lx) for iid, score, d, lx in row]
+                for row in fuse(dense, lexical, int(k), fusion, float(alpha), float(rrf_k))
+            ]
 
     def max_marginal_relevance(
         self,
@@ -584,7 +614,7 @@ class IndexStore:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not 0.0 <= float(lambda_mult) <= 1.0:
             raise ValueError(f"lambda_mult must be in [0, 1], got {lambda_mult!r}")
-        if np.ndim(query) != 1 and not (np.ndim(query) == 2 and np.shape(query)[0] == 1):
+        if np.ndim(query) != 1:
             raise ValueError(f"query must be one vector (dim,), got shape {np.shape(query)}")
         q = self._as_matrix(query, "query")
         pred = compile_filter(filter)
