@@ -302,11 +302,13 @@ class LLM2Vec(torch.nn.Module):
         normalize: bool | None = None,
     ) -> np.ndarray:
         """Queries with an instruction (given, the task's, or `config.query_instruction`)."""
-        if instruction is None:
-            instruction = (
-                get_instruction(task) if task is not None else self.config.query_instruction
-            )
+        instruction = self._query_instruction(instruction, task)
         return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+
+    def _query_instruction(self, instruction: str | None, task: str | None) -> str:
+        if instruction is not None:
+            return instruction
+        return get_instruction(task) if task is not None else self.config.query_instruction
 
     def encode_documents(
         self,
@@ -318,6 +320,36 @@ class LLM2Vec(torch.nn.Module):
         normalize: bool | None = None,
     ) -> np.ndarray:
         """Documents, with no instruction unless one is given (LLM2Vec's convention)."""
+        if instruction is None:
+            instruction = self.config.document_instruction
+        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+
+    # sentence-transformers v5 names the two sides encode_query / encode_document; the same
+    # methods under those names, so code written for it runs unchanged.
+    def encode_query(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        *,
+        task: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        normalize: bool | None = None,
+    ) -> np.ndarray:
+        """`encode_queries` under its sentence-transformers v5 name."""
+        instruction = self._query_instruction(instruction, task)
+        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+
+    def encode_document(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        normalize: bool | None = None,
+    ) -> np.ndarray:
+        """`encode_documents` under its sentence-transformers v5 name."""
         if instruction is None:
             instruction = self.config.document_instruction
         return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)

@@ -178,3 +178,15 @@ def test_no_module_outside_the_encoder_uses_its_private_members():
                 if pattern.search(line):
                     found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_sentence_transformers_v5_names(tiny_encoder):
+    """Issue 13.8: encode_query / encode_document as sentence-transformers v5 names them."""
+    enc = tiny_encoder
+    texts = ["rivers flood after rain", "cells make proteins"]
+    np.testing.assert_array_equal(enc.encode_query(texts), enc.encode_queries(texts))
+    np.testing.assert_array_equal(
+        enc.encode_query("q", instruction="Find it"), enc.encode_queries("q", instruction="Find it")
+    )
+    np.testing.assert_array_equal(enc.encode_document(texts), enc.encode_documents(texts))
+    assert enc.encode_query("one").ndim == 1
