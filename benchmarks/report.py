@@ -1308,6 +1308,8 @@ STARTUP_STATES = (
 
 
 def startup_section(files, base: Path) -> list[str]:
+    """Each (command, cache state) row from the newest startup file that has it (a run with
+    --no-cold adds no cold rows); every file used is cited, phases from the newest."""
     lines = ["## Start-up time of search and serve", ""]
     if not files:
         return lines + ["No start-up results.", ""]
@@ -1317,18 +1319,26 @@ def startup_section(files, base: Path) -> list[str]:
         f"cache: `search` until its results are printed, `serve` until the first `POST /v1/embeddings` "
         f"answers 200 on 127.0.0.1. Query {d.get('query', '?')!r}; index `{d.get('index', '?')}`; "
         f"scheduling: {d.get('autogroup') or 'not recorded'}. Other processes share the machine: the "
-        "load average before each run is in the file; CPU s (user + system of the process) is what they change least.",
-        "",
-        source_line(path, d),
+        "load average before each run is in the file; CPU s (user + system of the process) is what "
+        "they change least.",
         "",
     ]
-    results = d.get("results") or {}
-    rows = []
+    rows, used = [], []
     for state, label in STARTUP_STATES:
         for cmd in ("search", "serve"):
-            r = results.get(f"{cmd}_{state}")
-            if not isinstance(r, dict):
+            found = next(
+                (
+                    (i, f[1]["results"][f"{cmd}_{state}"])
+                    for i, f in reversed(list(enumerate(files)))
+                    if isinstance((f[1].get("results") or {}).get(f"{cmd}_{state}"), dict)
+                ),
+                None,
+            )
+            if found is None:
                 continue
+            i, r = found
+            if i not in used:
+                used.append(i)
             runs = r.get("runs") or [r]
             loads = [x.get("loadavg_before", [None])[0] for x in runs if isinstance(x, dict)]
             loads = [x for x in loads if isinstance(x, (int, float))]
@@ -1342,8 +1352,11 @@ def startup_section(files, base: Path) -> list[str]:
                     _fmt(r.get("max_s", r.get("seconds")), ".2f"),
                     _fmt(r.get("median_cpu_s", r.get("cpu_s")), ".2f"),
                     f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-",
+                    f"`{files[i][0].name}`",
                 ]
             )
+    for i in sorted(used, reverse=True):
+        lines += [source_line(*files[i]), ""]
     lines += _table(
         [
             "command",
@@ -1354,17 +1367,22 @@ def startup_section(files, base: Path) -> list[str]:
             "max s",
             "median CPU s",
             "load avg (1 min)",
+            "file",
         ],
         rows,
     )
     lines.append("")
     phases = d.get("phases_warm")
     if isinstance(phases, dict) and phases:
-        lines += ["Where a warm start's seconds go (one process, `phases_warm` in the file):", ""]
+        lines += [
+            f"Where a warm start's seconds go (one process, `phases_warm` in `{path.name}`):",
+            "",
+        ]
         lines += _table(["phase", "s"], [[k, _fmt(v, ".2f")] for k, v in phases.items()])
         lines.append("")
-    if len(files) > 1:
-        lines += ["Earlier start-up runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
+    rest = [p.name for i, (p, _) in enumerate(files) if i not in used]
+    if rest:
+        lines += ["Earlier start-up runs: " + ", ".join(f"`{n}`" for n in rest), ""]
     return lines
 
 

@@ -221,10 +221,20 @@ def test_report_has_a_startup_section(tmp_path):
         "phases_warm": {"import torch": 1.25},
     }
     (tmp_path / "startup_20261201-220000.json").write_text(json.dumps(data))
+    newer = {  # a --no-cold run: its warm row wins, the cold row comes from the older file
+        **data,
+        "started": "2026-12-01T23:00:00",
+        "command": "python -m benchmarks.startup --no-cold",
+        "results": {"search_warm": data["results"]["search_warm"]},
+    }
+    (tmp_path / "startup_20261201-230000.json").write_text(json.dumps(newer))
     text = report.build_report(tmp_path, tmp_path / "RESULTS.md", tmp_path / "plots")
     section = text.split("## Start-up time of search and serve", 1)[1]
+    assert "| serve | cold: empty cache" in section
+    assert "| 1.5-1.5 | `startup_20261201-220000.json` |" in section
+    assert "python -m benchmarks.startup --no-cold" in section
     assert (
-        "| search | warm: merged model cached | 2 | 3.50 | 2.50 | 4.50 | 3.00 | 1.5-1.5 |"
+        "| search | warm: merged model cached | 2 | 3.50 | 2.50 | 4.50 | 3.00 | 1.5-1.5 | `startup_20261201-230000.json` |"
         in section
     )
     assert "| serve | cold: empty cache" in section and "| import torch | 1.25 |" in section
