@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UserError
+
 # Architectures checked by the test suite on tiny random configs.
 SUPPORTED_MODEL_TYPES = (
     "llama",
@@ -26,7 +28,7 @@ SUPPORTED_MODEL_TYPES = (
 )
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(ValueError, UserError):
     """The model cannot be used as an LLM2Vec encoder (e.g. bidirectional attention has no effect)."""
 
 

@@ -47,6 +47,7 @@ from ._io import (
     sha256_file,
     staged_dir,
 )
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ _ALIASES.update({name: name for name in SHIPPED_ADAPTERS})
 _ALIASES.update({"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m"})
 
 
-class ModelNotInstalledError(ImportError):
+class ModelNotInstalledError(ImportError, UserError):
     """An embedded model's package is missing; the message names the pip command."""
 
 

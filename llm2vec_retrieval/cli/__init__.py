@@ -5,8 +5,8 @@ train/export/combine when the training package provides them (`train.py` delegat
 module has `register(subparsers)` (its flags, `func=run`) and `run(args) -> exit code`.
 
 Errors: a `UserError` (`llm2vec_retrieval.errors`, with its subclasses in the core, e.g.
-`IndexCorruptedError`, `FingerprintMismatchError`, `FilterSyntaxError`) and the core's other
-one-line error types listed in `user_error_types()` print `error: <message>` with exit code 2.
+`IndexCorruptedError`, `FingerprintMismatchError`, `FilterSyntaxError`, `InvalidInputError`,
+`IndexFolderError`, `ModelNotInstalledError`) prints `error: <message>` with exit code 2.
 Anything else is a bug: its traceback, a one-line hint to report it, exit code 1. `--debug`
 raises every exception (user errors too) with its traceback. Ctrl-C prints `interrupted`,
 exit code 130. Commands that load a model take `--dtype` (default auto: bfloat16 where the
@@ -46,7 +46,6 @@ __all__ = [
     "DEMO_QUERIES",
     "DEMO_SEARCHES",
     "PROJECT_ROOT",
-    "user_error_types",
     "FilterSyntaxError",
     "UserError",
     "build_parser",
@@ -76,24 +75,6 @@ BUG_HINT = (
 
 #: `--filter` expressions -> a store filter; the parser lives with the filter language.
 parse_filters = parse_filter_expressions
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types `main` prints as one line: `UserError` (the index errors subclass
-    it) and the core's one-line error types of modules that predate it: a missing or
-    unusable index folder, an empty corpus, a package missing for an embedded model (the
-    message names the pip command), a model architecture without a bidirectional switch."""
-    from ..bidirectional import UnsupportedModelError
-    from ..ingest import EmptyCorpusError, IndexFolderError
-    from ..loading import ModelNotInstalledError
-
-    return (
-        UserError,
-        IndexFolderError,
-        EmptyCorpusError,
-        ModelNotInstalledError,
-        UnsupportedModelError,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        if not isinstance(exc, user_error_types()):
+        if not isinstance(exc, UserError):
             traceback.print_exc()
             eprint(BUG_HINT)
             return 1

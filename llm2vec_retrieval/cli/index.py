@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
 from .common import Formatter, Subparsers, add_model_args, eprint, mismatch, reading_inputs, wrap
 
 
@@ -124,11 +123,6 @@ def run(args: argparse.Namespace) -> int:
         raise mismatch(
             exc, args.index, "pass --rebuild to re-embed every file with this model"
         ) from None
-    except ValueError as exc:
-        # The Indexer reports settings that do not fit (--chunk-tokens, --overlap, against
-        # each other or the model's doc_max_length) as ValueError before it embeds anything.
-        # TODO(issue 13.6 follow-up): ingest/ raises UserError itself and this goes.
-        raise UserError(str(exc)) from exc
     except KeyboardInterrupt:
         eprint(_interrupted(indexer.report.commits, folder.path, existed))
         return 130

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ..errors import UserError
 from .common import Subparsers, eprint
 
 
@@ -26,10 +25,6 @@ def is_training_command(func: Callable[[argparse.Namespace], int]) -> bool:
 
 
 def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """A training handler; by its documented convention (training/cli.py) it reports user
-    errors as ValueError, FileNotFoundError or ImportError with one-line messages.
-    TODO(issue 13.6 follow-up): the training package raises UserError and this goes."""
-    try:
-        return func(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        raise UserError(str(exc)) from exc
+    """A training handler: it raises `UserError`s for what the user can fix (training/cli.py);
+    anything else is a bug and `main` prints its traceback."""
+    return func(args)

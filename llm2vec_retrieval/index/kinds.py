@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ._faiss import get_faiss
 from .floatstore import FloatStore
 
@@ -75,7 +76,9 @@ PQ_TRAIN_ITERATIONS = 10  # rows of stored vectors scored at once in exact searc
 
 def _pos_int(kind: str, name: str, v: Any, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-        raise ValueError(f"{kind}: parameter {name} must be an integer >= {minimum}, got {v!r}")
+        raise InvalidInputError(
+            f"{kind}: parameter {name} must be an integer >= {minimum}, got {v!r}"
+        )
     return int(v)
 
 
@@ -92,13 +95,13 @@ def default_pq_m(dim: int) -> int:
 def check_index_config(kind: str, metric: str, params: dict[str, Any]) -> None:
     """Fail early (before any vector exists) on an unknown kind, metric or parameter."""
     if kind not in DEFAULT_PARAMS:
-        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        raise InvalidInputError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+        raise InvalidInputError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
     unknown = sorted(set(params) - set(DEFAULT_PARAMS[kind]))
     if unknown:
         valid = ", ".join(DEFAULT_PARAMS[kind]) or "none"
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}"
         )
 
@@ -109,12 +112,12 @@ def resolve_params(kind: str, dim: int | None, params: dict[str, Any]) -> dict[s
     ``dim`` None (a store whose first vectors are still to come): what depends on the
     dimension (ivf_pq's ``pq_m``) is left as given, and checked once it is known."""
     if kind not in DEFAULT_PARAMS:
-        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        raise InvalidInputError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     defaults = DEFAULT_PARAMS[kind]
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         valid = ", ".join(defaults) or "none"
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}"
         )
     p = {**defaults, **params}
@@ -132,17 +135,21 @@ def resolve_params(kind: str, dim: int | None, params: dict[str, Any]) -> dict[s
         if g is None:
             g = 0.0
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not (g == 0 or g > 1):
-            raise ValueError(f"{kind}: retrain_growth must be 0 (off) or a number > 1, got {g!r}")
+            raise InvalidInputError(
+                f"{kind}: retrain_growth must be 0 (off) or a number > 1, got {g!r}"
+            )
         p["retrain_growth"] = float(g)
     if kind in ("ivf_sq8", "ivf_pq"):
         if not isinstance(p["keep_vectors"], bool):
-            raise ValueError(f"{kind}: keep_vectors must be a bool, got {p['keep_vectors']!r}")
+            raise InvalidInputError(
+                f"{kind}: keep_vectors must be a bool, got {p['keep_vectors']!r}"
+            )
     if "rescore_factor" in p:
         p["rescore_factor"] = _pos_int(kind, "rescore_factor", p["rescore_factor"])
     if kind == "ivf_pq":
         p["pq_nbits"] = _pos_int(kind, "pq_nbits", p["pq_nbits"])
         if p["pq_nbits"] > 16:
-            raise ValueError(f"ivf_pq: pq_nbits must be <= 16, got {p['pq_nbits']}")
+            raise InvalidInputError(f"ivf_pq: pq_nbits must be <= 16, got {p['pq_nbits']}")
         if dim is None:
             if p["pq_m"] is not None:
                 p["pq_m"] = _pos_int(kind, "pq_m", p["pq_m"])
@@ -151,7 +158,7 @@ def resolve_params(kind: str, dim: int | None, params: dict[str, Any]) -> dict[s
             p["pq_m"] = default_pq_m(dim)
         p["pq_m"] = _pos_int(kind, "pq_m", p["pq_m"])
         if dim % p["pq_m"]:
-            raise ValueError(f"ivf_pq: pq_m={p['pq_m']} must divide dim={dim}")
+            raise InvalidInputError(f"ivf_pq: pq_m={p['pq_m']} must divide dim={dim}")
     return p
 
 
@@ -577,7 +584,7 @@ class IVFBackend(Backend):
         self.n_at_train = int(state.get("n_at_train", 0))
         if index is not None:
             if not isinstance(index, self.faiss.IndexIVF):
-                raise ValueError(f"expected an IVF index, got {type(index).__name__}")
+                raise InvalidInputError(f"expected an IVF index, got {type(index).__name__}")
             if index.direct_map.type != self.faiss.DirectMap.Hashtable:
                 index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
         self.index = index

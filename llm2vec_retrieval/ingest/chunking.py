@@ -24,6 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import InvalidInputError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -42,9 +44,9 @@ class Span:
 
 def check_chunking(chunk_tokens: int, overlap: int) -> None:
     if chunk_tokens < 1:
-        raise ValueError(f"--chunk-tokens must be at least 1, got {chunk_tokens}")
+        raise InvalidInputError(f"--chunk-tokens must be at least 1, got {chunk_tokens}")
     if overlap < 0 or overlap >= chunk_tokens:
-        raise ValueError(
+        raise InvalidInputError(
             f"--overlap must be in [0, chunk-tokens), got {overlap} with chunk-tokens {chunk_tokens}"
         )
 
@@ -378,7 +380,7 @@ def iter_chunks(
     """
     check_chunking(chunk_tokens, overlap)
     if window_chars < 64:
-        raise ValueError(f"window_chars must be at least 64, got {window_chars}")
+        raise InvalidInputError(f"window_chars must be at least 64, got {window_chars}")
     start = start or Position()
     if start.segment > len(texts):
         raise ResumeError(f"segment {start.segment} of {len(texts)}")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._io import atomic_write_json
+from ..errors import UserError
 from ..hardware import DtypeChoice, resolve_dtype
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ FORMAT = "llm2vec-retrieval-index"
 FORMAT_VERSION = 1
 
 
-class IndexFolderError(Exception):
+class IndexFolderError(UserError):
     """The folder is missing, not an index, or unreadable (one-line message)."""
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import LockedError, file_lock, sha256_and_size
+from ..errors import InvalidInputError, UserError
 from .chunking import DEFAULT_WINDOW_CHARS, Position, ResumeError, check_chunking, iter_chunks
 from .folder import (
     FILES_FILE,
@@ -69,7 +70,7 @@ COMMIT_SLEEP_ENV = "LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP"
 ENCODE_BATCH = 32  # chunks embedded per encoder call (progress granularity)
 
 
-class EmptyCorpusError(Exception):
+class EmptyCorpusError(UserError):
     """Nothing to index."""
 
 
@@ -326,9 +327,11 @@ class Indexer:
         check_chunking(chunking["chunk_tokens"], chunking["overlap"])
         window = self.settings.window_chars
         if window < 64:
-            raise ValueError(f"window_chars must be at least 64, got {window}")
+            raise InvalidInputError(f"window_chars must be at least 64, got {window}")
         if not 0 < self.settings.commit_share <= 1:
-            raise ValueError(f"commit_share must be in (0, 1], got {self.settings.commit_share}")
+            raise InvalidInputError(
+                f"commit_share must be in (0, 1], got {self.settings.commit_share}"
+            )
         root = Path(manifest["root"])
         new_index = not self.folder.exists() or self.settings.rebuild
 
@@ -350,7 +353,7 @@ class Indexer:
                 encoder = load_encoder(manifest["embedder"])
                 limit = encoder.config.doc_max_length
                 if chunking["chunk_tokens"] > limit:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"--chunk-tokens {chunking['chunk_tokens']} is more than the model's doc_max_length ({limit})"
                     )
                 if store is not None:

@@ -5,7 +5,8 @@
 Every config key is a flag (`max_steps` -> `--max-steps`, booleans as `--bf16/--no-bf16`);
 `--config FILE` (JSON or YAML) holds any of them; flags given on the command line override the
 file; unknown keys in the file are an error that lists the valid keys. Handlers return an int
-exit code and raise ValueError / FileNotFoundError with one-line messages for user errors.
+exit code and raise `llm2vec_retrieval.errors.UserError`s (`InvalidInputError`,
+`MissingInputError`, `MissingExtraError`) with one-line messages for user errors.
 """
 
 from __future__ import annotations

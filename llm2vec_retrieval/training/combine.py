@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InvalidInputError, MissingInputError
 from .folders import staged_folder
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -50,28 +51,28 @@ def _read_adapter(folder: Path) -> tuple[dict, dict[str, tuple[torch.Tensor, tor
     cfg_path = folder / ADAPTER_CONFIG
     weights_path = folder / ADAPTER_WEIGHTS
     if not cfg_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{folder} is not a LoRA adapter folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} needed)"
         )
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("peft_type", "LORA") != "LORA":
-        raise ValueError(
+        raise InvalidInputError(
             f"{folder}: only LoRA adapters can be combined, got {cfg.get('peft_type')}"
         )
     if cfg.get("use_dora") or cfg.get("use_rslora"):
-        raise ValueError(f"{folder}: DoRA / rsLoRA adapters are not supported here")
+        raise InvalidInputError(f"{folder}: DoRA / rsLoRA adapters are not supported here")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in load_file(str(weights_path)).items():
         m = _KEY.match(key)
         if m is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{folder}: unexpected tensor {key!r} (only LoRA A/B weights can be combined)"
             )
         pairs.setdefault(m["module"], {})[m["part"]] = value.float()
     modules = {}
     for name, parts in pairs.items():
         if set(parts) != {"A", "B"}:
-            raise ValueError(f"{folder}: module {name} lacks lora_A or lora_B")
+            raise InvalidInputError(f"{folder}: module {name} lacks lora_A or lora_B")
         modules[name] = (parts["B"], parts["A"])
     return cfg, modules
 
@@ -99,14 +100,16 @@ def combine_adapters(
     Frobenius norm of the dropped part over the norm of the summed update, per module).
     """
     if not adapters:
-        raise ValueError("combine needs at least one adapter folder")
+        raise InvalidInputError("combine needs at least one adapter folder")
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}. Valid choices are: {', '.join(DTYPES)}")
+        raise InvalidInputError(f"unknown dtype {dtype!r}. Valid choices are: {', '.join(DTYPES)}")
     if rank is not None and (not isinstance(rank, int) or rank <= 0):
-        raise ValueError(f"rank must be a positive integer or None (exact), got {rank!r}")
+        raise InvalidInputError(f"rank must be a positive integer or None (exact), got {rank!r}")
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {output} is not empty (pass overwrite=True to replace it)")
+        raise InvalidInputError(
+            f"output folder {output} is not empty (pass overwrite=True to replace it)"
+        )
     folders = [Path(a) for a in adapters]
     read = [_read_adapter(f) for f in folders]
     names = sorted(set().union(*(set(m) for _, m in read)))

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json
+from ..errors import InvalidInputError, MissingExtraError, MissingInputError
 from ..loading import DEFAULT_BASE, DEFAULT_MODEL
 
 STAGES = ("mntp", "simcse", "supervised")
@@ -188,22 +189,22 @@ class TrainConfig:
         for name in ("warmup_steps", "save_total_limit", "shuffle_buffer", "seed", "num_threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+                raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
         for name in ("lr", "lora_alpha"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+                raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
         for name in ("weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+                raise InvalidInputError(f"{name} must be a non-negative number, got {value!r}")
         _probability("lora_dropout", self.lora_dropout)
         if not self.lora_target_modules:
-            raise ValueError(
+            raise InvalidInputError(
                 f"lora_target_modules must name at least one module, e.g. {', '.join(LORA_TARGETS)}"
             )
         if self.model is not None and not isinstance(self.model, str):
-            raise ValueError(
+            raise InvalidInputError(
                 f"model must be a string (folder or embedded name), got {self.model!r}"
             )
 
@@ -211,7 +212,7 @@ class TrainConfig:
         """The keys a run needs but a bare config object may lack."""
         missing = [name for name in ("data", "output") if not getattr(self, name)]
         if missing:
-            raise ValueError(
+            raise InvalidInputError(
                 f"missing required setting(s): {', '.join(missing)} (--data FILE, --output DIR)"
             )
 
@@ -241,7 +242,7 @@ class TrainConfig:
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
         stage = data.pop("stage", None)
         if stage is not None and stage != cls.stage:
-            raise ValueError(f"config is for stage {stage!r}, not {cls.stage!r}")
+            raise InvalidInputError(f"config is for stage {stage!r}, not {cls.stage!r}")
         valid = cls.valid_keys()
         unknown = sorted(set(data) - set(valid))
         if unknown:
@@ -255,7 +256,7 @@ class TrainConfig:
                 if guess:
                     hints.append(f"{k} -> {guess}")
             hint = f" (did you mean: {', '.join(hints)})" if hints else ""
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown {cls.stage} config key(s) {unknown}{hint}. Valid keys are: {', '.join(valid)}"
             )
         return cls(**data)
@@ -308,13 +309,15 @@ class MNTPConfig(TrainConfig):
         super().validate()
         _positive_int("block_size", self.block_size)
         if self.block_size < 2:
-            raise ValueError("block_size must be at least 2 (a prediction needs a previous token)")
+            raise InvalidInputError(
+                "block_size must be at least 2 (a prediction needs a previous token)"
+            )
         _probability("mask_probability", self.mask_probability, open_low=True)
         _choice("masking", self.masking, MASKING_MODES)
         if self.mask_token is not None and (
             not isinstance(self.mask_token, str) or not self.mask_token
         ):
-            raise ValueError(
+            raise InvalidInputError(
                 f"mask_token must be a non-empty string or null, got {self.mask_token!r}"
             )
 
@@ -346,13 +349,13 @@ class ContrastiveConfig(TrainConfig):
         _choice("pooling_mode", self.pooling_mode, POOLING_MODES)
         _positive_int("max_length", self.max_length)
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
+            raise InvalidInputError(f"temperature must be positive, got {self.temperature!r}")
         if (
             not isinstance(self.mini_batch_size, int)
             or isinstance(self.mini_batch_size, bool)
             or self.mini_batch_size < 0
         ):
-            raise ValueError(
+            raise InvalidInputError(
                 f"mini_batch_size must be a non-negative integer (0: no chunking), got {self.mini_batch_size!r}"
             )
         if self.attention_dropout is not None:
@@ -408,11 +411,11 @@ class SupervisedConfig(ContrastiveConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.instruction, str):
-            raise ValueError("instruction must be a string")
+            raise InvalidInputError("instruction must be a string")
         if self.false_negative_margin is not None and not isinstance(
             self.false_negative_margin, (int, float)
         ):
-            raise ValueError(
+            raise InvalidInputError(
                 f"false_negative_margin must be a number or null, got {self.false_negative_margin!r}"
             )
 
@@ -426,7 +429,7 @@ STAGE_CONFIGS: dict[str, type[TrainConfig]] = {
 
 def config_class(stage: str) -> type[TrainConfig]:
     if stage not in STAGE_CONFIGS:
-        raise ValueError(f"unknown stage {stage!r}. Valid stages are: {', '.join(STAGES)}")
+        raise InvalidInputError(f"unknown stage {stage!r}. Valid stages are: {', '.join(STAGES)}")
     return STAGE_CONFIGS[stage]
 
 
@@ -434,28 +437,32 @@ def read_config_file(path: str | os.PathLike) -> dict:
     """A JSON or YAML mapping of config keys (YAML needs pyyaml)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise MissingInputError(f"config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
-            raise ImportError(
+            raise MissingExtraError(
                 "YAML config files need pyyaml: pip install pyyaml (or use a .json file)"
             ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise InvalidInputError(
+                f"{path} is not valid YAML: {str(exc).splitlines()[0]}"
+            ) from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+            raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+        raise InvalidInputError(
+            f"{path} must hold a mapping of config keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -480,14 +487,14 @@ def load_saved_config(directory: str | os.PathLike) -> TrainConfig:
 # ---------------------------------------------------------------------- helpers
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown {name} {value!r}. Valid choices are: {', '.join(map(str, choices))}"
         )
 
 
 def _positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _probability(name: str, value, open_low: bool = False) -> None:
@@ -499,4 +506,4 @@ def _probability(name: str, value, open_low: bool = False) -> None:
     )
     if not ok:
         low = "(0" if open_low else "[0"
-        raise ValueError(f"{name} must be in {low}, 1), got {value!r}")
+        raise InvalidInputError(f"{name} must be in {low}, 1), got {value!r}")

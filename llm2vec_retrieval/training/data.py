@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import InvalidInputError, MissingInputError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -113,25 +115,27 @@ class _Dedup:
 def check_data_paths(paths: list[str], stage: str) -> None:
     """Missing, empty or unsuitable data is an error with a one-line message."""
     if not paths:
-        raise ValueError("no training data given (--data FILE)")
+        raise InvalidInputError("no training data given (--data FILE)")
     for p in paths:
         path = Path(p)
         if not path.exists():
-            raise FileNotFoundError(f"data file {p} does not exist")
+            raise MissingInputError(f"data file {p} does not exist")
         if path.is_dir():
             if stage != "supervised":
-                raise ValueError(f"{p} is a folder; {stage} needs text files (one text per line)")
+                raise InvalidInputError(
+                    f"{p} is a folder; {stage} needs text files (one text per line)"
+                )
             _beir_files(path)
             continue
         if path.stat().st_size == 0:
-            raise ValueError(f"data file {p} is empty")
+            raise InvalidInputError(f"data file {p} is empty")
         kind = file_kind(path)
         if stage == "supervised" and kind == "text":
-            raise ValueError(
+            raise InvalidInputError(
                 f"{p}: supervised training needs pairs or triples (.jsonl with query/positive/negative, .tsv with a header, or a BEIR folder)"
             )
         if stage != "supervised" and kind == "tsv":
-            raise ValueError(
+            raise InvalidInputError(
                 f"{p}: {stage} needs plain text (one text per line) or JSONL with a 'text' key"
             )
 
@@ -156,9 +160,9 @@ def _beir_files(folder: Path) -> tuple[Path, Path, Path]:
     )
     for f in (corpus, queries):
         if not f.is_file():
-            raise FileNotFoundError(f"{folder} is not a BEIR folder: {f.name} is missing")
+            raise MissingInputError(f"{folder} is not a BEIR folder: {f.name} is missing")
     if not qrels.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{folder} has no qrels/train.tsv: only BEIR *train* judgments are used for training "
             "(test/dev judgments are never trained on)"
         )
@@ -307,7 +311,7 @@ def read_examples(
     if kind == "tsv":
         yield from _read_tsv(path, stats, max_chars, dedup, default_source)
         return
-    raise ValueError(f"{path}: supervised training needs .jsonl, .tsv or a BEIR folder")
+    raise InvalidInputError(f"{path}: supervised training needs .jsonl, .tsv or a BEIR folder")
 
 
 def _read_tsv(path: Path, stats, max_chars, dedup, default_source) -> Iterator[Example]:
@@ -447,7 +451,7 @@ class BatchStream:
                 self.position.batches_in_pass += 1
                 yield batch
             if produced == 0:
-                raise ValueError(
+                raise InvalidInputError(
                     f"the training data yields no batch ({self.stats.used} usable examples; "
                     "too few for one batch of this size?)"
                 )

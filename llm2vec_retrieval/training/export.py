@@ -27,6 +27,7 @@ import torch
 
 from ..bidirectional import is_bidirectional, set_bidirectional
 from ..config import EncoderConfig
+from ..errors import InvalidInputError
 from .folders import patch_json, staged_folder
 from .modeling import load_encoder
 
@@ -50,17 +51,21 @@ def export_model(
     if isinstance(adapters, (str, os.PathLike)):
         adapters = [os.fspath(adapters)]
     if not adapters:
-        raise ValueError("export needs at least one --adapter folder")
+        raise InvalidInputError("export needs at least one --adapter folder")
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {output} is not empty (pass --overwrite to replace it)")
+        raise InvalidInputError(
+            f"output folder {output} is not empty (pass --overwrite to replace it)"
+        )
     torch_dtype = {
         "float32": torch.float32,
         "bfloat16": torch.bfloat16,
         "float16": torch.float16,
     }.get(dtype)
     if torch_dtype is None:
-        raise ValueError(f"unknown dtype {dtype!r}. Valid choices are: float32, bfloat16, float16")
+        raise InvalidInputError(
+            f"unknown dtype {dtype!r}. Valid choices are: float32, bfloat16, float16"
+        )
     encoder = load_encoder(model, adapters)
     saved = EncoderConfig.read_saved(adapters[-1])
     saved.pop("enable_bidirectional", None)

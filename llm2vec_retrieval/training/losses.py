@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidInputError
+
 IGNORE = -100
 
 
@@ -55,7 +57,7 @@ def mask_tokens(
         )
         inputs[randomize] = random_ids[randomize]
     else:
-        raise ValueError(f"unknown masking mode {mode!r}. Valid modes are: bert, all-mask")
+        raise InvalidInputError(f"unknown masking mode {mode!r}. Valid modes are: bert, all-mask")
     return inputs, labels
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from .data import Example
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -66,7 +67,7 @@ def mine_hard_negatives(
     """
 
     if not 0.0 < max_ratio <= 1.0:
-        raise ValueError(f"max_ratio must be in (0, 1], got {max_ratio!r}")
+        raise InvalidInputError(f"max_ratio must be in (0, 1], got {max_ratio!r}")
     examples = list(examples)
     stats = MiningStats(examples=len(examples))
     by_source: dict[str, list[int]] = defaultdict(list)

@@ -28,6 +28,7 @@ from .. import loading
 from ..bidirectional import UnsupportedModelError
 from ..config import EncoderConfig
 from ..encoder import LLM2Vec
+from ..errors import MissingInputError
 from .folders import patch_json
 from .losses import mntp_loss
 
@@ -50,9 +51,9 @@ def base_reference(model: str | None) -> str:
 
 def check_adapter_folder(path: str) -> None:
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"adapter folder {path} does not exist")
+        raise MissingInputError(f"adapter folder {path} does not exist")
     if not (Path(path) / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{path} holds no PEFT adapter (adapter_config.json is missing)")
+        raise MissingInputError(f"{path} holds no PEFT adapter (adapter_config.json is missing)")
 
 
 def load_encoder(

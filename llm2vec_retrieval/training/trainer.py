@@ -50,6 +50,7 @@ import torch
 
 from .._io import atomic_write_json, atomic_write_text, restore_backup, staged_dir
 from ..config import EncoderConfig
+from ..errors import InvalidInputError
 from . import data as data_mod
 from .config import TrainConfig
 from .modeling import (
@@ -213,7 +214,7 @@ class Trainer:
         result = set_peft_model_state_dict(self.peft_model, weights)
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{input_dir}: checkpoint does not match this model ({len(unexpected)} unexpected keys); "
                 "use another --output or --no-resume"
             )
@@ -256,12 +257,12 @@ class Trainer:
         is loaded)."""
         state = json.loads((path / TRAINER_STATE).read_text())
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path} is a checkpoint of an earlier llm2vec-retrieval version, which this one "
                 "cannot resume; restart the stage with --no-resume (or finish it with that version)"
             )
         if state.get("stage") != self.cfg.stage:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path} is a {state.get('stage')} checkpoint, not {self.cfg.stage}; use another --output or --no-resume"
             )
         return state
@@ -269,13 +270,13 @@ class Trainer:
     def _load_checkpoint(self, path: Path, state: dict) -> None:
         acc = self.accelerator
         if state.get("num_processes", 1) != acc.num_processes:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path} was written by {state.get('num_processes')} processes, this run has "
                 f"{acc.num_processes}; resume with the same number or use --no-resume"
             )
         rng_file = path / f"random_states_{acc.process_index}.pkl"
         if not rng_file.is_file():
-            raise ValueError(f"{path} lacks {rng_file.name}; use --no-resume")
+            raise InvalidInputError(f"{path} lacks {rng_file.name}; use --no-resume")
         acc.load_state(str(path))
         self._check_rng_restored(rng_file)
         self.step = int(state["step"])
@@ -296,7 +297,9 @@ class Trainer:
 
         saved = load(rng_file)
         if not torch.equal(saved["torch_manual_seed"], torch.get_rng_state()):
-            raise ValueError(f"{rng_file}: random states could not be restored; use --no-resume")
+            raise InvalidInputError(
+                f"{rng_file}: random states could not be restored; use --no-resume"
+            )
 
     def _truncate_log(self, step: int) -> None:
         log = self.out / LOG_FILE

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from ...config import EncoderConfig
+from ...errors import InvalidInputError
 from .. import data as data_mod
 from ..config import TrainConfig
 
@@ -122,12 +123,12 @@ def objective_for(cfg: TrainConfig) -> Objective:
     """The registered objective of `cfg.stage`, built for `cfg`."""
     cls = OBJECTIVES.get(cfg.stage)
     if cls is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"no objective for stage {cfg.stage!r}; registered: {', '.join(sorted(OBJECTIVES))} "
             "(add one with register_objective)"
         )
     if not isinstance(cfg, cls.config_class):
-        raise ValueError(
+        raise InvalidInputError(
             f"{type(cfg).__name__} is not a {cls.config_class.__name__}, which the {cfg.stage} objective needs"
         )
     return cls(cfg)

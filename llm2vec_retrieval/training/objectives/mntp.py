@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ...errors import InvalidInputError
 from .. import data as data_mod
 from ..config import MNTPConfig
 from ..losses import mask_tokens
@@ -37,7 +38,7 @@ class MNTPObjective(Objective):
         if mask_id is None or mask_id == tok.unk_token_id:
             encoded = tok(token, add_special_tokens=False)["input_ids"]
             if len(encoded) != 1:
-                raise ValueError(
+                raise InvalidInputError(
                     f"mask token {token!r} is not a single token of this tokenizer; choose one with --mask-token"
                 )
             mask_id = encoded[0]
