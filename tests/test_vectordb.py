@@ -334,6 +334,15 @@ def test_lancedb_idempotent_and_guarded(shards, tmp_path):
     other = other_fingerprint_shards(shards, tmp_path / "other")
     with pytest.raises(FingerprintMismatchError):
         load_shards(other, target, collection=COLLECTION, progress=False)
+    # allowed anyway: the rows are written, the collection keeps its first manifest
+    with pytest.warns(UserWarning, match="loading anyway"):
+        forced = load_shards(
+            other, target, collection=COLLECTION, allow_fingerprint_mismatch=True, progress=False
+        )
+    assert forced.count == len(TEXTS)
+    with pytest.raises(FingerprintMismatchError):
+        load_shards(other, target, collection=COLLECTION, progress=False)
+    assert load_shards(shards, target, collection=COLLECTION, progress=False).count == len(TEXTS)
 
 
 # ------------------------------------------------------------------ killed loads
@@ -414,7 +423,7 @@ def test_targets_and_bad_inputs(shards, tmp_path):
         parse_target("mysql://x")
     with pytest.raises(UserError, match="invalid collection"):
         load_shards(shards, f"lancedb://{tmp_path}", collection="Bad-Name")
-    with pytest.raises(UserError, match="not a shard folder"):
+    with pytest.raises(UserError, match="is not a shard folder"):
         load_shards(tmp_path, f"lancedb://{tmp_path}", collection="ok")
 
 

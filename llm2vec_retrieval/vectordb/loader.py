@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -112,10 +111,6 @@ def load_shards(
         raise UserError(f"batch_rows must be at least 1, got {batch_rows}")
     check_collection(collection)
     parsed = parse_target(target)
-    if not (Path(shards_dir) / "shards.json").is_file():
-        raise UserError(
-            f"{shards_dir} is not a shard folder (no shards.json); run encode-corpus first"
-        )
     shards = open_shards(shards_dir)
     start = time.perf_counter()
     rows = 0
@@ -127,7 +122,8 @@ def load_shards(
             check_meta(stored, shards, collection, allow_fingerprint_mismatch)
         if hasattr(sink, "plan"):
             sink.plan(shards, batch_rows)
-        sink.create(collection_meta(shards))
+        # a collection keeps the manifest of its first load (also under allow_fingerprint_mismatch)
+        sink.create(collection_meta(shards) if stored is None else stored)
         bar = _bar(shards.count, progress, f"Loading into {parsed.kind}")
         try:
             for b in shards.iter_batches(batch_rows):
