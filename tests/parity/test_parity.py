@@ -150,18 +150,13 @@ def test_embed_mask_matches_official(tcase):
         for ids, att in zip(tcase["input_ids"], tcase["attention_mask"], strict=False)
     ]
     official_text_len = [sum(row) for row in tcase["embed_mask"]]
-    if hasattr(model, "tokenize"):  # an official-style tokenize(prepared_texts)
-        feats = model.tokenize(tcase["prepared_texts"])
-        ids = [
-            [i for i, a in zip(r, att, strict=False) if a]
-            for r, att in zip(
-                feats["input_ids"].tolist(), feats["attention_mask"].tolist(), strict=False
-            )
-        ]
-        text_len = feats["embed_mask"].sum(dim=-1).tolist()
-    else:  # llm2vec_retrieval's internal (instruction, text) tokenizer
-        pairs = [("", s) if isinstance(s, str) else tuple(s) for s in tcase["inputs"]]
-        feats = model._tokenize(pairs)
-        ids, text_len = feats["input_ids"], feats["text_len"]
+    feats = model.tokenize(tcase["prepared_texts"])  # both libraries' tokenize(prepared)
+    ids = [
+        [i for i, a in zip(r, att, strict=False) if a]
+        for r, att in zip(
+            feats["input_ids"].tolist(), feats["attention_mask"].tolist(), strict=False
+        )
+    ]
+    text_len = feats["embed_mask"].sum(dim=-1).tolist()
     assert [list(r) for r in ids] == official_ids
     assert list(text_len) == official_text_len
