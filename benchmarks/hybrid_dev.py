@@ -52,7 +52,7 @@ OOD_SETS = {  # restricted/ file -> the query instruction (as benchmarks.supervi
 
 def ood_sets(data_dir: Path):
     """{name: (BeirData, instruction)} of the out-of-domain sets (restricted/, evaluation only)."""
-    from llm2vec_retrieval.evaluation.data import BeirData, checksum_texts
+    from llm2vec_retrieval.evaluation.data import beir_from_pairs
     from llm2vec_retrieval.training.data import read_examples
 
     out = {}
@@ -60,25 +60,8 @@ def ood_sets(data_dir: Path):
         path = data_dir / "supervised-pairs" / "restricted" / f"{name}.tsv"
         if not path.is_file():
             raise SystemExit(f"error: {path} is missing; --ood needs ../shared/data")
-        rows = list(read_examples(path))
-        qrels: dict[str, dict[str, int]] = {}
-        qid_of: dict[str, str] = {}
-        doc_of: dict[str, str] = {}
-        for ex in rows:
-            qid = qid_of.setdefault(ex.query, f"q{len(qid_of)}")
-            for text in filter(None, (ex.positive, ex.negative)):
-                doc_of.setdefault(text, f"d{len(doc_of)}")
-            qrels.setdefault(qid, {})[doc_of[ex.positive]] = 1
-        corpus = {did: {"title": "", "text": text} for text, did in doc_of.items()}
-        texts = [f"{ex.query}\t{ex.positive}\t{ex.negative or ''}" for ex in rows]
-        beir = BeirData(
-            name=f"ood-{name}",
-            split="dev",
-            corpus=corpus,
-            queries={q: t for t, q in qid_of.items()},
-            qrels=qrels,
-            checksum=checksum_texts(texts),
-        )
+        rows = [(ex.query, ex.positive, ex.negative) for ex in read_examples(path)]
+        beir = beir_from_pairs(f"ood-{name}", rows)
         out[f"ood-{name}"] = (beir, instruction)
     return out
 

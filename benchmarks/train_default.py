@@ -110,33 +110,14 @@ def source_files(data: Path, sources: list[str]) -> list[str]:
 
 def dev_sets(data: Path):
     """{name: BeirData} of the dev files (queries = anchors, corpus = their positives)."""
-    from llm2vec_retrieval.evaluation.data import BeirData, checksum_texts
+    from llm2vec_retrieval.evaluation.data import beir_from_pairs
 
     out = {}
     for f in sorted((data / "dev").glob("*.jsonl")):
         rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-        corpus, qrels, instructions = {}, {}, set()
-        qid_of: dict[str, str] = {}
-        doc_of: dict[str, str] = {}
-        for r in rows:
-            qid = qid_of.setdefault(r["query"], f"q{len(qid_of)}")
-            did = doc_of.setdefault(r["positive"], f"d{len(doc_of)}")
-            corpus[did] = {"title": "", "text": r["positive"]}
-            qrels.setdefault(qid, {})[did] = 1
-            instructions.add(r["instruction"])
-        texts = [r["query"] + "\t" + r["positive"] for r in rows]
-        queries = {qid: text for text, qid in qid_of.items()}
-        out[f.stem] = (
-            BeirData(
-                name=f.stem,
-                split="dev",
-                corpus=corpus,
-                queries=queries,
-                qrels=qrels,
-                checksum=checksum_texts(texts),
-            ),
-            instructions.pop(),
-        )
+        beir = beir_from_pairs(f.stem, [(r["query"], r["positive"], None) for r in rows])
+        (instruction,) = {r["instruction"] for r in rows}  # one instruction per source
+        out[f.stem] = (beir, instruction)
     return out
 
 

@@ -366,3 +366,14 @@ def test_real_data_shapes():
     )
     sts = load_sts(SHARED / "stsb", "test")
     assert len(sts) == 1379 and sts.scores.min() >= 0 and sts.scores.max() <= 5
+
+
+def test_beir_from_pairs_builds_queries_corpus_and_judgments():
+    from llm2vec_retrieval.evaluation.data import beir_from_pairs
+
+    rows = [("q a", "doc 1", "doc 2"), ("q b", "doc 2", None), ("q a", "doc 3", None)]
+    data = beir_from_pairs("toy", rows)
+    assert data.queries == {"q0": "q a", "q1": "q b"}
+    assert [d["text"] for d in data.corpus.values()] == ["doc 1", "doc 2", "doc 3"]
+    assert data.qrels == {"q0": {"d0": 1, "d2": 1}, "q1": {"d1": 1}}  # negatives: distractors
+    assert data.checksum != beir_from_pairs("toy", rows[:2]).checksum

@@ -68,6 +68,31 @@ def checksum_texts(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+def beir_from_pairs(
+    name: str, rows: Iterable[tuple[str, str, str | None]], split: str = "dev"
+) -> BeirData:
+    """A retrieval set from (query, positive, negative or None) rows: each distinct query a
+    query, each distinct positive and negative a document, a positive relevant to its query
+    (negatives stay as distractors). The checksum covers the rows in order."""
+    rows = list(rows)
+    qid_of: dict[str, str] = {}
+    doc_of: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for query, positive, negative in rows:
+        qid = qid_of.setdefault(query, f"q{len(qid_of)}")
+        for text in filter(None, (positive, negative)):
+            doc_of.setdefault(text, f"d{len(doc_of)}")
+        qrels.setdefault(qid, {})[doc_of[positive]] = 1
+    return BeirData(
+        name=name,
+        split=split,
+        corpus={did: {"title": "", "text": text} for text, did in doc_of.items()},
+        queries={qid: text for text, qid in qid_of.items()},
+        qrels=qrels,
+        checksum=checksum_texts([f"{q}\t{p}\t{n or ''}" for q, p, n in rows]),
+    )
+
+
 # --------------------------------------------------------------------------------------- BEIR
 
 
