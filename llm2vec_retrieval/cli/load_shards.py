@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..vectordb.loader import DEFAULT_BATCH_ROWS
 from .common import Formatter, Subparsers, wrap
 
 
@@ -28,7 +29,9 @@ def register(sub: Subparsers) -> None:
         "or lancedb:///folder",
     )
     p.add_argument("--collection", required=True, help="table / collection name ([a-z0-9_])")
-    p.add_argument("--batch-rows", type=int, default=1024, help="rows per upsert")
+    p.add_argument(
+        "--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows per upsert"
+    )
     p.add_argument("--recreate", action="store_true", help="drop the collection first, then load")
     p.add_argument(
         "--allow-mismatch",
