@@ -1325,7 +1325,7 @@ def startup_section(files, base: Path) -> list[str]:
     ]
     rows, used = [], []
     for state, label in STARTUP_STATES:
-        for cmd in ("search", "serve"):
+        for cmd in ("search", "search_lexical", "serve"):
             found = next(
                 (
                     (i, f[1]["results"][f"{cmd}_{state}"])
@@ -1344,7 +1344,7 @@ def startup_section(files, base: Path) -> list[str]:
             loads = [x for x in loads if isinstance(x, (int, float))]
             rows.append(
                 [
-                    cmd,
+                    "search --mode lexical" if cmd == "search_lexical" else cmd,
                     label,
                     len(runs),
                     _fmt(r.get("median_s", r.get("seconds")), ".2f"),

@@ -7,6 +7,7 @@
 Each measurement is a fresh process, as a user starts it:
 
 - search: `python -m llm2vec_retrieval search DIR QUERY` until it exits (results printed);
+- search --mode lexical (BM25 only, no model loaded), warm only;
 - serve: `python -m llm2vec_retrieval serve --index DIR --port 0` until the first
   `POST /v1/embeddings` on 127.0.0.1 answers 200 (also: until it prints "serving").
 
@@ -97,8 +98,8 @@ def env_for(cache: Path) -> dict[str, str]:
     }
 
 
-def time_search(index: Path, cache: Path, query: str) -> dict:
-    cmd = [*CLI, "search", str(index), query, "-k", "5"]
+def time_search(index: Path, cache: Path, query: str, extra: tuple[str, ...] = ()) -> dict:
+    cmd = [*CLI, "search", str(index), query, "-k", "5", *extra]
     before = loadavg()
     cpu0 = child_cpu()
     t0 = time.perf_counter()
@@ -312,6 +313,12 @@ def main(argv=None) -> int:
                     runs.append(timer(args.index, cache, args.query))
                     print(f"{cmd} {name} run {i + 1}/{n}: {runs[-1]['seconds']:.2f} s", flush=True)
                 results[f"{cmd}_{name}"] = summary(runs)
+        runs = [
+            time_search(args.index, warm, args.query, ("--mode", "lexical"))
+            for _ in range(args.repeats)
+        ]
+        print(f"search --mode lexical warm: {[r['seconds'] for r in runs]}", flush=True)
+        results["search_lexical_warm"] = summary(runs)  # loads no model: the cache state is moot
         out["phases_warm"] = phases(args.index, warm, args.query)
         out["results"] = results
     out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")

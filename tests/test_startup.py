@@ -217,6 +217,7 @@ def test_report_has_a_startup_section(tmp_path):
                 "median_cpu_s": 3.0,
             },
             "serve_cold": run,
+            "search_lexical_warm": {**run, "seconds": 0.75},
         },
         "phases_warm": {"import torch": 1.25},
     }
@@ -238,4 +239,48 @@ def test_report_has_a_startup_section(tmp_path):
         in section
     )
     assert "| serve | cold: empty cache" in section and "| import torch | 1.25 |" in section
+    assert "| search --mode lexical | warm: merged model cached | 1 | 0.75 |" in section
     assert "python -m benchmarks.startup --index X" in section
+
+
+def _main_json(capsys, *args: str) -> dict:
+    from llm2vec_retrieval import cli
+
+    capsys.readouterr()
+    assert cli.main(list(args)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_lexical_search_loads_no_model(tiny_llama, tmp_path, capsys):
+    """`search --mode lexical` answers from the BM25 part alone: same results as through the
+    full searcher, even when the model folder is gone, and without importing torch."""
+    pytest.importorskip("faiss")
+    from llm2vec_retrieval import cli
+    from llm2vec_retrieval.ingest import Searcher
+    from llm2vec_retrieval.testing import make_small_corpus
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    idx = tmp_path / "idx"
+    corpus = make_small_corpus(tmp_path)
+    assert cli.main(["index", str(corpus), "--index", str(idx), "--model", str(model)]) == 0
+    args = ("search", str(idx), "rivers flood", "-k", "3", "--mode", "lexical", "--json")
+    full = _main_json(capsys, *args)
+    via_full = Searcher(idx).search("rivers flood", k=3, mode="lexical")
+    shutil.rmtree(model)
+
+    lexical_only = _main_json(capsys, *args)
+    assert lexical_only["results"] == full["results"] == [r.to_dict() for r in via_full]
+    assert lexical_only["results"] and lexical_only["mode"] == "lexical"
+    with pytest.raises(ValueError, match="lexical search only"):
+        Searcher(idx, lexical_only=True).check_mode("hybrid")
+    assert cli.main(["search", str(idx), "rivers flood", "--mode", "dense"]) == 2  # needs the model
+
+    code = (
+        "import sys\nfrom llm2vec_retrieval import cli\n"
+        f"rc = cli.main(['search', {str(idx)!r}, 'rivers', '--mode', 'lexical'])\n"
+        "print('IMPORTED', rc, sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "IMPORTED 0 []"

@@ -14,6 +14,7 @@ from .common import (
     eprint,
     open_searcher,
     print_results,
+    reading_inputs,
     wrap,
 )
 
@@ -88,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
     if args.alpha is not None and args.fusion is None:
         args.fusion = "alpha"
-    searcher = open_searcher(args)
+    if args.mode == "lexical":  # BM25 only: the embedder (torch, transformers) is never loaded
+        from ..ingest import Searcher
+
+        with reading_inputs():
+            searcher = Searcher(args.dir, lexical_only=True)
+    else:
+        searcher = open_searcher(args)
     try:
         mode = searcher.check_mode(args.mode)
     except ValueError as exc:  # a mode the index cannot do (no lexical part)

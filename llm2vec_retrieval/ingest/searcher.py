@@ -50,6 +50,11 @@ class Searcher:
     ``allow_mismatch``). ``dtype`` is the encoder's compute dtype ("auto", "float32",
     "bfloat16", "float16"; None: the enclosing ``encoder_dtype`` block's, else float32); it
     is not part of the fingerprint, so an index built in one dtype is searched in another.
+
+    ``lexical_only``: open the index for lexical (BM25) searches only, without loading the
+    embedder (torch and transformers stay unimported: a lexical search starts in well
+    under a second); ``encoder`` is then None and the fingerprint is not checked, since
+    no query vector is compared with the stored ones.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Searcher:
         allow_mismatch: bool = False,
         encoder: Any = None,
         dtype: Any = None,
+        lexical_only: bool = False,
     ):
         import warnings
 
@@ -71,6 +77,11 @@ class Searcher:
             raise IndexFolderError(
                 f"index {self.folder.path} has no committed chunks yet; run `llm2vec-retrieval index` on it"
             )
+        self.lexical_only = lexical_only
+        if lexical_only:
+            self.encoder = None
+            self.store = IndexStore.load(self.folder.store_path)
+            return
         spec = dict(self.manifest["embedder"])
         if model is not None or adapter is not None:
             spec = embedder_spec(
@@ -89,12 +100,18 @@ class Searcher:
             )
 
     @property
-    def query_instruction(self) -> str:
+    def query_instruction(self) -> str | None:
+        """The instruction queries are encoded with (None: opened ``lexical_only`` and none
+        recorded in the index)."""
         recorded = self.manifest.get("query_instruction")
-        return recorded if recorded is not None else self.encoder.config.query_instruction
+        if recorded is not None or self.encoder is None:
+            return recorded
+        return self.encoder.config.query_instruction
 
     @property
     def default_mode(self) -> str:
+        if self.lexical_only:
+            return "lexical"
         return DEFAULT_TEXT_MODE if self.store.has_lexical else "dense"
 
     @property
@@ -112,6 +129,11 @@ class Searcher:
         mode = self.default_mode if mode is None else mode
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if self.lexical_only and mode != "lexical":
+            raise ValueError(
+                f"{self.folder.path} was opened for lexical search only (no embedder loaded), "
+                f"so it cannot search in {mode} mode"
+            )
         if mode != "dense" and not self.store.has_lexical:
             raise ValueError(
                 self.notice.replace(
