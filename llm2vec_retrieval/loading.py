@@ -416,7 +416,7 @@ def load_merged(adapter_folder: str, base_folder: str, hf_kwargs: dict, cache: b
             with quiet_transformers():
                 model = AutoModel.from_pretrained(found, **hf_kwargs)
             model.config._name_or_path = info["name_or_path"]
-            return model
+            return model.requires_grad_(False)  # as peft leaves a merged model: frozen
         except Exception as exc:  # any unreadable entry (safetensors' own error too): merge again
             logger.warning("cached merged model %s unreadable (%s); merging again", found, exc)
     logger.warning(
