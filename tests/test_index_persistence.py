@@ -666,8 +666,13 @@ def test_check_fingerprint_is_the_one_comparison():
     with pytest.raises(FingerprintMismatchError, match="model"):
         check_fingerprint(saved, {"model": "b", "dim": 8})
     with pytest.warns(UserWarning, match="loading anyway"):
-        assert check_fingerprint(saved, {"model": "b", "dim": 8}, allow_mismatch=True) == saved
+        assert (
+            check_fingerprint(saved, {"model": "b", "dim": 8}, allow_fingerprint_mismatch=True)
+            == saved
+        )
     with pytest.raises(DimensionMismatchError, match="8-dimensional"):
-        check_fingerprint(saved, {"model": "a", "dim": 4}, saved_dim=8, allow_mismatch=True)
+        check_fingerprint(
+            saved, {"model": "a", "dim": 4}, saved_dim=8, allow_fingerprint_mismatch=True
+        )
     # tuples compare as JSON saved them
     assert check_fingerprint({"shape": [1, 2]}, {"shape": (1, 2)}) == {"shape": [1, 2]}

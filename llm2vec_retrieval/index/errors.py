@@ -125,7 +125,7 @@ def check_fingerprint(
     saved: Mapping[str, Any] | None,
     given: Mapping[str, Any] | None,
     *,
-    allow_mismatch: bool = False,
+    allow_fingerprint_mismatch: bool = False,
     saved_dim: int | None = None,
     path: str | os.PathLike | None = None,
     stacklevel: int = 2,
@@ -134,10 +134,10 @@ def check_fingerprint(
 
     Nothing to compare (either side None): returns ``saved``. The same embedder: returns
     ``given`` as saved (digests written the current way replace older spellings).
-    Different: `FingerprintMismatchError`, or with ``allow_mismatch`` a warning and
+    Different: `FingerprintMismatchError`, or with ``allow_fingerprint_mismatch`` a warning and
     ``saved`` is kept. ``saved_dim``: the dimension of the saved vectors; a ``given``
     fingerprint naming another ``dim`` raises `DimensionMismatchError` even with
-    ``allow_mismatch`` (such vectors cannot be searched at all). ``path`` names the
+    ``allow_fingerprint_mismatch`` (such vectors cannot be searched at all). ``path`` names the
     index in that message. ``stacklevel``: as ``warnings.warn`` counts it from here (2:
     the caller).
     """
@@ -160,7 +160,7 @@ def check_fingerprint(
     if not diff:
         return given
     err = FingerprintMismatchError(saved, given, diff)
-    if not allow_mismatch:
+    if not allow_fingerprint_mismatch:
         raise err
     warnings.warn(f"loading anyway: {err}", stacklevel=stacklevel)
     return saved

@@ -373,7 +373,7 @@ def load_store(
     stored_fp = check_fingerprint(
         manifest["fingerprint"],
         fingerprint,
-        allow_mismatch=allow_fingerprint_mismatch,
+        allow_fingerprint_mismatch=allow_fingerprint_mismatch,
         saved_dim=manifest["dim"],
         path=str(path),
         stacklevel=4,  # the caller of IndexStore.load

@@ -69,7 +69,9 @@ def collection_meta(shards: Any) -> dict[str, Any]:
     }
 
 
-def check_meta(stored: dict[str, Any], shards: Any, collection: str, allow_mismatch: bool) -> None:
+def check_meta(
+    stored: dict[str, Any], shards: Any, collection: str, allow_fingerprint_mismatch: bool
+) -> None:
     """Refuse shards that do not belong in a collection loaded before."""
     if int(stored.get("dimension", shards.dimension)) != shards.dimension:
         raise UserError(
@@ -79,7 +81,7 @@ def check_meta(stored: dict[str, Any], shards: Any, collection: str, allow_misma
     check_fingerprint(
         stored.get("fingerprint") or {},
         shards.fingerprint,
-        allow_mismatch=allow_mismatch,
+        allow_fingerprint_mismatch=allow_fingerprint_mismatch,
         path=f"collection {collection}",
         stacklevel=4,
     )

@@ -601,7 +601,9 @@ class LLM2VecVectorStore(VectorStore):
             from llm2vec_retrieval.index.errors import check_fingerprint
 
             check_fingerprint(
-                legacy.get("fingerprint"), fingerprint, allow_mismatch=allow_fingerprint_mismatch
+                legacy.get("fingerprint"),
+                fingerprint,
+                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
             )
             store = _index_store_cls()(
                 None,

@@ -542,7 +542,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             return cls(store, flat_metadata=bool(flat))
         # version 1, saved before anything was added: the file alone records the settings
         saved = pointer.get("fingerprint")
-        check_fingerprint(saved, fingerprint, allow_mismatch=allow_fingerprint_mismatch)
+        check_fingerprint(saved, fingerprint, allow_fingerprint_mismatch=allow_fingerprint_mismatch)
         return cls(
             None,
             index_kind=pointer.get("index_kind", "flat"),
