@@ -1345,7 +1345,7 @@ def startup_section(files, base: Path) -> list[str]:
             rows.append(
                 [
                     "search --mode lexical" if cmd == "search_lexical" else cmd,
-                    label,
+                    "(no model loaded)" if cmd == "search_lexical" else label,
                     len(runs),
                     _fmt(r.get("median_s", r.get("seconds")), ".2f"),
                     _fmt(r.get("min_s", r.get("seconds")), ".2f"),

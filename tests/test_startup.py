@@ -239,7 +239,7 @@ def test_report_has_a_startup_section(tmp_path):
         in section
     )
     assert "| serve | cold: empty cache" in section and "| import torch | 1.25 |" in section
-    assert "| search --mode lexical | warm: merged model cached | 1 | 0.75 |" in section
+    assert "| search --mode lexical | (no model loaded) | 1 | 0.75 |" in section
     assert "python -m benchmarks.startup --index X" in section
 
 
