@@ -977,3 +977,46 @@ def test_the_old_cli_names_stay_importable():
     assert cli.parse_filters is parse_filter_expressions
     assert issubclass(FilterSyntaxError, cli.UserError) and cli.DEMO_SEARCHES
     assert callable(cli.index_info) and callable(cli.build_parser)
+
+
+def test_reader_gone_away_is_not_a_bug(tmp_path, model, capsys):
+    """`search ... | head`: the reader closes the pipe before the results are written. The
+    command stops quietly (exit 141, as a shell reports SIGPIPE) instead of printing a
+    BrokenPipeError traceback and the "this is a bug" hint."""
+    write_corpus(tmp_path / "corpus")
+    assert (
+        cli.main(
+            [
+                "index",
+                str(tmp_path / "corpus"),
+                "--index",
+                str(tmp_path / "idx"),
+                "--model",
+                model,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llm2vec_retrieval",
+            "search",
+            str(tmp_path / "idx"),
+            "rivers",
+            "--mode",
+            "lexical",
+            "--json",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "bug" not in err and "Exception ignored" not in err

@@ -126,11 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _dtype_scope(args):
             if train.is_training_command(args.func):
-                return train.run(args.func, args)
-            return args.func(args)
+                rc = train.run(args.func, args)
+            else:
+                rc = args.func(args)
+            sys.stdout.flush()  # here, so that a reader gone away is seen below
+            return rc
     except KeyboardInterrupt:
         eprint("interrupted")
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (`... | head`): nothing is wrong, stop quietly;
+        # stdout goes to /dev/null so the interpreter's final flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         if args.debug:
             raise
