@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from llm2vec_retrieval.evaluation.data import default_data_dir
     from llm2vec_retrieval.instructions import get_instruction
     from llm2vec_retrieval.training.combine import combine_adapters
-    from llm2vec_retrieval.training.modeling import load_encoder
+    from llm2vec_retrieval.training.modeling import load_training_base
 
     data = load_beir(Path(args.data_dir or default_data_dir()) / "scifact", "test")
     docs = [(d["title"] + " " + d["text"]).strip() for d in list(data.corpus.values())[: args.n]]
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         for rank in [None] + [int(r) for r in args.ranks.split(",") if r.strip()]:
             folder = Path(tmp) / f"r{rank or 'exact'}"
             info = combine_adapters(args.adapter, folder, rank=rank, dtype=args.dtype)
-            enc = load_encoder(args.model, [str(folder)])
+            enc = load_training_base(args.model, [str(folder)])
             vectors[rank] = (
                 enc.encode_documents(docs, show_progress_bar=False),
                 enc.encode_queries(

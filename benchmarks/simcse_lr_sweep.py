@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from llm2vec_retrieval.ingest.folder import write_json_atomic
     from llm2vec_retrieval.instructions import STS_INSTRUCTION
     from llm2vec_retrieval.training import SimCSEConfig, train
-    from llm2vec_retrieval.training.modeling import load_encoder
+    from llm2vec_retrieval.training.modeling import load_training_base
 
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     sts = load_sts(data_dir / "stsb", split="dev")
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
 
     dtype = torch.bfloat16
     score("causal", LLM2Vec.from_pretrained(args.model, enable_bidirectional=False, dtype=dtype))
-    score("bidirectional", load_encoder(args.model, [], dtype=dtype))
-    score("mntp", load_encoder(args.model, [str(args.mntp_adapter)], dtype=dtype))
+    score("bidirectional", load_training_base(args.model, [], dtype=dtype))
+    score("mntp", load_training_base(args.model, [str(args.mntp_adapter)], dtype=dtype))
     for lr in lrs:
         cfg = SimCSEConfig(
             model=args.model,
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         train(cfg)
         train_s = round(time.perf_counter() - t0, 1)
-        encoder = load_encoder(args.model, [str(args.mntp_adapter), cfg.output], dtype=dtype)
+        encoder = load_training_base(args.model, [str(args.mntp_adapter), cfg.output], dtype=dtype)
         score(f"mntp+simcse lr {lr:g}", encoder, lr=lr, train_s=train_s)
     print(f"wrote {out}")
     return 0

@@ -209,11 +209,11 @@ class Runner:
         """Dev scores of BASE with ``adapters`` merged in order."""
         from llm2vec_retrieval.evaluation import evaluate_beir, evaluate_sts
         from llm2vec_retrieval.instructions import STS_INSTRUCTION
-        from llm2vec_retrieval.training.modeling import load_encoder
+        from llm2vec_retrieval.training.modeling import load_training_base
 
         t0 = time.perf_counter()
         kwargs = {"dtype": self.torch.bfloat16, "doc_max_length": self.args.doc_max_length}
-        enc = load_encoder(BASE, [str(a) for a in adapters], **kwargs)
+        enc = load_training_base(BASE, [str(a) for a in adapters], **kwargs)
         scores = {
             "stsb_dev": round(
                 evaluate_sts(enc, self.sts_dev, instruction=STS_INSTRUCTION)["metrics"]["spearman"],

@@ -402,7 +402,7 @@ class Pipeline:
 
     # ---------------------------------------------------------------- evaluation
     def _load(self, adapters: list[Path], bidirectional: bool = True, base: str | None = None):
-        from llm2vec_retrieval.training.modeling import load_encoder
+        from llm2vec_retrieval.training.modeling import load_training_base
 
         kwargs = {
             "doc_max_length": self.args.doc_max_length,
@@ -417,7 +417,7 @@ class Pipeline:
                 base if base is not None else self.args.model, enable_bidirectional=False, **kwargs
             )
         else:
-            enc = load_encoder(
+            enc = load_training_base(
                 base if base is not None else self.args.model, [str(p) for p in adapters], **kwargs
             )
         return enc.to(self.device)

@@ -28,6 +28,8 @@ _LAZY = {
     "LLM2Vec": ".encoder",
     "UnsupportedModelError": ".bidirectional",
     "SUPPORTED_MODEL_TYPES": ".bidirectional",
+    "load_encoder": ".encoders",
+    "encoder_dtype": ".encoders",
 }
 
 __all__ = [
@@ -45,12 +47,15 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "cache_dir",
+    "encoder_dtype",
     "get_instruction",
+    "load_encoder",
 ]
 
 if TYPE_CHECKING:
     from .bidirectional import SUPPORTED_MODEL_TYPES, UnsupportedModelError
     from .encoder import LLM2Vec
+    from .encoders import encoder_dtype, load_encoder
 
 
 def __getattr__(name: str):

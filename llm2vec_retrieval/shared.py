@@ -41,55 +41,8 @@ def encoder_lock(encoder: Any) -> threading.RLock:
         return lock
 
 
-def load_encoder(model_name_or_path: str | None = None, *, dtype: Any = None, **kwargs: Any) -> Any:
-    """Load an `LLM2Vec` encoder without ever downloading.
-
-    `None` loads the package's embedded default model (its pip package must be
-    installed: `ModelNotInstalledError` names it otherwise). A string must be a local
-    checkpoint folder, a local `.gguf` file or an embedded model name; anything else
-    raises `FileNotFoundError` instead of reaching for a model hub.
-
-    `dtype` is the compute dtype: "auto" (bfloat16 where the device runs it natively,
-    else float32; see `llm2vec_retrieval.hardware`), "float32", "bfloat16", "float16" or
-    a torch dtype; None leaves it to `kwargs` (`torch_dtype=`), else float32. "auto" is
-    resolved here, never handed to transformers (where it means "the checkpoint's
-    dtype"). The device it is resolved for is `device_map` in `kwargs` (default: CPU).
-    Which dtype runs and why is logged at INFO level.
-    """
-    from llm2vec_retrieval import LLM2Vec, loading
-
-    if dtype is not None:
-        if "torch_dtype" in kwargs:
-            raise ValueError("pass the dtype once: dtype= or torch_dtype=, not both")
-        choice = resolve_dtype(dtype, _device_of(kwargs))
-        logger.info("%s: %s", model_name_or_path or "default model", choice.describe("dtype="))
-        kwargs["dtype"] = choice.dtype
-    if model_name_or_path is not None:
-        name = os.path.expanduser(os.fspath(model_name_or_path))
-        if loading.embedded_name(name) is None and not os.path.exists(name):
-            raise FileNotFoundError(
-                f"LLM2Vec model {str(model_name_or_path)!r} not found: pass a local checkpoint "
-                "folder, a local .gguf file or an embedded model name "
-                f"({', '.join([*loading.SHIPPED_ADAPTERS, *loading.EMBEDDED_MODELS])}). Models are never downloaded."
-            )
-        return LLM2Vec.from_pretrained(name, **kwargs)
-    return LLM2Vec.from_pretrained(**kwargs)
-
-
-def _device_of(kwargs: dict[str, Any]) -> Any:
-    """The device a load with these `from_pretrained` keyword arguments puts the model on."""
-    device = kwargs.get("device_map", kwargs.get("device"))
-    if isinstance(device, dict):  # a per-module map: its first placement
-        device = next(iter(device.values()), None)
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device if device is not None else "cpu"
-
-
 def split_dtype(dtype: Any, model_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """(dtype choice, other keyword arguments) for `load_encoder`, from an integration's
+    """(dtype choice, other keyword arguments) for `encoders.load_encoder`, from an integration's
     `dtype=` field and its `model_kwargs`. A dtype in `model_kwargs` (`dtype` or
     `torch_dtype`, as before the field existed) is used when the field is "auto"; both set
     to different values is a ValueError."""

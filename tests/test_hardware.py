@@ -127,23 +127,24 @@ def _dtype_of(encoder) -> torch.dtype:
 
 
 def test_encoder_cache_is_per_dtype(tiny_llama):
-    from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_dtype, load_encoder
+    from llm2vec_retrieval.encoders import encoder_dtype
+    from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
     spec = embedder_spec(tiny_llama, None)
-    fp32 = load_encoder(spec)  # outside a scope: float32, the Python API's default
+    fp32 = encoder_from_spec(spec)  # outside a scope: float32, the Python API's default
     assert _dtype_of(fp32) == torch.float32
-    bf16 = load_encoder(spec, "bfloat16")
+    bf16 = encoder_from_spec(spec, "bfloat16")
     assert _dtype_of(bf16) == torch.bfloat16 and bf16 is not fp32
     seen = []
     with encoder_dtype("float16", on_encode=seen.append) as choice:
         assert choice.name == "float16"
-        half = load_encoder(spec)
-        assert load_encoder(spec) is half and not seen  # said before encoding, not on load
+        half = encoder_from_spec(spec)
+        assert encoder_from_spec(spec) is half and not seen  # said before encoding, not on load
         half.encode_documents(["one"])
         half.encode_documents(["two"])
     assert _dtype_of(half) == torch.float16 and [c.name for c in seen] == ["float16"]
     with encoder_dtype("float16", on_encode=seen.append):
-        load_encoder(spec)  # loaded, never used: nothing said, and the hook is gone after
+        encoder_from_spec(spec)  # loaded, never used: nothing said, and the hook is gone after
     half.encode_documents(["three"])
     assert len(seen) == 1
     with pytest.raises(ValueError, match="valid choices"):
@@ -154,8 +155,8 @@ def test_encoder_cache_is_per_dtype(tiny_llama):
 def test_index_built_in_one_dtype_searches_in_the_other(tmp_path, tiny_llama):
     """The dtype is not part of the fingerprint: float32 and bfloat16 vectors of one model
     agree closely, so neither refuses the other's index (a different model still is)."""
+    from llm2vec_retrieval.encoders import encoder_dtype
     from llm2vec_retrieval.ingest import Indexer, IndexFolder, IndexSettings, Searcher
-    from llm2vec_retrieval.ingest.folder import encoder_dtype
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -86,7 +86,7 @@ def stop_server(proc) -> str:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_llama):
     """(host, port, encoder used in-process, subprocess) for a server on a tiny model with an index."""
-    from llm2vec_retrieval.ingest.folder import embedder_spec, load_encoder
+    from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
     work = tmp_path_factory.mktemp("serve")
     corpus = work / "corpus"
@@ -107,7 +107,7 @@ def served(tmp_path_factory, tiny_llama):
         work,
     )
     try:
-        yield host, port, load_encoder(embedder_spec(tiny_llama, None)), proc
+        yield host, port, encoder_from_spec(embedder_spec(tiny_llama, None)), proc
     finally:
         stop_server(proc)
 
@@ -116,7 +116,7 @@ def served(tmp_path_factory, tiny_llama):
 def guarded(tmp_path_factory, tiny_llama):
     """(host, port, encoder, subprocess): API key (from the environment), CORS, 2 s read
     timeout, at most 24 connections, served as GUARDED_NAME, large bodies allowed."""
-    from llm2vec_retrieval.ingest.folder import embedder_spec, load_encoder
+    from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
     work = tmp_path_factory.mktemp("guarded")
     proc, host, port = start_server(
@@ -128,7 +128,7 @@ def guarded(tmp_path_factory, tiny_llama):
         env={**_env(), "LLM2VEC_RETRIEVAL_API_KEY": API_KEY},
     )
     try:
-        yield host, port, load_encoder(embedder_spec(tiny_llama, None)), proc
+        yield host, port, encoder_from_spec(embedder_spec(tiny_llama, None)), proc
     finally:
         stop_server(proc)
 
@@ -810,7 +810,7 @@ def test_serve_default_dtype_is_said_at_start(tmp_path, tiny_llama):
     (bfloat16 with avx512_bf16/AMX/ARM bf16, else float32), says so in its start-up log, and
     /health reports it. Its vectors stay close to float32 ones."""
     from llm2vec_retrieval.hardware import resolve_dtype
-    from llm2vec_retrieval.ingest.folder import embedder_spec, load_encoder
+    from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
     auto = resolve_dtype("auto")
     proc, host, port = start_server(
@@ -825,7 +825,7 @@ def test_serve_default_dtype_is_said_at_start(tmp_path, tiny_llama):
         log = stop_server(proc)
     assert auto.describe("--dtype") in log.splitlines(), log
     assert status == 200 and health["dtype"] == auto.name
-    want = load_encoder(embedder_spec(tiny_llama, None), "float32").encode_documents(
+    want = encoder_from_spec(embedder_spec(tiny_llama, None), "float32").encode_documents(
         ["rivers flood after rain", "the immune system"]
     )
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))

@@ -9,7 +9,7 @@ import torch
 
 from llm2vec_retrieval.testing import make_tiny_checkpoint
 from llm2vec_retrieval.training.combine import combine_adapters
-from llm2vec_retrieval.training.modeling import load_encoder
+from llm2vec_retrieval.training.modeling import load_training_base
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "cells, genes and proteins", "2024"]
@@ -45,7 +45,7 @@ def chain(tmp_path_factory):
 
 
 def _embed(base, adapters):
-    enc = load_encoder(base, adapters)
+    enc = load_training_base(base, adapters)
     return enc.encode(TEXTS, show_progress_bar=False)
 
 

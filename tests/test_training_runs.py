@@ -288,7 +288,7 @@ def test_tied_embeddings_head_is_shared(work):
     from transformers import AutoModelForCausalLM
 
     from llm2vec_retrieval.testing import make_tiny_tokenizer, tiny_config
-    from llm2vec_retrieval.training.modeling import load_encoder, load_lm_head
+    from llm2vec_retrieval.training.modeling import load_lm_head, load_training_base
 
     tok = make_tiny_tokenizer()
     model = AutoModelForCausalLM.from_config(
@@ -296,7 +296,7 @@ def test_tied_embeddings_head_is_shared(work):
     )
     model.save_pretrained(work / "tied")
     tok.save_pretrained(work / "tied")
-    encoder = load_encoder(str(work / "tied"))
+    encoder = load_training_base(str(work / "tied"))
     head = load_lm_head(encoder)
     assert head.weight is encoder.model.get_input_embeddings().weight
 

@@ -175,13 +175,13 @@ def _tiny_lora_embedder(tiny_llama, lora_dropout: float, attention_dropout: floa
     from llm2vec_retrieval.training.modeling import (
         Embedder,
         add_lora,
-        load_encoder,
+        load_training_base,
         set_attention_dropout,
     )
 
     cfg = SimCSEConfig(lora_dropout=lora_dropout)
     torch.manual_seed(0)
-    encoder = load_encoder(tiny_llama)
+    encoder = load_training_base(tiny_llama)
     set_attention_dropout(encoder.model, attention_dropout)
     encoder.model = add_lora(encoder.model, cfg)
     for (

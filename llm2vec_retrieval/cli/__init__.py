@@ -159,8 +159,8 @@ def _dtype_scope(args: argparse.Namespace) -> Any:
     choice = getattr(args, "encoder_dtype", None)
     if choice is None:
         return contextlib.nullcontext()
+    from ..encoders import encoder_dtype
     from ..hardware import DTYPE_CHOICES, resolve_dtype
-    from ..ingest.folder import encoder_dtype
 
     try:
         args.dtype_choice = resolve_dtype(choice)

@@ -100,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
 def similarity_table(args: argparse.Namespace) -> int:
     """Encode queries (with an instruction) and documents; print their cosine similarities."""
-    from ..ingest.folder import embedder_spec, load_encoder
+    from ..ingest.folder import embedder_spec, encoder_from_spec
 
     with reading_inputs():
-        encoder = load_encoder(embedder_spec(args.model, None))
+        encoder = encoder_from_spec(embedder_spec(args.model, None))
     print(
         f"model: {encoder.source.get('model')}  dim: {encoder.embedding_dim}  pooling: {encoder.config.pooling_mode}"
     )

@@ -79,10 +79,10 @@ def _reading_data() -> Iterator[None]:
 
 
 def _eval_encoder(args: argparse.Namespace):
-    from ..ingest.folder import embedder_spec, load_encoder
+    from ..ingest.folder import embedder_spec, encoder_from_spec
 
     with reading_inputs():
-        return _DtypeKeyed(load_encoder(embedder_spec(args.model, args.adapter)))
+        return _DtypeKeyed(encoder_from_spec(embedder_spec(args.model, args.adapter)))
 
 
 class _DtypeKeyed:

@@ -184,10 +184,10 @@ def run(args: argparse.Namespace) -> int:
             searcher = open_searcher(args)
             encoder = searcher.encoder
         else:
-            from ..ingest.folder import embedder_spec, load_encoder
+            from ..ingest.folder import embedder_spec, encoder_from_spec
 
             with reading_inputs():
-                encoder = load_encoder(embedder_spec(args.model, args.adapter))
+                encoder = encoder_from_spec(embedder_spec(args.model, args.adapter))
         try:
             service = srv.EmbeddingService(
                 encoder,

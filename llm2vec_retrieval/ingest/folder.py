@@ -18,21 +18,16 @@ there (`store_manifest_path`), only the next save moves it back.
 
 from __future__ import annotations
 
-import contextvars
 import datetime as _dt
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._io import atomic_write_json
 from ..errors import UserError
-from ..hardware import DtypeChoice, resolve_dtype
 
 if TYPE_CHECKING:
     from ..encoder import LLM2Vec
@@ -182,62 +177,6 @@ class IndexFolder:
 
 
 # ------------------------------------------------------------------ embedder
-_ENCODERS: dict[tuple, Any] = {}
-
-
-@dataclass
-class _DtypeScope:
-    choice: DtypeChoice
-    on_encode: Callable[[DtypeChoice], None] | None
-    said: bool = False
-    hooks: list[Any] = field(default_factory=list)
-
-    def watch(self, encoder: Any, choice: DtypeChoice) -> None:
-        """Call ``on_encode(choice)`` before ``encoder``'s first forward pass in this scope."""
-        if self.on_encode is None or self.said:
-            return
-
-        def first_forward(*_: Any) -> None:
-            if not self.said:
-                self.said = True
-                self.unwatch()
-                self.on_encode(choice)
-
-        try:
-            self.hooks.append(encoder.model.register_forward_pre_hook(first_forward))
-        except AttributeError:  # not a torch-backed encoder: say it now
-            first_forward()
-
-    def unwatch(self) -> None:
-        for hook in self.hooks:
-            hook.remove()
-        self.hooks.clear()
-
-
-_DTYPE_SCOPE: contextvars.ContextVar[_DtypeScope | None] = contextvars.ContextVar(
-    "llm2vec_retrieval_encoder_dtype", default=None
-)
-
-
-@contextmanager
-def encoder_dtype(
-    dtype: Any = "auto", on_encode: Callable[[DtypeChoice], None] | None = None
-) -> Iterator[DtypeChoice]:
-    """Inside the block, `load_encoder` calls that give no dtype of their own (as the
-    `Indexer`'s) encode in ``dtype``: "auto" (by hardware, see `hardware.resolve_dtype`),
-    "float32", "bfloat16", "float16" or a torch dtype. ValueError for another value, before
-    anything loads. ``on_encode(choice)`` runs once, before the first forward pass of an
-    encoder loaded in the block (the CLI says which dtype runs and why; a command that stops
-    on an error first, or embeds nothing, says nothing)."""
-    scope = _DtypeScope(resolve_dtype(dtype), on_encode)
-    token = _DTYPE_SCOPE.set(scope)
-    try:
-        yield scope.choice
-    finally:
-        _DTYPE_SCOPE.reset(token)
-        scope.unwatch()
-
-
 def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
     """What to record so that search/serve can rebuild the same embedder.
 
@@ -259,36 +198,24 @@ def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
     }
 
 
-def load_encoder(spec: dict[str, Any], dtype: Any = None) -> LLM2Vec:
-    """An LLM2Vec built from an embedder spec (cached per process, per dtype).
+def encoder_from_spec(spec: dict[str, Any], dtype: Any = None) -> LLM2Vec:
+    """The encoder an embedder spec records (`embedder_spec`), via `encoders.load_encoder`
+    with its per-process cache: the recorded local paths when they still exist, else the
+    names as given. ``dtype``: as `load_encoder` takes it (None: the enclosing
+    `encoder_dtype` block's, else float32)."""
+    from ..encoders import load_encoder
 
-    ``dtype``: as `encoder_dtype` takes it; None means the enclosing `encoder_dtype` block's,
-    else float32 (the Python API's default)."""
-    model = (
-        spec.get("model_path")
-        if spec.get("model_path") and os.path.exists(spec["model_path"])
-        else spec.get("model")
-    )
-    adapter = (
-        spec.get("adapter_path")
-        if spec.get("adapter_path") and os.path.exists(spec["adapter_path"])
-        else spec.get("adapter")
-    )
-    scope = _DTYPE_SCOPE.get()
-    if dtype is not None:
-        choice = resolve_dtype(dtype)
-    else:
-        choice = scope.choice if scope is not None else resolve_dtype(None)
-    key = (model, adapter, choice.name)
-    if key not in _ENCODERS:
-        from ..encoder import LLM2Vec
+    def pick(path_key: str, name_key: str) -> str | None:
+        path = spec.get(path_key)
+        return path if path and os.path.exists(path) else spec.get(name_key)
 
-        _ENCODERS.clear()  # keep at most one model in memory
-        logger.info("loading %s: %s", model or "the default model", choice.describe("dtype="))
-        _ENCODERS[key] = LLM2Vec.from_pretrained(model, adapter, dtype=choice.dtype)
-    if scope is not None:
-        scope.watch(_ENCODERS[key], choice)
-    return _ENCODERS[key]
+    return load_encoder(
+        pick("model_path", "model"), pick("adapter_path", "adapter"), dtype=dtype, cache=True
+    )
+
+
+# the name distributed/ still imports (its owner moves it to encoder_from_spec)
+load_encoder = encoder_from_spec
 
 
 def describe_embedder(spec: dict[str, Any]) -> str:

@@ -348,9 +348,9 @@ class Indexer:
             """The embedder, loaded on first need (a run with nothing to embed loads no model)."""
             nonlocal encoder
             if encoder is None:
-                from .folder import load_encoder
+                from .folder import encoder_from_spec
 
-                encoder = load_encoder(manifest["embedder"])
+                encoder = encoder_from_spec(manifest["embedder"])
                 limit = encoder.config.doc_max_length
                 if chunking["chunk_tokens"] > limit:
                     raise InvalidInputError(

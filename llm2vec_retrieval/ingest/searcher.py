@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_TEXT_MODE, MODES
-from .folder import IndexFolder, IndexFolderError, embedder_spec, load_encoder
+from .folder import IndexFolder, IndexFolderError, embedder_spec, encoder_from_spec
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Searcher:
                 model if model is not None else spec.get("model"),
                 adapter if adapter is not None else spec.get("adapter"),
             )
-        self.encoder = encoder if encoder is not None else load_encoder(spec, dtype)
+        self.encoder = encoder if encoder is not None else encoder_from_spec(spec, dtype)
         with warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore"

@@ -29,7 +29,7 @@ from ..bidirectional import is_bidirectional, set_bidirectional
 from ..config import EncoderConfig
 from ..errors import InvalidInputError
 from .folders import patch_json, staged_folder
-from .modeling import load_encoder
+from .modeling import load_training_base
 
 ST_POOLING = {
     "mean": "mean",
@@ -66,7 +66,7 @@ def export_model(
         raise InvalidInputError(
             f"unknown dtype {dtype!r}. Valid choices are: float32, bfloat16, float16"
         )
-    encoder = load_encoder(model, adapters)
+    encoder = load_training_base(model, adapters)
     saved = EncoderConfig.read_saved(adapters[-1])
     saved.pop("enable_bidirectional", None)
     enc_cfg = EncoderConfig.from_dict({**saved, "enable_bidirectional": True})

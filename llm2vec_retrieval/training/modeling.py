@@ -1,6 +1,6 @@
 """Models for training, built from the encoder's own loading, tokenization and pooling code.
 
-- `load_encoder(cfg)`: `LLM2Vec.from_pretrained` (the same supported-model checks, GGUF
+- `load_training_base(cfg)`: `LLM2Vec.from_pretrained` (the same supported-model checks, GGUF
   defaults, official MNTP-folder bases and bidirectional switch as inference), then the
   `init_adapter` folders merged in order (each stage starts from the previous stage's
   adapter merged into the base, as in the paper).
@@ -56,7 +56,7 @@ def check_adapter_folder(path: str) -> None:
         raise MissingInputError(f"{path} holds no PEFT adapter (adapter_config.json is missing)")
 
 
-def load_encoder(
+def load_training_base(
     model: str | None,
     init_adapters: list[str] = (),
     *,

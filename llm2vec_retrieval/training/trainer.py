@@ -57,7 +57,7 @@ from .modeling import (
     add_lora,
     base_reference,
     enable_gradient_checkpointing,
-    load_encoder,
+    load_training_base,
     save_adapter,
 )
 from .objectives import MicroStep, objective_for
@@ -136,7 +136,7 @@ class Trainer:
         hf_kwargs = {}
         if cfg.attn_implementation:
             hf_kwargs["attn_implementation"] = cfg.attn_implementation
-        self.encoder = load_encoder(
+        self.encoder = load_training_base(
             cfg.model, cfg.init_adapter, hf_kwargs=hf_kwargs, **objective.encoder_kwargs()
         )
         enc = self.encoder

@@ -11,8 +11,9 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from llm2vec_retrieval.encoders import load_encoder
 from llm2vec_retrieval.hardware import resolve_dtype
-from llm2vec_retrieval.shared import encoder_lock, load_encoder, split_dtype
+from llm2vec_retrieval.shared import encoder_lock, split_dtype
 
 __all__ = ["LLM2VecEmbeddings", "encoder_lock", "load_encoder"]
 

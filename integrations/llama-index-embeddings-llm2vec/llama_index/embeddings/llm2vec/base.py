@@ -13,9 +13,9 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 __all__ = ["LLM2VecEmbedding"]
 
+from llm2vec_retrieval.encoders import load_encoder as _load_encoder
 from llm2vec_retrieval.hardware import resolve_dtype as _resolve_dtype
 from llm2vec_retrieval.shared import encoder_lock as _encoder_lock
-from llm2vec_retrieval.shared import load_encoder as _load_encoder
 from llm2vec_retrieval.shared import split_dtype as _split_dtype
 
 

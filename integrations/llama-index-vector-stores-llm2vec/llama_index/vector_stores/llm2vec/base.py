@@ -171,10 +171,11 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
     `metadata_filters_to_dict`), `doc_ids`/`node_ids` restrictions, in every query mode:
 
     - `DEFAULT`: dense (the vectors), top `similarity_top_k`.
-    - `HYBRID`: the vectors and BM25 over the node texts (`query_str`), fused: alpha
-      fusion (`alpha * dense + (1 - alpha) * lexical` of min-max normalized scores) when
-      `query.alpha` is given (LlamaIndex's convention: 1 = vectors only, 0 = BM25 only),
-      else reciprocal rank fusion (`fusion="rrf"|"alpha"` in the query kwargs overrides);
+    - `HYBRID`: the vectors and BM25 over the node texts (`query_str`), fused by alpha
+      fusion (`alpha * dense + (1 - alpha) * lexical` of min-max normalized scores) with
+      `query.alpha` (LlamaIndex's convention: 1 = vectors only, 0 = BM25 only), else
+      the project's defaults (`llm2vec_retrieval.index.DEFAULT_FUSION` and `DEFAULT_ALPHA`);
+      `fusion="rrf"|"alpha"` in the query kwargs overrides;
       top `hybrid_top_k` (else `similarity_top_k`).
     - `SPARSE` and `TEXT_SEARCH`: BM25 only (the query is not embedded), top
       `sparse_top_k` (else `similarity_top_k`).

@@ -1,0 +1,41 @@
+"""`llm2vec_retrieval.load_encoder`: the one loader (issue 13.8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llm2vec_retrieval import encoder_dtype, load_encoder
+from llm2vec_retrieval.errors import MissingInputError, UserError
+
+
+def test_unknown_model_is_a_one_line_user_error_and_never_a_download(tmp_path):
+    with pytest.raises(MissingInputError, match="Models are never downloaded") as err:
+        load_encoder("some-org/some-model")
+    assert isinstance(err.value, UserError) and "\n" not in str(err.value)
+    with pytest.raises(MissingInputError, match="adapter folder"):
+        load_encoder(None, tmp_path / "missing-adapter")
+
+
+def test_dtype_explicit_scope_or_float32(tiny_llama):
+    assert load_encoder(tiny_llama).model.dtype == torch.float32  # the Python API's default
+    assert load_encoder(tiny_llama, dtype="bfloat16").model.dtype == torch.bfloat16
+    with encoder_dtype("bfloat16"):
+        assert load_encoder(tiny_llama).model.dtype == torch.bfloat16  # the block's choice
+        assert load_encoder(tiny_llama, dtype="float32").model.dtype == torch.float32
+    assert load_encoder(tiny_llama, torch_dtype=torch.bfloat16).model.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="pass the dtype once"):
+        load_encoder(tiny_llama, dtype="float32", torch_dtype=torch.float32)
+
+
+def test_cache_hands_back_one_encoder_per_arguments(tiny_llama, tiny_checkpoint):
+    a = load_encoder(tiny_llama, cache=True)
+    assert load_encoder(tiny_llama, cache=True) is a
+    assert load_encoder(tiny_llama) is not a  # without cache: a new one
+    b = load_encoder(tiny_llama, dtype="bfloat16", cache=True)
+    assert b is not a and load_encoder(tiny_llama, dtype="bfloat16", cache=True) is b
+    texts = ["rivers flood", "cells divide"]
+    np.testing.assert_allclose(
+        a.encode_documents(texts), load_encoder(tiny_llama).encode_documents(texts), atol=1e-6
+    )
