@@ -109,7 +109,7 @@ def encode_corpus(
 ) -> EncodeReport:
     """Encode ``sources`` into the shard folder ``out`` (see the module docstring)."""
     from ..ingest.chunking import check_chunking
-    from ..ingest.folder import embedder_spec, load_encoder
+    from ..ingest.folder import embedder_spec, encoder_from_spec
 
     s = settings or CorpusSettings()
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def encode_corpus(
             + ", ".join(os.fspath(x) for x in sources)
         )
     spec = embedder_spec(s.model, s.adapter)
-    encoder = load_encoder(spec, dtype=s.dtype)  # to fingerprint the model (not to encode)
+    encoder = encoder_from_spec(spec, dtype=s.dtype)  # to fingerprint the model (not to encode)
     if s.chunk_tokens > encoder.config.doc_max_length:
         raise UserError(
             f"--chunk-tokens {s.chunk_tokens} is more than the model's doc_max_length "

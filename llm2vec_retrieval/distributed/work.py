@@ -50,13 +50,13 @@ class ShardJob:
         import torch
 
         from ..hardware import resolve_dtype
-        from ..ingest.folder import load_encoder
+        from ..ingest.folder import encoder_from_spec
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = pick_device()
         self.dtype = resolve_dtype(dtype, device=self.device)
-        self.encoder = load_encoder(embedder, dtype=self.dtype.name)
+        self.encoder = encoder_from_spec(embedder, dtype=self.dtype.name)
         if self.device != "cpu":
             self.encoder.to(self.device)
         self.chunking = chunking
