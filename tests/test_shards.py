@@ -200,3 +200,13 @@ def test_ivf_from_shards_trains_once_on_a_sample(tmp_path):
     assert store.is_trained and len(store) == n and store.params["nlist"] == 51
     hits = store.search(x[1234], k=1)
     assert hits[0].id == "f2.txt#234"
+
+
+def test_encode_corpus_without_ray_names_the_extra(monkeypatch, tmp_path, capsys):
+    """Without Ray, encode-corpus stops with the pip command, before loading any model."""
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    (tmp_path / "a.txt").write_text("some text")
+    assert cli.main(["encode-corpus", str(tmp_path / "a.txt"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "error: encode-corpus needs Ray: pip install 'llm2vec-retrieval[ray]'" in err
+    assert not (tmp_path / "o").exists()
