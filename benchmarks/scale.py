@@ -70,7 +70,7 @@ def child(args: argparse.Namespace) -> dict:
             encoder_from_spec(embedder_spec(args.model, None))  # cached: the Indexer reuses it
             load_s = time.perf_counter() - t_load
             settings = IndexSettings(model=args.model, root=str(corpus))
-            report = Indexer(IndexFolder(out), settings, progress=False).run([corpus])
+            report = Indexer(IndexFolder(out), settings, show_progress_bar=False).run([corpus])
         return {
             "model_load_s": load_s,
             "run_s": report.seconds,  # the model is already loaded: chunk, encode, add, save
@@ -93,7 +93,11 @@ def child(args: argparse.Namespace) -> dict:
         shard_bytes=1,  # one shard per file
     )
     report = encode_corpus(
-        [corpus], out, settings, progress=False, on_shard=lambda r: actor_s.append(r["seconds"])
+        [corpus],
+        out,
+        settings,
+        show_progress_bar=False,
+        on_shard=lambda r: actor_s.append(r["seconds"]),
     )
     parquet = list((out / "shards").glob("*.parquet"))
     return {

@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         }
         print(f"{name}: {len(train)} train, {len(dev)} dev rows", flush=True)
 
-    mined, stats = mine_hard_negatives(train_rows, max_ratio=args.max_ratio, progress=True)
+    mined, stats = mine_hard_negatives(train_rows, max_ratio=args.max_ratio, show_progress_bar=True)
     print(stats.summary(), flush=True)
     per_source: dict[str, list[dict]] = defaultdict(list)
     for ex in mined:

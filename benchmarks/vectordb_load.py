@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                         target,
                         collection="bench",
                         batch_rows=args.batch_rows,
-                        progress=False,
+                        show_progress_bar=False,
                     )
                     secs = time.perf_counter() - t0
                     size = pg_bytes(pg_url, "data_bench") if kind == "postgresql" else du(folder)

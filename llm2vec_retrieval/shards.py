@@ -39,7 +39,7 @@ import numpy as np
 
 from ._io import LockedError, atomic_open, atomic_write_json, file_lock, sha256_file
 from .errors import UserError
-from .index.errors import FingerprintMismatchError, IndexCorruptedError, fingerprint_diff
+from .index.errors import IndexCorruptedError, as_saved, check_fingerprint, fingerprint_diff
 
 FORMAT = "llm2vec-retrieval-shards"
 VERSION = 1
@@ -204,7 +204,7 @@ class ShardWriter:
         if manifest_path(self.out).is_file():
             old = _read_manifest(self.out)
             diff = [k for k in HEADER_KEYS if k != "fingerprint" and old.get(k) != self.header[k]]
-            if fingerprint_diff(old.get("fingerprint") or {}, self.header["fingerprint"]):
+            if fingerprint_diff(old.get("fingerprint") or {}, as_saved(self.header["fingerprint"])):
                 diff.append("fingerprint")
             if diff:
                 raise ShardError(
@@ -370,10 +370,12 @@ class ShardSet:
 def open_shards(
     path: str | os.PathLike,
     fingerprint: dict | None = None,
-    allow_mismatch: bool = False,
+    allow_fingerprint_mismatch: bool = False,
 ) -> ShardSet:
     """Open a shard folder. ``fingerprint`` (an encoder's ``fingerprint()``): shards made
-    by another embedder raise `FingerprintMismatchError` unless ``allow_mismatch``."""
+    by another embedder raise `FingerprintMismatchError` (with
+    ``allow_fingerprint_mismatch``: a warning), shards of another dimension
+    `DimensionMismatchError` always."""
     out = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
     manifest = _read_manifest(out)
     for key in ("dimension", "shards", "files"):
@@ -381,11 +383,13 @@ def open_shards(
             raise ShardCorruptedError(
                 f"{manifest_path(out)} lacks {key!r}", str(manifest_path(out))
             )
-    if fingerprint is not None and not allow_mismatch:
-        stored = manifest.get("fingerprint") or {}
-        diff = fingerprint_diff(stored, dict(fingerprint))
-        if diff:
-            raise FingerprintMismatchError(stored, dict(fingerprint), diff)
+    check_fingerprint(
+        manifest.get("fingerprint") or {},
+        fingerprint,
+        allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+        saved_dim=manifest["dimension"],
+        path=str(out),
+    )
     return ShardSet(out, manifest)
 
 
@@ -420,7 +424,7 @@ def build_index_from_shards(
     params: dict[str, Any] | None = None,
     batch_rows: int = 4096,
     seed: int = 0,
-    progress: bool | None = None,
+    show_progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Build the index folder ``llm2vec-retrieval index`` writes (``llm2vec-index.json``,
     ``files.json``, ``store/``) from shards, without encoding anything; returns its manifest.
@@ -453,7 +457,7 @@ def build_index_from_shards(
         lexical=lexical,
         **chosen,
     )
-    bar = _bar(shards.count, progress)
+    bar = _bar(shards.count, show_progress_bar)
     sample: set[str] = set()
     threshold = chosen.get("train_threshold")
     if threshold is not None and threshold < shards.count:

@@ -142,7 +142,9 @@ def index_chunks(idx: Path) -> dict[str, tuple[str, dict]]:
 
 
 def run_index(idx: Path, sources, model=None, **settings) -> Indexer:
-    indexer = Indexer(IndexFolder(idx), IndexSettings(model=model, **settings), progress=False)
+    indexer = Indexer(
+        IndexFolder(idx), IndexSettings(model=model, **settings), show_progress_bar=False
+    )
     indexer.run([str(s) for s in sources])
     return indexer
 

@@ -119,7 +119,7 @@ def test_shards_round_trip_to_the_same_index(indexed, tmp_path, capsys):
     assert read.dtype == np.float32 and np.array_equal(read, vectors)
 
     built = tmp_path / "built"
-    build_index_from_shards(out, built, kind="flat", progress=False)
+    build_index_from_shards(out, built, kind="flat", show_progress_bar=False)
     _, rows2, vectors2 = store_rows(built)
     # the store normalizes what it is given: stored (normalized) vectors move by an ulp
     assert rows2 == rows and np.allclose(vectors2, vectors, rtol=0, atol=1e-6)
@@ -141,7 +141,8 @@ def test_guards_fingerprint_corruption_and_reuse(indexed, tmp_path):
     other = {**header["fingerprint"], "model": "another-model"}
     with pytest.raises(FingerprintMismatchError):
         open_shards(out, fingerprint=other)
-    assert open_shards(out, fingerprint=other, allow_mismatch=True).count > 0
+    with pytest.warns(UserWarning, match="loading anyway"):
+        assert open_shards(out, fingerprint=other, allow_fingerprint_mismatch=True).count > 0
     # a writer with another embedder may not add to this folder
     with pytest.raises(ShardError, match="another fingerprint"):
         with ShardWriter(out, {**header, "fingerprint": other}):
@@ -195,7 +196,9 @@ def test_ivf_from_shards_trains_once_on_a_sample(tmp_path):
     assert params["nlist"] == 51 and params["train_threshold"] == 39 * 51
     assert params["retrain_growth"] == 0
     assert ivf_build_params("ivf_flat", 999) == {} and ivf_build_params("flat", n) == {}
-    build_index_from_shards(tmp_path / "out", tmp_path / "ivf", kind="ivf_flat", progress=False)
+    build_index_from_shards(
+        tmp_path / "out", tmp_path / "ivf", kind="ivf_flat", show_progress_bar=False
+    )
     store = IndexStore.load(IndexFolder(tmp_path / "ivf").store_path)
     assert store.is_trained and len(store) == n and store.params["nlist"] == 51
     hits = store.search(x[1234], k=1)

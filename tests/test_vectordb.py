@@ -121,7 +121,7 @@ def shards(encoder, tmp_path_factory):
 def expected(shards, lc_embeddings, tmp_path_factory):
     """Top-k (id, score) per query from our FAISS store built from the same shards."""
     idx = tmp_path_factory.mktemp("faiss") / "index"
-    build_index_from_shards(shards, idx, progress=False)
+    build_index_from_shards(shards, idx, show_progress_bar=False)
     store = IndexStore.load(IndexFolder(idx).store_path)
     out = {}
     for q in QUERIES:
@@ -184,7 +184,9 @@ def test_postgres_langchain_and_llamaindex_match_faiss(
     from llama_index.core import VectorStoreIndex
     from llama_index.vector_stores.postgres import PGVectorStore as LlamaPGVectorStore
 
-    result = load_shards(shards, pg_url, collection=COLLECTION, batch_rows=4, progress=False)
+    result = load_shards(
+        shards, pg_url, collection=COLLECTION, batch_rows=4, show_progress_bar=False
+    )
     assert (result.rows, result.count) == (len(TEXTS), len(TEXTS))
 
     sa_url = pg_url.replace("postgresql://", "postgresql+psycopg://")
@@ -224,20 +226,23 @@ def result_dim(shards: Path) -> int:
 
 def test_postgres_idempotent_and_guarded(pg_url, shards, tmp_path):
     col = "docs_again"
-    load_shards(shards, pg_url, collection=col, progress=False)
+    load_shards(shards, pg_url, collection=col, show_progress_bar=False)
     first = pg_rows(pg_url, col)
-    again = load_shards(shards, pg_url, collection=col, batch_rows=3, progress=False)
+    again = load_shards(shards, pg_url, collection=col, batch_rows=3, show_progress_bar=False)
     assert again.count == len(TEXTS)
     assert pg_rows(pg_url, col) == first
     assert first[0][2] == corpus_metadata(0)  # metadata kept as given
 
     other = other_fingerprint_shards(shards, tmp_path / "other")
     with pytest.raises(FingerprintMismatchError) as err:
-        load_shards(other, pg_url, collection=col, progress=False)
+        load_shards(other, pg_url, collection=col, show_progress_bar=False)
     assert "model_digest" in err.value.differing_keys
     assert pg_rows(pg_url, col) == first  # nothing written
     # --recreate replaces the collection with the other model's rows
-    assert load_shards(other, pg_url, collection=col, recreate=True, progress=False).count == 14
+    assert (
+        load_shards(other, pg_url, collection=col, recreate=True, show_progress_bar=False).count
+        == 14
+    )
 
 
 # ------------------------------------------------------------------ Qdrant
@@ -277,11 +282,13 @@ def test_qdrant_idempotent_and_guarded(shards, tmp_path):
     from qdrant_client import QdrantClient
 
     target = f"qdrant://{tmp_path / 'q'}"
-    load_shards(shards, target, collection=COLLECTION, progress=False)
-    assert load_shards(shards, target, collection=COLLECTION, progress=False).count == len(TEXTS)
+    load_shards(shards, target, collection=COLLECTION, show_progress_bar=False)
+    assert load_shards(shards, target, collection=COLLECTION, show_progress_bar=False).count == len(
+        TEXTS
+    )
     other = other_fingerprint_shards(shards, tmp_path / "other")
     with pytest.raises(FingerprintMismatchError):
-        load_shards(other, target, collection=COLLECTION, progress=False)
+        load_shards(other, target, collection=COLLECTION, show_progress_bar=False)
     client = QdrantClient(path=str(tmp_path / "q"))
     try:
         points, _ = client.scroll(COLLECTION, limit=100, with_payload=True)
@@ -325,24 +332,32 @@ def test_lancedb_idempotent_and_guarded(shards, tmp_path):
     import lancedb
 
     target = f"lancedb://{tmp_path / 'l'}"
-    load_shards(shards, target, collection=COLLECTION, progress=False)
-    assert load_shards(shards, target, collection=COLLECTION, progress=False).count == len(TEXTS)
+    load_shards(shards, target, collection=COLLECTION, show_progress_bar=False)
+    assert load_shards(shards, target, collection=COLLECTION, show_progress_bar=False).count == len(
+        TEXTS
+    )
     table = lancedb.connect(str(tmp_path / "l")).open_table(COLLECTION)
     assert sorted(table.to_arrow().column("id").to_pylist()) == sorted(
         f"doc{i:02d}.txt#0" for i in range(len(TEXTS))
     )
     other = other_fingerprint_shards(shards, tmp_path / "other")
     with pytest.raises(FingerprintMismatchError):
-        load_shards(other, target, collection=COLLECTION, progress=False)
+        load_shards(other, target, collection=COLLECTION, show_progress_bar=False)
     # allowed anyway: the rows are written, the collection keeps its first manifest
     with pytest.warns(UserWarning, match="loading anyway"):
         forced = load_shards(
-            other, target, collection=COLLECTION, allow_fingerprint_mismatch=True, progress=False
+            other,
+            target,
+            collection=COLLECTION,
+            allow_fingerprint_mismatch=True,
+            show_progress_bar=False,
         )
     assert forced.count == len(TEXTS)
     with pytest.raises(FingerprintMismatchError):
-        load_shards(other, target, collection=COLLECTION, progress=False)
-    assert load_shards(shards, target, collection=COLLECTION, progress=False).count == len(TEXTS)
+        load_shards(other, target, collection=COLLECTION, show_progress_bar=False)
+    assert load_shards(shards, target, collection=COLLECTION, show_progress_bar=False).count == len(
+        TEXTS
+    )
 
 
 # ------------------------------------------------------------------ killed loads
@@ -352,7 +367,7 @@ KILL_LOADS = {"postgresql": (3000, 5), "qdrant": (150, 5), "lancedb": (1000, 20)
 KILL_SCRIPT = """
 import sys
 from llm2vec_retrieval.vectordb import load_shards
-load_shards(sys.argv[1], sys.argv[2], collection=sys.argv[3], batch_rows=int(sys.argv[4]), progress=True)
+load_shards(sys.argv[1], sys.argv[2], collection=sys.argv[3], batch_rows=int(sys.argv[4]), show_progress_bar=True)
 """
 
 
@@ -402,7 +417,7 @@ def test_rerun_after_kill_completes_without_duplicates(kind, tmp_path, request):
         target = f"{kind}://{tmp_path / kind}"
     collection = "killed"
     kill_mid_load(shards, target, collection, rows, batch_rows)
-    result = load_shards(shards, target, collection=collection, progress=False)
+    result = load_shards(shards, target, collection=collection, show_progress_bar=False)
     assert result.count == rows
     if kind == "postgresql":
         import psycopg

@@ -76,7 +76,7 @@ def open_searcher(args: argparse.Namespace) -> Searcher:
                 args.dir,
                 model=args.model,
                 adapter=args.adapter,
-                allow_mismatch=args.allow_mismatch,
+                allow_fingerprint_mismatch=args.allow_mismatch,
             )
     except DimensionMismatchError as exc:
         raise UserError(

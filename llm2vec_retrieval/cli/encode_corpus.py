@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             choice.describe("--dtype") + " (on CPU workers; GPU workers resolve auto for the GPU)"
         )
     with reading_inputs():
-        report = encode_corpus(args.sources, args.out, settings, progress=args.progress)
+        report = encode_corpus(args.sources, args.out, settings, show_progress_bar=args.progress)
     for src, reason in report.skipped:
         eprint(f"skipped {src}: {reason}")
     for src, note in report.notes:

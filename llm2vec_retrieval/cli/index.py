@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         lexical=args.lexical,
     )
     existed = folder.exists()
-    indexer = Indexer(folder, settings, progress=args.progress)
+    indexer = Indexer(folder, settings, show_progress_bar=args.progress)
     try:
         with reading_inputs():
             report = indexer.run(args.sources)

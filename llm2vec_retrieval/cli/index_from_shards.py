@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             kind=args.kind,
             lexical=args.lexical,
             params=params,
-            progress=args.progress,
+            show_progress_bar=args.progress,
         )
     except ValueError as exc:  # a kind parameter the store refuses
         raise UserError(str(exc)) from exc

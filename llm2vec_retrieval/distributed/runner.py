@@ -104,7 +104,7 @@ def encode_corpus(
     sources: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     settings: CorpusSettings | None = None,
-    progress: bool | None = None,
+    show_progress_bar: bool | None = None,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
 ) -> EncodeReport:
     """Encode ``sources`` into the shard folder ``out`` (see the module docstring)."""
@@ -156,7 +156,7 @@ def encode_corpus(
         report.shards_before = len(writer.done)
         groups = plan_groups(files, done, s.shard_bytes, s.max_files)
         if groups:
-            for result in _run_on_ray(groups, s, spec, chunking, out, progress):
+            for result in _run_on_ray(groups, s, spec, chunking, out, show_progress_bar):
                 writer.commit(
                     result["name"],
                     result["rows"],

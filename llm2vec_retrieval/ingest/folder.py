@@ -214,10 +214,6 @@ def encoder_from_spec(spec: dict[str, Any], dtype: Any = None) -> LLM2Vec:
     )
 
 
-# the name distributed/ still imports (its owner moves it to encoder_from_spec)
-load_encoder = encoder_from_spec
-
-
 def describe_embedder(spec: dict[str, Any]) -> str:
     from ..loading import DEFAULT_MODEL
 

@@ -205,11 +205,11 @@ class Indexer:
         self,
         folder: IndexFolder,
         settings: IndexSettings,
-        progress: bool | None = None,
+        show_progress_bar: bool | None = None,
     ):
         self.folder = folder
         self.settings = settings
-        self.progress = progress
+        self.show_progress_bar = show_progress_bar
         #: The report of the current (or last) run; its ``commits`` say what an interrupted
         #: run kept.
         self.report = IndexReport()
@@ -470,7 +470,7 @@ class Indexer:
         tokens_done = 0
         t_start = time.perf_counter()
 
-        bar = _progress_bar(sum(size for _, _, size in todo), self.progress)
+        bar = _progress_bar(sum(size for _, _, size in todo), self.show_progress_bar)
 
         def flush(all_: bool) -> None:
             nonlocal tokens_done

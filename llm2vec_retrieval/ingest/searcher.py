@@ -47,7 +47,7 @@ class Searcher:
 
     The embedder is the one recorded in the folder unless ``model``/``adapter`` are given;
     its fingerprint must match the store's (FingerprintMismatchError otherwise, unless
-    ``allow_mismatch``). ``dtype`` is the encoder's compute dtype ("auto", "float32",
+    ``allow_fingerprint_mismatch``). ``dtype`` is the encoder's compute dtype ("auto", "float32",
     "bfloat16", "float16"; None: the enclosing ``encoder_dtype`` block's, else float32); it
     is not part of the fingerprint, so an index built in one dtype is searched in another.
 
@@ -62,7 +62,7 @@ class Searcher:
         path: str | os.PathLike,
         model: str | None = None,
         adapter: str | None = None,
-        allow_mismatch: bool = False,
+        allow_fingerprint_mismatch: bool = False,
         encoder: Any = None,
         dtype: Any = None,
         lexical_only: bool = False,
@@ -96,7 +96,7 @@ class Searcher:
             self.store = IndexStore.load(
                 self.folder.store_path,
                 fingerprint=self.encoder.fingerprint(),
-                allow_fingerprint_mismatch=allow_mismatch,
+                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
             )
 
     @property

@@ -58,7 +58,7 @@ def mine_hard_negatives(
     examples: Iterable[Example],
     max_ratio: float = 0.95,
     depth: int = 30,
-    progress: bool = False,
+    show_progress_bar: bool = False,
 ) -> tuple[list[Example], MiningStats]:
     """Examples with a mined ``negative`` where they had none (see the module doc).
 
@@ -78,7 +78,7 @@ def mine_hard_negatives(
             by_source[ex.source].append(i)
     out = list(examples)
     for source, rows in by_source.items():
-        _mine_source(examples, out, rows, max_ratio, depth, stats, source, progress)
+        _mine_source(examples, out, rows, max_ratio, depth, stats, source, show_progress_bar)
     return out, stats
 
 

@@ -95,7 +95,7 @@ def load_shards(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     recreate: bool = False,
     allow_fingerprint_mismatch: bool = False,
-    progress: bool | None = None,
+    show_progress_bar: bool | None = None,
 ) -> LoadResult:
     """Write the shards in ``shards_dir`` into ``target`` (a URL: ``postgresql://...``,
     ``qdrant:///path``, ``qdrant+http://host:port``, ``lancedb:///path``) as
@@ -105,7 +105,7 @@ def load_shards(
     A collection loaded before keeps the embedder fingerprint of its first load: shards
     of another embedder raise `FingerprintMismatchError` (``allow_fingerprint_mismatch``
     loads them anyway), another dimension a `UserError`. ``recreate`` drops the
-    collection first. ``progress``: a tqdm bar on stderr (None: when stderr is a terminal).
+    collection first. ``show_progress_bar``: a tqdm bar on stderr (None: when stderr is a terminal).
     """
     from ..shards import open_shards
 
@@ -126,7 +126,7 @@ def load_shards(
             sink.plan(shards, batch_rows)
         # a collection keeps the manifest of its first load (also under allow_fingerprint_mismatch)
         sink.create(collection_meta(shards) if stored is None else stored)
-        bar = _bar(shards.count, progress, f"Loading into {parsed.kind}")
+        bar = _bar(shards.count, show_progress_bar, f"Loading into {parsed.kind}")
         try:
             for b in shards.iter_batches(batch_rows):
                 sink.upsert(b.ids, b.texts, b.metadatas, b.vectors)
