@@ -324,35 +324,10 @@ class LLM2Vec(torch.nn.Module):
             instruction = self.config.document_instruction
         return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
 
-    # sentence-transformers v5 names the two sides encode_query / encode_document; the same
-    # methods under those names, so code written for it runs unchanged.
-    def encode_query(
-        self,
-        texts: str | Sequence[str],
-        instruction: str | None = None,
-        *,
-        task: str | None = None,
-        batch_size: int = 32,
-        show_progress_bar: bool = False,
-        normalize: bool | None = None,
-    ) -> np.ndarray:
-        """`encode_queries` under its sentence-transformers v5 name."""
-        instruction = self._query_instruction(instruction, task)
-        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
-
-    def encode_document(
-        self,
-        texts: str | Sequence[str],
-        instruction: str | None = None,
-        *,
-        batch_size: int = 32,
-        show_progress_bar: bool = False,
-        normalize: bool | None = None,
-    ) -> np.ndarray:
-        """`encode_documents` under its sentence-transformers v5 name."""
-        if instruction is None:
-            instruction = self.config.document_instruction
-        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+    # sentence-transformers v5 names the two sides encode_query / encode_document: the same
+    # methods under those names, so code written for it runs unchanged
+    encode_query = encode_queries
+    encode_document = encode_documents
 
     def _encode_side(
         self, texts, instruction, batch_size, show_progress_bar, normalize
