@@ -302,13 +302,11 @@ class LLM2Vec(torch.nn.Module):
         normalize: bool | None = None,
     ) -> np.ndarray:
         """Queries with an instruction (given, the task's, or `config.query_instruction`)."""
-        instruction = self._query_instruction(instruction, task)
+        if instruction is None:
+            instruction = (
+                get_instruction(task) if task is not None else self.config.query_instruction
+            )
         return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
-
-    def _query_instruction(self, instruction: str | None, task: str | None) -> str:
-        if instruction is not None:
-            return instruction
-        return get_instruction(task) if task is not None else self.config.query_instruction
 
     def encode_documents(
         self,

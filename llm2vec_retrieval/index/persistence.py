@@ -72,7 +72,7 @@ from .._io import (
     staged_dir,
 )
 from ._faiss import get_faiss
-from .errors import IndexCorruptedError, check_fingerprint
+from .errors import IndexCorruptedError, as_saved, check_fingerprint
 from .kinds import KINDS, METRICS, make_backend, resolve_params
 from .snapshot import StoredDoc, StoreSnapshot
 
@@ -379,7 +379,7 @@ def load_store(
         stacklevel=4,  # the caller of IndexStore.load
     )
     if stored_fp is None and fingerprint is not None:  # an index saved without one takes it
-        stored_fp = json.loads(json.dumps(dict(fingerprint), default=str))
+        stored_fp = as_saved(fingerprint)
 
     # docstore
     dpath = d / DOCSTORE_FILE

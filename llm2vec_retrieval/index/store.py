@@ -666,11 +666,14 @@ class IndexStore:
     def from_snapshot(cls, snap: StoreSnapshot) -> IndexStore:
         """A store holding ``snap``'s state (what `load` builds from verified files); its
         backend and lexical index are taken over, not copied."""
-        store = cls(
-            snap.dim, snap.kind, snap.metric, snap.fingerprint, lexical=False, **snap.params
-        )
-        if snap.backend is not None:
-            store._backend = snap.backend
+        # made without a dimension, so no empty FAISS index is built only to be replaced
+        store = cls(None, snap.kind, snap.metric, snap.fingerprint, lexical=False, **snap.params)
+        if snap.dim is not None:
+            store._dim = snap.dim
+            store._params = resolve_params(snap.kind, snap.dim, snap.params)
+            store._backend = snap.backend or make_backend(
+                snap.kind, snap.dim, snap.metric, store._params
+            )
         store._docs = {d.id: _Doc(d.iid, d.text, d.metadata) for d in snap.docs}
         store._by_iid = {d.iid: d.id for d in snap.docs}
         store._next_iid = snap.next_iid
