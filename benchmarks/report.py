@@ -1307,6 +1307,16 @@ STARTUP_STATES = (
 )
 
 
+STARTUP_COMMANDS = {
+    "search_lexical": "search --mode lexical",
+    "search_server": "search --server URL",
+}
+STARTUP_NOTES = {
+    "search_lexical": "(no model loaded)",
+    "search_server": "query encoded by a running `serve` (started before, not timed)",
+}
+
+
 def startup_section(files, base: Path) -> list[str]:
     """Each (command, cache state) row from the newest startup file that has it (a run with
     --no-cold adds no cold rows); every file used is cited, phases from the newest."""
@@ -1316,7 +1326,8 @@ def startup_section(files, base: Path) -> list[str]:
     path, d = files[-1]
     lines += [
         "Wall time of a fresh process with the default model in the CLI's dtype, on a warm OS page "
-        f"cache: `search` until its results are printed, `serve` until the first `POST /v1/embeddings` "
+        f"cache: `search` until its results are printed (`--server`: with a `serve` of the same "
+        "model already running, which encodes the query), `serve` until the first `POST /v1/embeddings` "
         f"answers 200 on 127.0.0.1. Query {d.get('query', '?')!r}; index `{d.get('index', '?')}`; "
         f"scheduling: {d.get('autogroup') or 'not recorded'}. Other processes share the machine: the "
         "load average before each run is in the file; CPU s (user + system of the process) is what "
@@ -1325,7 +1336,7 @@ def startup_section(files, base: Path) -> list[str]:
     ]
     rows, used = [], []
     for state, label in STARTUP_STATES:
-        for cmd in ("search", "search_lexical", "serve"):
+        for cmd in ("search", "search_lexical", "search_server", "serve"):
             found = next(
                 (
                     (i, f[1]["results"][f"{cmd}_{state}"])
@@ -1344,8 +1355,8 @@ def startup_section(files, base: Path) -> list[str]:
             loads = [x for x in loads if isinstance(x, (int, float))]
             rows.append(
                 [
-                    "search --mode lexical" if cmd == "search_lexical" else cmd,
-                    "(no model loaded)" if cmd == "search_lexical" else label,
+                    STARTUP_COMMANDS.get(cmd, cmd),
+                    STARTUP_NOTES.get(cmd, label),
                     len(runs),
                     _fmt(r.get("median_s", r.get("seconds")), ".2f"),
                     _fmt(r.get("min_s", r.get("seconds")), ".2f"),

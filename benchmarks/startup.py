@@ -8,6 +8,7 @@ Each measurement is a fresh process, as a user starts it:
 
 - search: `python -m llm2vec_retrieval search DIR QUERY` until it exits (results printed);
 - search --mode lexical (BM25 only, no model loaded), warm only;
+- search --server URL: a `serve` started beforehand (not timed) encodes the query, warm only;
 - serve: `python -m llm2vec_retrieval serve --index DIR --port 0` until the first
   `POST /v1/embeddings` on 127.0.0.1 answers 200 (also: until it prints "serving").
 
@@ -29,6 +30,7 @@ Writes benchmarks/results/startup_<stamp>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import http.client
 import json
@@ -131,10 +133,11 @@ def _post(host: str, port: int, body: dict, timeout: float = 120) -> int:
         conn.close()
 
 
-def time_serve(index: Path, cache: Path, query: str, timeout: float = 600) -> dict:
+@contextlib.contextmanager
+def running_serve(index: Path, cache: Path, query: str, timeout: float = 600):
+    """A `serve` process on the index, yielded once its first `/v1/embeddings` answered 200:
+    (its URL, timings from the start: to the first answer and to the "serving" line)."""
     cmd = [*CLI, "serve", "--index", str(index), "--host", "127.0.0.1", "--port", "0"]
-    before = loadavg()
-    cpu0 = child_cpu()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
@@ -172,6 +175,13 @@ def time_serve(index: Path, cache: Path, query: str, timeout: float = 600) -> di
             raise SystemExit(
                 f"no 200 from /v1/embeddings (last status {status}): {shlex.join(cmd)}"
             )
+        yield (
+            f"http://{url.hostname}:{url.port}",
+            {
+                "seconds": round(answered - t0, 3),
+                "seconds_to_serving_line": round(float(box["at"]) - t0, 3),
+            },
+        )
     finally:
         proc.terminate()
         try:
@@ -179,9 +189,15 @@ def time_serve(index: Path, cache: Path, query: str, timeout: float = 600) -> di
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def time_serve(index: Path, cache: Path, query: str, timeout: float = 600) -> dict:
+    before = loadavg()
+    cpu0 = child_cpu()
+    with running_serve(index, cache, query, timeout) as (_, timings):
+        pass
     return {
-        "seconds": round(answered - t0, 3),
-        "seconds_to_serving_line": round(float(box["at"]) - t0, 3),
+        **timings,
         "cpu_s": round(child_cpu() - cpu0, 3),  # to its exit, a moment after the answer
         "loadavg_before": before,
     }
@@ -307,6 +323,8 @@ def main(argv=None) -> int:
             ("merge_every_load", nomerge, args.merge_repeats),
             ("warm", warm, args.repeats),
         ):
+            if n < 1:
+                continue
             for cmd, timer in (("search", time_search), ("serve", time_serve)):
                 runs = []
                 for i in range(n):
@@ -319,6 +337,13 @@ def main(argv=None) -> int:
         ]
         print(f"search --mode lexical warm: {[r['seconds'] for r in runs]}", flush=True)
         results["search_lexical_warm"] = summary(runs)  # loads no model: the cache state is moot
+        with running_serve(args.index, warm, args.query) as (url, _):
+            runs = [
+                time_search(args.index, warm, args.query, ("--server", url))
+                for _ in range(args.repeats)
+            ]
+        print(f"search --server (a running serve) warm: {[r['seconds'] for r in runs]}", flush=True)
+        results["search_server_warm"] = summary(runs)
         out["phases_warm"] = phases(args.index, warm, args.query)
         out["results"] = results
     out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")

@@ -887,3 +887,142 @@ def test_serve_without_the_extra_names_the_install_command():
     err = out.stderr.strip()
     assert out.returncode == 2 and "\n" not in err, err
     assert err.startswith("error: ") and "pip install 'llm2vec-retrieval[serve]'" in err
+
+
+# ---------------------------------------------------------------------- `search --server`
+SEARCH_THROUGH = r"""
+import json, sys
+from llm2vec_retrieval import cli
+rc = cli.main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+print(json.dumps({"rc": rc, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def _url(server) -> str:
+    return f"http://{server[0]}:{server[1]}"
+
+
+def _served_index(server) -> str:
+    status, out, _ = request(server, "GET", "/health")
+    assert status == 200
+    return out["index"]["path"]
+
+
+def test_models_name_the_fingerprint(served):
+    status, out, _ = request(served, "GET", "/v1/models")
+    card = out["data"][0]
+    assert card["llm2vec_fingerprint"] == served[2].fingerprint()
+    assert card["dtype"] == "float32"
+
+
+def test_cli_search_through_the_server_equals_a_local_search(served, capsys):
+    """The query is encoded by the running server (no torch in the searching process) and
+    the results equal a search that loads the model itself."""
+    idx = _served_index(served)
+    query = ["search", idx, "river banks", "-k", "4", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", SEARCH_THROUGH, *query, "--server", _url(served)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report == {"rc": 0, "heavy": []}, proc.stderr
+    assert f"encoding the query on the server at {_url(served)} (float32)" in proc.stderr
+    remote = json.loads(proc.stdout)
+
+    local = main_json(capsys, *query, "--dtype", "float32")
+    assert remote["instruction"] == local["instruction"] == QUERY_INSTRUCTION
+    assert [r["id"] for r in remote["results"]] == [r["id"] for r in local["results"]]
+    for a, b in zip(remote["results"], local["results"], strict=True):
+        assert abs(a["dense_score"] - b["dense_score"]) < 1e-5
+        assert abs(a["score"] - b["score"]) < 1e-5
+
+
+def main_json(capsys, *args: str) -> dict:
+    capsys.readouterr()
+    assert cli.main(list(args)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_search_server_from_the_environment_and_fallbacks(served, guarded, monkeypatch, capsys):
+    """$LLM2VEC_RETRIEVAL_SERVER is used like --server; no server there, a refused key, or a
+    server of another model: a note, then the model loads here and the results are right."""
+    idx = _served_index(served)
+    query = ["search", idx, "immune cells", "-k", "3", "--json", "--dtype", "float32"]
+    expected = [r["id"] for r in main_json(capsys, *query)["results"]]
+
+    monkeypatch.setenv("LLM2VEC_RETRIEVAL_SERVER", _url(served))
+    out = main_json(capsys, *query)
+    assert [r["id"] for r in out["results"]] == expected
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    notes = {
+        closed: f"note: no llm2vec-retrieval server at {closed}",
+        _url(guarded): f"note: {_url(guarded)} refused the API key",
+        "ftp://x": "note: bad server address 'ftp://x'",
+    }
+    for url, note in notes.items():
+        capsys.readouterr()
+        assert cli.main([*query, "--server", url]) == 0
+        captured = capsys.readouterr()
+        assert note in captured.err and "loading the model here instead" in captured.err
+        assert [r["id"] for r in json.loads(captured.out)["results"]] == expected
+
+    # the guarded server with its key serves the same model: used
+    monkeypatch.setenv("LLM2VEC_RETRIEVAL_API_KEY", API_KEY)
+    assert cli.main([*query, "--server", _url(guarded)]) == 0
+    captured = capsys.readouterr()
+    assert f"encoding the query on the server at {_url(guarded)}" in captured.err
+    assert [r["id"] for r in json.loads(captured.out)["results"]] == expected
+
+
+def test_search_server_of_another_model_is_not_used(served, tmp_path, capsys):
+    from llm2vec_retrieval.testing import make_tiny_checkpoint
+
+    other = make_tiny_checkpoint(tmp_path / "other", "llama", seed=1)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Rivers flood after heavy rain. Vaccines train immune cells.")
+    argv = ["index", str(corpus), "--index", str(tmp_path / "idx"), "--model", str(other)]
+    assert cli.main([*argv, "--chunk-tokens", "8", "--overlap", "0"]) == 0
+    capsys.readouterr()
+    query = ["search", str(tmp_path / "idx"), "rain", "--json", "--dtype", "float32"]
+    assert cli.main([*query, "--server", _url(served)]) == 0
+    captured = capsys.readouterr()
+    assert f"note: the server at {_url(served)} serves another model than index" in captured.err
+    assert "loading the index's model here instead" in captured.err
+    assert json.loads(captured.out)["results"]
+
+
+def test_remote_encoder_refuses_a_server_that_is_not_ours(tmp_path):
+    """Another OpenAI-compatible server (no fingerprint in its model card) is not used."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from llm2vec_retrieval.client import RemoteEncoder, ServerUnavailableError
+
+    class Models(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps({"object": "list", "data": [{"id": "other-model"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ServerUnavailableError, match="is not an llm2vec-retrieval server"):
+            RemoteEncoder(f"127.0.0.1:{httpd.server_address[1]}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..index.filters import compile_filter, parse_filter_expressions
+from ..server import SERVER_ENV
 from .common import (
     Formatter,
     Subparsers,
@@ -17,6 +20,9 @@ from .common import (
     reading_inputs,
     wrap,
 )
+
+if TYPE_CHECKING:
+    from ..ingest import Searcher
 
 
 def register(sub: Subparsers) -> None:
@@ -70,7 +76,43 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="search even if the embedder's fingerprint differs from the index's",
     )
+    se.add_argument(
+        "--server",
+        metavar="URL",
+        default=None,
+        help=f"encode the query on this running `llm2vec-retrieval serve` instead of loading the "
+        f"model here (well under a second instead of seconds); used only if it serves the "
+        f"index's model, else the model loads here (default: ${SERVER_ENV}, else none)",
+    )
     se.set_defaults(func=run)
+
+
+def remote_searcher(args: argparse.Namespace, url: str) -> Searcher | None:
+    """The index opened with the encoder of the server at ``url``; None (after a note saying
+    why) when there is no usable server there or it serves another model than the index's."""
+    from ..client import RemoteEncoder, ServerUnavailableError
+    from ..index import DimensionMismatchError, FingerprintMismatchError
+    from ..ingest import Searcher
+
+    try:
+        encoder = RemoteEncoder(url)
+    except ServerUnavailableError as exc:
+        eprint(f"note: {exc}; loading the model here instead")
+        return None
+    try:
+        with reading_inputs():
+            searcher = Searcher(
+                args.dir, encoder=encoder, allow_fingerprint_mismatch=args.allow_mismatch
+            )
+    except (FingerprintMismatchError, DimensionMismatchError) as exc:
+        keys = ", ".join(getattr(exc, "differing_keys", None) or ["dim"])
+        eprint(
+            f"note: the server at {encoder.url} serves another model than index {args.dir} "
+            f"was built with (differs in: {keys}); loading the index's model here instead"
+        )
+        return None
+    eprint(f"encoding the query on the server at {encoder.url} ({encoder.dtype or 'its dtype'})")
+    return searcher
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +137,14 @@ def run(args: argparse.Namespace) -> int:
         with reading_inputs():
             searcher = Searcher(args.dir, lexical_only=True)
     else:
-        searcher = open_searcher(args)
+        searcher = None
+        server = args.server if args.server is not None else os.environ.get(SERVER_ENV)
+        if server and args.model is None and args.adapter is None:
+            searcher = remote_searcher(args, server)
+        elif args.server is not None:
+            eprint("note: --server is not used with --model or --adapter; loading that model here")
+        if searcher is None:
+            searcher = open_searcher(args)
     try:
         mode = searcher.check_mode(args.mode)
     except ValueError as exc:  # a mode the index cannot do (no lexical part)

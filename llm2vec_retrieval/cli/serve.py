@@ -157,7 +157,7 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..server import API_KEY_ENV, INSTALL_HINT
+    from ..server import API_KEY_ENV, INSTALL_HINT, SERVER_ENV
 
     try:  # the serve extra, checked before anything slow
         from ..server import app as srv
@@ -217,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
             f"serving {service.model_name} (dim {encoder.embedding_dim}{index_note}) "
             f"on {srv.url_of(sock)}",
             flush=True,
+        )
+        eprint(
+            "searches from the command line can use it: llm2vec-retrieval search "
+            f"{searcher.folder.path if searcher else 'INDEX'} QUERY --server {srv.url_of(sock)} "
+            f"(or set ${SERVER_ENV})"
         )
         if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
             eprint(

@@ -26,6 +26,10 @@ DEFAULT_KEEP_ALIVE = 5.0
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_REQUEST_TIMEOUT = 300.0
 API_KEY_ENV = "LLM2VEC_RETRIEVAL_API_KEY"
+# where `search` finds a running server to encode its query (`llm2vec_retrieval.client`)
+SERVER_ENV = "LLM2VEC_RETRIEVAL_SERVER"
+# extension field of the model card: the served encoder's fingerprint
+FINGERPRINT_FIELD = "llm2vec_fingerprint"
 INSTALL_HINT = "pip install 'llm2vec-retrieval[serve]'"
 
 _LAZY = {
@@ -41,6 +45,8 @@ _LAZY = {
 
 __all__ = [
     "API_KEY_ENV",
+    "FINGERPRINT_FIELD",
+    "SERVER_ENV",
     "DEFAULT_BATCH_TOKENS",
     "DEFAULT_BATCH_WAIT_MS",
     "DEFAULT_KEEP_ALIVE",

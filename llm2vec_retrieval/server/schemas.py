@@ -104,6 +104,10 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    llm2vec_fingerprint: dict[str, Any] | None = Field(
+        None, description="extension: what determines the vectors (compare with an index's)"
+    )
+    dtype: str | None = Field(None, description="extension: the compute dtype")
 
 
 class ModelList(BaseModel):

@@ -33,6 +33,7 @@ from . import (
     DEFAULT_BATCH_WAIT_MS,
     DEFAULT_MAX_INPUTS,
     DEFAULT_REQUEST_TIMEOUT,
+    FINGERPRINT_FIELD,
 )
 from .batcher import MicroBatcher
 from .schemas import EmbeddingRequest, SearchRequest, describe
@@ -244,6 +245,10 @@ class EmbeddingService:
             "object": "model",
             "created": int(self.started),
             "owned_by": "llm2vec-retrieval",
+            # extensions: what a client needs to know the vectors match an index's
+            # (`llm2vec_retrieval.client.RemoteEncoder`), and the compute dtype
+            FINGERPRINT_FIELD: self.encoder.fingerprint(),
+            "dtype": _compute_dtype(self.encoder),
         }
 
     def models(self) -> dict[str, Any]:
