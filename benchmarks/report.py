@@ -41,6 +41,7 @@ KINDS = (
     "train_default",
     "hybrid_dev",
     "startup",
+    "dtype_cpu",
 )
 MODEL_ORDER = (
     "bm25",
@@ -1397,6 +1398,141 @@ def startup_section(files, base: Path) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------- dtype per CPU
+def _flags(machine: dict | None) -> str:
+    flags = (machine or {}).get("cpu_flags") or []
+    shown = [f for f in KEY_CPU_FLAGS if f in flags]
+    return " ".join(shown) if shown else "not recorded"
+
+
+def dtype_section(dtype_files, speed_files, quality_files, base: Path) -> list[str]:
+    """What `--dtype auto` picks per CPU, why (fp32 vs bf16 speed per CPU), and the quality
+    check (the shipped default in bf16 vs fp32 on the full test sets)."""
+    lines = [
+        "## Compute dtype per CPU (`--dtype auto`)",
+        "",
+        "`auto` encodes in bfloat16 where the CPU has `avx512_bf16` or `amx_bf16` (x86) or the "
+        "`bf16` feature (ARM), else in float32 (`llm2vec_retrieval/hardware.py`). Speed: our "
+        "encoder, the same documents in both dtypes, tokens/s (median of interleaved repeats).",
+        "",
+    ]
+    rows, cited = [], []
+    if dtype_files:
+        path, d = dtype_files[-1]
+        cited.append((path, d))
+        for r in d.get("rows") or []:
+            tps = r.get("tokens_per_s") or {}
+            cos = (r.get("bf16_vs_fp32_cosine") or {}).get("min")
+            where = (
+                "this CPU as it is"
+                if r.get("isa") == "native"
+                else (
+                    "capped to AVX2 ("
+                    + " ".join(f"{k}={v}" for k, v in (r.get("env") or {}).items())
+                    + ")"
+                )
+            )
+            rows.append(
+                [
+                    f"{(d.get('machine') or {}).get('cpu_model', '?')}: {where}, "
+                    f"{d.get('documents', '?')} documents",
+                    " ".join(r.get("bf16_flags") or []) or "none",
+                    r.get("auto_picks", "-"),
+                    _fmt(tps.get("float32"), ".0f"),
+                    _fmt(tps.get("bfloat16"), ".0f"),
+                    "x" + _fmt(r.get("bf16_speed_vs_fp32"), ".2f"),
+                    _fmt(cos, ".5f"),
+                    f"`{path.name}`",
+                ]
+            )
+    by_cpu: dict[str, tuple[dict, Path, dict]] = {}
+    for path, d in speed_files:  # oldest first: a newer run with both dtypes wins
+        m = d.get("machine") or {}
+        ours = {
+            r["dtype"]: r.get("tokens_per_s")
+            for r in d.get("results") or []
+            if isinstance(r, dict) and r.get("impl") == "ours" and r.get("dtype")
+        }
+        if {"float32", "bfloat16"} <= set(ours):
+            by_cpu[f"{m.get('cpu_model', '?')} ({_flags(m)})"] = (ours, path, d)
+    for key, (ours, path, d) in by_cpu.items():
+        fp32, bf16 = ours["float32"], ours["bfloat16"]
+        cited.append((path, d))
+        bf16_flags = [f for f in ("avx512_bf16", "amx_bf16") if f in key]
+        rows.append(
+            [
+                f"{key.split(' (')[0]} (speed benchmark, {d.get('data', {}).get('n_docs', 32)} documents)",
+                " ".join(bf16_flags) or "none",
+                "bfloat16" if bf16_flags else "float32",
+                _fmt(fp32, ".0f"),
+                _fmt(bf16, ".0f"),
+                "x" + _fmt(bf16 / fp32 if fp32 and bf16 else None, ".2f"),
+                "-",
+                f"`{path.name}`",
+            ]
+        )
+    if not rows:
+        lines += ["No dtype results.", ""]
+    else:
+        lines += _table(
+            [
+                "CPU",
+                "native bf16 flags",
+                "auto picks",
+                "fp32 tokens/s",
+                "bf16 tokens/s",
+                "bf16 speed vs fp32",
+                "min cosine bf16/fp32",
+                "file",
+            ],
+            rows,
+        )
+        lines.append("")
+    # quality: the shipped default in both dtypes on the full sets (newest of each)
+    found: dict[tuple[str, str], tuple[float, Path, dict]] = {}
+    for r in quality_rows(quality_files):
+        if r["base_model"] != "ours" or r["subset"] != "full":
+            continue
+        dtype = (r["data"].get("options") or {}).get("dtype")
+        metric = "ndcg@10" if r["task"] == "scifact" else "spearman"
+        value = (r["result"].get("metrics") or {}).get(metric)
+        if dtype and isinstance(value, (int, float)):
+            value = value * 100 if metric == "ndcg@10" else value
+            found[(r["task"], dtype)] = (value, r["path"], r["data"])
+    qrows = []
+    for task, label in (("scifact", "SciFact nDCG@10 x100"), ("stsb", "STS-B Spearman x100")):
+        a, b = found.get((task, "float32")), found.get((task, "bfloat16"))
+        if not (a and b):
+            continue
+        delta = b[0] - a[0]
+        for item in (a, b):
+            if (item[1], item[2]) not in cited:
+                cited.append((item[1], item[2]))
+        qrows.append(
+            [
+                label,
+                f"{a[0]:.2f}",
+                f"{b[0]:.2f}",
+                f"{delta:+.2f}",
+                "ok" if abs(delta) <= 0.3 else "fails",
+                f"`{a[1].name}`, `{b[1].name}`",
+            ]
+        )
+    if qrows:
+        lines += [
+            "Quality check: the shipped default on the full test sets in both dtypes; bf16 must "
+            "stay within 0.3 points of fp32.",
+            "",
+        ]
+        lines += _table(
+            ["metric", "float32", "bfloat16", "bf16 - fp32", "within 0.3", "files"], qrows
+        )
+        lines.append("")
+    for path, d in cited:
+        lines += [source_line(path, d), ""]
+    return lines
+
+
 # ---------------------------------------------------------------------------------- main
 def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     found, skipped = load_results(results_dir)
@@ -1417,6 +1553,7 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     lines += hybrid_dev_section(found["hybrid_dev"], base)
     lines += train_default_section(found["train_default"], base)
     lines += quality_section(found["quality"], base, plots)
+    lines += dtype_section(found["dtype_cpu"], found["speed"], found["quality"], base)
     lines += speed_section(found["speed"], base, plots)
     lines += gpu_section(found["gpu"], base)
     lines += int8_section(found["int8"], base)
