@@ -216,3 +216,13 @@ def resolve_dtype(
         if features is not None and features.arch != "unknown" and not features.bf16_flags:
             caveat = cpu_dtype(features)[1]
     return DtypeChoice(key, key, "as asked", caveat)
+
+
+def compute_dtype(encoder: Any) -> str | None:
+    """The dtype an encoder's (or a torch module's) weights compute in ("bfloat16", ...);
+    None when it has no weights here (a remote encoder)."""
+    model = getattr(encoder, "model", encoder)
+    try:
+        return str(next(model.parameters()).dtype).removeprefix("torch.")
+    except (AttributeError, StopIteration, TypeError):
+        return None

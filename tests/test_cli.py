@@ -1020,3 +1020,28 @@ def test_reader_gone_away_is_not_a_bug(tmp_path, model, capsys):
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "bug" not in err and "Exception ignored" not in err
+
+
+def test_info_says_which_dtypes_embedded_the_index(tmp_path, model, capsys):
+    """The compute dtype of every run that embedded chunks is recorded; `info` warns when
+    runs differed, and --rebuild starts the record over."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Rivers flood after heavy rain.")
+    argv = ["index", str(corpus), "--index", str(tmp_path / "idx"), "--model", model]
+
+    def encoded_in() -> list[str] | None:
+        return main_json(capsys, "info", str(tmp_path / "idx"), "--json")["encoded_in"]
+
+    assert cli.main([*argv, "--dtype", "float32"]) == 0
+    assert encoded_in() == ["float32"]
+    assert cli.main([*argv, "--dtype", "bfloat16"]) == 0  # nothing new: no model, no change
+    assert encoded_in() == ["float32"]
+    (corpus / "b.txt").write_text("Vaccines train the immune system.")
+    assert cli.main([*argv, "--dtype", "bfloat16"]) == 0
+    assert encoded_in() == ["bfloat16", "float32"]
+    capsys.readouterr()
+    assert cli.main(["info", str(tmp_path / "idx")]) == 0
+    assert "bfloat16, float32 (runs in different dtypes" in capsys.readouterr().out
+    assert cli.main([*argv, "--dtype", "float32", "--rebuild"]) == 0
+    assert encoded_in() == ["float32"]

@@ -54,6 +54,7 @@ def index_info(path: str) -> dict[str, Any]:
         "query_instruction": instruction
         if instruction is not None
         else fp.get("query_instruction"),
+        "encoded_in": manifest.get("encoded_in"),
         "dim": store.get("dim"),
         "kind": store.get("kind", manifest.get("kind")),
         "metric": store.get("metric", manifest.get("metric")),
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             f"{info['pooling']} ({'bidirectional' if info['bidirectional'] else 'causal'})",
         ),
         ("query instruction", repr(info["query_instruction"])),
+        ("encoded in", describe_dtypes(info["encoded_in"])),
         ("kind", f"{info['kind']} ({info['metric']}, dim {info['dim']})"),
         (
             "lexical (BM25)",
@@ -104,6 +106,18 @@ def run(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key + ':':<19}{value}")
     return 0
+
+
+def describe_dtypes(dtypes: list[str] | None) -> str:
+    """The compute dtype(s) the chunks were embedded in, as `info` shows them."""
+    if not dtypes:
+        return "not recorded (built before llm2vec-retrieval recorded it)"
+    if len(dtypes) == 1:
+        return dtypes[0]
+    return (
+        f"{', '.join(dtypes)} (runs in different dtypes: close, not identical, vectors; "
+        "`index --rebuild --dtype D` makes them one)"
+    )
 
 
 def format_bytes(n: float) -> str:

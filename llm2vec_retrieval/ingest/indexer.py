@@ -42,6 +42,7 @@ from typing import Any
 
 from .._io import LockedError, file_lock, sha256_and_size
 from ..errors import InvalidInputError, UserError
+from ..hardware import compute_dtype
 from .chunking import DEFAULT_WINDOW_CHARS, Position, ResumeError, check_chunking, iter_chunks
 from .folder import (
     FILES_FILE,
@@ -273,6 +274,7 @@ class Indexer:
         }
         if fresh:
             manifest["created_at"] = now()
+            manifest.pop("encoded_in", None)  # filled by the run's encoder
         return manifest, fresh or changed
 
     # ------------------------------------------------------------ main
@@ -358,6 +360,9 @@ class Indexer:
                     )
                 if store is not None:
                     check_fingerprint(store.fingerprint, encoder.fingerprint())
+                dtype = compute_dtype(encoder)
+                if dtype is not None:  # every dtype that embedded chunks of this index
+                    manifest["encoded_in"] = sorted({*manifest.get("encoded_in", []), dtype})
             return encoder
 
         state: dict[str, dict[str, Any]] | None

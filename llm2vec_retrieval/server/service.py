@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .._io import l2_normalize
+from ..hardware import compute_dtype
 from ..text import repair_texts, warn_repaired
 from . import (
     DEFAULT_BATCH_TOKENS,
@@ -74,14 +75,6 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
-
-
-def _compute_dtype(encoder: Any) -> str | None:
-    """The dtype the encoder's weights compute in ("bfloat16", ...), None when unknown."""
-    try:
-        return str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
-    except (AttributeError, StopIteration, TypeError):
-        return None
 
 
 def _validate(model: type, body: Any):
@@ -223,7 +216,7 @@ class EmbeddingService:
             "status": "ok",
             "model": self.model_name,
             "dim": self.encoder.embedding_dim,
-            "dtype": _compute_dtype(self.encoder),
+            "dtype": compute_dtype(self.encoder),
             "max_input_tokens": self.max_input_tokens,
             "max_inputs": self.max_inputs,
             "queue": self.batcher.pending(),
@@ -248,7 +241,7 @@ class EmbeddingService:
             # extensions: what a client needs to know the vectors match an index's
             # (`llm2vec_retrieval.client.RemoteEncoder`), and the compute dtype
             FINGERPRINT_FIELD: self.encoder.fingerprint(),
-            "dtype": _compute_dtype(self.encoder),
+            "dtype": compute_dtype(self.encoder),
         }
 
     def models(self) -> dict[str, Any]:
