@@ -16,6 +16,7 @@ from pathlib import Path
 from .instructions import DEFAULT_QUERY_INSTRUCTION
 
 POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
+PACKING_MODES = ("auto", "on", "off")
 OFFICIAL_CONFIG_FILE = "llm2vec_config.json"
 CONFIG_FILE = "llm2vec_retrieval_config.json"
 _OFFICIAL_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
@@ -52,6 +53,14 @@ class EncoderConfig:
         },
     )
 
+    packing: str = field(
+        default="auto",
+        metadata={
+            "help": f"one of {PACKING_MODES}: run each batch's texts end to end without padding, attention "
+            "per text (llm2vec_retrieval.packing); auto = on CPU, on = any device, off = padded batches"
+        },
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -60,6 +69,11 @@ class EncoderConfig:
             raise ValueError(
                 f"Unknown pooling mode {self.pooling_mode!r}. Valid pooling modes are: "
                 + ", ".join(POOLING_MODES)
+            )
+        if self.packing not in PACKING_MODES:
+            raise ValueError(
+                f"Unknown packing mode {self.packing!r}. Valid packing modes are: "
+                + ", ".join(PACKING_MODES)
             )
         for name in ("max_length", "doc_max_length", "max_batch_tokens"):
             value = getattr(self, name)

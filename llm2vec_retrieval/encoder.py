@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import loading
+from . import loading, packing
 from .batching import token_budget_batches
 from .bidirectional import (
     SUPPORTED_MODEL_TYPES,
@@ -432,7 +432,10 @@ class LLM2Vec(torch.nn.Module):
         else:
             pool_mask = attention
         with self.lock:
-            hidden = self.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            if self._packs(attention):
+                hidden = packing.packed_hidden(self.model, input_ids, attention)
+            else:
+                hidden = self.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
         return pool(
             hidden,
             attention,
@@ -441,6 +444,15 @@ class LLM2Vec(torch.nn.Module):
             input_ids,
             self.tokenizer.bos_token_id,
         )
+
+    def _packs(self, attention: torch.Tensor) -> bool:
+        """Does this batch run packed (`config.packing`, see llm2vec_retrieval.packing)?"""
+        mode = self.config.packing
+        if mode == "off" or (mode == "auto" and attention.device.type != "cpu"):
+            return False
+        if not packing.enabled(self.model) and not packing.enable(self.model):
+            return False  # not an SDPA model of a checked architecture: padded batches
+        return packing.packable(self.model, attention)
 
     # ------------------------------------------------------------------ tokenization
     def _format(self, instruction: str, text: str) -> tuple[str, str]:
