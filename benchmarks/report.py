@@ -42,6 +42,7 @@ KINDS = (
     "hybrid_dev",
     "startup",
     "dtype_cpu",
+    "cpu_backends",
 )
 MODEL_ORDER = (
     "bm25",
@@ -639,6 +640,47 @@ def speed_section(files, base: Path, plots: dict) -> list[str]:
             "Earlier speed runs (not shown): " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]),
             "",
         ]
+    return lines
+
+
+def cpu_backends_section(files) -> list[str]:
+    """Our encoder's CPU forward paths, A/B in one process (benchmarks/cpu_backends.py)."""
+    if not files:
+        return []
+    lines = [
+        "### CPU forward paths",
+        "",
+        "Our encoder only, one process, the modes interleaved on the same documents and batches "
+        "(`benchmarks/cpu_backends.py`): padded = right-padded batches (`packing=\"off\"`), packed = "
+        "the default on CPU (texts end to end, attention per text), compile = the padded forward through "
+        "`torch.compile(dynamic=True)` (setup = first call; a warm inductor cache only skips code "
+        "generation), onnx = the padded forward exported by `torch.onnx.export(dynamo=True)` and run by "
+        "onnxruntime. x padded > 1 means faster.",
+        "",
+    ]
+    for path, d in reversed(files):
+        rows = d.get("rows") or []
+        padded = next((r["median_s"] for r in rows if r.get("mode") == "padded"), None)
+        lines += [
+            f"`{path.name}` ({d.get('started', '?')}), `{d.get('command', '?')}`, {d.get('dtype')}, "
+            f"{d.get('n_docs')} docs / {d.get('tokens')} tokens, {d.get('threads')} threads; "
+            f"{machine_line(d.get('machine'))}.",
+            "",
+            *([f"Note: {d['note']}", ""] if d.get("note") else []),
+            "| mode | median s | tokens/s | x padded | min cosine vs padded | setup | repeats s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            setup = ", ".join(
+                f"{k} {v}" for k, v in (r.get("setup") or {}).items() if k != "cache_dir"
+            )
+            ratio = padded / r["median_s"] if padded and r.get("median_s") else None
+            lines.append(
+                f"| {r.get('mode')} | {_fmt(r.get('median_s'), '.2f')} | {_fmt(r.get('tokens_per_s'), '.0f')} "
+                f"| {_fmt(ratio, '.2f')} | {_fmt(r.get('min_cos_vs_padded'), '.6f')} | {setup or '-'} "
+                f"| {', '.join(_fmt(x, '.2f') for x in r.get('seconds') or [])} |"
+            )
+        lines.append("")
     return lines
 
 
@@ -1555,6 +1597,7 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     lines += quality_section(found["quality"], base, plots)
     lines += dtype_section(found["dtype_cpu"], found["speed"], found["quality"], base)
     lines += speed_section(found["speed"], base, plots)
+    lines += cpu_backends_section(found["cpu_backends"])
     lines += gpu_section(found["gpu"], base)
     lines += int8_section(found["int8"], base)
     lines += index_section(found["index"], base)

@@ -43,8 +43,10 @@ def packed_sdpa_attention(
         is_causal = getattr(module, "is_causal", True)
     gqa = query.shape[1] != key.shape[1]
     bounds = cu_seqlens.tolist()
-    parts = [
-        torch.nn.functional.scaled_dot_product_attention(
+    # (1, tokens, heads, head_dim), as transformers' SDPA function returns it; written per text
+    out = query.new_empty((query.shape[0], query.shape[2], query.shape[1], value.shape[-1]))
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        out[:, start:end] = torch.nn.functional.scaled_dot_product_attention(
             query[:, :, start:end],
             key[:, :, start:end],
             value[:, :, start:end],
@@ -52,11 +54,8 @@ def packed_sdpa_attention(
             scale=scaling,
             is_causal=bool(is_causal) and end - start > 1,
             enable_gqa=gqa,
-        )
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-    return out.transpose(1, 2).contiguous(), None
+        ).transpose(1, 2)
+    return out, None
 
 
 def register() -> None:
