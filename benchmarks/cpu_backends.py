@@ -71,8 +71,7 @@ class Runner:
         from llm2vec_retrieval.batching import token_budget_batches
 
         self.torch, self.encoder, self.texts = torch, encoder, texts
-        self.rows = encoder._tokenize([("", t) for t in texts])
-        lengths = [len(r) for r in self.rows["input_ids"]]
+        lengths = encoder.tokenize(texts)["attention_mask"].sum(dim=1).tolist()
         self.batches = token_budget_batches(lengths, encoder.config.max_batch_tokens, 32)
         self.eager = encoder.model
         self.compiled = None
@@ -93,11 +92,7 @@ class Runner:
         out = np.zeros((len(self.texts), enc.embedding_dim), np.float32)
         with torch.inference_mode():
             for batch in self.batches:
-                f = enc._collate(
-                    [self.rows["input_ids"][i] for i in batch],
-                    [self.rows["text_len"][i] for i in batch],
-                    "cpu",
-                )
+                f = enc.tokenize([self.texts[i] for i in batch])
                 ids, mask = f["input_ids"], f["attention_mask"]
                 if mode == "compile":
                     hidden = self.compiled(input_ids=ids, attention_mask=mask).last_hidden_state
