@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def describe_dtypes(dtypes: list[str] | None) -> str:
     """The compute dtype(s) the chunks were embedded in, as `info` shows them."""
     if not dtypes:
-        return "not recorded (built before llm2vec-retrieval recorded it)"
+        return "not recorded (built by an older version, or from shards)"
     if len(dtypes) == 1:
         return dtypes[0]
     return (
