@@ -651,7 +651,7 @@ def cpu_backends_section(files) -> list[str]:
         "### CPU forward paths",
         "",
         "Our encoder only, one process, the modes interleaved on the same documents and batches "
-        "(`benchmarks/cpu_backends.py`): padded = right-padded batches (`packing=\"off\"`), packed = "
+        '(`benchmarks/cpu_backends.py`): padded = right-padded batches (`packing="off"`), packed = '
         "the default on CPU (texts end to end, attention per text), compile = the padded forward through "
         "`torch.compile(dynamic=True)` (setup = first call; a warm inductor cache only skips code "
         "generation), onnx = the padded forward exported by `torch.onnx.export(dynamo=True)` and run by "
