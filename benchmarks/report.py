@@ -317,12 +317,16 @@ def quality_section(files, base: Path, plots: dict) -> list[str]:
 
 
 def _main_job_file(files) -> tuple[Path, dict] | None:
-    """The newest quality file with full-set SciFact results fused with BM25."""
+    """The newest quality file with full-set SciFact results fused with BM25 and the baselines
+    (BM25 alone, MiniLM) beside them: the table compares models of one run. A later run of
+    our model alone (a re-check) shows in the Quality table instead."""
     for path, data in reversed(files):
         results = data.get("results") or {}
         sf = (data.get("data") or {}).get("scifact") or {}
-        if not sf.get("subset") and any(
-            m.endswith("+bm25") and "scifact" in t for m, t in results.items()
+        if (
+            not sf.get("subset")
+            and {"bm25", "minilm"} <= set(results)
+            and any(m.endswith("+bm25") and "scifact" in t for m, t in results.items())
         ):
             return path, data
     return None
