@@ -23,7 +23,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -71,8 +70,8 @@ def main(argv=None) -> int:
     from benchmarks.speed import (
         REFERENCE_MODEL,
         load_documents,
-        machine_info,
         prepare_texts,
+        result_header,
         worker_env,
     )
     from llm2vec_retrieval.evaluation.data import default_data_dir
@@ -106,12 +105,7 @@ def main(argv=None) -> int:
     here = read_cpu_features()
     started = _dt.datetime.now()
     out: dict = {
-        "benchmark": "dtype_cpu",
-        "command": shlex.join(
-            ["python", "-m", "benchmarks.dtype_cpu", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "started": started.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **result_header("dtype_cpu", argv, started),
         "model": args.model,
         "documents": len(texts),
         "tokens": tokens,

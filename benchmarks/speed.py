@@ -402,6 +402,19 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def result_header(benchmark: str, argv, started) -> dict:
+    """The first keys of a benchmark's result file: its name, the command that ran it
+    (``python -m benchmarks.<benchmark>`` + ``argv``, else ``sys.argv[1:]``), the start time
+    and the machine."""
+    args = argv if argv is not None else sys.argv[1:]
+    return {
+        "benchmark": benchmark,
+        "command": shlex.join(["python", "-m", f"benchmarks.{benchmark}", *args]),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine_info(),
+    }
+
+
 def machine_info() -> dict:
     info: dict = {
         "platform": platform.platform(),

@@ -256,7 +256,7 @@ def build_index(parent: Path, cache: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    from benchmarks.speed import machine_info
+    from benchmarks.speed import result_header
     from llm2vec_retrieval.loading import cache_dir
 
     p = argparse.ArgumentParser(
@@ -283,12 +283,7 @@ def main(argv=None) -> int:
 
     started = _dt.datetime.now()
     out: dict = {
-        "benchmark": "startup",
-        "command": shlex.join(
-            ["python", "-m", "benchmarks.startup", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "started": started.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **result_header("startup", argv, started),
         "autogroup": autogroup(),
         "query": args.query,
         "dtype": "auto (the CLI default)",
