@@ -13,7 +13,8 @@ bm25s = pytest.importorskip("bm25s")
 Stemmer = pytest.importorskip("Stemmer")
 
 from llm2vec_retrieval.index import IndexCorruptedError, IndexStore  # noqa: E402
-from llm2vec_retrieval.index.fusion import fuse  # noqa: E402
+from llm2vec_retrieval.index import fusion as fusion_mod  # noqa: E402
+from llm2vec_retrieval.index.fusion import fuse, resolve_fusion  # noqa: E402
 from llm2vec_retrieval.index.persistence import manifest_checksum  # noqa: E402
 from llm2vec_retrieval.testing import HYBRID_CORPUS, make_pre_hybrid  # noqa: E402
 
@@ -175,12 +176,86 @@ def test_fuse_alpha_by_hand():
     assert [r[0] for r in rows[0]] == [3, 1, 2, 4]
 
 
+def test_fuse_zscore_by_hand():
+    dense = (np.array([[0.9, 0.5, 0.1]], np.float32), np.array([[1, 2, 3]]))
+    lexical = (np.array([[8.0, 4.0, -np.inf]], np.float32), np.array([[3, 4, -1]]))
+    rows = fuse(dense, lexical, k=4, fusion="zscore", alpha=0.25)
+    got = {iid: score for iid, score, _, _ in rows[0]}
+    zd = (np.array([0.9, 0.5, 0.1]) - 0.5) / np.std([0.9, 0.5, 0.1])  # 1.2247, 0, -1.2247
+    zl = np.array([1.0, -1.0])  # two candidates: +-1
+    # a document missing from a list takes that list's lowest z
+    assert got == pytest.approx(
+        {
+            1: 0.25 * zd[0] + 0.75 * zl[1],
+            2: 0.25 * zd[1] + 0.75 * zl[1],
+            3: 0.25 * zd[2] + 0.75 * zl[0],
+            4: 0.25 * zd[2] + 0.75 * zl[1],
+        },
+        rel=1e-6,
+    )
+    assert [r[0] for r in rows[0]] == [3, 1, 2, 4]
+
+
+def test_fuse_theoretical_min_max_by_hand():
+    dense = (np.array([[0.8, 0.6, 0.0]], np.float32), np.array([[1, 2, 3]]))
+    lexical = (np.array([[6.0, 3.0]], np.float32), np.array([[3, 4]]))
+    rows = fuse(dense, lexical, k=4, fusion="tmm", alpha=0.5, dense_floor=-1.0)
+    got = {iid: score for iid, score, _, _ in rows[0]}
+    # dense (s + 1) / (0.8 + 1): 1, 0.8889, 0.5556; lexical (s - 0) / 6: 1, 0.5; missing: 0
+    assert got == pytest.approx(
+        {1: 0.5, 2: 0.5 * 1.6 / 1.8, 3: 0.5 * 1.0 / 1.8 + 0.5, 4: 0.25}, rel=1e-6
+    )
+    # without a floor the observed minimum stands in (min-max on that list)
+    no_floor = {i: v for i, v, _, _ in fuse(dense, lexical, 4, "tmm", 0.5)[0]}
+    assert no_floor[3] == pytest.approx(0.5 * 0.0 + 0.5 * 1.0)
+    # a lone lexical candidate keeps its distance from the BM25 floor: it is the list's best
+    lone = fuse(dense, (np.array([[2.0]]), np.array([[2]])), 3, "tmm", 0.5, dense_floor=-1.0)
+    assert {i: v for i, v, _, _ in lone[0]}[2] == pytest.approx(0.5 * 1.6 / 1.8 + 0.5)
+
+
+def test_weighted_rrf():
+    dense = (np.array([[0.9, 0.5, 0.1]], np.float32), np.array([[1, 2, 3]]))
+    lexical = (np.array([[8.0, 4.0]], np.float32), np.array([[3, 4]]))
+    rows = fuse(dense, lexical, k=4, fusion="wrrf", alpha=0.8, rrf_k=60)
+    got = {iid: score for iid, score, _, _ in rows[0]}
+    assert got == pytest.approx(
+        {1: 0.8 / 61, 2: 0.8 / 62, 3: 0.8 / 63 + 0.2 / 61, 4: 0.2 / 62}, rel=1e-9
+    )
+    # alpha 0.5 ranks exactly as plain RRF
+    half = [r[0] for r in fuse(dense, lexical, 4, "wrrf", 0.5)[0]]
+    assert half == [r[0] for r in fuse(dense, lexical, 4, "rrf")[0]]
+
+
+@pytest.mark.parametrize("fusion", fusion_mod.WEIGHTED_FUSIONS)
+def test_weighted_fusions_at_the_ends_are_one_list(fusion):
+    s = make_store()
+    q = vectors(1, seed=3)[0]
+    dense = [h.id for h in s.search(q, k=len(TEXTS))]
+    lexical = [h.id for h in s.search(text=QUERIES[1], mode="lexical", k=len(TEXTS)) if h.score > 0]
+    only_dense = s.search(q, text=QUERIES[1], mode="hybrid", fusion=fusion, alpha=1.0, k=3)
+    assert [h.id for h in only_dense] == dense[:3]
+    only_lexical = s.search(q, text=QUERIES[1], mode="hybrid", fusion=fusion, alpha=0.0, k=2)
+    assert [h.id for h in only_lexical] == lexical[:2]
+
+
+def test_resolve_fusion(monkeypatch):
+    assert resolve_fusion(None, None) == (fusion_mod.DEFAULT_FUSION, fusion_mod.DEFAULT_ALPHA)
+    assert resolve_fusion("rrf", None) == ("rrf", fusion_mod.DEFAULT_ALPHA)
+    assert resolve_fusion("tmm", 0.2) == ("tmm", 0.2)
+    # an alpha alone asks for a weighted fusion: the default one when it is weighted
+    monkeypatch.setattr(fusion_mod, "DEFAULT_FUSION", "zscore")
+    assert resolve_fusion(None, 0.3) == ("zscore", 0.3)
+    monkeypatch.setattr(fusion_mod, "DEFAULT_FUSION", "rrf")
+    assert resolve_fusion(None, 0.3) == ("alpha", 0.3)
+    assert resolve_fusion(None, None)[0] == "rrf"
+
+
 def test_bad_arguments_name_the_valid_choices():
     s = make_store()
     q = vectors(1)[0]
     with pytest.raises(ValueError, match="valid modes: dense, lexical, hybrid"):
         s.search(q, mode="sparse")
-    with pytest.raises(ValueError, match="valid fusions: rrf, alpha"):
+    with pytest.raises(ValueError, match="valid fusions: rrf, wrrf, alpha, tmm, zscore"):
         s.search(q, text="x", mode="hybrid", fusion="max")
     with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
         s.search(q, text="x", mode="hybrid", alpha=2)

@@ -62,13 +62,16 @@ def register(sub: Subparsers) -> None:
         "--fusion",
         choices=FUSIONS,
         default=None,
-        help=f"hybrid fusion: rrf (reciprocal rank, k=60) or alpha (normalized scores) (default: {DEFAULT_FUSION})",
+        help="hybrid fusion: rrf or wrrf (reciprocal rank, k=60; wrrf weighted by --alpha), or "
+        "alpha, tmm, zscore (--alpha * dense + (1 - --alpha) * BM25 over min-max, "
+        f"theoretical-min-max or z-score normalized scores) (default: {DEFAULT_FUSION})",
     )
     se.add_argument(
         "--alpha",
         type=float,
         default=None,
-        help=f"alpha fusion weight of the dense part, 0-1 (implies --fusion alpha; default {DEFAULT_ALPHA})",
+        help="weight of the dense part in a weighted fusion, 0-1 (given alone: the default fusion "
+        f"if it is weighted, else alpha; default {DEFAULT_ALPHA})",
     )
     add_model_args(se, "model folder or embedded name (default: the one recorded in the index)")
     se.add_argument(
@@ -116,7 +119,7 @@ def remote_searcher(args: argparse.Namespace, url: str) -> Searcher | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION
+    from ..index.fusion import WEIGHTED_FUSIONS, resolve_fusion
     from ..ingest import IndexFolder
 
     flt = parse_filter_expressions(args.filter)  # FilterSyntaxError: "bad filter ..."
@@ -129,8 +132,6 @@ def run(args: argparse.Namespace) -> int:
     IndexFolder(args.dir).read_manifest()  # a missing folder fails before the model loads
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
-    if args.alpha is not None and args.fusion is None:
-        args.fusion = "alpha"
     if args.mode == "lexical":  # BM25 only: the embedder (torch, transformers) is never loaded
         from ..ingest import Searcher
 
@@ -151,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     if args.mode is None and searcher.notice:
         eprint(f"note: {searcher.notice}")
-    fusion = args.fusion or DEFAULT_FUSION
-    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    fusion, alpha = resolve_fusion(args.fusion, args.alpha)
     results = searcher.search(
         args.query,
         k=args.k,
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             else searcher.query_instruction,
             "mode": mode,
             **(
-                {"fusion": fusion, **({"alpha": alpha} if fusion == "alpha" else {})}
+                {"fusion": fusion, **({"alpha": alpha} if fusion in WEIGHTED_FUSIONS else {})}
                 if mode == "hybrid"
                 else {}
             ),

@@ -17,7 +17,7 @@ import numpy as np
 from .._io import l2_normalize
 from ._faiss import get_faiss
 from .filters import compile_filter
-from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, FUSIONS, fuse
 from .kinds import KINDS, METRICS, Backend, IVFBackend, make_backend, resolve_params
 from .lexical import LexicalIndex
 from .mmr import mmr_select
@@ -28,10 +28,9 @@ from .snapshot import StoredDoc, StoreSnapshot
 MODES = ("dense", "lexical", "hybrid")
 #: What a text search (Searcher, CLI, server, LangChain, LlamaIndex) uses unless told
 #: otherwise; ``IndexStore.search`` itself defaults to ``dense``, the one mode that needs no
-#: text. Chosen on the dev sets by ``python -m benchmarks.hybrid_dev`` (docs/hybrid.md).
+#: text. Chosen with the fusion (``fusion.DEFAULT_FUSION``) by ``python -m
+#: benchmarks.fusion_select`` on out-of-domain sets (docs/hybrid.md).
 DEFAULT_TEXT_MODE = "hybrid"
-DEFAULT_FUSION = "alpha"
-DEFAULT_ALPHA = 0.7
 #: Candidates taken from each list before hybrid fusion (at least k).
 DEFAULT_HYBRID_CANDIDATES = 100
 
@@ -499,9 +498,11 @@ class IndexStore:
         Scores: larger is closer. Dense: see the class doc. Lexical: the BM25 score
         (documents that share no term with the query score 0 and come last). Hybrid: the
         ``candidates`` best of each list (at least k; lexical ones with a score above 0) are
-        fused by ``fusion`` (see :mod:`.fusion`): ``rrf`` (reciprocal rank, constant
-        ``rrf_k``) or ``alpha`` (min-max normalized scores, ``alpha * dense + (1 - alpha) *
-        lexical``); hits carry ``dense_score`` and ``lexical_score`` too.
+        fused by ``fusion`` (see :mod:`.fusion`): ``rrf`` / ``wrrf`` (reciprocal rank,
+        constant ``rrf_k``; ``wrrf`` weights the dense list by ``alpha``) or ``alpha`` /
+        ``tmm`` / ``zscore`` (``alpha * dense + (1 - alpha) * lexical`` over min-max,
+        theoretical-min-max or z-score normalized scores); hits carry ``dense_score`` and
+        ``lexical_score`` too.
         """
         if query is not None and np.ndim(query) != 1:
             raise ValueError(
@@ -595,7 +596,15 @@ class IndexStore:
             lexical = self._lexical_iids(texts, depth, allowed, positive_only=True)
             return [
                 [self._hit(iid, score, d, lx) for iid, score, d, lx in row]
-                for row in fuse(dense, lexical, int(k), fusion, float(alpha), float(rrf_k))
+                for row in fuse(
+                    dense,
+                    lexical,
+                    int(k),
+                    fusion,
+                    float(alpha),
+                    float(rrf_k),
+                    dense_floor=-1.0 if self._metric == "cosine" else None,
+                )
             ]
 
     def max_marginal_relevance(

@@ -21,12 +21,11 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
 from llm2vec_retrieval.index import (
-    DEFAULT_ALPHA,
-    DEFAULT_FUSION,
     DEFAULT_TEXT_MODE,
     MODES,
     NO_LEXICAL_MESSAGE,
 )
+from llm2vec_retrieval.index.fusion import resolve_fusion
 from llm2vec_retrieval.shared import read_json_object
 from llm2vec_retrieval.text import repair_texts, warn_repaired
 
@@ -112,7 +111,7 @@ class LLM2VecVectorStore(VectorStore):
     texts; the query is not embedded) or `hybrid` (both, fused). The default is
     `search_mode`, or when that is None `llm2vec_retrieval.index.DEFAULT_TEXT_MODE`
     (hybrid) on a store that keeps a BM25 part and `dense` on one that does not (an index
-    saved before hybrid search existed); `mode=`, `fusion=` ("rrf" or "alpha") and
+    saved before hybrid search existed); `mode=`, `fusion=` (one of `llm2vec_retrieval.index.FUSIONS`) and
     `alpha=` override it per call. The `*_by_vector` and MMR methods are dense only.
 
     Scores from `similarity_search_with_score` are larger-is-closer and depend on the
@@ -344,8 +343,7 @@ class LLM2VecVectorStore(VectorStore):
         alpha: float | None,
     ) -> list[tuple[Document, float]]:
         """Lexical or hybrid search (`vector` is None for lexical)."""
-        if fusion is None:  # an alpha alone asks for alpha fusion
-            fusion = "alpha" if alpha is not None else DEFAULT_FUSION
+        fusion, alpha = resolve_fusion(fusion, alpha)
         q = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(-1)
         with self._lock:
             if not self._searchable(mode):
@@ -357,7 +355,7 @@ class LLM2VecVectorStore(VectorStore):
                 text=query,
                 mode=mode,
                 fusion=fusion,
-                alpha=DEFAULT_ALPHA if alpha is None else alpha,
+                alpha=alpha,
             )
         return [(self._hit_to_doc(h), float(h.score)) for h in hits]
 

@@ -159,8 +159,8 @@ def test_filters_in_every_mode_give_exactly_k(store: LLM2VecVectorStore, mode: s
 def test_fusion_and_alpha(store: LLM2VecVectorStore) -> None:
     q, n = QUERIES[0], len(TEXTS)
     dense = store.similarity_search_with_score(q, k=n, mode="dense")
-    # an alpha alone selects alpha fusion; alpha=1 is the dense ranking
-    only_dense = store.similarity_search_with_score(q, k=n, alpha=1.0)
+    # alpha=1 is the dense ranking
+    only_dense = store.similarity_search_with_score(q, k=n, fusion="alpha", alpha=1.0)
     assert _ids(only_dense) == _ids(dense)
     assert only_dense[0][1] == pytest.approx(1.0) and all(0 <= s <= 1 for _, s in only_dense)
     rrf = store.similarity_search_with_score(q, k=n, fusion="rrf")
@@ -174,7 +174,7 @@ def test_fusion_and_alpha(store: LLM2VecVectorStore) -> None:
     assert store.similarity_search(RARE, k=1, alpha=1.0)[0].id in LOOKALIKES
     for alpha in (0.0, 0.5):
         assert store.similarity_search(RARE, k=1, alpha=alpha)[0].id == RARE_ID
-    with pytest.raises(ValueError, match="valid fusions: rrf, alpha"):
+    with pytest.raises(ValueError, match="valid fusions: rrf, wrrf, alpha, tmm, zscore"):
         store.similarity_search(q, fusion="max")
     with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
         store.similarity_search(q, alpha=1.5)

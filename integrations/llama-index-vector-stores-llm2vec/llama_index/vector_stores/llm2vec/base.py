@@ -23,7 +23,8 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from llm2vec_retrieval.index import DEFAULT_ALPHA, DEFAULT_FUSION, NO_LEXICAL_MESSAGE
+from llm2vec_retrieval.index import NO_LEXICAL_MESSAGE
+from llm2vec_retrieval.index.fusion import resolve_fusion
 from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
 from llm2vec_retrieval.shared import read_json_object, write_json_object
 from llm2vec_retrieval.text import repair_texts, warn_repaired
@@ -171,11 +172,11 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
     `metadata_filters_to_dict`), `doc_ids`/`node_ids` restrictions, in every query mode:
 
     - `DEFAULT`: dense (the vectors), top `similarity_top_k`.
-    - `HYBRID`: the vectors and BM25 over the node texts (`query_str`), fused by alpha
-      fusion (`alpha * dense + (1 - alpha) * lexical` of min-max normalized scores) with
-      `query.alpha` (LlamaIndex's convention: 1 = vectors only, 0 = BM25 only), else
-      the project's defaults (`llm2vec_retrieval.index.DEFAULT_FUSION` and `DEFAULT_ALPHA`);
-      `fusion="rrf"|"alpha"` in the query kwargs overrides;
+    - `HYBRID`: the vectors and BM25 over the node texts (`query_str`), fused by the
+      project's default fusion (`llm2vec_retrieval.index.DEFAULT_FUSION`, weighted
+      `alpha * dense + (1 - alpha) * lexical`) with `query.alpha` as the weight
+      (LlamaIndex's convention: 1 = vectors only, 0 = BM25 only), else `DEFAULT_ALPHA`;
+      `fusion=` (one of `llm2vec_retrieval.index.FUSIONS`) in the query kwargs overrides;
       top `hybrid_top_k` (else `similarity_top_k`).
     - `SPARSE` and `TEXT_SEARCH`: BM25 only (the query is not embedded), top
       `sparse_top_k` (else `similarity_top_k`).
@@ -439,9 +440,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             elif mode == VectorStoreQueryMode.DEFAULT:
                 hits = store.search(vector, k, filter=where)
             elif mode == VectorStoreQueryMode.HYBRID:
-                fusion = kwargs.get("fusion") or (
-                    "alpha" if query.alpha is not None else DEFAULT_FUSION
-                )
+                fusion, alpha = resolve_fusion(kwargs.get("fusion"), query.alpha)
                 hits = store.search(
                     vector,
                     int(query.hybrid_top_k or k),
@@ -449,7 +448,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
                     text=query.query_str,
                     mode="hybrid",
                     fusion=fusion,
-                    alpha=DEFAULT_ALPHA if query.alpha is None else query.alpha,
+                    alpha=alpha,
                     # LlamaIndex's per-list depths, never below the store's default
                     candidates=max(DEFAULT_HYBRID_CANDIDATES, k, int(query.sparse_top_k or 0)),
                 )
