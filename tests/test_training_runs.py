@@ -231,6 +231,66 @@ def test_supervised_gradcache_learns_and_round_trips(sharp_tiny, triples_file, w
         assert np.array_equal(a, b)
 
 
+@pytest.fixture(scope="module")
+def tiny_teacher(sharp_tiny, work):
+    """A sentence-transformers folder (the tiny llama, mean pooling): a real teacher."""
+    st = pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    module = Transformer(sharp_tiny)
+    pooling = Pooling(module.get_embedding_dimension(), "mean")
+    out = work / "teacher"
+    st.SentenceTransformer(modules=[module, pooling], device="cpu").save(str(out))
+    return str(out)
+
+
+@pytest.mark.parametrize("mini_batch_size", [0, 4])  # one graph; GradCache chunks
+def test_supervised_distillation_runs_and_changes_training(
+    sharp_tiny, triples_file, tiny_teacher, work, mini_batch_size
+):
+    def run(name, **kw):
+        return train(
+            SupervisedConfig(
+                model=sharp_tiny,
+                data=[triples_file],
+                output=str(work / f"distill-{name}-{mini_batch_size}"),
+                batch_size=6,
+                mini_batch_size=mini_batch_size,
+                lora_dropout=0.0,
+                **_common(max_steps=6, lr=2e-3),
+                **kw,
+            )
+        )
+
+    plain = run("plain")
+    off = run("off", distill_teacher=tiny_teacher, distill_weight=0.0)
+    on = run("on", distill_teacher=tiny_teacher, distill_weight=1.0)
+    assert off.losses == pytest.approx(plain.losses, rel=1e-6)  # weight 0: the plain stage
+    assert all(np.isfinite(on.losses))
+    # the KL term is >= 0 and the teacher (a different model) disagrees: the first loss is larger
+    assert on.losses[0] > plain.losses[0]
+    assert json.loads((on.output_dir / "training_config.json").read_text())[
+        "distill_teacher"
+    ] == str(tiny_teacher)
+
+
+def test_distillation_teacher_errors_name_the_fix(sharp_tiny, triples_file, work):
+    from llm2vec_retrieval.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="not a sentence-transformers model folder"):
+        train(
+            SupervisedConfig(
+                model=sharp_tiny,
+                data=[triples_file],
+                output=str(work / "distill-bad"),
+                distill_teacher=str(work / "no-such-teacher"),
+                **_common(max_steps=1),
+            )
+        )
+    with pytest.raises(InvalidInputError, match="distill_weight must be a number >= 0"):
+        SupervisedConfig(data=[triples_file], output="x", distill_weight=-1).validate()
+
+
 def test_length_sorted_chunks_and_grad_cache_do_not_change_training(sharp_tiny, triples_file, work):
     """Without dropout, chunked (length-sorted) forwards, with or without GradCache, give the same
     losses as one full-batch forward: step 2's loss also checks step 1's gradients."""

@@ -25,6 +25,7 @@ from llm2vec_retrieval.training.losses import (
     IGNORE,
     false_negative_mask,
     info_nce,
+    listwise_kl,
     mask_tokens,
     mntp_loss,
 )
@@ -137,6 +138,41 @@ def test_supervised_loss_with_hard_negatives_and_masking():
     assert masked.item() == pytest.approx(
         _hand_info_nce(q, cands, 0.02, masked={(0, 2)}), rel=1e-4, abs=1e-6
     )
+
+
+def _hand_kl(teacher_row, student_row):
+    pt = [math.exp(t) for t in teacher_row]
+    ps = [math.exp(x) for x in student_row]
+    pt = [v / sum(pt) for v in pt]
+    ps = [v / sum(ps) for v in ps]
+    return sum(a * math.log(a / b) for a, b in zip(pt, ps, strict=True))
+
+
+def test_listwise_kl_by_hand_and_with_a_mask():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cands = torch.tensor([[0.8, 0.6], [0.6, 0.8], [1.0, 0.1]])
+    cos = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(cands, dim=-1).T
+    teacher = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.7, 0.3]])
+    got = listwise_kl(q, cands, teacher, temperature=0.1, teacher_temperature=0.2)
+    want = sum(_hand_kl((teacher[i] / 0.2).tolist(), (cos[i] / 0.1).tolist()) for i in range(2)) / 2
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    # a teacher that agrees with the student has nothing to teach
+    same = listwise_kl(q, cands, cos, temperature=0.1, teacher_temperature=0.1)
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    # a masked candidate leaves both distributions: the KL over the other candidates, no NaN
+    mask = torch.tensor([[False, False, True], [False, False, False]])
+    masked = listwise_kl(q, cands, teacher, 0.1, 0.2, mask)
+    want = (
+        _hand_kl((teacher[0, :2] / 0.2).tolist(), (cos[0, :2] / 0.1).tolist())
+        + _hand_kl((teacher[1] / 0.2).tolist(), (cos[1] / 0.1).tolist())
+    ) / 2
+    assert masked.item() == pytest.approx(want, rel=1e-4)
+    # gradients reach the student only
+    qq = q.clone().requires_grad_(True)
+    listwise_kl(qq, cands, teacher, 0.1, 0.2, mask).backward()
+    assert torch.isfinite(qq.grad).all() and qq.grad.abs().sum() > 0
+    with pytest.raises(Exception, match="teacher scores have shape"):
+        listwise_kl(q, cands, teacher[:, :2], 0.1, 0.2)
 
 
 def test_false_negative_mask_identical_texts_and_own_positive():

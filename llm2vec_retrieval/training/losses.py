@@ -11,6 +11,10 @@ special tokens (BOS/EOS/PAD).
 Contrastive (SimCSE and supervised): cosine similarities divided by a temperature,
 cross-entropy with the matching positive as the target (InfoNCE), candidates are every
 positive in the batch plus every hard negative (official HardNegativeNLLLoss).
+
+Listwise distillation (supervised, optional): KL(teacher || student) between the softmax
+distributions of a teacher's and the student's scores over the same candidates (RocketQAv2,
+Ren et al. 2021, arXiv 2110.07367; the listwise loss of many distilled retrievers).
 """
 
 from __future__ import annotations
@@ -146,3 +150,38 @@ def info_nce(
         scores = scores.masked_fill(mask, float("-inf"))
     labels = torch.arange(q.shape[0], device=scores.device)
     return F.cross_entropy(scores, labels)
+
+
+#: What a masked candidate's logit becomes in `listwise_kl`: its probability is 0 to float32
+#: precision, and unlike -inf it keeps 0 * log 0 out of the KL (no NaN).
+_MASKED_LOGIT = -1e4
+
+
+def listwise_kl(
+    q: torch.Tensor,
+    candidates: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    temperature: float,
+    teacher_temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """mean_i KL(softmax(t_i / T_t) || softmax(cos(q_i, c) / T)) over query i's candidates.
+
+    ``teacher_scores``: (len(q), len(candidates)) teacher similarities; ``mask`` (bool, same
+    shape) removes candidates from both distributions (as in `info_nce`)."""
+    if teacher_scores.shape != (q.shape[0], candidates.shape[0]):
+        raise InvalidInputError(
+            f"teacher scores have shape {tuple(teacher_scores.shape)}, expected "
+            f"{(q.shape[0], candidates.shape[0])}"
+        )
+    student = contrastive_scores(q, candidates, temperature)
+    teacher = teacher_scores.to(student.device, torch.float32) / teacher_temperature
+    if mask is not None:
+        student = student.masked_fill(mask, _MASKED_LOGIT)
+        teacher = teacher.masked_fill(mask, _MASKED_LOGIT)
+    return F.kl_div(
+        F.log_softmax(student, dim=-1),
+        F.log_softmax(teacher, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )

@@ -17,7 +17,7 @@ import torch
 from ...config import EncoderConfig
 from ..config import ContrastiveConfig
 from ..gradcache import chunked, grad_cache_step
-from ..losses import false_negative_mask, info_nce
+from ..losses import false_negative_mask, info_nce, listwise_kl
 from ..modeling import Embedder, set_attention_dropout
 from .base import MicroStep, Objective
 
@@ -34,6 +34,10 @@ class Groups:
     cand_texts: list[str]  # positives then negatives, as the candidates are ordered
     margin: float | None  # false-negative margin (None: identical texts only)
     twice: bool = False  # SimCSE: the only group is encoded twice (two dropout masks)
+    # listwise distillation: teacher similarities (queries x candidates), its temperature, weight
+    teacher_scores: torch.Tensor | None = None
+    teacher_temperature: float = 0.05
+    distill_weight: float = 0.0
 
 
 class ContrastiveObjective(Objective):
@@ -98,7 +102,13 @@ class ContrastiveObjective(Objective):
             ] * (3 - len(embs))
             cands = p if n is None else torch.cat([p, n])
             mask = false_negative_mask(q, cands, g.margin, g.q_texts, g.cand_texts)
-            return info_nce(q, p, n, cfg.temperature, mask)
+            loss = info_nce(q, p, n, cfg.temperature, mask)
+            if g.teacher_scores is not None and g.distill_weight > 0:
+                kl = listwise_kl(
+                    q, cands, g.teacher_scores, cfg.temperature, g.teacher_temperature, mask
+                )
+                loss = loss + g.distill_weight * kl
+            return loss
 
         if chunking and cfg.grad_cache:
             loss, _ = grad_cache_step(
