@@ -429,6 +429,142 @@ def test_rerun_after_kill_completes_without_duplicates(kind, tmp_path, request):
         assert n == distinct == rows
 
 
+# ------------------------------------------------------------------ integers beyond 64 bits
+WIDE = 2**70  # a .jsonl field the shards keep exact; Arrow raised OverflowError on it
+EDGE = 2**63 - 1  # the largest int64: stays a number
+
+
+def wide_metadata(i: int) -> dict:
+    m = {"source": f"w{i}.txt", "chunk": 0, "n": i, "edge": EDGE}
+    if i == 3:
+        m["n"] = WIDE
+    if i == 4:
+        m["tags"] = [1, 2**64]  # in a list too
+    if i == 5:
+        m["neg"] = -(2**63) - 1
+    return m
+
+
+@pytest.fixture()
+def wide_shards(tmp_path):
+    n = 6
+    x = np.random.default_rng(1).standard_normal((n, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [f"w{i}.txt#0" for i in range(n)]
+    metas = [wide_metadata(i) for i in range(n)]
+    # two rows per shard: the wide value comes after rows that hold small ints in that key
+    return make_shards(tmp_path / "wide", [f"t{i}" for i in range(n)], ids, metas, x, {"m": 1}, 2)
+
+
+def stored_metadata(kind: str, target: str, path: Path) -> dict[str, dict]:
+    """chunk id -> the metadata dict as the database holds it (the frameworks' view)."""
+    if kind == "postgresql":
+        return {r[0]: r[2] for r in pg_rows(target, "wide")}
+    if kind == "qdrant":
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=str(path))
+        try:
+            points, _ = client.scroll("wide", limit=100, with_payload=True)
+        finally:
+            client.close()
+        for p in points:  # LlamaIndex filters read the top-level copy
+            assert {k: p.payload[k] for k in p.payload["metadata"] if k != "chunk_id"} == {
+                k: v for k, v in p.payload["metadata"].items() if k != "chunk_id"
+            }
+        return {p.payload["metadata"].pop("chunk_id"): p.payload["metadata"] for p in points}
+    import lancedb
+
+    rows = lancedb.connect(str(path)).open_table("wide").to_arrow().to_pylist()
+    out = {}
+    for r in rows:
+        meta = {k: v for k, v in r["metadata"].items() if v is not None}
+        out[meta.pop("chunk_id")] = meta
+    return out
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "qdrant", "lancedb"])
+def test_integers_beyond_64_bits_are_stored_exactly_as_text(
+    kind, wide_shards, tmp_path, request, capsys
+):
+    """One policy for the three sinks (vectordb.rows.storable_metadata): an integer beyond
+    int64 is stored as its decimal string, with one note; nothing else changes, except that
+    LanceDB (one type per column) keeps every integer of such a key as text."""
+    path = tmp_path / kind
+    target = request.getfixturevalue("pg_url") if kind == "postgresql" else f"{kind}://{path}"
+    result = load_shards(wide_shards, target, collection="wide", batch_rows=1)
+    assert (result.rows, result.count) == (6, 6)
+    assert result.text_keys == ["n", "neg", "tags"]
+    err = capsys.readouterr().err
+    note = "note: metadata key(s) n, neg, tags hold integers beyond 64 bits; stored exactly, as"
+    assert err.count(note) == 1 and err.count("note:") == 1
+    got = stored_metadata(kind, target, path)
+    assert got["w3.txt#0"]["n"] == str(WIDE)
+    assert got["w4.txt#0"]["tags"] == ["1", str(2**64)]
+    assert got["w5.txt#0"]["neg"] == str(-(2**63) - 1)
+    assert all(m["edge"] == EDGE and m["chunk"] == 0 for m in got.values())
+    small_n = [got[f"w{i}.txt#0"]["n"] for i in (0, 1, 2, 4, 5)]
+    if kind == "lancedb":
+        assert small_n == ["0", "1", "2", "4", "5"]
+    else:
+        assert small_n == [0, 1, 2, 4, 5]
+    # a second load is the same (idempotent), still one note
+    assert load_shards(wide_shards, target, collection="wide", show_progress_bar=False).count == 6
+    assert capsys.readouterr().err.count("note:") == 1
+    assert stored_metadata(kind, target, path) == got
+
+
+def test_lancedb_refuses_wide_integers_into_a_numeric_column(wide_shards, tmp_path):
+    """A table whose key is a number column cannot take these shards' text: refused with one
+    line before a row is written."""
+    import lancedb
+
+    from llm2vec_retrieval.shards import open_shards
+
+    s = open_shards(wide_shards)
+    batches = list(s.iter_batches(100))
+    small = make_shards(
+        tmp_path / "small",
+        [t for b in batches for t in b.texts],
+        [i for b in batches for i in b.ids],
+        [{**wide_metadata(i), "n": i, "tags": [1], "neg": -1} for i in range(6)],
+        np.concatenate([b.vectors for b in batches]),
+        {"m": 1},
+    )
+    target = f"lancedb://{tmp_path / 'l'}"
+    load_shards(small, target, collection="wide", show_progress_bar=False)
+    before = lancedb.connect(str(tmp_path / "l")).open_table("wide").to_arrow()
+    with pytest.raises(UserError, match="stores metadata key\\(s\\) n \\(int64.*pass --recreate"):
+        load_shards(wide_shards, target, collection="wide", show_progress_bar=False)
+    assert lancedb.connect(str(tmp_path / "l")).open_table("wide").to_arrow() == before
+    # --recreate rebuilds it (it crashed while the manifest table was left empty: len() == 0)
+    assert load_shards(wide_shards, target, collection="wide", recreate=True).text_keys == [
+        "n",
+        "neg",
+        "tags",
+    ]
+
+
+def test_lancedb_metadata_type_plans_text_keys_and_names_mixed_keys():
+    import pyarrow as pa
+
+    from llm2vec_retrieval.vectordb.lance import metadata_type
+
+    # the wide value shares a batch with a small one of its key, a struct holds ints too
+    batches = [[{"n": 1, "d": {"a": 1}}, {"n": WIDE}], [{"n": 3, "x": [1]}, {"d": {"a": 2**64}}]]
+    struct, text = metadata_type(batches)
+    assert text == {"n", "d"}
+    assert {f.name: f.type for f in struct} == {
+        "chunk_id": pa.string(),
+        "n": pa.string(),
+        "d": pa.struct([("a", pa.string())]),
+        "x": pa.list_(pa.int64()),
+    }
+    # a number and a string under one key in one batch: one line naming the key
+    with pytest.raises(UserError, match="metadata key 'k' holds values of types int64 and string"):
+        metadata_type([[{"k": 1}, {"k": "a"}]])
+
+
 # ------------------------------------------------------------------ inputs and CLI
 def test_targets_and_bad_inputs(shards, tmp_path):
     assert parse_target("qdrant+http://localhost:6333").location == "http://localhost:6333"

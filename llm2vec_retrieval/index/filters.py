@@ -9,8 +9,11 @@ A filter is ``None`` (everything matches), a callable ``f(metadata) -> bool``, o
   ``$eq``     equal (JSON semantics: ``True`` is not ``1``; ``1 == 1.0``)
   ``$ne``     not equal (a missing key matches)
   ``$gt``     ``$gte``, ``$lt``, ``$lte``: ordered comparison; the operand is a
-              number or a string; a missing key or a value of another type never
-              matches
+              number or a string. A number operand compares with numbers and with
+              numeric text (a string such as ``"7"``, ``"-2.5"`` or ``"1e3"``, see
+              `numeric_text`: what CSV columns and other text fields hold) by value;
+              a string operand compares with strings, as text. A missing key, another
+              type or non-numeric text under a number operand never matches
   ``$in``     the value equals one element of the operand (a list)
   ``$nin``    the value equals none of them (a missing key matches)
   ``$exists`` ``True``: the key is present; ``False``: it is absent
@@ -24,6 +27,10 @@ A dict value whose keys all start with ``$`` is an operator spec; a dict value w
 ``$`` keys is compared for equality; mixing both is an error. Any malformed filter
 raises ``ValueError`` when compiled, before anything is searched. Keys are top-level
 metadata keys (no dotted paths).
+
+Equality stays exact (``{"n": 7}`` does not match ``"7"``); the ``--filter`` syntax adds
+the text form for ``key=7`` itself, so on the command line ``=`` and the ordered operators
+both read numbers stored as text.
 
 `parse_filter_expressions` reads the command line's ``--filter KEY=VALUE`` syntax into such a
 dict; a malformed expression raises `FilterSyntaxError` (a `UserError` and a `ValueError`).
@@ -76,7 +83,29 @@ def _json_eq(a: Any, b: Any) -> bool:
     return a == b
 
 
+# A decimal number as text: what ``numeric_text`` reads and what a ``--filter`` value must
+# look like to count as a number (no "1_000", "inf", "nan" or surrounding spaces).
+_NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def numeric_text(text: str) -> int | float | None:
+    """The number a string spells in decimal (``"7"`` -> 7, ``"-2.5"`` -> -2.5, ``"1e3"`` ->
+    1000.0), else ``None`` (also for ``"inf"``, ``"nan"``, ``"1_000"``, ``" 7"`` and a value
+    too large for a float)."""
+    if not _NUMERIC_TEXT.fullmatch(text):
+        return None
+    if text.lstrip("+-").isdigit():
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() reads (sys.get_int_max_str_digits)
+            return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
 def _ordered(op: str, a: Any, b: Any) -> bool:
+    if _is_number(b) and isinstance(a, str):
+        a = numeric_text(a)  # numeric text compares by value; other text never matches
     if _is_number(a) and _is_number(b) or isinstance(a, str) and isinstance(b, str):
         if op == "$gt":
             return a > b
@@ -210,25 +239,16 @@ _EXPRESSION = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(==|!=|>=|<=|=|>|<)\s*(.*?)
 _ORDERED_OPS = {">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt"}
 
 
-def _number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def parse_filter_expressions(expressions: list[str] | None) -> dict[str, Any] | None:
     """``--filter`` expressions -> a filter dict (AND of all); ``None`` for none.
 
     ``key=value`` (``==`` too) and ``key!=value``: a numeric value also matches the same
     number stored as text; ``true``/``false`` match booleans too; quote a value
     (``key="2"``) to compare it as text only. ``key>=n``, ``key<=n``, ``key>n``, ``key<n``:
-    ordered comparison (numbers, else text). Raises `FilterSyntaxError` for a malformed one.
+    ordered comparison; a numeric value compares by value with numbers and numeric text
+    (``n>=5`` matches ``7`` and ``"7"``, not ``"abc"``), any other value (or a quoted one)
+    with text, as text. A value is numeric when `numeric_text` reads it. Raises
+    `FilterSyntaxError` for a malformed one.
     """
     if not expressions:
         return None
@@ -245,12 +265,12 @@ def parse_filter_expressions(expressions: list[str] | None) -> dict[str, Any] | 
         if op in _ORDERED_OPS:
             if not text:
                 raise FilterSyntaxError(f"bad filter {expr!r}: missing value after {op}")
-            num = None if quoted else _number(text)
+            num = None if quoted else numeric_text(text)
             clauses.append({key: {_ORDERED_OPS[op]: num if num is not None else text}})
             continue
         values: list[Any] = [text]
         if not quoted:
-            num = _number(text)
+            num = numeric_text(text)
             if num is not None:
                 values.insert(0, num)
             elif text.lower() in ("true", "false"):

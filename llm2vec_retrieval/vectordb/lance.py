@@ -10,7 +10,8 @@ and gives no id, so the struct carries ``chunk_id`` too.
 
 An Arrow struct has fixed fields, so the metadata type is planned before writing: one pass
 over the shards' metadata unifies the keys and value types of all rows (a key missing in a
-row is null there). Upserts are ``merge_insert("id")`` (one Lance commit per batch): a
+row is null there). A key holding an integer beyond 64 bits in some row
+(`rows.storable_metadata`) is a text column: its integers are decimal strings in every row. Upserts are ``merge_insert("id")`` (one Lance commit per batch): a
 second load or a rerun after a kill leaves one row per chunk. The load's manifest is a row
 of the table ``llm2vec_collections`` (``name``, ``meta`` JSON) in the same folder.
 """
@@ -21,7 +22,7 @@ import json
 from typing import Any
 
 from ..errors import UserError
-from .rows import ref_doc_id
+from .rows import ref_doc_id, storable_metadata
 
 META_TABLE = "llm2vec_collections"
 CHUNK_ID_KEY = "chunk_id"
@@ -37,42 +38,82 @@ def _clients() -> tuple[Any, Any]:
     return lancedb, pa
 
 
-def metadata_type(metadatas_batches: Any) -> Any:
+def metadata_type(metadatas_batches: Any) -> tuple[Any, set[str]]:
     """The Arrow struct type holding every metadata dict of ``metadatas_batches`` (an
-    iterable of lists of dicts), with ``chunk_id`` first. `UserError` when a key holds
-    values of types that do not unify (e.g. a number in one row and a string in another)."""
+    iterable of lists of dicts), with ``chunk_id`` first, and the keys that are text in
+    every row: those holding an integer beyond 64 bits somewhere (`rows.storable_metadata`;
+    their integers are stored as decimal strings, in every row, since a column has one
+    type). `UserError` when a key holds values of types that do not unify (e.g. a number in
+    one row and a string in another)."""
     _, pa = _clients()
-    fields: dict[str, Any] = {CHUNK_ID_KEY: pa.string()}
+    seen: dict[str, list[Any]] = {}  # key -> the distinct non-null types met, in order
+    text_keys: set[str] = set()
     for metadatas in metadatas_batches:
-        if not metadatas:
+        stored = []
+        for m in metadatas:
+            row, wide = storable_metadata(m)
+            stored.append(row)
+            text_keys |= wide
+        for struct in _struct_types(pa, stored):
+            for f in struct:
+                types = seen.setdefault(f.name, [])
+                if f.name != CHUNK_ID_KEY and not pa.types.is_null(f.type) and f.type not in types:
+                    types.append(f.type)
+    fields: dict[str, Any] = {CHUNK_ID_KEY: pa.string()}
+    for name, types in seen.items():
+        if name == CHUNK_ID_KEY:
             continue
-        arr = pa.array(metadatas)
-        if not pa.types.is_struct(arr.type):
+        if name in text_keys:
+            types = [_ints_as_text(pa, t) for t in types]
+        fields[name] = _unify(pa, name, types)
+    return pa.struct(list(fields.items())), text_keys
+
+
+def _struct_types(pa: Any, metadatas: list[dict[str, Any]]) -> list[Any]:
+    """The struct type(s) Arrow infers for ``metadatas``: one for the batch, or one per row
+    when the rows disagree (``_unify`` then says which key)."""
+    if not metadatas:
+        return []
+    try:
+        types = [pa.array(metadatas).type]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        types = [pa.array([m]).type for m in metadatas]
+    return [t for t in types if pa.types.is_struct(t)]
+
+
+def _ints_as_text(pa: Any, t: Any) -> Any:
+    """The type of a value of type ``t`` after `rows.ints_as_text`: integers -> string."""
+    if pa.types.is_integer(t):
+        return pa.string()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(_ints_as_text(pa, t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([(f.name, _ints_as_text(pa, f.type)) for f in t])
+    return t
+
+
+def _unify(pa: Any, name: str, types: list[Any]) -> Any:
+    """One type for all ``types`` of key ``name`` (int and float give float); a key that is
+    null everywhere is a string column."""
+    out = types[0] if types else pa.string()
+    for t in types[1:]:
+        if t == out:
             continue
-        for f in arr.type:
-            old = fields.get(f.name)
-            if f.name == CHUNK_ID_KEY or pa.types.is_null(f.type) or old == f.type:
-                fields.setdefault(f.name, f.type)
-                continue
-            if old is None or pa.types.is_null(old):
-                fields[f.name] = f.type
-                continue
-            try:
-                fields[f.name] = (
-                    pa.unify_schemas(
-                        [pa.schema([(f.name, old)]), pa.schema([(f.name, f.type)])],
-                        promote_options="permissive",
-                    )
-                    .field(f.name)
-                    .type
+        try:
+            out = (
+                pa.unify_schemas(
+                    [pa.schema([(name, out)]), pa.schema([(name, t)])],
+                    promote_options="permissive",
                 )
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise UserError(
-                    f"metadata key {f.name!r} holds values of types {old} and {f.type}; "
-                    "LanceDB needs one type per key"
-                ) from exc
-    # a key that is null everywhere still needs a concrete type
-    return pa.struct([(k, pa.string() if pa.types.is_null(t) else t) for k, t in fields.items()])
+                .field(name)
+                .type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise UserError(
+                f"metadata key {name!r} holds values of types {out} and {t}; "
+                "LanceDB needs one type per key"
+            ) from exc
+    return out
 
 
 class LanceDBSink:
@@ -85,6 +126,8 @@ class LanceDBSink:
         self.db: Any = None
         self.table: Any = None
         self.meta_type: Any = None
+        #: metadata keys stored as text in every row (planned; the loader converts them)
+        self.text_keys: set[str] = set()
 
     def __enter__(self) -> LanceDBSink:
         lancedb, _ = _clients()
@@ -113,8 +156,11 @@ class LanceDBSink:
         )
 
     def plan(self, shards: Any, batch_rows: int) -> None:
-        """The metadata struct type: a pass over the shards (see the module doc)."""
-        self.meta_type = metadata_type(b.metadatas for b in shards.iter_batches(batch_rows))
+        """The metadata struct type and the keys kept as text: a pass over the shards (see
+        the module doc)."""
+        self.meta_type, self.text_keys = metadata_type(
+            b.metadatas for b in shards.iter_batches(batch_rows)
+        )
 
     def read_meta(self) -> dict[str, Any] | None:
         meta_table = self._open(META_TABLE)
@@ -151,10 +197,23 @@ class LanceDBSink:
                     f"LanceDB table {self.collection} has no metadata field(s) "
                     f"{', '.join(missing)} that these shards hold; pass --recreate to rebuild it"
                 )
+            changed = [
+                f"{k} ({have.field(k).type}, these shards need {self.meta_type.field(k).type})"
+                for k in sorted(self.text_keys)
+                if have.field(k).type != self.meta_type.field(k).type
+            ]
+            if changed:
+                raise UserError(
+                    f"LanceDB table {self.collection} stores metadata key(s) "
+                    f"{', '.join(changed)} as numbers, these shards as text (integers beyond "
+                    "64 bits); pass --recreate to rebuild it"
+                )
             self.meta_type = have
         self.table = table
         meta_schema = pa.schema([("name", pa.string()), ("meta", pa.string())])
-        meta_table = self._open(META_TABLE) or self.db.create_table(META_TABLE, schema=meta_schema)
+        meta_table = self._open(META_TABLE)  # not `or`: an empty table is falsy (len 0)
+        if meta_table is None:
+            meta_table = self.db.create_table(META_TABLE, schema=meta_schema)
         row = pa.table(
             {"name": [self.collection], "meta": [json.dumps(meta, ensure_ascii=False)]},
             schema=meta_schema,

@@ -4,7 +4,9 @@ The order of a load: open the shards; connect; with ``recreate`` drop the collec
 read the manifest stored with the collection and refuse shards of another embedder
 (`FingerprintMismatchError`) or dimension; create the collection and store this load's
 manifest (before any row, so that a killed load is still guarded); upsert every batch
-(idempotent per chunk id); count the rows. The writers live in one module per database.
+(idempotent per chunk id), its metadata made storable first (`rows.storable_metadata`:
+integers beyond 64 bits as decimal strings, one note at the end); count the rows. The
+writers live in one module per database.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UserError
 from ..index.errors import check_fingerprint
+from .rows import storable_metadata, wide_int_note
 from .targets import Target, check_collection, parse_target
 
 FORMAT = "llm2vec-retrieval-vectordb"
@@ -27,13 +30,15 @@ DEFAULT_BATCH_ROWS = 1024
 @dataclass
 class LoadResult:
     """What a load did: ``rows`` written (upserted) by this load, ``count`` of rows in the
-    collection afterwards, ``seconds`` of the whole load."""
+    collection afterwards, ``seconds`` of the whole load, ``text_keys``: the metadata keys
+    that held integers beyond 64 bits, stored as decimal strings (sorted)."""
 
     target: str
     collection: str
     rows: int
     count: int
     seconds: float
+    text_keys: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,9 +132,17 @@ def load_shards(
         # a collection keeps the manifest of its first load (also under allow_fingerprint_mismatch)
         sink.create(collection_meta(shards) if stored is None else stored)
         bar = _bar(shards.count, show_progress_bar, f"Loading into {parsed.kind}")
+        # LanceDB's plan names the keys that are text in every row (one type per column)
+        planned_text = frozenset(getattr(sink, "text_keys", ()))
+        text_keys: set[str] = set(planned_text)
         try:
             for b in shards.iter_batches(batch_rows):
-                sink.upsert(b.ids, b.texts, b.metadatas, b.vectors)
+                metadatas = []
+                for m in b.metadatas:
+                    stored, wide = storable_metadata(m, planned_text)
+                    metadatas.append(stored)
+                    text_keys |= wide
+                sink.upsert(b.ids, b.texts, metadatas, b.vectors)
                 rows += len(b)
                 if bar is not None:
                     bar.update(len(b))
@@ -137,7 +150,10 @@ def load_shards(
             if bar is not None:
                 bar.close()
         count = sink.count()
-    return LoadResult(parsed.describe(), collection, rows, count, time.perf_counter() - start)
+    if text_keys:
+        print(wide_int_note(text_keys), file=sys.stderr)
+    seconds = time.perf_counter() - start
+    return LoadResult(parsed.describe(), collection, rows, count, seconds, sorted(text_keys))
 
 
 def _bar(total: int, enabled: bool | None, desc: str) -> Any:

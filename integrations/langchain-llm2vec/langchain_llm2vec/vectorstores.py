@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,8 +45,8 @@ def _index_store_cls() -> type[IndexStore]:
 
 # `save_local` keeps the wrapper's own settings in the store's checksummed manifest, under
 # this key of `IndexStore.save(extra=...)`. Folders saved before that kept them in a sidecar
-# JSON file beside the store (`_LEGACY_SIDECAR`): read when there is nothing else, removed by
-# the next save.
+# JSON file beside the store (`_LEGACY_SIDECAR`): read only when the manifest has no settings
+# of ours (an older save), ignored with a warning beside a newer save, removed by the next save.
 _EXTRA_KEY = "langchain_llm2vec"
 _FORMAT_VERSION = 2
 _LEGACY_SIDECAR = "langchain_llm2vec.json"
@@ -561,7 +562,9 @@ class LLM2VecVectorStore(VectorStore):
             }
             store.save(folder, extra=extra)
             # the legacy sidecar was carried into the new version: it says nothing now
-            (folder / _LEGACY_SIDECAR).unlink(missing_ok=True)
+            legacy_file = folder / _LEGACY_SIDECAR
+            if legacy_file.is_file() or legacy_file.is_symlink():
+                legacy_file.unlink(missing_ok=True)
 
     @classmethod
     def load_local(
@@ -577,7 +580,9 @@ class LLM2VecVectorStore(VectorStore):
         When `embeddings` describes itself (`LLM2VecEmbeddings`), its fingerprint must
         match the one recorded at save time, else `FingerprintMismatchError` is raised
         (pass `allow_fingerprint_mismatch=True` to load anyway). The saved `search_mode`
-        comes back unless `search_mode=` is given. An index saved before hybrid search
+        comes back unless `search_mode=` is given. A folder saved by an older version (its
+        settings in a `langchain_llm2vec.json` beside the store) loads too; beside a newer
+        save such a file is left unread, with a warning. An index saved before hybrid search
         existed loads too, without its BM25 part: its default mode is then dense, and
         lexical/hybrid searches raise ValueError until
         `vector_store.store.build_lexical()` (then `save_local` to keep it).
@@ -587,14 +592,25 @@ class LLM2VecVectorStore(VectorStore):
         folder = Path(folder_path)
         fingerprint = embeddings_fingerprint(embeddings)
         legacy_file = folder / _LEGACY_SIDECAR
-        legacy = read_json_object(legacy_file) if legacy_file.exists() else {}
-        if (folder / MANIFEST_FILE).exists() or not legacy:
+        has_manifest = (folder / MANIFEST_FILE).exists()
+        legacy = {}
+        if not has_manifest and legacy_file.exists():
+            legacy = read_json_object(legacy_file)
+        if has_manifest or not legacy:
             store = _index_store_cls().load(
                 folder,
                 fingerprint=fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
             )
-            settings = store.extra.get(_EXTRA_KEY) or legacy
+            settings = store.extra.get(_EXTRA_KEY)
+            if settings is None:  # saved by a version that kept its settings in the sidecar
+                settings = read_json_object(legacy_file) if legacy_file.exists() else {}
+            elif legacy_file.exists():  # a leftover (copied back, restored): not read
+                warnings.warn(
+                    f"ignoring {legacy_file}: a settings file of an older version; this "
+                    "folder keeps its settings in its manifest (save_local removes the file)",
+                    stacklevel=2,
+                )
         else:  # a legacy folder saved before anything was added: the sidecar alone
             from llm2vec_retrieval.index.errors import check_fingerprint
 

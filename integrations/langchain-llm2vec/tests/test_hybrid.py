@@ -156,6 +156,30 @@ def test_filters_in_every_mode_give_exactly_k(store: LLM2VecVectorStore, mode: s
     assert store.similarity_search(RARE, k=3, filter={"topic": "none"}, mode=mode) == []
 
 
+# numbers kept as text (as a CSV column gives them), one value not a number, one missing
+def _text_meta(i: int) -> dict:
+    return {} if i == 1 else {"n": "unknown"} if i == 0 else {"n": str(i)}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ordered_filters_read_numbers_stored_as_text(emb: LLM2VecEmbeddings, mode: str) -> None:
+    ids = [f"d{i}" for i in range(len(TEXTS))]
+    store = LLM2VecVectorStore.from_texts(
+        TEXTS, emb, [_text_meta(i) for i in range(len(TEXTS))], ids=ids
+    )
+    n = len(TEXTS)
+    for flt, want in [
+        ({"n": {"$gte": 5}}, {f"d{i}" for i in range(5, n)}),
+        ({"n": {"$gt": 5, "$lte": 7}}, {"d6", "d7"}),
+        ({"n": {"$lt": 4}}, {"d2", "d3"}),  # "unknown" and the missing key never match
+    ]:
+        docs = store.similarity_search(QUERIES[0], k=n, filter=flt, mode=mode)
+        assert {d.id for d in docs} == want, flt
+        if mode == "dense":
+            mmr = store.max_marginal_relevance_search(QUERIES[0], k=n, fetch_k=n, filter=flt)
+            assert {d.id for d in mmr} == want, flt
+
+
 def test_fusion_and_alpha(store: LLM2VecVectorStore) -> None:
     q, n = QUERIES[0], len(TEXTS)
     dense = store.similarity_search_with_score(q, k=n, mode="dense")

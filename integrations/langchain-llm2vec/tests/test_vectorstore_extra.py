@@ -406,7 +406,8 @@ def test_an_edited_legacy_sidecar_cannot_empty_the_store(emb: LLM2VecEmbeddings,
     store.save_local(tmp_path / "ix")
     legacy = {"format_version": 1, "has_store": False, "search_mode": "lexical"}
     (tmp_path / "ix" / "langchain_llm2vec.json").write_text(json.dumps(legacy))
-    loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
+    with pytest.warns(UserWarning, match="ignoring"):  # not even read
+        loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
     assert len(loaded) == 3 and loaded.search_mode == "dense"  # the manifest's, not the file's
     loaded.save_local(tmp_path / "ix")  # removes the legacy file, keeps every document
     assert not (tmp_path / "ix" / "langchain_llm2vec.json").exists()
@@ -431,11 +432,45 @@ def test_legacy_folder_saved_empty_still_loads(emb: LLM2VecEmbeddings, tmp_path)
 
 def test_deeply_nested_sidecar_is_a_one_line_error(emb: LLM2VecEmbeddings, tmp_path) -> None:
     """Issue 14.5: a saved file nested 100k deep gave a RecursionError traceback (here the
-    legacy sidecar, which load_local still reads when it is there)."""
+    legacy sidecar of a folder an older version saved: its settings are read from it)."""
     from llm2vec_retrieval.index import IndexCorruptedError
 
     store = LLM2VecVectorStore.from_texts(["a", "b"], emb)
-    store.save_local(tmp_path / "ix")
+    store.store.save(tmp_path / "ix")  # as older versions saved: no settings in the manifest
     (tmp_path / "ix" / "langchain_llm2vec.json").write_text("[" * 100_000)
     with pytest.raises(IndexCorruptedError, match="langchain_llm2vec.json: not valid JSON"):
         LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        '{"format_version": 1, "has_store": false, "search_mode": "lexical"}',
+        "[" * 100_000,
+        "not json",
+        "[1, 2]",
+        "",
+        None,  # a folder of that name
+    ],
+)
+def test_stray_legacy_sidecar_beside_a_new_save_is_ignored(
+    emb: LLM2VecEmbeddings, tmp_path, stray
+) -> None:
+    """Issue 23.9: a legacy langchain_llm2vec.json left beside a new-format save (restored from
+    a backup, copied along) made load_local fail; the manifest holds the settings, so the
+    file is not read: the folder loads with a warning, and the next save removes it."""
+    store = LLM2VecVectorStore.from_texts(["a", "b", "c"], emb, ids=["a", "b", "c"])
+    store.search_mode = "dense"
+    store.save_local(tmp_path / "ix")
+    legacy = tmp_path / "ix" / "langchain_llm2vec.json"
+    if stray is None:
+        legacy.mkdir()
+    else:
+        legacy.write_text(stray)
+    with pytest.warns(UserWarning, match="ignoring .*langchain_llm2vec.json: a settings file") as w:
+        loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
+    assert len(w) == 1
+    assert len(loaded) == 3 and loaded.search_mode == "dense"  # the manifest's settings
+    assert [d.id for d in loaded.similarity_search("a", k=3)] != []
+    loaded.save_local(tmp_path / "ix")
+    assert legacy.exists() == (stray is None)  # a file is removed; a folder is not ours

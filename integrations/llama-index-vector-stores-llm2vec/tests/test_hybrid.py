@@ -125,6 +125,44 @@ def test_modes_map_to_the_index_store(store: LLM2VecVectorStore, embed) -> None:
     assert full[Mode.HYBRID] not in (full[Mode.DEFAULT], full[Mode.SPARSE])
 
 
+@pytest.mark.parametrize("mode", [Mode.DEFAULT, Mode.MMR, *TEXT_MODES])
+def test_ordered_filters_read_numbers_stored_as_text(embed, vectors, mode) -> None:
+    """GT/GTE/LT/LTE on a metadata value kept as text (as a CSV column gives it) compare
+    numbers as numbers; a value that is not a number and a missing key never match."""
+    vs = LLM2VecVectorStore(embed_model=embed)
+    metas = [
+        {} if i == 1 else {"n": "unknown"} if i == 0 else {"n": str(i)} for i in range(len(TEXTS))
+    ]
+    vs.add(
+        [
+            TextNode(id_=f"n{i}", text=t, metadata=m, embedding=v)
+            for i, (t, m, v) in enumerate(zip(TEXTS, metas, vectors, strict=True))
+        ]
+    )
+    n = len(TEXTS)
+    GTE, GT, LT, LTE = FilterOperator.GTE, FilterOperator.GT, FilterOperator.LT, FilterOperator.LTE
+    for filters, want in [
+        ([MetadataFilter(key="n", value=5, operator=GTE)], {f"n{i}" for i in range(5, n)}),
+        (
+            [
+                MetadataFilter(key="n", value=5, operator=GT),
+                MetadataFilter(key="n", value=7, operator=LTE),
+            ],
+            {"n6", "n7"},
+        ),
+        ([MetadataFilter(key="n", value=4, operator=LT)], {"n2", "n3"}),
+    ]:
+        res = run(
+            vs,
+            embed,
+            QUERIES[0],
+            mode,
+            similarity_top_k=n,
+            filters=MetadataFilters(filters=filters),
+        )
+        assert set(res.ids) == want, filters
+
+
 def test_rare_keyword_only_bm25_finds(store: LLM2VecVectorStore, embed) -> None:
     # SPARSE/TEXT_SEARCH need no query embedding at all
     for mode in (Mode.SPARSE, Mode.TEXT_SEARCH):
