@@ -356,6 +356,20 @@ def test_limits_and_errors(served):
     assert status == 200
 
 
+def test_empty_input_is_refused_as_openai_does(served):
+    """An empty or blank text is a 422 naming the field and the item, not a zero-token 200."""
+    for body, where in (
+        ({"input": ""}, "input is empty"),
+        ({"input": "   \n"}, "input is only whitespace"),
+        ({"input": ["rivers", ""]}, "input[1] is empty"),
+        ({"input": ["\t", "rivers"]}, "input[0] is only whitespace"),
+    ):
+        status, out, _ = request(served, "POST", "/v1/embeddings", body)
+        assert status == 422 and out["error"]["param"] == "input", (body, out)
+        assert out["error"]["message"] == f"'input' must not be empty: {where}"
+    assert embed(served, input=["rivers", " a "]).shape == (2, 32)  # text beside blanks: fine
+
+
 def test_deeply_nested_json_is_400(served):
     for raw in (b"[" * 100_000 + b"]" * 100_000, b'{"input": ' + b"[" * 50_000):
         status, out, _ = request(served, "POST", "/v1/embeddings", raw=raw, headers={})
@@ -679,6 +693,19 @@ def test_api_key(guarded):
     assert request(guarded, "GET", "/docs").status == 200
 
 
+def test_without_the_key_nothing_about_the_host_is_shown(guarded):
+    """/health without the key: liveness only; with it: the details. A 404 lists no routes."""
+    for key in (None, "wrong-key"):
+        status, out, _ = request(guarded, "GET", "/health", key=key)
+        assert status == 200 and out == {"status": "ok"}, key
+        status, out, _ = request(guarded, "GET", "/no/such/route", key=key)
+        assert status == 404 and out["error"]["code"] == "not_found"
+        assert "/v1/embeddings" not in out["error"]["message"]
+        assert "routes:" not in out["error"]["message"]
+    status, out, _ = request(guarded, "GET", "/health", key=API_KEY)
+    assert status == 200 and out["model"] == GUARDED_NAME and out["dim"] == 32
+
+
 def test_cors_origin(guarded):
     reply = request(guarded, "GET", "/health", headers={"Origin": CORS_ORIGIN})
     assert reply.headers.get("access-control-allow-origin") == CORS_ORIGIN
@@ -997,6 +1024,64 @@ def test_search_server_of_another_model_is_not_used(served, tmp_path, capsys):
     assert f"note: the server at {_url(served)} serves another model than index" in captured.err
     assert "loading the index's model here instead" in captured.err
     assert json.loads(captured.out)["results"]
+
+
+def test_a_running_server_serves_each_new_commit(tmp_path, tiny_llama):
+    """`index` re-run under a running `serve --index`: the next request sees the deleted file
+    gone and the new one there, and /health names the new commit. An index re-built with
+    another model is not served from memory: /search answers 503 until a commit of the
+    served model lands."""
+    from llm2vec_retrieval.testing import make_tiny_checkpoint
+
+    corpus, idx = tmp_path / "corpus", tmp_path / "idx"
+    corpus.mkdir()
+    (corpus / "doc01.txt").write_text("Glaciers carve deep valleys in the mountains.")
+    (corpus / "doc02.txt").write_text("Heavy rain raises river levels over the banks.")
+    index = ["index", str(corpus), "--index", str(idx), "--chunk-tokens", "12", "--overlap", "2"]
+    assert cli.main([*index, "--model", tiny_llama]) == 0
+    proc, host, port = start_server(
+        ["-m", "llm2vec_retrieval", "--threads", "1", "serve", "--index", str(idx)]
+        + ["--port", "0", "--dtype", "float32"],
+        tmp_path,
+    )
+    server = (host, port)
+
+    def sources() -> set[str]:
+        status, out, _ = request(server, "POST", "/search", {"query": "valleys", "k": 100})
+        assert status == 200, out
+        return {Path(r["source"]).name for r in out["results"]}
+
+    def on_disk() -> tuple[str, int]:
+        manifest = json.loads((idx / "store" / "manifest.json").read_text())
+        return manifest["manifest_sha256"], manifest["count"]
+
+    try:
+        assert sources() == {"doc01.txt", "doc02.txt"}
+        status, health, _ = request(server, "GET", "/health")
+        first = health["index"]
+        assert (first["commit"], first["chunks"]) == on_disk() and first["reloads"] == 0
+
+        (corpus / "doc01.txt").unlink()
+        (corpus / "doc03.txt").write_text("Volcanoes erupt molten rock and ash; valleys fill.")
+        assert cli.main([*index, "--model", tiny_llama]) == 0
+        assert sources() == {"doc02.txt", "doc03.txt"}
+        status, health, _ = request(server, "GET", "/health")
+        assert (health["index"]["commit"], health["index"]["chunks"]) == on_disk()
+        assert health["index"]["commit"] != first["commit"] and health["index"]["error"] is None
+        assert health["index"]["reloads"] == 1  # checked per request, loaded once per commit
+
+        other = make_tiny_checkpoint(tmp_path / "other", "llama", seed=1)
+        assert cli.main([*index, "--model", str(other), "--rebuild"]) == 0
+        status, out, _ = request(server, "POST", "/search", {"query": "valleys"})
+        assert status == 503 and out["error"]["code"] == "index_unavailable"
+        assert "re-indexed with another model" in out["error"]["message"]
+        status, health, _ = request(server, "GET", "/health")
+        assert "re-indexed with another model" in health["index"]["error"]
+
+        assert cli.main([*index, "--model", tiny_llama, "--rebuild"]) == 0
+        assert sources() == {"doc02.txt", "doc03.txt"}
+    finally:
+        stop_server(proc)
 
 
 def test_remote_encoder_refuses_a_server_that_is_not_ours(tmp_path):

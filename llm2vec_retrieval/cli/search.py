@@ -153,15 +153,31 @@ def run(args: argparse.Namespace) -> int:
     if args.mode is None and searcher.notice:
         eprint(f"note: {searcher.notice}")
     fusion, alpha = resolve_fusion(args.fusion, args.alpha)
-    results = searcher.search(
-        args.query,
-        k=args.k,
-        filter=flt,
-        instruction=args.instruction,
-        mode=mode,
-        fusion=fusion,
-        alpha=alpha,
-    )
+
+    def query(s: Searcher):
+        return s.search(
+            args.query,
+            k=args.k,
+            filter=flt,
+            instruction=args.instruction,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+        )
+
+    try:
+        results = query(searcher)
+    except UserError as exc:
+        from ..client import RemoteEncoder, ServerUnavailableError
+
+        if not (
+            isinstance(exc, ServerUnavailableError) and isinstance(searcher.encoder, RemoteEncoder)
+        ):
+            raise
+        # the server went away, timed out or answered nonsense: as when it is not there
+        eprint(f"note: {exc}; loading the model here instead")
+        searcher = open_searcher(args)
+        results = query(searcher)
     if args.json:
         out = {
             "query": args.query,

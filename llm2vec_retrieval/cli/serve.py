@@ -178,11 +178,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(exc.strerror) from exc
     service = None
     try:
-        searcher = None
+        searcher = index = None
         if args.index is not None:
+            from ..ingest import IndexFolder
+            from ..server.live import LiveIndex, signature
+
             args.dir = args.index
-            searcher = open_searcher(args)
+            opened = signature(IndexFolder(args.index))  # before the load: a commit meanwhile
+            searcher = open_searcher(args)  # is picked up by the first request
             encoder = searcher.encoder
+            index = LiveIndex(
+                searcher, opened=opened, allow_fingerprint_mismatch=args.allow_mismatch
+            )
         else:
             from ..ingest.folder import embedder_spec, encoder_from_spec
 
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             service = srv.EmbeddingService(
                 encoder,
-                searcher=searcher,
+                searcher=index,
                 model_name=args.served_model_name,
                 max_inputs=args.max_inputs,
                 max_input_tokens=args.max_input_tokens,

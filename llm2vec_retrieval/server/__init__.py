@@ -4,6 +4,7 @@
   batches across requests (no framework, numpy only).
 - ``service.py``: ``EmbeddingService`` and ``ApiError``: validation and the work behind each
   route, as plain dicts (pydantic for validation, no web framework).
+- ``live.py``: ``LiveIndex``, the served index, reopened when ``index`` commits to its folder.
 - ``schemas.py``: the pydantic request/response models (OpenAI's embeddings shapes).
 - ``app.py``: the FastAPI app (``create_app``), the listening socket (``bind``) and the
   uvicorn runner with read timeouts and a connection cap (``run``). Only this module
@@ -37,6 +38,7 @@ _LAZY = {
     "ApiError": "service",
     "EmbeddingService": "service",
     "EmbeddingJob": "service",
+    "LiveIndex": "live",
     "create_app": "app",
     "bind": "app",
     "run": "app",

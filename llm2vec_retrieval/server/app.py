@@ -6,7 +6,8 @@ The only module of the project that imports FastAPI/uvicorn. ``create_app(servic
 ``POST /v1/embeddings``  OpenAI-compatible (``/embeddings`` is an alias)
 ``POST /search``         search the index given with ``--index`` (``/v1/search`` is an alias)
 ``GET /v1/models``       the one served model; ``GET /v1/models/{id}`` that model (404 otherwise)
-``GET /health``          status, model, dimension, compute dtype, index, queue
+``GET /health``          status, model, dimension, compute dtype, index (its commit), queue;
+                         with an API key, callers without it get ``{"status": "ok"}`` only
 ``GET /docs``            OpenAPI docs (``/openapi.json``)
 
 Bodies are read and parsed here, not by FastAPI, so that size (413), malformed or too deeply
@@ -139,8 +140,10 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The ASGI app over ``service``. ``api_key``: required as ``Authorization: Bearer`` on
-    every route but ``/health`` and the docs. ``cors_origins``: origins allowed by CORS (none:
-    no CORS headers at all)."""
+    every route but ``/health`` and the docs; ``/health`` then tells a caller without it
+    only that the server is up, and a 404 does not list the routes (nothing about the host
+    without the key). ``cors_origins``: origins allowed by CORS (none: no CORS headers at
+    all)."""
     from .. import __version__
 
     app = FastAPI(
@@ -159,17 +162,23 @@ def create_app(
         )
 
     dependencies: list[Any] = []
+    bearer = HTTPBearer(auto_error=False, description="the key given to `serve --api-key`")
+    expected = (api_key or "").encode("utf-8")
+
+    def key_ok(credentials: HTTPAuthorizationCredentials | None) -> bool:
+        if api_key is None:
+            return True
+        given = (credentials.credentials if credentials is not None else "").encode(
+            "utf-8", "replace"
+        )
+        return hmac.compare_digest(given, expected)
+
     if api_key is not None:
-        bearer = HTTPBearer(auto_error=False, description="the key given to `serve --api-key`")
-        expected = api_key.encode("utf-8")
 
         async def authorize(
             credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
         ) -> None:
-            given = (credentials.credentials if credentials is not None else "").encode(
-                "utf-8", "replace"
-            )
-            if not hmac.compare_digest(given, expected):
+            if not key_ok(credentials):
                 raise ApiError(
                     401,
                     "missing or incorrect API key: send the header 'Authorization: Bearer <key>'",
@@ -194,9 +203,11 @@ def create_app(
                 for r in app.routes
                 if getattr(r, "include_in_schema", False) and getattr(r, "methods", None)
             )
+            # with a key, a caller who may not have it learns nothing beyond /docs
+            hint = f"routes: {routes}" if api_key is None else "see /docs"
             err = ApiError(
                 404,
-                f"unknown route {method} {path}; routes: {routes}",
+                f"unknown route {method} {path}; {hint}",
                 code="not_found",
                 type_="not_found_error",
                 headers=headers,
@@ -279,8 +290,10 @@ def create_app(
     async def model(model_id: str) -> Response:
         return await guarded(lambda: _async(service.model, model_id))
 
-    async def health() -> Response:
-        return _json(service.health())
+    async def health(request: Request) -> Response:
+        details = api_key is None or key_ok(await bearer(request))
+        # in the thread pool: a new commit of the index is loaded there first
+        return _json(await run_in_threadpool(service.health, details))
 
     post = {"methods": ["POST"], "dependencies": dependencies, "responses": _ERRORS}
     app.add_api_route(

@@ -141,19 +141,29 @@ class IndexInfo(BaseModel):
     path: str
     chunks: int
     kind: str
+    commit: str | None = Field(
+        None, description="the store manifest's checksum of the commit served (new per commit)"
+    )
+    committed_at: str | None
+    reloads: int = Field(description="commits loaded since the start (the index is reloaded)")
+    error: str | None = Field(
+        None, description="why the commit on disk cannot be served (/search answers 503)"
+    )
 
 
 class Health(BaseModel):
+    """Everything but ``status`` is left out for a caller without the key (``--api-key``)."""
+
     status: str
-    model: str
-    dim: int
+    model: str | None = None
+    dim: int | None = None
     dtype: str | None = None
-    max_input_tokens: int
-    max_inputs: int
-    queue: int
-    batches: int
-    uptime_s: float
-    index: IndexInfo | None
+    max_input_tokens: int | None = None
+    max_inputs: int | None = None
+    queue: int | None = None
+    batches: int | None = None
+    uptime_s: float | None = None
+    index: IndexInfo | None = None
 
 
 class ErrorDetail(BaseModel):

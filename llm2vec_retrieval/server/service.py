@@ -37,6 +37,7 @@ from . import (
     FINGERPRINT_FIELD,
 )
 from .batcher import MicroBatcher
+from .live import IndexUnavailable, LiveIndex
 from .schemas import EmbeddingRequest, SearchRequest, describe
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class EmbeddingJob:
 @dataclass
 class SearchJob:
     request: SearchRequest
+    searcher: Searcher  # the commit this request searches, from validation to response
     mode: str
     pairs: list[tuple[str, str]]  # empty for lexical mode (nothing to encode)
     tokens: list[int]
@@ -113,7 +115,7 @@ class EmbeddingService:
     def __init__(
         self,
         encoder: LLM2Vec,
-        searcher: Searcher | None = None,
+        searcher: Searcher | LiveIndex | None = None,
         model_name: str | None = None,
         max_inputs: int = DEFAULT_MAX_INPUTS,
         max_input_tokens: int | None = None,
@@ -132,7 +134,12 @@ class EmbeddingService:
         if max_inputs < 1:
             raise ValueError(f"max_inputs must be at least 1, got {max_inputs}")
         self.encoder = encoder
-        self.searcher = searcher
+        # the served index, reopened when `index` commits to its folder (`live.py`)
+        self.index = (
+            LiveIndex(searcher)
+            if searcher is not None and not isinstance(searcher, LiveIndex)
+            else searcher
+        )
         self.model_name = model_name or str(encoder.source.get("model") or "llm2vec")
         self.max_inputs = max_inputs
         self.max_input_tokens = max_input_tokens or doc_max
@@ -146,6 +153,19 @@ class EmbeddingService:
 
     def close(self) -> None:
         self.batcher.close()
+
+    @property
+    def searcher(self) -> Searcher | None:
+        """The ``Searcher`` of the commit loaded last (None without an index)."""
+        return self.index.state[0].searcher if self.index is not None else None
+
+    def _current_searcher(self) -> Searcher:
+        """The searcher of the commit on disk (reloaded when it changed); 503 when that
+        commit cannot be served."""
+        try:
+            return self.index.current().searcher
+        except IndexUnavailable as exc:
+            raise ApiError(503, str(exc), code="index_unavailable") from None
 
     # ------------------------------------------------------------------ tokenizer helpers
     def _encoder_lock(self):
@@ -211,7 +231,12 @@ class EmbeddingService:
         return l2_normalize(vectors) if self.encoder.config.normalize else vectors
 
     # ------------------------------------------------------------------ routes
-    def health(self) -> dict[str, Any]:
+    def health(self, details: bool = True) -> dict[str, Any]:
+        """Liveness and, with ``details``, what is served (``details`` False: only
+        ``{"status": "ok"}``, for callers without the API key). With an index, it is
+        first reloaded if a new commit is on disk (so the commit shown is the one served)."""
+        if not details:
+            return {"status": "ok"}
         out: dict[str, Any] = {
             "status": "ok",
             "model": self.model_name,
@@ -224,11 +249,19 @@ class EmbeddingService:
             "uptime_s": round(time.time() - self.started, 3),
             "index": None,
         }
-        if self.searcher is not None:
+        if self.index is not None:
+            with contextlib.suppress(IndexUnavailable):
+                self.index.current()
+            served, error = self.index.state
+            store = served.searcher.store
             out["index"] = {
-                "path": str(self.searcher.folder.path),
-                "chunks": len(self.searcher.store),
-                "kind": self.searcher.store.kind,
+                "path": str(self.index.folder.path),
+                "chunks": len(store),
+                "kind": store.kind,
+                "commit": served.commit,
+                "committed_at": served.committed_at,
+                "reloads": self.index.reloads,
+                "error": error,
             }
         return out
 
@@ -316,7 +349,18 @@ class EmbeddingService:
                 texts.append(self._decode(ids))
                 counts.append(len(ids))
         else:
-            texts, counts = self._check_lengths(list(fixed), "input")
+            texts = list(fixed)
+            for i, t in enumerate(texts):
+                if not t.strip():  # OpenAI refuses empty inputs too
+                    where = "input" if isinstance(raw, str) else f"input[{i}]"
+                    raise ApiError(
+                        422,
+                        f"'input' must not be empty: {where} is "
+                        f"{'empty' if not t else 'only whitespace'}",
+                        param="input",
+                        code="invalid_value",
+                    )
+            texts, counts = self._check_lengths(texts, "input")
         if instruction is None:
             instruction = (
                 self.query_instruction
@@ -359,7 +403,7 @@ class EmbeddingService:
 
     # -- search
     def prepare_search(self, body: Any) -> SearchJob:
-        if self.searcher is None:
+        if self.index is None:
             raise ApiError(
                 400,
                 "no index loaded: start the server with --index DIR to use /search",
@@ -372,27 +416,28 @@ class EmbeddingService:
             compile_filter(req.filter)
         except ValueError as exc:
             raise ApiError(422, f"invalid 'filter': {exc}", param="filter") from None
+        searcher = self._current_searcher()
         try:
-            mode = self.searcher.check_mode(req.mode)
+            mode = searcher.check_mode(req.mode)
         except ValueError as exc:
             raise ApiError(422, str(exc), param="mode", code="invalid_value") from None
         fields = [req.query] + ([req.instruction] if req.instruction is not None else [])
         fixed, repaired = repair_texts(fields)
         warn_repaired(repaired, stacklevel=2, what="request field(s)")
         req.query = fixed[0]
-        instruction = fixed[1] if req.instruction is not None else self.searcher.query_instruction
+        instruction = fixed[1] if req.instruction is not None else searcher.query_instruction
         pairs: list[tuple[str, str]] = []
         tokens: list[int] = []
         if mode != "lexical":  # BM25 alone needs no encoding
             texts, counts = self._check_lengths([req.query], "query")
             pairs = [(instruction, texts[0])]
             tokens = [counts[0] + self._instruction_tokens(instruction) + 2]
-        return SearchJob(request=req, mode=mode, pairs=pairs, tokens=tokens)
+        return SearchJob(request=req, searcher=searcher, mode=mode, pairs=pairs, tokens=tokens)
 
     def search_response(self, job: SearchJob, vectors: np.ndarray | None) -> dict[str, Any]:
         req = job.request
         vector = None if vectors is None else self.finish_vectors(vectors)[0]
-        results = self.searcher.search_vector(
+        results = job.searcher.search_vector(
             vector,
             k=req.k,
             filter=req.filter,
