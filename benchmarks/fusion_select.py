@@ -15,7 +15,7 @@ The sets come from nothing the shipped adapter was trained or tuned on:
         a query, every positive and hard negative a document.
   manpages   the manual pages of sections 1, 5, 7 and 8 on the machine (`/usr/share/man`, as
         rendered by `man`): the one-line summary of a page's NAME section is the query, the
-        page's DESCRIPTION (first 300 words) the one relevant document; pages picked by a
+        page's DESCRIPTION (first 200 words) the one relevant document; pages picked by a
         hash of their file name, summaries that occur twice dropped, the Google Cloud SDK's
         pages left out. Long technical documents
         whose words a query often shares: the kind of set where BM25 is strong.
@@ -45,7 +45,7 @@ ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 RESTRICTED = ("healthver", "wikiqa", "twitterppdb", "msrp")
 SETS = (*RESTRICTED, "manpages")
 MODELS = ("ours", "minilm")
-MAN_WORDS = 300
+MAN_WORDS = 200
 MAN_SECTIONS = (1, 5, 7, 8)  # commands, file formats, overviews, administration
 #: Google Cloud SDK pages (thousands of near-identical alpha/beta/GA command pages, not
 #: Debian's) would make the set mostly one product.
@@ -132,7 +132,7 @@ def manpage_set(man_dir: Path, n: int, cache_dir: Path):
     """The manpages set (built once per machine and cached as JSONL under ``cache_dir``)."""
     from llm2vec_retrieval.evaluation.data import beir_from_pairs
 
-    cache = cache_dir / f"manpages-{n}.jsonl"
+    cache = cache_dir / f"manpages-{n}x{MAN_WORDS}.jsonl"
     if cache.is_file():
         rows = [json.loads(line) for line in cache.read_text().splitlines()]
     else:
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--sets", default=",".join(SETS), help=f"from {', '.join(SETS)}")
     p.add_argument("--data-dir", default=None, help="shared data folder (default ../shared/data)")
     p.add_argument("--man-dir", default="/usr/share/man")
-    p.add_argument("--man-pages", type=int, default=1200, help="pages in the manpages set")
+    p.add_argument("--man-pages", type=int, default=600, help="pages in the manpages set")
     p.add_argument("--max-queries", type=int, default=None, help="first N queries of each set")
     p.add_argument("--dtype", default="auto", help="dtype of ours (auto, float32, bfloat16)")
     p.add_argument("--threads", type=int, default=0)

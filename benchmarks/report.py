@@ -50,14 +50,17 @@ MODEL_ORDER = (
     "minilm+bm25",
     "minilm+bm25-alpha",
     "minilm+bm25-rrf",
+    "minilm+bm25-prev",
     "ours-v1",
     "ours-v1+bm25",
     "ours-v1+bm25-alpha",
     "ours-v1+bm25-rrf",
+    "ours-v1+bm25-prev",
     "ours",
     "ours+bm25",
     "ours+bm25-alpha",
     "ours+bm25-rrf",
+    "ours+bm25-prev",
     "ours-causal",
     "ours-bidirectional",
     "official",
@@ -351,7 +354,8 @@ def main_job_rows(files) -> list[tuple[str, str, dict, dict]]:
         elif "+bm25" in model:
             search = (tasks.get("scifact") or {}).get("search") or {}
             fusion = search.get("fusion")
-            kind = f"hybrid, {fusion}" + (f" {search.get('alpha')}" if fusion == "alpha" else "")
+            weighted = "alpha" in search and fusion != "rrf"
+            kind = f"hybrid, {fusion}" + (f" {search.get('alpha')}" if weighted else "")
         else:
             kind = "dense"
         rows.append((model, kind, sf, st))
