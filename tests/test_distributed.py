@@ -167,6 +167,22 @@ def test_parquet_rows_and_a_rerun_with_nothing_to_do(resumed, capsys):
     assert meta["doc_id"] == "d1" and meta["source"] == "docs/t.parquet" and meta["row"] == 0
     assert cli.main(args) == 0
     assert "encoded 0 file(s) into 0 shard(s)" in capsys.readouterr().out
+    assert cli.main([*args, "--json"]) == 0  # the shape docs/cli.md gives
+    data = json.loads(capsys.readouterr().out)
+    assert data["shards_dir"] == str(out) and data["files"] == data["shards"] == 0
+    assert data["shards_before"] == len(open_shards(out).manifest["shards"]) > 0
+    assert set(data) == {
+        "shards_dir",
+        "files",
+        "shards",
+        "shards_before",
+        "chunks",
+        "tokens",
+        "seconds",
+        "skipped",
+        "notes",
+        "devices",
+    }
 
 
 def test_shards_of_another_model_are_refused(resumed, indexed, tiny_checkpoint, capsys):
