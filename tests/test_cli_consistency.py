@@ -36,6 +36,7 @@ def leaf_parsers() -> dict[str, argparse.ArgumentParser]:
                 walk(below, prefix + name + " ")
 
     top = cli.build_parser()
+    # argparse has no public list of a parser's actions (docgen.cli_defaults reads it too)
     walk(next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)), "")
     return out
 
