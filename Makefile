@@ -40,8 +40,9 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q --no-deps langchain-huggingface
 	@touch $@
 
-# tests/test_vectordb.py starts a PostgreSQL server with pgvector: installed here (Debian, root) unless present
-pgvector:  ## install PostgreSQL + pgvector for the vector-database tests (does nothing when present)
+# tests/test_vectordb.py starts a PostgreSQL server with pgvector: installed here (Debian, root) unless
+# present. Not root: a note, and those tests skip with the reason (PGVECTOR_STRICT=1 makes it an error).
+pgvector:  ## install PostgreSQL + pgvector for the vector-database tests (does nothing when present; needs root)
 	bash tests/setup/install_pgvector.sh
 
 demo: $(VENV)/.installed  ## create the venv, install, run the main job on the embedded default model

@@ -136,7 +136,7 @@ def _read_manifest(out: Path) -> dict[str, Any]:
         if not out.exists():
             raise ShardError(f"shard folder not found: {out}")
         raise ShardError(
-            f"{out} is not a shard folder (no {MANIFEST_FILE}); create it with: llm2vec-retrieval encode-corpus SOURCE --out {out}"
+            f"{out} is not a shard folder (no {MANIFEST_FILE}); create it with: llm2vec-retrieval encode-corpus SOURCE --output {out}"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -179,7 +179,7 @@ class ShardWriter:
             and any(e.name != LOCK_FILE for e in self.out.iterdir())
         ):
             raise ShardError(
-                f"{self.out} exists, is not empty and is not a shard folder; choose another --out"
+                f"{self.out} exists, is not empty and is not a shard folder; choose another --output"
             )
         (self.out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         stack = contextlib.ExitStack()
@@ -209,7 +209,7 @@ class ShardWriter:
             if diff:
                 raise ShardError(
                     f"{self.out} holds shards made with another {', '.join(sorted(diff))}; "
-                    "write into a new --out folder (or delete this one)"
+                    "write into a new --output folder (or delete this one)"
                 )
             self.manifest = old
             return

@@ -268,19 +268,17 @@ def test_errors_are_one_line(tmp_path, model, other_model, built, capsys):
         assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
         return err
 
-    assert "index folder not found" in error("search", str(tmp_path / "missing"), "q")
-    assert "index folder not found" in error("info", str(tmp_path / "missing"))
-    msg = error("search", str(idx), "q", "--model", other_model)
+    assert "index folder not found" in error("search", "--index", str(tmp_path / "missing"), "q")
+    assert "index folder not found" in error("info", "--index", str(tmp_path / "missing"))
+    msg = error("search", "--index", str(idx), "q", "--model", other_model)
     assert "another embedder" in msg and "--allow-mismatch" in msg
-    assert (
-        cli.main(["search", str(idx), "q", "--model", other_model, "--allow-mismatch", "-k", "1"])
-        == 0
-    )
+    allow = ["search", "--index", str(idx), "q", "--model", other_model, "--allow-mismatch"]
+    assert cli.main([*allow, "-k", "1"]) == 0
     assert "--rebuild" in error(
         "index", str(work / "corpus"), "--index", str(idx), "--model", other_model
     )
-    assert "bad filter" in error("search", str(idx), "q", "--filter", "no-operator")
-    assert "bad filter" in error("search", str(idx), "q", "--filter", "chunk>=")
+    assert "bad filter" in error("search", "--index", str(idx), "q", "--filter", "no-operator")
+    assert "bad filter" in error("search", "--index", str(idx), "q", "--filter", "chunk>=")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "blank.txt").write_text("   \n")
     assert "empty corpus" in error(
@@ -629,7 +627,7 @@ def test_index_without_lexical_part(tmp_path, model, capsys):
     capsys.readouterr()
     assert cli.main(["search", str(idx), "fox"]) == 0
     assert "has no lexical (BM25) part" in capsys.readouterr().err
-    assert cli.main(["search", str(idx), "fox", "--mode", "hybrid"]) == 2
+    assert cli.main(["search", "--index", str(idx), "fox", "--mode", "hybrid"]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot search in hybrid mode" in err and "\n" not in err and "Traceback" not in err
     before = (idx / "store" / "index.faiss").read_bytes()
@@ -828,7 +826,10 @@ def test_allow_mismatch_with_another_dimension(built, tmp_path, capsys):
     wide = make_tiny_checkpoint(tmp_path / "wide", config_overrides={"hidden_size": 48})
     work, idx, _ = built
     capsys.readouterr()
-    assert cli.main(["search", str(idx), "q", "--model", str(wide), "--allow-mismatch"]) == 2
+    assert (
+        cli.main(["search", "--index", str(idx), "q", "--model", str(wide), "--allow-mismatch"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "bad filter" not in err
     assert "32-dimensional" in err and "48-dimensional" in err
@@ -918,7 +919,7 @@ def test_a_bug_prints_its_traceback_and_a_hint(monkeypatch, tmp_path, capsys):
 
 def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path):
     """Real subprocesses: `error: <message>`, exit code 2; with --debug, the traceback."""
-    proc = run_cli("search", str(tmp_path), "q", "--filter", "no-operator", cwd=tmp_path)
+    proc = run_cli("search", "--index", str(tmp_path), "q", "--filter", "no-operator", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "error: bad filter 'no-operator': expected KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, "
@@ -953,7 +954,7 @@ def test_other_value_errors_in_search_are_not_a_bad_filter(monkeypatch, tmp_path
     err = capsys.readouterr().err
     assert "bad filter" not in err and "ValueError: query must have shape" in err
     assert err.strip().splitlines()[-1] == cli.BUG_HINT
-    assert cli.main(["search", str(tmp_path / "idx"), "q", "--filter", "chunk>="]) == 2
+    assert cli.main(["search", "--index", str(tmp_path / "idx"), "q", "--filter", "chunk>="]) == 2
     assert capsys.readouterr().err.startswith("error: bad filter 'chunk>=': missing value")
 
 
@@ -966,7 +967,7 @@ def test_info_verifies_the_store_manifest_checksum(built, tmp_path, capsys):
     mpath = copy / "store" / "manifest.json"
     manifest = json.loads(mpath.read_text())
     mpath.write_text(json.dumps({**manifest, "count": manifest["count"] + 1}))
-    assert cli.main(["info", str(copy)]) == 2
+    assert cli.main(["info", "--index", str(copy)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "checksum mismatch" in err and "\n" not in err
 

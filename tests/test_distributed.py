@@ -54,7 +54,7 @@ def encode_args(tiny, root, corpus, out, address, *extra):
     return [
         "encode-corpus",
         *map(str, sources),
-        "--out",
+        "--output",
         str(out),
         "--model",
         tiny,
@@ -150,7 +150,7 @@ def test_shards_hold_what_index_stores(resumed, indexed, tmp_path, capsys):
             k: e[k] for k in ("sha256", "bytes", "chunks", "tokens")
         }
     # shards -> index: searchable, with the top hits of the index built by `index`
-    assert cli.main(["index-from-shards", str(out), str(tmp_path / "built")]) == 0
+    assert cli.main(["index-from-shards", str(out), "--index", str(tmp_path / "built")]) == 0
     assert "5 files, 76 chunks" in capsys.readouterr().out
     hits = {}
     for idx in (root / "idx", tmp_path / "built"):
@@ -167,6 +167,22 @@ def test_parquet_rows_and_a_rerun_with_nothing_to_do(resumed, capsys):
     assert meta["doc_id"] == "d1" and meta["source"] == "docs/t.parquet" and meta["row"] == 0
     assert cli.main(args) == 0
     assert "encoded 0 file(s) into 0 shard(s)" in capsys.readouterr().out
+    assert cli.main([*args, "--json"]) == 0  # the shape docs/cli.md gives
+    data = json.loads(capsys.readouterr().out)
+    assert data["shards_dir"] == str(out) and data["files"] == data["shards"] == 0
+    assert data["shards_before"] == len(open_shards(out).manifest["shards"]) > 0
+    assert set(data) == {
+        "shards_dir",
+        "files",
+        "shards",
+        "shards_before",
+        "chunks",
+        "tokens",
+        "seconds",
+        "skipped",
+        "notes",
+        "devices",
+    }
 
 
 def test_shards_of_another_model_are_refused(resumed, indexed, tiny_checkpoint, capsys):
@@ -177,6 +193,6 @@ def test_shards_of_another_model_are_refused(resumed, indexed, tiny_checkpoint, 
     args = [*args, "--model", other]  # the last --model wins
     assert cli.main(args) == 2
     err = capsys.readouterr().err
-    assert "holds shards made with another" in err and "new --out folder" in err
+    assert "holds shards made with another" in err and "new --output folder" in err
     with pytest.raises(FingerprintMismatchError):
         open_shards(out, fingerprint=LLM2Vec.from_pretrained(other).fingerprint())

@@ -317,9 +317,15 @@ def test_deeply_nested_index_files_are_one_line_errors(tiny_llama, tmp_path, cap
         return err
 
     for name, commands in (
-        ("llm2vec-index.json", (["info", str(idx)], ["search", str(idx), "q"])),
-        ("store/manifest.json", (["info", str(idx)], ["search", str(idx), "q"])),
-        ("files.json", (["info", str(idx)],)),
+        (
+            "llm2vec-index.json",
+            (["info", "--index", str(idx)], ["search", "--index", str(idx), "q"]),
+        ),
+        (
+            "store/manifest.json",
+            (["info", "--index", str(idx)], ["search", "--index", str(idx), "q"]),
+        ),
+        ("files.json", (["info", "--index", str(idx)],)),
     ):
         path = idx / name
         good = path.read_bytes()

@@ -1,8 +1,13 @@
 """The `llm2vec-retrieval` command line (also `python -m llm2vec_retrieval`).
 
-Subcommands, one module each: demo, index, search, info, eval (beir, sts), serve, and
-train/export/combine when the training package provides them (`train.py` delegates). Each
-module has `register(subparsers)` (its flags, `func=run`) and `run(args) -> exit code`.
+Subcommands, one module each: demo, index, search, info, eval (beir, sts), serve, cache
+(info, clear), encode-corpus, index-from-shards, load-shards, and train/export/combine when
+the training package provides them (`train.py` delegates). Each module has
+`register(subparsers)` (its flags, `func=run`) and `run(args) -> exit code`. One spelling
+for everything (docs/cli.md, "One spelling"): an index folder is `--index DIR`, an output
+folder `--output DIR`, `--json` prints a command's result as JSON, and the global flags
+(`--debug`, `--threads`) may come before or after the command. `--version` prints the
+package version.
 
 Errors: a `UserError` (`llm2vec_retrieval.errors`, with its subclasses in the core, e.g.
 `IndexCorruptedError`, `FingerprintMismatchError`, `FilterSyntaxError`, `InvalidInputError`,
@@ -23,9 +28,11 @@ import sys
 import traceback
 from typing import Any
 
+from .. import __version__
 from ..errors import UserError
 from ..index.filters import FilterSyntaxError, parse_filter_expressions
 from . import (
+    cache,
     demo,
     encode_corpus,
     evaluate,
@@ -37,7 +44,7 @@ from . import (
     serve,
     train,
 )
-from .common import eprint, say_dtype, wrap
+from .common import CommandParser, add_global_args, eprint, say_dtype, wrap
 from .demo import DEMO_DOCUMENTS, DEMO_QUERIES, DEMO_SEARCHES, PROJECT_ROOT
 from .info import index_info
 
@@ -65,6 +72,7 @@ COMMANDS = (
     encode_corpus,
     index_from_shards,
     load_shards,
+    cache,
 )
 
 # The one line `main` prints for a bug, after its traceback.
@@ -86,19 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `llm2vec-retrieval COMMAND --help` for a command's options. Documentation: docs/cli.md",
     )
     parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="torch CPU threads (default: torch's choice, usually one per core)",
+    add_global_args(parser, top=True)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
+    _add_global_args_below(sub)
     return parser
+
+
+def _add_global_args_below(sub: argparse.Action) -> None:
+    """The global flags on every parser under the subparsers action `sub`, nested ones too."""
+    seen: set[int] = set()
+    for parser in sub.choices.values():  # type: ignore[union-attr]
+        if id(parser) in seen:  # an alias names the same parser
+            continue
+        seen.add(id(parser))
+        add_global_args(parser, top=False)
+        if getattr(parser, "subcommands", None) is not None:
+            _add_global_args_below(parser.subcommands)
 
 
 def _quiet_progress_bars() -> None:

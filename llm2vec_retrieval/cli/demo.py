@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     for query in DEMO_SEARCHES:
         print(f"\nsearch: {query}")
         print_results(searcher.search(query, k=3, instruction=args.instruction))
-    print(f'\nsearch it yourself: llm2vec-retrieval search {folder.path} "your question"')
+    print(f'\nsearch it yourself: llm2vec-retrieval search --index {folder.path} "your question"')
     return 0
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from .common import Formatter, Subparsers, add_model_args, eprint, reading_inputs, wrap
+from .common import (
+    DeprecatedAlias,
+    Formatter,
+    Subparsers,
+    add_model_args,
+    eprint,
+    print_json,
+    reading_inputs,
+    wrap,
+)
 
 
 def register(sub: Subparsers) -> None:
@@ -20,11 +29,18 @@ def register(sub: Subparsers) -> None:
             "DIR/shards.json when it is finished: after a crash or Ctrl-C, run the same command "
             "again to encode only the rest. Turn shards into an index with `index-from-shards`."
         ),
-        epilog="example: llm2vec-retrieval encode-corpus corpus/ --out shards/ --workers 2\n"
-        "         llm2vec-retrieval encode-corpus s3-mount/ --out /shared/shards --ray-address auto",
+        epilog="example: llm2vec-retrieval encode-corpus corpus/ --output shards/ --workers 2\n"
+        "         llm2vec-retrieval encode-corpus s3-mount/ -o /shared/shards --ray-address auto",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="files and folders to encode")
-    p.add_argument("--out", required=True, metavar="DIR", help="shard folder (created if missing)")
+    p.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        metavar="DIR",
+        help="shard folder, created if missing (required)",
+    )
+    p.add_argument("--out", dest="output", action=DeprecatedAlias, new="--output DIR")
     p.add_argument(
         "--workers", type=int, default=1, help="encoder actors (one model each; one per GPU)"
     )
@@ -66,12 +82,15 @@ def register(sub: Subparsers) -> None:
         default=None,
         help="Ray Data's progress bars (default: off)",
     )
+    p.add_argument("--json", action="store_true", help="print JSON (docs/cli.md#json-output)")
     p.set_defaults(func=run, says_dtype=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..distributed.runner import RAY_HINT, CorpusSettings
 
+    if args.output is None:
+        raise UserError("encode-corpus needs --output DIR (the shard folder)")
     try:
         from ..distributed import encode_corpus
         from ..distributed.runner import import_ray
@@ -103,16 +122,34 @@ def run(args: argparse.Namespace) -> int:
             choice.describe("--dtype") + " (on CPU workers; GPU workers resolve auto for the GPU)"
         )
     with reading_inputs():
-        report = encode_corpus(args.sources, args.out, settings, show_progress_bar=args.progress)
+        report = encode_corpus(args.sources, args.output, settings, show_progress_bar=args.progress)
     for src, reason in report.skipped:
         eprint(f"skipped {src}: {reason}")
     for src, note in report.notes:
         eprint(f"note {src}: {note}")
+    if args.json:
+        print_json(
+            {
+                "shards_dir": args.output,
+                "files": report.files,
+                "shards": report.shards,
+                "shards_before": report.shards_before,
+                "chunks": report.chunks,
+                "tokens": report.tokens,
+                "seconds": round(report.seconds, 3),
+                "skipped": [{"source": s, "reason": r} for s, r in report.skipped],
+                "notes": [{"source": s, "note": n} for s, n in report.notes],
+                "devices": report.devices,
+            }
+        )
+        return 0
     rate = report.chunks / report.seconds if report.seconds else 0.0
     print(
         f"encoded {report.files} file(s) into {report.shards} shard(s) ({report.chunks} chunks, "
         f"{report.tokens:,} tokens) in {report.seconds:.1f}s ({rate:,.1f} chunks/s); "
         f"{report.shards_before} shard(s) were already done"
     )
-    print(f"shards {args.out}: next, llm2vec-retrieval index-from-shards {args.out} INDEX")
+    print(
+        f"shards {args.output}: next, llm2vec-retrieval index-from-shards {args.output} --index DIR"
+    )
     return 0

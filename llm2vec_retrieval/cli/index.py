@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Formatter, Subparsers, add_model_args, eprint, mismatch, reading_inputs, wrap
+from .common import (
+    Formatter,
+    Subparsers,
+    add_model_args,
+    eprint,
+    mismatch,
+    print_json,
+    reading_inputs,
+    wrap,
+)
 
 
 def register(sub: Subparsers) -> None:
@@ -76,6 +85,7 @@ def register(sub: Subparsers) -> None:
         "(default: yes for a new index, else as recorded; an index made before hybrid search "
         "gets it on its next run, without re-embedding)",
     )
+    idx.add_argument("--json", action="store_true", help="print JSON (docs/cli.md#json-output)")
     prog = idx.add_mutually_exclusive_group()
     prog.add_argument(
         "--progress",
@@ -97,6 +107,7 @@ def register(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..index import FingerprintMismatchError
     from ..ingest import Indexer, IndexFolder, IndexSettings
+    from ..ingest.folder import describe_embedder
     from ..ingest.indexer import summary
 
     folder = IndexFolder(args.index)
@@ -130,7 +141,27 @@ def run(args: argparse.Namespace) -> int:
         eprint(f"skipped {src}: {reason}")
     for src, note in report.notes:
         eprint(f"note {src}: {note}")
-    print(summary(report, folder, folder.read_manifest()))
+    manifest = folder.read_manifest()
+    if args.json:
+        print_json(
+            {
+                "index": str(folder.path),
+                "model": describe_embedder(manifest["embedder"]),
+                "indexed": report.indexed,
+                "unchanged": report.unchanged,
+                "removed": report.removed,
+                "skipped": [{"source": s, "reason": r} for s, r in report.skipped],
+                "notes": [{"source": s, "note": n} for s, n in report.notes],
+                "chunks_added": report.chunks_added,
+                "tokens": report.tokens,
+                "commits": report.commits,
+                "seconds": round(report.seconds, 3),
+                "files": report.total_files,
+                "chunks": report.total_chunks,
+            }
+        )
+    else:
+        print(summary(report, folder, manifest))
     if report.total_chunks == 0:
         eprint("warning: the index holds no chunks")
     return 0

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import Formatter, Subparsers, wrap
+from .common import (
+    Formatter,
+    Subparsers,
+    add_index_arg,
+    index_and_positionals,
+    print_json,
+    wrap,
+)
 
 
 def register(sub: Subparsers) -> None:
@@ -25,10 +32,15 @@ def register(sub: Subparsers) -> None:
             "without encoding anything. Every shard's checksum is verified. IVF kinds are "
             "trained once, on a random sample of the vectors."
         ),
-        epilog="example: llm2vec-retrieval index-from-shards shards/ my-index --kind hnsw",
+        usage="%(prog)s SHARDS --index DIR [options]",
+        epilog="example: llm2vec-retrieval index-from-shards shards/ --index my-index --kind hnsw",
     )
-    p.add_argument("shards", metavar="SHARDS", help="shard folder written by encode-corpus")
-    p.add_argument("index", metavar="INDEX", help="new index folder")
+    p.add_argument(
+        "shards", nargs="?", metavar="SHARDS", help="shard folder written by encode-corpus"
+    )
+    # `index-from-shards SHARDS INDEX` (deprecated) fills it
+    p.add_argument("legacy_index", nargs="?", help=argparse.SUPPRESS)
+    add_index_arg(p, "new index folder")
     p.add_argument("--kind", choices=KINDS, default="flat", help="FAISS index kind")
     p.add_argument(
         "--params",
@@ -45,6 +57,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar"
     )
+    p.add_argument("--json", action="store_true", help="print JSON (docs/cli.md#json-output)")
     p.set_defaults(func=run)
 
 
@@ -53,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from ..ingest import IndexFolder
     from ..shards import build_index_from_shards
 
+    index, (shards,) = index_and_positionals(
+        args, "index-from-shards", [args.shards, args.legacy_index], ["SHARDS"], index_last=True
+    )
     params = None
     if args.params:
         try:
@@ -63,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--params must be a JSON object, e.g. '{\"nlist\": 4096}'")
     try:
         build_index_from_shards(
-            args.shards,
-            args.index,
+            shards,
+            index,
             kind=args.kind,
             lexical=args.lexical,
             params=params,
@@ -72,10 +88,22 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # a kind parameter the store refuses
         raise UserError(str(exc)) from exc
-    folder = IndexFolder(args.index)
+    folder = IndexFolder(index)
     files = folder.read_files()
     chunks = sum(int(e.get("chunks", 0)) for e in files.values())
-    print(
-        f"index {folder.path}: {len(files)} files, {chunks} chunks ({args.kind}, from {args.shards})"
-    )
+    if args.json:
+        print_json(
+            {
+                "index": str(folder.path),
+                "shards": shards,
+                "kind": args.kind,
+                "lexical": args.lexical,
+                "files": len(files),
+                "chunks": chunks,
+            }
+        )
+    else:
+        print(
+            f"index {folder.path}: {len(files)} files, {chunks} chunks ({args.kind}, from {shards})"
+        )
     return 0

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from .common import Formatter, Subparsers, wrap
+from .common import (
+    Formatter,
+    Subparsers,
+    add_index_arg,
+    index_and_positionals,
+    print_json,
+    wrap,
+)
 
 
 def register(sub: Subparsers) -> None:
@@ -18,9 +24,12 @@ def register(sub: Subparsers) -> None:
             "Print an index's manifest: model, adapter, pooling, instruction, "
             "file and chunk counts, index kind and size on disk. Loads no model."
         ),
+        usage="%(prog)s --index DIR [--json]",
+        epilog="example: llm2vec-retrieval info --index my-index --json",
     )
-    info.add_argument("dir", metavar="DIR", help="index folder")
-    info.add_argument("--json", action="store_true", help="print JSON")
+    add_index_arg(info)
+    info.add_argument("dir", nargs="?", help=argparse.SUPPRESS)  # `info DIR`, deprecated
+    info.add_argument("--json", action="store_true", help="print JSON (docs/cli.md#info)")
     info.set_defaults(func=run)
 
 
@@ -71,9 +80,10 @@ def index_info(path: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = index_info(args.dir)
+    folder, _ = index_and_positionals(args, "info", [args.dir], [])
+    info = index_info(folder)
     if args.json:
-        print(json.dumps(info, ensure_ascii=False, indent=2))
+        print_json(info)
         return 0
     ch = info["chunking"] or {}
     rows = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..vectordb.loader import DEFAULT_BATCH_ROWS
-from .common import Formatter, Subparsers, wrap
+from .common import Formatter, Subparsers, print_json, wrap
 
 
 def register(sub: Subparsers) -> None:
@@ -38,6 +38,7 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="load shards of another embedder into a collection anyway",
     )
+    p.add_argument("--json", action="store_true", help="print JSON (docs/cli.md#json-output)")
     p.set_defaults(func=run)
 
 
@@ -52,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         recreate=args.recreate,
         allow_fingerprint_mismatch=args.allow_mismatch,
     )
+    if args.json:
+        print_json(r.to_dict())
+        return 0
     rate = r.rows / r.seconds if r.seconds > 0 else float("inf")
     print(
         f"loaded {r.rows} rows into {r.collection} at {r.target} in {r.seconds:.1f} s "

@@ -13,8 +13,10 @@ from ..server import SERVER_ENV
 from .common import (
     Formatter,
     Subparsers,
+    add_index_arg,
     add_model_args,
     eprint,
+    index_and_positionals,
     open_searcher,
     print_results,
     reading_inputs,
@@ -37,11 +39,14 @@ def register(sub: Subparsers) -> None:
             "Rank the chunks of an index for a query. The embedder and the query instruction are "
             "the ones recorded in the index unless given."
         ),
-        epilog='examples:\n  llm2vec-retrieval search my-index "how do I resume indexing?" -k 3\n'
-        "  llm2vec-retrieval search my-index \"pooling\" --filter source=docs/concepts.md --filter 'chunk>=2' --json",
+        usage="%(prog)s --index DIR QUERY [options]",
+        epilog='examples:\n  llm2vec-retrieval search --index my-index "how do I resume indexing?" -k 3\n'
+        "  llm2vec-retrieval search --index my-index \"pooling\" --filter source=docs/concepts.md --filter 'chunk>=2' --json",
     )
-    se.add_argument("dir", metavar="DIR", help="index folder")
-    se.add_argument("query", metavar="QUERY", help="query text")
+    add_index_arg(se)
+    # `search DIR QUERY` (deprecated) fills both; `search --index DIR QUERY` fills `dir` only
+    se.add_argument("dir", nargs="?", help=argparse.SUPPRESS)
+    se.add_argument("query", nargs="?", metavar="QUERY", help="query text (required)")
     se.add_argument("-k", type=int, default=5, help="number of results")
     se.add_argument(
         "--filter",
@@ -122,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
     from ..index.fusion import WEIGHTED_FUSIONS, resolve_fusion
     from ..ingest import IndexFolder
 
+    args.dir, (args.query,) = index_and_positionals(
+        args, "search", [args.dir, args.query], ["QUERY"]
+    )
     flt = parse_filter_expressions(args.filter)  # FilterSyntaxError: "bad filter ..."
     try:
         compile_filter(flt)  # checked before anything loads; the search compiles it again

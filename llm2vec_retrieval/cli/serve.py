@@ -226,8 +226,8 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         eprint(
-            "searches from the command line can use it: llm2vec-retrieval search "
-            f"{searcher.folder.path if searcher else 'INDEX'} QUERY --server {srv.url_of(sock)} "
+            "searches from the command line can use it: llm2vec-retrieval search --index "
+            f"{searcher.folder.path if searcher else 'DIR'} QUERY --server {srv.url_of(sock)} "
             f"(or set ${SERVER_ENV})"
         )
         if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
