@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import loading, packing, st_compat
+from . import hardware, loading, packing, st_compat
 from .batching import token_budget_batches
 from .bidirectional import (
     SUPPORTED_MODEL_TYPES,
@@ -208,7 +208,9 @@ class LLM2Vec(torch.nn.Module):
         max_batch_tokens) come from keyword arguments, else from
         `llm2vec_config.json` / `llm2vec_retrieval_config.json` in the adapter or base
         folder. Other keyword arguments go to transformers (dtype / torch_dtype,
-        device_map, attn_implementation, ...).
+        device_map, attn_implementation, ...). The dtype defaults to "auto": bfloat16 where
+        the device runs it natively, else float32 (`hardware.resolve_dtype`), as in the CLI
+        and the integrations; pass ``dtype="float32"`` for float32 everywhere.
         """
         encoder_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
         encoder_kwargs = {k: v for k, v in encoder_kwargs.items() if v is not None}
@@ -918,11 +920,18 @@ def _as_pairs(sentences) -> list[tuple[str, str]]:
 
 
 def _hf_kwargs(kwargs: dict) -> dict:
+    """transformers' keyword arguments, the dtype a torch dtype: "auto" (the default, also
+    None) is resolved here by hardware for the device the model loads on (see
+    `hardware.resolve_dtype`), never handed to transformers, where it means the checkpoint's."""
     hf = dict(kwargs)
     if "torch_dtype" in hf:  # transformers 5 renamed it
         hf.setdefault("dtype", hf.pop("torch_dtype"))
-    dtype = hf.get("dtype", torch.float32)
-    if isinstance(dtype, str) and dtype != "auto":
+    dtype = hf.get("dtype", hardware.DEFAULT_DTYPE)
+    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        choice = hardware.resolve_dtype("auto", hardware.load_device(hf))
+        logger.info("%s", choice.describe("dtype="))
+        dtype = choice.dtype
+    elif isinstance(dtype, str):
         try:
             dtype = getattr(torch, dtype)
         except AttributeError:
