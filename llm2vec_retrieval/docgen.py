@@ -169,7 +169,11 @@ PROSE_DEFAULTS: tuple[ProseDefault, ...] = (
         r"hybrid \(alpha ([\d.]+), what `search` does\)",
         _const("llm2vec_retrieval.index.store:DEFAULT_ALPHA"),
     ),
-    ProseDefault("docs/api.md", r"The default dtype is (\w+)\.", lambda: "float32"),
+    ProseDefault(
+        "docs/api.md",
+        r"The default dtype is `(\w+)`\.",
+        _const("llm2vec_retrieval.hardware:DEFAULT_DTYPE"),
+    ),
     ProseDefault(
         "docs/cli.md",
         r"the model's `doc_max_length`, (\d+) by\sdefault",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import threading
 import warnings
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import loading, packing
+from . import hardware, loading, packing, st_compat
 from .batching import token_budget_batches
 from .bidirectional import (
     SUPPORTED_MODEL_TYPES,
@@ -48,6 +49,8 @@ from .text import repair_surrogates, repair_texts, warn_repaired
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
 
 # Chat wrappers the official library applies by model name (prepare_for_tokenization).
 _CHAT_TEMPLATES = {
@@ -126,6 +129,10 @@ class LLM2Vec(torch.nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
         self.lock = threading.RLock()
         self._model_type = getattr(self._base_config(), "model_type", "")
+        # sentence-transformers' model attributes (see `prompts`, `similarity_fn_name`)
+        self._extra_prompts: dict[str, str] = {}
+        self._similarity_fn_name = "cosine"
+        self.default_prompt_name: str | None = None
 
     # Official attribute names, kept in sync with the config.
     pooling_mode = property(
@@ -144,6 +151,40 @@ class LLM2Vec(torch.nn.Module):
     def _set(self, name: str, value: Any) -> None:
         setattr(self.config, name, value)
         self.config.validate()
+
+    # sentence-transformers' name for the token cap on the whole input (instruction + text)
+    max_seq_length = property(
+        lambda self: self.config.max_length, lambda self, v: self._set("max_length", v)
+    )
+
+    @property
+    def prompts(self) -> st_compat.Prompts:
+        """Prompt name -> instruction, as sentence-transformers' ``model.prompts``: ``"query"``
+        and ``"document"`` are ``config.query_instruction`` / ``config.document_instruction``;
+        other names are kept on this object (not saved). Assigning a dict replaces the other
+        names and sets ``query`` / ``document`` where it has them."""
+        return st_compat.Prompts(self.config, self._extra_prompts)
+
+    @prompts.setter
+    def prompts(self, value: dict[str, str]) -> None:
+        items = dict(value)
+        for name, prompt in items.items():
+            if not isinstance(name, str) or not isinstance(prompt, str):
+                raise TypeError(f"prompts map names to strings, got {name!r}: {prompt!r}")
+        self._extra_prompts.clear()
+        self.prompts.update(items)
+
+    @property
+    def similarity_fn_name(self) -> str:
+        """What `similarity` computes: "cosine" (the default), "dot", "euclidean" or
+        "manhattan", as sentence-transformers names them (not saved with the model)."""
+        return self._similarity_fn_name
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, value: Any) -> None:
+        self._similarity_fn_name = (
+            "cosine" if value is None else st_compat.check_similarity_fn_name(value)
+        )
 
     def _base_config(self):
         cfg = self.model.config
@@ -167,7 +208,9 @@ class LLM2Vec(torch.nn.Module):
         max_batch_tokens) come from keyword arguments, else from
         `llm2vec_config.json` / `llm2vec_retrieval_config.json` in the adapter or base
         folder. Other keyword arguments go to transformers (dtype / torch_dtype,
-        device_map, attn_implementation, ...).
+        device_map, attn_implementation, ...). The dtype defaults to "auto": bfloat16 where
+        the device runs it natively, else float32 (`hardware.resolve_dtype`), as in the CLI
+        and the integrations; pass ``dtype="float32"`` for float32 everywhere.
         """
         encoder_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
         encoder_kwargs = {k: v for k, v in encoder_kwargs.items() if v is not None}
@@ -269,27 +312,50 @@ class LLM2Vec(torch.nn.Module):
         self,
         sentences: str | Sequence[str] | Sequence[Sequence[str]],
         batch_size: int = 32,
-        show_progress_bar: bool = True,
+        show_progress_bar: bool | None = True,
         convert_to_numpy: bool = False,
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
     ) -> torch.Tensor | np.ndarray:
         """Encode strings or [instruction, text] pairs; float32, not normalized (as upstream).
 
-        A single string gives a 1-D vector; a list gives (n, dim). Texts alone get no
-        instruction. `batch_size` caps the rows per forward pass; the token budget
-        (`config.max_batch_tokens`) caps the padded tokens.
+        The official library's signature and outputs: a single string gives a 1-D vector, a
+        list (n, dim); a torch tensor unless `convert_to_numpy` (and not `convert_to_tensor`).
+        Texts alone get no instruction. `batch_size` caps the rows per forward pass; the
+        token budget (`config.max_batch_tokens`) caps the padded tokens.
+
+        Keyword-only, as sentence-transformers takes them: `prompt` (an instruction) or
+        `prompt_name` (a name in `prompts` or a task of the instruction registry; default
+        `default_prompt_name`) for the items without an instruction of their own,
+        `normalize_embeddings`, `truncate_dim` (first dims, before normalizing) and
+        `precision` ("float32", "int8", "uint8", "binary", "ubinary"; see
+        `st_compat.quantize_embeddings`).
         """
         single = isinstance(sentences, str)
         pairs = _as_pairs(sentences)
-        if device is not None:
-            self.to(device)
-        out = self._encode_pairs(pairs, batch_size, show_progress_bar, warn_stacklevel=5)
-        if single:
-            out = out[0]
-        if convert_to_numpy and not convert_to_tensor:
-            return out.numpy()
-        return out
+        instruction = self._prompt(prompt, prompt_name, self.default_prompt_name)
+        if instruction:
+            pairs = [(i if i else instruction, t) for i, t in pairs]
+        return self._encode_output(
+            pairs,
+            single,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            normalize=normalize_embeddings,
+            truncate_dim=truncate_dim,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+            stacked=True,
+            warn_stacklevel=6,
+        )
 
     def encode_queries(
         self,
@@ -298,15 +364,36 @@ class LLM2Vec(torch.nn.Module):
         *,
         task: str | None = None,
         batch_size: int = 32,
-        show_progress_bar: bool = False,
+        show_progress_bar: bool | None = False,
         normalize: bool | None = None,
-    ) -> np.ndarray:
-        """Queries with an instruction (given, the task's, or `config.query_instruction`)."""
-        if instruction is None:
-            instruction = (
-                get_instruction(task) if task is not None else self.config.query_instruction
-            )
-        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Queries with an instruction: `instruction` (or `prompt`), else the named one
+        (`prompt_name` in `prompts`, or `task` / `prompt_name` in the instruction registry),
+        else ``prompts["query"]`` (`config.query_instruction`).
+
+        Float32 numpy, L2-normalized by default (`normalize` / `normalize_embeddings`, None:
+        `config.normalize`); the other keywords as in sentence-transformers' `encode_query`.
+        """
+        return self._encode_side(
+            texts,
+            self._side_instruction("query", instruction, task, prompt, prompt_name),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            normalize=_same("normalize", normalize, "normalize_embeddings", normalize_embeddings),
+            truncate_dim=truncate_dim,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+        )
 
     def encode_documents(
         self,
@@ -314,34 +401,220 @@ class LLM2Vec(torch.nn.Module):
         instruction: str | None = None,
         *,
         batch_size: int = 32,
-        show_progress_bar: bool = False,
+        show_progress_bar: bool | None = False,
         normalize: bool | None = None,
-    ) -> np.ndarray:
-        """Documents, with no instruction unless one is given (LLM2Vec's convention)."""
-        if instruction is None:
-            instruction = self.config.document_instruction
-        return self._encode_side(texts, instruction, batch_size, show_progress_bar, normalize)
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Documents, with no instruction unless one is given (LLM2Vec's convention):
+        ``prompts["document"]`` is `config.document_instruction`, empty by default. The
+        other arguments as in `encode_queries`."""
+        return self._encode_side(
+            texts,
+            self._side_instruction("document", instruction, None, prompt, prompt_name),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            normalize=_same("normalize", normalize, "normalize_embeddings", normalize_embeddings),
+            truncate_dim=truncate_dim,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+        )
 
-    # sentence-transformers v5 names the two sides encode_query / encode_document: the same
-    # methods under those names, so code written for it runs unchanged
-    encode_query = encode_queries
-    encode_document = encode_documents
+    # sentence-transformers' `encode_query` / `encode_document`, with its positional order; our
+    # `instruction`, `task` and `normalize` as keywords. Defaults as `encode_queries` except
+    # show_progress_bar=None (shown when this module's logger is at INFO or DEBUG, as theirs).
+    def encode_query(
+        self,
+        inputs: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: str | None = "sentence_embedding",
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        pool: Any = None,
+        chunk_size: int | None = None,
+        *,
+        instruction: str | None = None,
+        task: str | None = None,
+        normalize: bool | None = None,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Queries, as sentence-transformers' `encode_query` (see `encode_queries`)."""
+        _check_st_only(output_value, pool)
+        return self._encode_side(
+            inputs,
+            self._side_instruction("query", instruction, task, prompt, prompt_name),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            normalize=_same("normalize", normalize, "normalize_embeddings", normalize_embeddings),
+            truncate_dim=truncate_dim,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+        )
 
-    def _encode_side(
-        self, texts, instruction, batch_size, show_progress_bar, normalize
-    ) -> np.ndarray:
+    def encode_document(
+        self,
+        inputs: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: str | None = "sentence_embedding",
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        pool: Any = None,
+        chunk_size: int | None = None,
+        *,
+        instruction: str | None = None,
+        normalize: bool | None = None,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Documents, as sentence-transformers' `encode_document` (see `encode_documents`)."""
+        _check_st_only(output_value, pool)
+        return self._encode_side(
+            inputs,
+            self._side_instruction("document", instruction, None, prompt, prompt_name),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            normalize=_same("normalize", normalize, "normalize_embeddings", normalize_embeddings),
+            truncate_dim=truncate_dim,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+        )
+
+    # ------------------------------------------------------------------ sentence-transformers
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:
+        """(n, m) float32 tensor: `similarity_fn_name` of every row of `embeddings1` against
+        every row of `embeddings2` (arrays, tensors or lists of them; 1-D is one row)."""
+        return st_compat.similarity(embeddings1, embeddings2, self.similarity_fn_name)
+
+    def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:
+        """(n,) float32 tensor: `similarity_fn_name` of ``embeddings1[i]`` and ``embeddings2[i]``."""
+        return st_compat.similarity_pairwise(embeddings1, embeddings2, self.similarity_fn_name)
+
+    def get_embedding_dimension(self) -> int:
+        """`embedding_dim`, under sentence-transformers' name."""
+        return self.embedding_dim
+
+    get_sentence_embedding_dimension = get_embedding_dimension  # its name before v6
+
+    def _prompt(
+        self, prompt: str | None, prompt_name: str | None, default: str | None, stacklevel: int = 3
+    ) -> str | None:
+        """The instruction sentence-transformers' `prompt` / `prompt_name` ask for (None: none)."""
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(
+                    f"the instruction (prompt) must be a string, got {type(prompt).__name__}"
+                )
+            if prompt_name is not None:
+                warnings.warn(
+                    "Provide either a `prompt`, a `prompt_name`, or neither, but not both. "
+                    "Ignoring the `prompt_name` in favor of `prompt`.",
+                    stacklevel=stacklevel,
+                )
+            return prompt
+        name = prompt_name if prompt_name is not None else default
+        if name is None:
+            return None
+        prompts = self.prompts
+        if name in prompts:
+            return prompts[name]
+        try:
+            return get_instruction(name)
+        except KeyError:
+            raise ValueError(
+                f"Prompt name {name!r} is neither in the prompts dictionary (keys "
+                f"{list(prompts)!r}) nor a task of llm2vec_retrieval.INSTRUCTIONS"
+            ) from None
+
+    def _side_instruction(self, side, instruction, task, prompt, prompt_name) -> str:
+        """One side's instruction: given text (`instruction` or `prompt`) beats a name
+        (`task` / `prompt_name`), which beats ``prompts[side]``."""
+        if instruction is not None and prompt is not None and instruction != prompt:
+            raise ValueError("instruction= and prompt= name the same thing: pass one of them")
+        text = instruction if instruction is not None else prompt
+        if text is None and task is not None:
+            if prompt_name is not None:
+                raise ValueError("task= and prompt_name= name the same thing: pass one of them")
+            return get_instruction(task)
+        return self._prompt(text, prompt_name, side, stacklevel=4)
+
+    def _encode_side(self, texts, instruction, **options):
         single = isinstance(texts, str)
         texts = [texts] if single else _as_text_list(texts)
         if not isinstance(instruction, str):
             raise TypeError(f"instruction must be a string, got {type(instruction).__name__}")
         _check_texts(texts)
-        vectors = self._encode_pairs(
-            [(instruction, t) for t in texts], batch_size, show_progress_bar, warn_stacklevel=6
+        options["normalize"] = (
+            self.config.normalize if options["normalize"] is None else options["normalize"]
         )
-        if self.config.normalize if normalize is None else normalize:
+        return self._encode_output(
+            [(instruction, t) for t in texts], single, warn_stacklevel=7, **options
+        )
+
+    def _encode_output(
+        self,
+        pairs: list[tuple[str, str]],
+        single: bool,
+        *,
+        batch_size: int,
+        show_progress_bar: bool | None,
+        normalize: bool,
+        truncate_dim: int | None,
+        precision: str,
+        convert_to_numpy: bool,
+        convert_to_tensor: bool,
+        device: Any,
+        stacked: bool = False,
+        warn_stacklevel: int,
+    ):
+        """Encode `pairs`, cut to `truncate_dim`, normalize, quantize and convert (in
+        sentence-transformers' order; see `st_compat.convert_output`)."""
+        st_compat.check_precision(precision)
+        truncate_dim = st_compat.check_truncate_dim(truncate_dim)
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
+        if device is not None:
+            if isinstance(device, (list, tuple)):
+                raise ValueError(
+                    "device must be one device: multi-process encoding is not supported "
+                    "(llm2vec_retrieval.distributed encodes a corpus on several workers)"
+                )
+            self.to(device)
+        vectors = self._encode_pairs(pairs, batch_size, show_progress_bar, warn_stacklevel)
+        if truncate_dim is not None:
+            vectors = vectors[:, :truncate_dim]
+        if normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        array = vectors.numpy()
-        return array[0] if single else array
+        return st_compat.convert_output(
+            vectors,
+            single=single,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            stacked=stacked,
+        )
 
     @torch.inference_mode()
     def _encode_pairs(
@@ -647,11 +920,18 @@ def _as_pairs(sentences) -> list[tuple[str, str]]:
 
 
 def _hf_kwargs(kwargs: dict) -> dict:
+    """transformers' keyword arguments, the dtype a torch dtype: "auto" (the default, also
+    None) is resolved here by hardware for the device the model loads on (see
+    `hardware.resolve_dtype`), never handed to transformers, where it means the checkpoint's."""
     hf = dict(kwargs)
     if "torch_dtype" in hf:  # transformers 5 renamed it
         hf.setdefault("dtype", hf.pop("torch_dtype"))
-    dtype = hf.get("dtype", torch.float32)
-    if isinstance(dtype, str) and dtype != "auto":
+    dtype = hf.get("dtype", hardware.DEFAULT_DTYPE)
+    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        choice = hardware.resolve_dtype("auto", hardware.load_device(hf))
+        logger.info("%s", choice.describe("dtype="))
+        dtype = choice.dtype
+    elif isinstance(dtype, str):
         try:
             dtype = getattr(torch, dtype)
         except AttributeError:
@@ -721,3 +1001,25 @@ def _model_label(requested, resolved: str) -> str:
     if name and not os.path.isabs(name):
         return name
     return Path(resolved).name
+
+
+def _same(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """One setting given under two names (ours and sentence-transformers'): either, not both
+    with different values."""
+    if value is not None and alias_value is not None and value != alias_value:
+        raise ValueError(f"{name}= and {alias}= are the same setting: pass one of them")
+    return value if value is not None else alias_value
+
+
+def _check_st_only(output_value: Any, pool: Any) -> None:
+    """sentence-transformers arguments accepted for their signature, supported only as default."""
+    if output_value != "sentence_embedding":
+        raise ValueError(
+            f"output_value={output_value!r} is not supported: LLM2Vec returns sentence "
+            "embeddings only (output_value='sentence_embedding')"
+        )
+    if pool is not None:
+        raise ValueError(
+            "multi-process pools are not supported: encode in one process, or use "
+            "llm2vec_retrieval.distributed for a corpus"
+        )

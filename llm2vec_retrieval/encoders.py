@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import MissingInputError
-from .hardware import DtypeChoice, resolve_dtype
+from .hardware import DtypeChoice, load_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,9 @@ def load_encoder(
     ``dtype``: the compute dtype: "auto" (bfloat16 where the device runs it natively, else
     float32; see `llm2vec_retrieval.hardware`), "float32", "bfloat16", "float16" or a torch
     dtype. None: the enclosing `encoder_dtype` block's, else ``torch_dtype``/``dtype`` in
-    `kwargs`, else float32. "auto" is resolved here, never handed to transformers (where it
-    means "the checkpoint's dtype"), for the device in `kwargs` (``device_map``; default:
-    CPU). Which dtype runs and why is logged at INFO level.
+    `kwargs`, else "auto" (`hardware.DEFAULT_DTYPE`, as everywhere). "auto" is resolved here,
+    never handed to transformers (where it means "the checkpoint's dtype"), for the device in
+    `kwargs` (``device_map``; default: CPU). Which dtype runs and why is logged at INFO level.
 
     ``cache``: keep the encoder and hand the same object to later calls with the same model,
     adapter, dtype and options (one model per process: a different one replaces it).
@@ -113,11 +113,11 @@ def load_encoder(
     if dtype is not None and given:
         raise ValueError("pass the dtype once: dtype= or torch_dtype=, not both")
     if dtype is not None or (scope is None and not given):
-        choice = resolve_dtype(dtype, _device_of(kwargs))
+        choice = resolve_dtype(dtype, load_device(kwargs))
     elif scope is not None and not given:
         choice = scope.choice
     else:
-        choice = resolve_dtype(given[0], _device_of(kwargs))
+        choice = resolve_dtype(given[0], load_device(kwargs))
     if "peft_model_name_or_path" in kwargs:  # from_pretrained's name for the adapter
         if adapter is not None:
             raise ValueError("pass the adapter once: adapter= or peft_model_name_or_path=")
@@ -153,15 +153,3 @@ def _local(model: str | os.PathLike | None, loading: Any) -> str | None:
             f".gguf file or an embedded model name ({known}). Models are never downloaded."
         )
     return name
-
-
-def _device_of(kwargs: dict[str, Any]) -> Any:
-    """The device a load with these `from_pretrained` keyword arguments puts the model on."""
-    device = kwargs.get("device_map", kwargs.get("device"))
-    if isinstance(device, dict):  # a per-module map: its first placement
-        device = next(iter(device.values()), None)
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device if device is not None else "cpu"

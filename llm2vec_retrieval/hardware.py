@@ -9,9 +9,10 @@ far slower than float32, so "auto" picks float32 there.
 The flag logic is pure (``parse_cpuinfo``, ``cpu_dtype``) so that it is tested on any
 machine; ``read_cpu_features`` reads /proc/cpuinfo (Linux) or sysctl (macOS). Nothing here
 loads a model: ``resolve_dtype`` turns a user's choice ("auto", "float32", "bfloat16",
-"float16") into a `DtypeChoice`, which callers pass to ``LLM2Vec.from_pretrained(dtype=...)``
-as a torch dtype, never as the string "auto" (which transformers reads as "the checkpoint's
-dtype").
+"float16") into a `DtypeChoice`. "auto" (`DEFAULT_DTYPE`) is the default of every entry
+point: the CLI, `load_encoder`, the integrations and ``LLM2Vec.from_pretrained``, which
+resolves it here before transformers sees it (transformers reads "auto" as "the
+checkpoint's dtype").
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from typing import Any
 
 __all__ = [
     "ARM_BF16_FLAGS",
+    "DEFAULT_DTYPE",
     "DTYPE_CHOICES",
     "X86_BF16_FLAGS",
     "CpuFeatures",
     "DtypeChoice",
     "cpu_dtype",
+    "load_device",
     "parse_cpuinfo",
     "pick_dtype",
     "read_cpu_features",
@@ -38,6 +41,8 @@ __all__ = [
 
 #: What a user may ask for; "auto" picks by hardware (`pick_dtype`).
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+#: What every entry point (Python API, CLI, integrations) encodes in unless told otherwise.
+DEFAULT_DTYPE = "auto"
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ARM_BF16_FLAGS = ("bf16",)
 
@@ -154,6 +159,20 @@ def cpu_dtype(features: CpuFeatures | None) -> tuple[str, str]:
     )
 
 
+def load_device(kwargs: dict[str, Any]) -> Any:
+    """The device a load with these `LLM2Vec.from_pretrained` keyword arguments puts the model
+    on (``device_map``, else ``device``; a per-module map: its first placement; "auto": CUDA
+    when available), for `resolve_dtype`."""
+    device = kwargs.get("device_map", kwargs.get("device"))
+    if isinstance(device, dict):
+        device = next(iter(device.values()), None)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device if device is not None else "cpu"
+
+
 def _device_type(device: Any) -> str:
     if device is None:
         return "cpu"
@@ -192,11 +211,11 @@ def resolve_dtype(
 ) -> DtypeChoice:
     """A user's dtype choice resolved for ``device``.
 
-    ``choice``: one of `DTYPE_CHOICES` or a torch dtype; None means float32 (the Python
-    API's default). ValueError, listing the valid choices, for anything else.
+    ``choice``: one of `DTYPE_CHOICES` or a torch dtype; None means `DEFAULT_DTYPE`
+    ("auto"). ValueError, listing the valid choices, for anything else.
     """
     if choice is None:
-        return DtypeChoice("float32", "float32", "the default")
+        choice = DEFAULT_DTYPE
     if not isinstance(choice, str):  # a torch dtype
         name = str(choice).removeprefix("torch.")
         if name not in DTYPE_CHOICES[1:]:

@@ -35,4 +35,4 @@ def tiny_llama(tiny_checkpoint):
 def tiny_encoder(tiny_llama):
     from llm2vec_retrieval import LLM2Vec
 
-    return LLM2Vec.from_pretrained(tiny_llama)
+    return LLM2Vec.from_pretrained(tiny_llama, dtype="float32")  # tests compare fp32 numbers

@@ -31,7 +31,7 @@ def manual_text_mean(encoder: LLM2Vec, instruction: str, text: str) -> torch.Ten
 
 @pytest.mark.parametrize("mode", POOLING_MODES)
 def test_every_pooling_mode_is_batch_invariant(tiny_llama, mode):
-    enc = LLM2Vec.from_pretrained(tiny_llama, pooling_mode=mode)
+    enc = LLM2Vec.from_pretrained(tiny_llama, pooling_mode=mode, dtype="float32")
     together = enc.encode(TEXTS, show_progress_bar=False)
     alone = torch.stack([enc.encode([t], show_progress_bar=False)[0] for t in TEXTS])
     assert together.shape == (3, enc.embedding_dim) and together.dtype == torch.float32
@@ -50,7 +50,7 @@ def test_instruction_tokens_are_not_pooled(tiny_encoder):
 
 
 def test_skip_instruction_false_pools_everything(tiny_llama):
-    enc = LLM2Vec.from_pretrained(tiny_llama, skip_instruction=False)
+    enc = LLM2Vec.from_pretrained(tiny_llama, skip_instruction=False, dtype="float32")
     ids = enc.tokenizer("Find: " + TEXTS[1], return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         expected = enc.model(input_ids=ids).last_hidden_state[0].mean(0)
@@ -158,7 +158,7 @@ def test_single_string_is_one_text(tiny_encoder):
 
 
 def test_long_text_without_spaces_is_cut_by_tokens(tiny_llama):
-    enc = LLM2Vec.from_pretrained(tiny_llama, doc_max_length=16)
+    enc = LLM2Vec.from_pretrained(tiny_llama, doc_max_length=16, dtype="float32")
     long = "x" * 5000  # upstream cuts by whitespace words and would leave nothing
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -225,7 +225,7 @@ def test_unsupported_architecture(tmp_path):
 
 
 def test_token_budget_bounds_every_batch(tiny_llama, monkeypatch):
-    enc = LLM2Vec.from_pretrained(tiny_llama, max_batch_tokens=512, max_length=512)
+    enc = LLM2Vec.from_pretrained(tiny_llama, max_batch_tokens=512, max_length=512, dtype="float32")
     seen = []
     forward = enc.model.forward
 
@@ -260,7 +260,7 @@ def test_threads_match_sequential(tiny_encoder):
 
 def test_save_and_load_round_trip(tiny_llama, tmp_path):
     enc = LLM2Vec.from_pretrained(
-        tiny_llama, pooling_mode="weighted_mean", query_instruction="Find it:"
+        tiny_llama, pooling_mode="weighted_mean", query_instruction="Find it:", dtype="float32"
     )
     enc.save(tmp_path / "saved")
     official = json.loads((tmp_path / "saved" / "llm2vec_config.json").read_text())
@@ -270,7 +270,7 @@ def test_save_and_load_round_trip(tiny_llama, tmp_path):
         "doc_max_length": 400,
         "skip_instruction": True,
     }
-    again = LLM2Vec.from_pretrained(str(tmp_path / "saved"))
+    again = LLM2Vec.from_pretrained(str(tmp_path / "saved"), dtype="float32")
     assert (
         again.config.pooling_mode == "weighted_mean"
         and again.config.query_instruction == "Find it:"
@@ -301,10 +301,14 @@ def _random_lora(base_path: str, out, seed: int = 0):
 
 def test_peft_adapter_stacked_and_merged(tiny_llama, tmp_path):
     adapter = _random_lora(tiny_llama, tmp_path / "adapter")
-    base = LLM2Vec.from_pretrained(tiny_llama).encode(TEXTS, show_progress_bar=False)
-    stacked = LLM2Vec.from_pretrained(tiny_llama, peft_model_name_or_path=str(adapter))
+    base = LLM2Vec.from_pretrained(tiny_llama, dtype="float32").encode(
+        TEXTS, show_progress_bar=False
+    )
+    stacked = LLM2Vec.from_pretrained(
+        tiny_llama, peft_model_name_or_path=str(adapter), dtype="float32"
+    )
     merged = LLM2Vec.from_pretrained(
-        tiny_llama, peft_model_name_or_path=str(adapter), merge_peft=True
+        tiny_llama, peft_model_name_or_path=str(adapter), merge_peft=True, dtype="float32"
     )
     a = stacked.encode(TEXTS, show_progress_bar=False)
     assert not torch.allclose(a, base)
@@ -312,7 +316,9 @@ def test_peft_adapter_stacked_and_merged(tiny_llama, tmp_path):
         a, merged.encode(TEXTS, show_progress_bar=False), atol=1e-5, rtol=1e-5
     )
     assert stacked.fingerprint()["adapter_digest"] is not None
-    assert stacked.fingerprint() != LLM2Vec.from_pretrained(tiny_llama).fingerprint()
+    assert (
+        stacked.fingerprint() != LLM2Vec.from_pretrained(tiny_llama, dtype="float32").fingerprint()
+    )
 
 
 def test_adapter_inside_base_folder_is_merged(tiny_llama, tmp_path):
@@ -323,9 +329,11 @@ def test_adapter_inside_base_folder_is_merged(tiny_llama, tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(f"{tiny_llama}/{name}", folder / name)
     shutil.copy(f"{tiny_llama}/config.json", folder / "config.json")
-    via_folder = LLM2Vec.from_pretrained(str(folder)).encode(TEXTS, show_progress_bar=False)
+    via_folder = LLM2Vec.from_pretrained(str(folder), dtype="float32").encode(
+        TEXTS, show_progress_bar=False
+    )
     via_peft = LLM2Vec.from_pretrained(
-        tiny_llama, peft_model_name_or_path=str(folder), merge_peft=True
+        tiny_llama, peft_model_name_or_path=str(folder), merge_peft=True, dtype="float32"
     )
     torch.testing.assert_close(
         via_folder, via_peft.encode(TEXTS, show_progress_bar=False), atol=1e-5, rtol=1e-5
@@ -333,8 +341,8 @@ def test_adapter_inside_base_folder_is_merged(tiny_llama, tmp_path):
 
 
 def test_causal_mode(tiny_llama):
-    causal = LLM2Vec.from_pretrained(tiny_llama, enable_bidirectional=False)
-    bidir = LLM2Vec.from_pretrained(tiny_llama)
+    causal = LLM2Vec.from_pretrained(tiny_llama, enable_bidirectional=False, dtype="float32")
+    bidir = LLM2Vec.from_pretrained(tiny_llama, dtype="float32")
     assert not torch.allclose(
         causal.encode(TEXTS, show_progress_bar=False), bidir.encode(TEXTS, show_progress_bar=False)
     )
@@ -343,7 +351,7 @@ def test_causal_mode(tiny_llama):
 
 def test_bf16(tiny_llama):
     enc = LLM2Vec.from_pretrained(tiny_llama, torch_dtype=torch.bfloat16)
-    ref = LLM2Vec.from_pretrained(tiny_llama).encode_documents(TEXTS)
+    ref = LLM2Vec.from_pretrained(tiny_llama, dtype="float32").encode_documents(TEXTS)
     got = enc.encode_documents(TEXTS)
     assert got.dtype == np.float32
     assert (got * ref).sum(1).min() > 0.99

@@ -40,7 +40,9 @@ def test_tokenize_forward_equal_encode_for_documents_and_queries(tiny_encoder):
 
 @pytest.mark.parametrize("mode", ["eos_token", "weighted_mean"])
 def test_seam_equals_encode_in_other_pooling_modes(tiny_llama, mode):
-    enc = LLM2Vec.from_pretrained(tiny_llama, pooling_mode=mode, skip_instruction=False)
+    enc = LLM2Vec.from_pretrained(
+        tiny_llama, pooling_mode=mode, skip_instruction=False, dtype="float32"
+    )
     pairs = [("Find:", t) for t in TEXTS]
     np.testing.assert_allclose(
         seam(enc, pairs), enc.encode(pairs, show_progress_bar=False).numpy(), atol=1e-5
@@ -70,7 +72,7 @@ def test_official_prepared_text_is_tokenized_as_is(tiny_encoder):
 
 
 def test_truncation_is_counted_in_features_without_warning(tiny_llama):
-    enc = LLM2Vec.from_pretrained(tiny_llama, doc_max_length=16, max_length=24)
+    enc = LLM2Vec.from_pretrained(tiny_llama, doc_max_length=16, max_length=24, dtype="float32")
     long = "x" * 5000
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -83,7 +85,7 @@ def test_truncation_is_counted_in_features_without_warning(tiny_llama):
 
 
 def test_forward_keeps_gradients(tiny_llama):
-    enc = LLM2Vec.from_pretrained(tiny_llama)
+    enc = LLM2Vec.from_pretrained(tiny_llama, dtype="float32")
     out = enc.forward(enc.tokenize(["a text"]))
     assert out.requires_grad
     out.sum().backward()

@@ -99,7 +99,8 @@ def test_choices_and_messages():
     assert resolve_dtype("bfloat16", features=spr).caveat is None
     assert resolve_dtype(torch.float16).name == "float16"
     assert resolve_dtype("BFloat16 ").name == "bfloat16"
-    assert resolve_dtype(None).name == "float32"  # the Python API's default
+    assert resolve_dtype(None, features=spr) == resolve_dtype("auto", features=spr)  # the default
+    assert resolve_dtype(None, features=avx2).name == "float32"
     for bad in ("bogus", "fp32", torch.int8):
         with pytest.raises(ValueError) as exc:
             resolve_dtype(bad)
@@ -131,7 +132,9 @@ def test_encoder_cache_is_per_dtype(tiny_llama):
     from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
     spec = embedder_spec(tiny_llama, None)
-    fp32 = encoder_from_spec(spec)  # outside a scope: float32, the Python API's default
+    default = encoder_from_spec(spec)  # outside a scope: "auto", the default everywhere
+    assert _dtype_of(default) == resolve_dtype("auto").dtype
+    fp32 = encoder_from_spec(spec, "float32")
     assert _dtype_of(fp32) == torch.float32
     bf16 = encoder_from_spec(spec, "bfloat16")
     assert _dtype_of(bf16) == torch.bfloat16 and bf16 is not fp32

@@ -107,7 +107,7 @@ def served(tmp_path_factory, tiny_llama):
         work,
     )
     try:
-        yield host, port, encoder_from_spec(embedder_spec(tiny_llama, None)), proc
+        yield host, port, encoder_from_spec(embedder_spec(tiny_llama, None), "float32"), proc
     finally:
         stop_server(proc)
 
@@ -128,7 +128,7 @@ def guarded(tmp_path_factory, tiny_llama):
         env={**_env(), "LLM2VEC_RETRIEVAL_API_KEY": API_KEY},
     )
     try:
-        yield host, port, encoder_from_spec(embedder_spec(tiny_llama, None)), proc
+        yield host, port, encoder_from_spec(embedder_spec(tiny_llama, None), "float32"), proc
     finally:
         stop_server(proc)
 

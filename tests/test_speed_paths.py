@@ -41,6 +41,7 @@ class PackedCalls:
 
 
 def _pair(path, **kwargs):
+    kwargs.setdefault("dtype", "float32")  # the comparisons below are fp32-tight
     return (
         LLM2Vec.from_pretrained(path, packing="off", max_batch_tokens=96, **kwargs),
         LLM2Vec.from_pretrained(path, packing="auto", max_batch_tokens=96, **kwargs),

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from llm2vec_retrieval import LLM2Vec, loading
+from llm2vec_retrieval.hardware import resolve_dtype
 
 TEXTS = ["how do I resume training", "Rivers flood after heavy rain."]
 
@@ -137,8 +138,11 @@ def test_damaged_entry_is_merged_again(tiny_llama, tmp_path, cache, caplog):
 def test_loads_that_could_change_the_weights_are_not_cached(tiny_llama, tmp_path, cache):
     folder = _lora_folder(tiny_llama, tmp_path / "adapter")
     LLM2Vec.from_pretrained(folder, device_map="cpu")
-    LLM2Vec.from_pretrained(folder, torch_dtype="auto")
     assert _entries(cache) == []
+    # "auto" is resolved by hardware before loading (issue 25): a fixed dtype, so cached
+    LLM2Vec.from_pretrained(folder, torch_dtype="auto")
+    (entry,) = _entries(cache)
+    assert resolve_dtype("auto").name in entry
 
 
 def test_unwritable_cache_still_loads(tiny_llama, tmp_path, cache, monkeypatch):

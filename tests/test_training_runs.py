@@ -198,10 +198,10 @@ def test_simcse_on_mntp_learns_and_round_trips(mntp_run, sharp_tiny, texts_file,
     trained = result.encoder.encode(TEXTS, show_progress_bar=False)
     # the official way to load a stage trained on top of MNTP: the MNTP folder as the base
     loaded = LLM2Vec.from_pretrained(
-        str(mntp_run.output_dir), peft_model_name_or_path=str(result.output_dir)
+        str(mntp_run.output_dir), peft_model_name_or_path=str(result.output_dir), dtype="float32"
     )
     assert torch.equal(loaded.encode(TEXTS, show_progress_bar=False), trained)
-    untrained = LLM2Vec.from_pretrained(str(mntp_run.output_dir)).encode(
+    untrained = LLM2Vec.from_pretrained(str(mntp_run.output_dir), dtype="float32").encode(
         TEXTS, show_progress_bar=False
     )
     assert not torch.allclose(untrained, trained, atol=1e-3)
@@ -220,7 +220,9 @@ def test_supervised_gradcache_learns_and_round_trips(sharp_tiny, triples_file, w
         )
     )
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
-    loaded = LLM2Vec.from_pretrained(sharp_tiny, peft_model_name_or_path=str(result.output_dir))
+    loaded = LLM2Vec.from_pretrained(
+        sharp_tiny, peft_model_name_or_path=str(result.output_dir), dtype="float32"
+    )
     for side in ("encode_queries", "encode_documents"):
         a = getattr(result.encoder, side)(
             TEXTS, instruction="Find the answer:" if side == "encode_queries" else None
@@ -561,7 +563,7 @@ def test_export_loads_in_sentence_transformers(sharp_tiny, texts_file, work):
     assert is_bidirectional(AutoModel.from_pretrained(out))  # plain transformers, fresh load
 
     trained = result.encoder.encode(TEXTS, show_progress_bar=False)
-    ours = LLM2Vec.from_pretrained(str(out)).encode(TEXTS, show_progress_bar=False)
+    ours = LLM2Vec.from_pretrained(str(out), dtype="float32").encode(TEXTS, show_progress_bar=False)
     assert torch.allclose(ours, trained, atol=1e-5)
 
     from sentence_transformers import SentenceTransformer

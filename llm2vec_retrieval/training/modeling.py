@@ -67,12 +67,15 @@ def load_training_base(
 
     `model=None` is the default model's untrained base (`loading.DEFAULT_BASE`): training starts
     from a base, not from the shipped adapter (name `gemma3-270m-llm2vec` to continue from it).
+    Loaded in float32 unless `hf_kwargs` names a dtype: training and export want full
+    precision, whatever the encoder's default ("auto", bfloat16 on native-bf16 hardware).
     """
     if model is None:
         model = loading.DEFAULT_BASE
     for a in init_adapters:
         check_adapter_folder(a)
-    encoder = LLM2Vec.from_pretrained(model, **encoder_kwargs, **(hf_kwargs or {}))
+    hf_kwargs = {"dtype": torch.float32, **(hf_kwargs or {})}
+    encoder = LLM2Vec.from_pretrained(model, **encoder_kwargs, **hf_kwargs)
     if init_adapters:
         for a in init_adapters:
             encoder.model = loading.apply_adapter(encoder.model, a)

@@ -54,6 +54,16 @@ def test_embedding_basics(embed: LLM2VecEmbedding) -> None:
     assert custom.fingerprint() != embed.fingerprint()
 
 
+def test_default_model_is_the_core_default(embed: LLM2VecEmbedding) -> None:
+    """Issue 25: one default model name everywhere (it was "llm2vec-default" here)."""
+    from llm2vec_retrieval import DEFAULT_MODEL
+
+    assert LLM2VecEmbedding.model_fields["model_name"].default == DEFAULT_MODEL
+    with pytest.warns(FutureWarning, match="deprecated"):
+        old = LLM2VecEmbedding(model_name="llm2vec-default", encoder=embed.encoder)
+    assert old.model_name == DEFAULT_MODEL
+
+
 def test_embedding_missing_model(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         LLM2VecEmbedding(model_name=str(tmp_path / "missing"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,15 +16,20 @@ __all__ = ["LLM2VecEmbedding"]
 
 from llm2vec_retrieval.encoders import load_encoder as _load_encoder
 from llm2vec_retrieval.hardware import resolve_dtype as _resolve_dtype
+from llm2vec_retrieval.loading import DEFAULT_MODEL
 from llm2vec_retrieval.shared import encoder_lock as _encoder_lock
 from llm2vec_retrieval.shared import split_dtype as _split_dtype
+
+# The name this class used for the default model before it took the core's name (issue 25).
+_OLD_DEFAULT_NAME = "llm2vec-default"
 
 
 class LLM2VecEmbedding(BaseEmbedding):
     """LlamaIndex embedding model from an LLM2Vec encoder.
 
-    Build it from a local checkpoint (`model_name="path/to/ckpt"`), from nothing (the
-    package's embedded default model) or from a loaded encoder (`encoder=...`).
+    Build it from a local checkpoint (`model_name="path/to/ckpt"`), an embedded model name,
+    nothing (`llm2vec_retrieval.DEFAULT_MODEL`, the default everywhere) or a loaded encoder
+    (`encoder=...`).
     Queries use `query_instruction` (default: the encoder's configured one), texts
     (nodes) use `text_instruction` (default: the encoder's document default, usually
     none). `embed_batch_size` is also the encoder's batch size. `dtype` is the compute
@@ -41,8 +47,9 @@ class LLM2VecEmbedding(BaseEmbedding):
     """
 
     model_name: str = Field(
-        default="llm2vec-default",
-        description="Local checkpoint folder, or 'llm2vec-default' for the embedded default.",
+        default=DEFAULT_MODEL,
+        description="Local checkpoint folder, .gguf file or embedded model name "
+        f"(default: {DEFAULT_MODEL}, llm2vec_retrieval.DEFAULT_MODEL).",
     )
     encoder: Any = Field(default=None, exclude=True, repr=False)
     query_instruction: str | None = Field(
@@ -74,6 +81,15 @@ class LLM2VecEmbedding(BaseEmbedding):
     @field_validator("model_name", mode="before")
     @classmethod
     def _path_to_str(cls, value: Any) -> Any:
+        if value == _OLD_DEFAULT_NAME:
+            warnings.warn(
+                f"model_name={_OLD_DEFAULT_NAME!r} is deprecated: the default model is "
+                f"{DEFAULT_MODEL!r} (llm2vec_retrieval.DEFAULT_MODEL), as everywhere else; "
+                "leave model_name out or use that name",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return DEFAULT_MODEL
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("dtype", mode="before")
@@ -84,7 +100,7 @@ class LLM2VecEmbedding(BaseEmbedding):
     @model_validator(mode="after")
     def _load(self) -> LLM2VecEmbedding:
         if self.encoder is None:
-            name = None if self.model_name in ("llm2vec-default", "", None) else self.model_name
+            name = self.model_name or None
             dtype, kwargs = _split_dtype(self.dtype, self.model_kwargs)
             self.encoder = _load_encoder(name, dtype=dtype, **kwargs)
         config = getattr(self.encoder, "config", None)
