@@ -258,12 +258,12 @@ def main(argv=None) -> int:
         report["chosen_search"] = searches()[report["chosen"]]
     out = Path(args.results_dir) / f"fusion_select_{started.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n".join(render(report, out.name)))
+    print("\n".join(render(report)))
     print(f"\nwrote {out}")
     return 0
 
 
-def render(report: dict, source: str) -> list[str]:
+def render(report: dict) -> list[str]:
     """Markdown for RESULTS.md: per model, the single modes, RRF, the best setting of each
     weighted fusion and the default when it ran, per set, with the worst margin."""
     lines = []
@@ -298,8 +298,7 @@ def render(report: dict, source: str) -> list[str]:
                 f"{summary[setting]['worst_margin']:+.4f} |"
             )
         lines.append("")
-    lines.append(f"Source: `{source}`, command `{report['command']}`.")
-    return lines
+    return lines[:-1]
 
 
 if __name__ == "__main__":

@@ -172,6 +172,54 @@ def test_search_text_and_info(built, capsys):
     assert "chunks:" in text and "size on disk:" in text and "flat (cosine, dim 32)" in text
 
 
+def test_the_index_records_the_fusion_its_searches_use(tmp_path, model, capsys):
+    from llm2vec_retrieval.index.fusion import default_hybrid
+
+    corpus = write_corpus(tmp_path / "corpus")
+    idx = tmp_path / "idx"
+    args = ["index", str(corpus), "--index", str(idx), "--model", model]
+    args += ["--chunk-tokens", "16", "--overlap", "4"]
+    assert cli.main(args) == 0
+    manifest_path = idx / "llm2vec-index.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["hybrid"] == default_hybrid()
+    info = main_json(capsys, "info", "--index", str(idx), "--json")
+    assert info["hybrid"] == default_hybrid()
+
+    def search(*extra):
+        out = main_json(
+            capsys, "search", "--index", str(idx), "rivers flow", "-k", "4", "--json", *extra
+        )
+        return out, [r["id"] for r in out["results"]]
+
+    # an index that records lexical-only weighting searches with it unless told otherwise
+    manifest["hybrid"] = {"fusion": "alpha", "alpha": 0.0}
+    manifest_path.write_text(json.dumps(manifest))
+    out, ids = search()
+    assert out["fusion"] == "alpha" and out["alpha"] == 0.0
+    lexical, _ = search("--mode", "lexical")
+    matching = [r["id"] for r in lexical["results"] if r["score"] > 0]
+    assert matching and ids[: len(matching)] == matching
+    out, _ = search("--fusion", "rrf")
+    assert out["fusion"] == "rrf"
+    out, _ = search("--alpha", "1.0")  # an alpha alone keeps the recorded (weighted) fusion
+    assert out["fusion"] == "alpha" and out["alpha"] == 1.0
+    capsys.readouterr()
+    assert cli.main(["info", "--index", str(idx)]) == 0
+    assert "hybrid fusion:     alpha, alpha 0.0 (dense weight)" in capsys.readouterr().out
+    # the record stays across runs; an index that has none (older versions) gets the default
+    assert cli.main(args) == 0
+    assert json.loads(manifest_path.read_text())["hybrid"] == {"fusion": "alpha", "alpha": 0.0}
+    del manifest["hybrid"]
+    manifest_path.write_text(json.dumps(manifest))
+    out, _ = search()
+    assert (out["fusion"], out.get("alpha", default_hybrid()["alpha"])) == tuple(
+        default_hybrid().values()
+    )
+    assert cli.main(args) == 0
+    assert json.loads(manifest_path.read_text())["hybrid"] == default_hybrid()
+
+
 def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
     out = {}
     for line in (idx / "store" / "docstore.jsonl").read_text().splitlines():

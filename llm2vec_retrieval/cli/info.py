@@ -36,6 +36,7 @@ def register(sub: Subparsers) -> None:
 def index_info(path: str) -> dict[str, Any]:
     """What `info` shows, read from the folder's JSON files (no model, no FAISS). The store's
     manifest is checksum-verified as a load verifies it: `IndexCorruptedError` when edited."""
+    from ..index.fusion import recorded_hybrid
     from ..index.persistence import load_manifest
     from ..ingest import IndexFolder
     from ..ingest.folder import describe_embedder
@@ -68,6 +69,7 @@ def index_info(path: str) -> dict[str, Any]:
         "kind": store.get("kind", manifest.get("kind")),
         "metric": store.get("metric", manifest.get("metric")),
         "lexical": store.get("lexical") is not None,
+        "hybrid": recorded_hybrid(manifest),
         "files": len(files),
         "chunks": store.get("count", 0),
         "tokens": sum(int(e.get("tokens", 0)) for e in files.values()),
@@ -77,6 +79,17 @@ def index_info(path: str) -> dict[str, Any]:
         "updated_at": manifest.get("updated_at"),
         "size_bytes": folder.size_on_disk(),
     }
+
+
+def describe_hybrid(rec: dict | None) -> str:
+    from ..index.fusion import WEIGHTED_FUSIONS, default_hybrid
+
+    if rec is None:
+        d = default_hybrid()
+        return f"not recorded: the package default ({d['fusion']}, alpha {d['alpha']})"
+    if rec["fusion"] in WEIGHTED_FUSIONS:
+        return f"{rec['fusion']}, alpha {rec['alpha']} (dense weight)"
+    return rec["fusion"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             if info["lexical"]
             else "no: dense search only (run `index` again to add it)",
         ),
+        ("hybrid fusion", describe_hybrid(info["hybrid"])),
         ("files", info["files"]),
         ("chunks", info["chunks"]),
         ("tokens", f"{info['tokens']:,}"),

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     if args.mode is None and searcher.notice:
         eprint(f"note: {searcher.notice}")
-    fusion, alpha = resolve_fusion(args.fusion, args.alpha)
+    fusion, alpha = resolve_fusion(args.fusion, args.alpha, searcher.hybrid_default)
 
     def query(s: Searcher):
         return s.search(

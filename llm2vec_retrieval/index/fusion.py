@@ -117,11 +117,35 @@ def fuse(
     return out
 
 
-def resolve_fusion(fusion: str | None, alpha: float | None) -> tuple[str, float]:
+def resolve_fusion(
+    fusion: str | None, alpha: float | None, default: dict | None = None
+) -> tuple[str, float]:
     """The (fusion, alpha) a hybrid search runs with when the caller may leave either out:
-    the defaults, except that an ``alpha`` given alone asks for a weighted fusion (the
+    ``default`` (``{"fusion", "alpha"}``, e.g. what an index records; None: `DEFAULT_FUSION`,
+    `DEFAULT_ALPHA`), except that an ``alpha`` given alone asks for a weighted fusion (the
     default one if it is weighted, else ``alpha``)."""
+    default = default or default_hybrid()
     if fusion is None:
-        weighted = DEFAULT_FUSION in WEIGHTED_FUSIONS
-        fusion = DEFAULT_FUSION if alpha is None or weighted else "alpha"
-    return fusion, DEFAULT_ALPHA if alpha is None else alpha
+        weighted = default["fusion"] in WEIGHTED_FUSIONS
+        fusion = default["fusion"] if alpha is None or weighted else "alpha"
+    return fusion, float(default["alpha"]) if alpha is None else alpha
+
+
+def default_hybrid() -> dict:
+    """``{"fusion", "alpha"}`` of the package default, as an index manifest records it."""
+    return {"fusion": DEFAULT_FUSION, "alpha": DEFAULT_ALPHA}
+
+
+def recorded_hybrid(manifest: dict) -> dict | None:
+    """The fusion an index manifest records (``"hybrid"``), None when it records none or
+    one this version does not know (its searches then use the package default)."""
+    rec = manifest.get("hybrid")
+    if (
+        isinstance(rec, dict)
+        and rec.get("fusion") in FUSIONS
+        and isinstance(rec.get("alpha"), (int, float))
+        and not isinstance(rec.get("alpha"), bool)
+        and 0.0 <= rec["alpha"] <= 1.0
+    ):
+        return {"fusion": rec["fusion"], "alpha": float(rec["alpha"])}
+    return None

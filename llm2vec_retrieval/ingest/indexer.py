@@ -43,6 +43,7 @@ from typing import Any
 from .._io import LockedError, file_lock, sha256_and_size
 from ..errors import InvalidInputError, UserError
 from ..hardware import compute_dtype
+from ..index.fusion import default_hybrid, recorded_hybrid
 from .chunking import DEFAULT_WINDOW_CHARS, Position, ResumeError, check_chunking, iter_chunks
 from .folder import (
     FILES_FILE,
@@ -272,6 +273,9 @@ class Indexer:
             "chunking": chunking,
             "root": root,
         }
+        # the fusion searches of this index use: set when it is made (or rebuilt, or first
+        # indexed by a version that records it), kept afterwards
+        manifest["hybrid"] = (None if fresh else recorded_hybrid(base)) or default_hybrid()
         if fresh:
             manifest["created_at"] = now()
             manifest.pop("encoded_in", None)  # filled by the run's encoder

@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_TEXT_MODE, MODES
+from ..index.fusion import default_hybrid, recorded_hybrid, resolve_fusion
+from ..index.store import DEFAULT_TEXT_MODE, MODES
 from .folder import IndexFolder, IndexFolderError, embedder_spec, encoder_from_spec
 
 
@@ -109,6 +110,12 @@ class Searcher:
         return self.encoder.config.query_instruction
 
     @property
+    def hybrid_default(self) -> dict:
+        """``{"fusion", "alpha"}`` hybrid searches use unless told: what the index records
+        (set when it was made), else the package default (`index.fusion.DEFAULT_FUSION`)."""
+        return recorded_hybrid(self.manifest) or default_hybrid()
+
+    @property
     def default_mode(self) -> str:
         if self.lexical_only:
             return "lexical"
@@ -155,10 +162,12 @@ class Searcher:
         *,
         text: str | None = None,
         mode: str = "dense",
-        fusion: str = DEFAULT_FUSION,
-        alpha: float = DEFAULT_ALPHA,
+        fusion: str | None = None,
+        alpha: float | None = None,
     ) -> list[Result]:
-        """Results for an encoded query (``vector``; None in lexical mode) and its ``text``."""
+        """Results for an encoded query (``vector``; None in lexical mode) and its ``text``.
+        ``fusion``/``alpha`` None: the index's (`hybrid_default`)."""
+        fusion, alpha = resolve_fusion(fusion, alpha, self.hybrid_default)
         hits = self.store.search(
             vector, k=k, filter=filter, text=text, mode=mode, fusion=fusion, alpha=alpha
         )
@@ -184,10 +193,11 @@ class Searcher:
         filter: Any = None,
         instruction: str | None = None,
         mode: str | None = None,
-        fusion: str = DEFAULT_FUSION,
-        alpha: float = DEFAULT_ALPHA,
+        fusion: str | None = None,
+        alpha: float | None = None,
     ) -> list[Result]:
-        """Results for a query text; ``mode`` None runs ``default_mode``. Lexical mode encodes nothing."""
+        """Results for a query text; ``mode`` None runs ``default_mode``, ``fusion``/``alpha``
+        None the index's (`hybrid_default`). Lexical mode encodes nothing."""
         from ..index import compile_filter
 
         mode = self.check_mode(mode)
