@@ -76,6 +76,13 @@ def register(sub: Subparsers) -> None:
         "(default: yes for a new index, else as recorded; an index made before hybrid search "
         "gets it on its next run, without re-embedding)",
     )
+    idx.add_argument(
+        "--follow-symlinks",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="follow symbolic links that lead outside the sources (default: no for a new "
+        "index, else as recorded; such links are skipped with a note)",
+    )
     prog = idx.add_mutually_exclusive_group()
     prog.add_argument(
         "--progress",
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         rebuild=args.rebuild,
         commit_every=args.commit_every,
         lexical=args.lexical,
+        follow_symlinks=args.follow_symlinks,
     )
     existed = folder.exists()
     indexer = Indexer(folder, settings, show_progress_bar=args.progress)
