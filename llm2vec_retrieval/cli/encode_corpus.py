@@ -75,6 +75,11 @@ def register(sub: Subparsers) -> None:
         default=None,
         help="folder that `source` paths are relative to (default: the current folder)",
     )
+    p.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links that lead outside the sources (default: skip them, with a note)",
+    )
     p.add_argument("--shard-mb", type=float, default=16.0, help="input megabytes per shard (about)")
     p.add_argument(
         "--progress",
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         query_instruction=args.query_instruction,
         root=args.root,
+        follow_symlinks=args.follow_symlinks,
         workers=args.workers,
         cpus_per_worker=args.cpus_per_worker,
         ray_address=args.ray_address,

@@ -86,6 +86,13 @@ def register(sub: Subparsers) -> None:
         "gets it on its next run, without re-embedding)",
     )
     idx.add_argument("--json", action="store_true", help="print JSON (docs/cli.md#json-output)")
+    idx.add_argument(
+        "--follow-symlinks",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="follow symbolic links that lead outside the sources (default: no for a new "
+        "index, else as recorded; such links are skipped with a note)",
+    )
     prog = idx.add_mutually_exclusive_group()
     prog.add_argument(
         "--progress",
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         rebuild=args.rebuild,
         commit_every=args.commit_every,
         lexical=args.lexical,
+        follow_symlinks=args.follow_symlinks,
     )
     existed = folder.exists()
     indexer = Indexer(folder, settings, show_progress_bar=args.progress)

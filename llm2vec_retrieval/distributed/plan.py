@@ -1,8 +1,9 @@
 """Which files a corpus encoding reads, and how they are cut into shards.
 
-Files are found as ``llm2vec-retrieval index`` finds them (`ingest.readers.discover`: .txt,
-.md, .jsonl, .csv, .pdf), in the same order, plus ``.parquet`` tables (one document per
-row, id and text columns) after them. Consecutive files are grouped until a group holds
+Files are found as ``llm2vec-retrieval index`` finds them, by the same walker with the same
+link and file-type policy (`ingest.readers.discover`: .txt, .md, .jsonl, .csv, .pdf), in
+the same order, plus ``.parquet`` tables (one document per row, id and text columns) after
+them. Consecutive files are grouped until a group holds
 about ``shard_bytes`` of input (or ``max_files`` files); a group becomes one shard whose
 name depends only on its files (`shards.shard_name`), and whose ``position`` (the place
 of its first file in the full, sorted list) orders the shards as the files were found.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ingest.indexer import relative_source
-from ..ingest.readers import discover, display_path, is_hidden
+from ..ingest.readers import SUPPORTED_SUFFIXES, discover, display_path
 from ..shards import shard_name
 
 PARQUET_SUFFIX = ".parquet"
@@ -54,35 +55,24 @@ class Group:
         return cls(data["name"], int(data["position"]), [SourceFile(**f) for f in data["files"]])
 
 
-def _parquet_files(sources: Sequence[str | os.PathLike]) -> list[Path]:
-    found: dict[Path, None] = {}
-    for s in sources:
-        path = Path(os.path.abspath(os.path.expanduser(os.fspath(s))))
-        if path.is_file() and path.suffix.lower() == PARQUET_SUFFIX:
-            found[path] = None
-        elif path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-                for name in sorted(filenames):
-                    if not is_hidden(name) and name.lower().endswith(PARQUET_SUFFIX):
-                        found[Path(dirpath) / name] = None
-    return list(found)
-
-
 def find_sources(
-    sources: Sequence[str | os.PathLike], root: Path, exclude: Sequence[Path] = ()
+    sources: Sequence[str | os.PathLike],
+    root: Path,
+    exclude: Sequence[Path] = (),
+    follow_symlinks: bool = False,
 ) -> tuple[list[SourceFile], list[tuple[str, str]]]:
     """(files to encode in order, [(source, reason)] for paths refused). A source that does
-    not exist raises FileNotFoundError."""
-    named_parquet = [
-        s for s in sources if os.fspath(s).lower().endswith(PARQUET_SUFFIX) and os.path.isfile(s)
-    ]
-    others = [s for s in sources if s not in named_parquet]
-    paths, refused = discover(others, exclude=list(exclude)) if others else ([], [])
-    excluded = [Path(os.path.abspath(p)) for p in exclude]
-    for p in _parquet_files(sources):
-        if p not in paths and not any(p == e or e in p.parents for e in excluded):
-            paths.append(p)
+    not exist raises FileNotFoundError. Links and special files: as `discover` treats them
+    (``follow_symlinks``: follow links that lead outside the sources)."""
+    found, refused = discover(
+        sources,
+        exclude=list(exclude),
+        suffixes=(*SUPPORTED_SUFFIXES, PARQUET_SUFFIX),
+        follow_symlinks=follow_symlinks,
+    )
+    # the index command's files in its order, then the parquet tables
+    paths = [p for p in found if p.suffix.lower() != PARQUET_SUFFIX]
+    paths += [p for p in found if p.suffix.lower() == PARQUET_SUFFIX]
     files = []
     for p in paths:
         try:

@@ -56,6 +56,10 @@ class CorpusSettings:
     root: str | None = field(
         default=None, metadata={"help": "folder `source` paths are relative to (None: cwd)"}
     )
+    follow_symlinks: bool = field(
+        default=False,
+        metadata={"help": "follow symbolic links that lead outside the sources (else skipped)"},
+    )
     workers: int = field(default=1, metadata={"help": "encoder actors (one per GPU)"})
     cpus_per_worker: int | None = field(
         default=None, metadata={"help": "CPUs (torch threads) per actor; None: CPUs / workers"}
@@ -122,7 +126,7 @@ def encode_corpus(
         raise UserError(str(exc)) from None
     out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     root = Path(os.path.abspath(os.path.expanduser(s.root))) if s.root else Path.cwd()
-    files, refused = find_sources(sources, root, exclude=[out])
+    files, refused = find_sources(sources, root, exclude=[out], follow_symlinks=s.follow_symlinks)
     report.skipped += refused
     if not files:
         raise UserError(

@@ -89,11 +89,13 @@ LEXICAL_ARRAYS = ("iids", "tokens", "offsets", "data", "indices", "indptr")
 
 # Test hook: "stage[,stage...]:seconds" or "*:seconds" makes save() print
 # "llm2vec-save-stage: <stage>" to stderr and sleep at those stages
-# (index_written, files_written, before_swap, backed_up, swapped).
+# (index_written, files_written, before_swap, backed_up, swapped; the `index` command
+# adds its own around a commit's save, see `ingest.indexer`).
 PAUSE_ENV = "LLM2VEC_RETRIEVAL_SAVE_PAUSE"
 
 
-def _pause(stage: str) -> None:
+def pause_stage(stage: str) -> None:
+    """The `PAUSE_ENV` test hook at ``stage`` (a no-op unless the variable names it)."""
     spec = os.environ.get(PAUSE_ENV)
     if not spec:
         return
@@ -222,7 +224,7 @@ def save_store(snap: StoreSnapshot, path: str | Path) -> None:
             raise ValueError(
                 f"refusing to save into {path}: it has sub-directories and is not a saved index"
             )
-    with staged_dir(path, marker=MANIFEST_FILE, on_stage=_pause) as tmp:
+    with staged_dir(path, marker=MANIFEST_FILE, on_stage=pause_stage) as tmp:
         _write_files(snap, path, tmp)
 
 
@@ -233,7 +235,7 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path) -> None:
     backend = snap.backend
     if backend is not None and backend.write(str(tmp / INDEX_FILE)):
         files.append(INDEX_FILE)
-    _pause("index_written")
+    pause_stage("index_written")
     with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8", newline="\n") as f:
         for d in snap.docs:
             f.write(
@@ -266,7 +268,7 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path) -> None:
         fsync_file(tmp / name)
         digest, size = sha256_and_size(tmp / name)
         file_info[name] = {"sha256": digest, "bytes": size}
-    _pause("files_written")
+    pause_stage("files_written")
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "library": "llm2vec-retrieval",

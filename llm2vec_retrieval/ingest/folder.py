@@ -3,7 +3,9 @@
 Layout of ``DIR/``::
 
     llm2vec-index.json   what built the index: embedder choice (model, adapter),
-                         query instruction, chunking, index kind, root folder
+                         query instruction, chunking, index kind, root folder;
+                         ``rebuild_unfinished`` while a --rebuild has not finished its
+                         first commit (the next ``index`` run starts that rebuild over)
     files.json           one entry per indexed file: sha256 of its bytes, size,
                          chunk and token counts (rewritten after every commit)
     store/               the IndexStore (vectors, texts, metadata, manifest with
@@ -40,6 +42,9 @@ STORE_DIR = "store"
 LOCK_FILE = ".lock"
 FORMAT = "llm2vec-retrieval-index"
 FORMAT_VERSION = 1
+#: Set in the manifest by a --rebuild (the options of the new index are already there)
+#: until its first commit has saved the new store and files.json.
+REBUILD_KEY = "rebuild_unfinished"
 
 
 class IndexFolderError(UserError):
@@ -101,6 +106,29 @@ class IndexFolder:
 
     def has_store(self) -> bool:
         return self.store_manifest_path() is not None
+
+    def check_store(self) -> bool:
+        """Whether a committed store is there (`has_store`); `IndexFolderError` naming what
+        is missing when the store is damaged: ``store/`` without its manifest.json, or no
+        store while files.json lists files (both only happen when files were removed)."""
+        if self.has_store():
+            return True
+        fix = f"re-create it with `llm2vec-retrieval index SOURCE... --index {self.path} --rebuild`"
+        if self.store_path.exists():
+            raise IndexFolderError(
+                f"{self.store_path / 'manifest.json'} is missing: the store of index "
+                f"{self.path} is damaged; {fix}"
+            )
+        try:
+            listed = len(self.read_files())
+        except IndexFolderError:
+            listed = 0
+        if listed:
+            raise IndexFolderError(
+                f"{self.store_path} is missing although {FILES_FILE} lists {listed} file(s): "
+                f"the index {self.path} is damaged; {fix}"
+            )
+        return False
 
     def store_manifest_path(self) -> Path | None:
         """The store's manifest.json: in ``store/``, or in ``.store.bak`` while a save that

@@ -44,11 +44,13 @@ from .._io import LockedError, file_lock, sha256_and_size
 from ..errors import InvalidInputError, UserError
 from ..hardware import compute_dtype
 from ..index.fusion import default_hybrid, recorded_hybrid
+from ..index.persistence import pause_stage
 from .chunking import DEFAULT_WINDOW_CHARS, Position, ResumeError, check_chunking, iter_chunks
 from .folder import (
     FILES_FILE,
     LOCK_FILE,
     MANIFEST_FILE,
+    REBUILD_KEY,
     IndexFolder,
     IndexFolderError,
     describe_embedder,
@@ -67,7 +69,10 @@ from .readers import (
 )
 from .records import chunk_record
 
-# Test/debug hook: seconds to sleep after each commit (prints "llm2vec-index-commit: ..." to stderr).
+# Test/debug hooks: seconds to sleep after each commit (prints "llm2vec-index-commit: ..." to
+# stderr); and the save stages of `index.persistence.PAUSE_ENV`, which a commit extends with
+# "manifest_written" (the first commit of a run, before the store is saved) and
+# "files_json_written" (a rebuild's first commit, before the manifest drops REBUILD_KEY).
 COMMIT_SLEEP_ENV = "LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP"
 ENCODE_BATCH = 32  # chunks embedded per encoder call (progress granularity)
 
@@ -133,6 +138,13 @@ class IndexSettings:
     )
     rebuild: bool = field(
         default=False, metadata={"help": "start over with the recorded options and those given"}
+    )
+    follow_symlinks: bool | None = field(
+        default=None,
+        metadata={
+            "help": "follow symbolic links that lead outside the sources (else they are skipped "
+            "with a note); None: as recorded, no for a new index"
+        },
     )
     lexical: bool | None = field(
         default=None,
@@ -217,16 +229,29 @@ class Indexer:
         self.report = IndexReport()
 
     # ------------------------------------------------------------ configuration
-    def _resolve_config(self) -> tuple[dict[str, Any], bool]:
-        """(manifest to write, whether every file must be re-chunked).
+    def _resolve_config(self) -> tuple[dict[str, Any], bool, bool]:
+        """(manifest to write, whether the index starts over, whether every file must be
+        re-chunked).
 
         A new index takes the options given (else the defaults). An existing one keeps what
-        it records; --rebuild starts over from what it records, with the options given.
+        it records; --rebuild starts over from what it records, with the options given, and
+        so does the run after a --rebuild that was stopped before it committed (the
+        manifest says ``REBUILD_KEY``).
         """
         s = self.settings
         old = self.folder.read_manifest() if self.folder.exists() else None
-        fresh = old is None or s.rebuild
+        unfinished = old is not None and bool(old.get(REBUILD_KEY))
+        fresh = old is None or s.rebuild or unfinished
+        if unfinished and not s.rebuild:
+            self.report.notes.append(
+                (
+                    MANIFEST_FILE,
+                    "a --rebuild was stopped before its first commit: starting it over with "
+                    "the options it recorded",
+                )
+            )
         base: dict[str, Any] = dict(old) if old is not None else {}
+        base.pop(REBUILD_KEY, None)
         base_chunking = dict(base.get("chunking") or {})
         for key in ("chunk_tokens", "overlap", "text_field", "text_column"):
             base_chunking.setdefault(key, DEFAULTS[key])
@@ -261,9 +286,15 @@ class Indexer:
                 chunking[key] = value
                 changed = True
         lexical = s.lexical if s.lexical is not None else base.get("lexical", True)
+        follow = (
+            s.follow_symlinks
+            if s.follow_symlinks is not None
+            else base.get("follow_symlinks", False)
+        )
         manifest = {
             **base,
             "lexical": bool(lexical),
+            "follow_symlinks": bool(follow),
             "embedder": spec,
             "query_instruction": s.query_instruction
             if s.query_instruction is not None
@@ -279,7 +310,7 @@ class Indexer:
         if fresh:
             manifest["created_at"] = now()
             manifest.pop("encoded_in", None)  # filled by the run's encoder
-        return manifest, fresh or changed
+        return manifest, fresh, fresh or changed
 
     # ------------------------------------------------------------ main
     def run(self, sources: Sequence[str | os.PathLike]) -> IndexReport:
@@ -326,7 +357,7 @@ class Indexer:
 
         t0 = time.perf_counter()
         report = self.report
-        manifest, rechunk_all = self._resolve_config()
+        manifest, new_index, rechunk_all = self._resolve_config()
         old_spec = self.folder.read_manifest().get("embedder") if self.folder.exists() else None
         embedder_changed = old_spec is not None and old_spec != manifest["embedder"]
         chunking = manifest["chunking"]
@@ -339,10 +370,11 @@ class Indexer:
                 f"commit_share must be in (0, 1], got {self.settings.commit_share}"
             )
         root = Path(manifest["root"])
-        new_index = not self.folder.exists() or self.settings.rebuild
 
         # Find files first: a bad source fails before the model loads.
-        files, refused = discover(sources, exclude=[self.folder.path])
+        files, refused = discover(
+            sources, exclude=[self.folder.path], follow_symlinks=manifest["follow_symlinks"]
+        )
         for p, reason in refused:
             report.skipped.append((display_path(relative_source(p, root)), reason))
         source_roots = [Path(os.path.abspath(os.path.expanduser(os.fspath(s)))) for s in sources]
@@ -370,7 +402,7 @@ class Indexer:
             return encoder
 
         state: dict[str, dict[str, Any]] | None
-        if not new_index and self.folder.has_store():
+        if not new_index and self.folder.check_store():
             store = IndexStore.load(
                 self.folder.store_path
             )  # fingerprint checked when the model loads
@@ -468,6 +500,9 @@ class Indexer:
             todo.append((p, src, size))
 
         committer = _Committer(self.folder, store, manifest, state, report, self.settings)
+        # Starting over in an existing index: until this run's first commit is complete, the
+        # manifest (written first) says so, and a run after a kill starts over again.
+        committer.rebuilding = new_index and self.folder.exists()
         committer.dirty = lexical_changed
         for src in removed:
             store.delete([cid for cid, _ in by_source.get(src, ())])
@@ -727,6 +762,7 @@ class _Committer:
         self.last = time.monotonic()
         self.last_duration = 0.0  # seconds the last commit took
         self.manifest_written = False
+        self.rebuilding = False  # the manifest says REBUILD_KEY until the first commit ends
 
     def has(self, src: str) -> bool:
         return src in self.state
@@ -777,13 +813,16 @@ class _Committer:
             return
         if not self.manifest_written:
             self.manifest["updated_at"] = now()
-            self.folder.write_manifest(
-                {k: v for k, v in self.manifest.items() if k not in ("format", "format_version")}
-            )
+            self._write_manifest(unfinished=self.rebuilding)
             self.manifest_written = True
+            pause_stage("manifest_written")
         started = time.monotonic()
         self.store.save(self.folder.store_path)
         self.folder.write_files(self.state)
+        if self.rebuilding:  # the new store and its files.json are in place
+            pause_stage("files_json_written")
+            self._write_manifest()
+            self.rebuilding = False
         self.report.commits += 1
         self.pending_files = self.pending_chunks = 0
         self.dirty = False
@@ -796,6 +835,10 @@ class _Committer:
             )
             sys.stderr.flush()
             time.sleep(float(sleep))
+
+    def _write_manifest(self, unfinished: bool = False) -> None:
+        body = {k: v for k, v in self.manifest.items() if k not in ("format", "format_version")}
+        self.folder.write_manifest({**body, REBUILD_KEY: True} if unfinished else body)
 
     def _touch_manifest(self) -> None:
         old = self.folder.read_manifest()

@@ -11,17 +11,21 @@ Texts and string fields with lone surrogates (a ``"\ud83d"`` escape in a .jsonl 
 are repaired (U+FFFD, see :mod:`llm2vec_retrieval.text`) and reported in a note.
 Folders that hold an index (an ``index`` folder, a saved ``IndexStore``, which includes
 LangChain and LlamaIndex saves) are not walked into, and files whose names are not valid
-UTF-8 are refused: both are reported with the reason.
+UTF-8 are refused: both are reported with the reason. So are symbolic links that lead
+outside the sources (unless followed on request), dangling links, link loops, FIFOs and
+devices (`discover`).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,77 +85,183 @@ def index_folder_reason(folder: Path) -> str | None:
 
 
 BAD_NAME = "file name is not valid UTF-8; rename it to index it"
+FOLLOW_HINT = "pass --follow-symlinks to index it"
+
+
+def special_file_reason(path: Path) -> str | None:
+    """Why ``path`` (links followed) cannot be read as a document, or None for a regular
+    file: a dangling link, a link loop, a FIFO, a device, a socket (reading a FIFO or a
+    device would block or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if os.path.islink(path):
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop"
+            try:
+                target = display_path(os.readlink(path))
+            except OSError:
+                target = "?"
+            return f"dangling symbolic link (to {target})"
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ]
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"not a regular file: {kind}"
+
+
+class _Walk:
+    """The link and file-type policy of `discover` (see there)."""
+
+    def __init__(self, roots: Sequence[Path], exclude: Sequence[Path], follow: bool):
+        self.roots = roots  # the sources, links resolved
+        self.excluded = [Path(os.path.abspath(p)) for p in exclude]
+        self.excluded += [Path(os.path.realpath(p)) for p in self.excluded]
+        self.follow = follow
+
+    def is_excluded(self, p: Path) -> bool:
+        return any(p == e or e in p.parents for e in self.excluded)
+
+    def inside(self, real: Path) -> bool:
+        return any(real == r or r in real.parents for r in self.roots)
+
+    def link_reason(self, p: Path, what: str) -> tuple[Path | None, str | None]:
+        """(resolved path, None) for a link that may be followed; (None, None) for one left
+        out silently (into the index folder, or a folder under the sources, walked anyway);
+        (None, reason) for one refused."""
+        real = Path(os.path.realpath(p))
+        if self.is_excluded(real):
+            return None, None
+        if self.inside(real):
+            return (real, None) if what == "file" else (None, None)
+        if not self.follow:
+            target = display_path(os.fspath(real))
+            return None, f"symbolic link to a {what} outside the sources ({target}); {FOLLOW_HINT}"
+        return real, None
 
 
 def discover(
-    sources: Sequence[str | os.PathLike], exclude: Sequence[Path] = ()
+    sources: Sequence[str | os.PathLike],
+    exclude: Sequence[Path] = (),
+    *,
+    suffixes: Sequence[str] = SUPPORTED_SUFFIXES,
+    follow_symlinks: bool = False,
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files to index under ``sources`` (absolute, sorted, de-duplicated) and paths refused
-    (with the reason).
+    (with the reason). The one walker of the package: ``index`` and ``encode-corpus``
+    (which adds ``.parquet`` to ``suffixes``) find files here.
 
-    Folders are walked recursively (hidden entries and symlinked folders skipped) and only
-    supported suffixes are kept; a file named directly is always tried (an unsupported
-    suffix is reported). Paths under ``exclude`` (the index folder) are left out silently;
-    folders holding another index (`index_folder_reason`) and files whose names are not
-    valid UTF-8 are refused. A source that does not exist raises FileNotFoundError.
+    Folders are walked recursively (hidden entries skipped) and only ``suffixes`` are kept;
+    a file named directly is always tried (another suffix is reported). Paths under
+    ``exclude`` (the index folder) are left out silently; folders holding another index
+    (`index_folder_reason`) and files whose names are not valid UTF-8 are refused.
+    Symbolic links: a source named directly is used wherever it points; inside a walked
+    folder, a link to a file under the sources (links resolved) is indexed under its own
+    name, a link to a folder under them is not walked (its files are found where they
+    are), and a link that leads outside the sources is refused unless ``follow_symlinks``
+    (then it is followed, folders too, each real folder walked once). Dangling links, link
+    loops, FIFOs, devices and sockets are refused (`special_file_reason`): reading one
+    could block or never end. A source that does not exist raises FileNotFoundError.
     """
-    excluded = [Path(os.path.abspath(p)) for p in exclude]
-
-    def is_excluded(p: Path) -> bool:
-        return any(p == e or e in p.parents for e in excluded)
-
+    suffixes = tuple(s.lower() for s in suffixes)
+    named = [Path(os.path.abspath(os.path.expanduser(os.fspath(src)))) for src in sources]
+    for src, path in zip(sources, named, strict=True):
+        if not path.exists():
+            reason = special_file_reason(path) if os.path.islink(path) else None
+            raise FileNotFoundError(f"source not found: {src}" + (f" ({reason})" if reason else ""))
+    walk = _Walk([Path(os.path.realpath(p)) for p in named], exclude, follow_symlinks)
     found: dict[Path, None] = {}
     refused: list[tuple[Path, str]] = []
-    for src in sources:
-        path = Path(os.path.abspath(os.path.expanduser(os.fspath(src))))
-        if not path.exists():
-            raise FileNotFoundError(f"source not found: {src}")
-        if path.is_file():
-            if is_excluded(path):
+    seen: set[Path] = set()  # real folders walked (a followed link may lead back)
+
+    def add_file(p: Path) -> None:
+        reason = special_file_reason(p)
+        if reason is not None:
+            refused.append((p, reason))
+        elif has_surrogates(os.fspath(p)):
+            refused.append((p, BAD_NAME))
+        else:
+            found[p] = None
+
+    def walk_dir(folder: Path) -> list[Path]:
+        """Take in the files of ``folder``; its sub-folders to walk, in order."""
+        real = Path(os.path.realpath(folder))
+        if real in seen or walk.is_excluded(real):  # walked, or the index (through a link)
+            return []
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            refused.append((folder, f"unreadable ({exc.strerror or type(exc).__name__})"))
+            return []
+        subdirs = []
+        for entry in entries:
+            p = folder / entry.name
+            if is_hidden(entry.name) or walk.is_excluded(p):
+                continue
+            is_link = entry.is_symlink()
+            try:
+                is_dir = entry.is_dir()  # links followed
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if is_link:
+                    target, reason = walk.link_reason(p, "folder")
+                    if reason is not None:
+                        refused.append((p, reason))
+                    if target is None:
+                        continue
+                reason = index_folder_reason(p)
+                if reason is not None:
+                    refused.append((p, reason))
+                else:
+                    subdirs.append(p)
+                continue
+            if p.suffix.lower() not in suffixes:
+                continue
+            if is_link and special_file_reason(p) is None:
+                target, reason = walk.link_reason(p, "file")
+                if target is None:
+                    if reason is not None:
+                        refused.append((p, reason))
+                    continue
+            add_file(p)
+        return subdirs
+
+    for path in named:
+        if not path.is_dir():
+            if walk.is_excluded(path):
                 continue
             reason = index_folder_reason(path.parent)
             if reason is not None:
                 refused.append((path, f"inside {reason.split(':')[0]}"))
-            elif has_surrogates(os.fspath(path)):
-                refused.append((path, BAD_NAME))
-            elif path.suffix.lower() in SUPPORTED_SUFFIXES:
-                found[path] = None
+            elif path.suffix.lower() in suffixes:
+                add_file(path)
             else:
                 refused.append(
                     (
                         path,
                         f"unsupported file type {path.suffix or '(none)'!r}; supported: "
-                        + ", ".join(SUPPORTED_SUFFIXES),
+                        + ", ".join(suffixes),
                     )
                 )
             continue
-        if is_excluded(path):
+        if walk.is_excluded(path):
             continue
         reason = index_folder_reason(path)
         if reason is not None:
             refused.append((path, reason))
             continue
-        for dirpath, dirnames, filenames in os.walk(path):
-            base = Path(dirpath)
-            keep = []
-            for d in sorted(dirnames):
-                if is_hidden(d) or is_excluded(base / d):
-                    continue
-                reason = index_folder_reason(base / d)
-                if reason is not None:
-                    refused.append((base / d, reason))
-                else:
-                    keep.append(d)
-            dirnames[:] = keep
-            for name in sorted(filenames):
-                p = base / name
-                if is_hidden(name) or p.suffix.lower() not in SUPPORTED_SUFFIXES or is_excluded(p):
-                    continue
-                if p.is_file():
-                    if has_surrogates(os.fspath(p)):
-                        refused.append((p, BAD_NAME))
-                    else:
-                        found[p] = None
+        stack = [path]  # depth first, in name order (no recursion: any depth)
+        while stack:
+            stack += reversed(walk_dir(stack.pop()))
     return sorted(found), refused
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..index.fusion import default_hybrid, recorded_hybrid, resolve_fusion
 from ..index.store import DEFAULT_TEXT_MODE, MODES
-from .folder import IndexFolder, IndexFolderError, embedder_spec, encoder_from_spec
+from .folder import REBUILD_KEY, IndexFolder, IndexFolderError, embedder_spec, encoder_from_spec
 
 
 @dataclass
@@ -70,11 +70,11 @@ class Searcher:
     ):
         import warnings
 
-        from ..index import IndexStore
+        from ..index import DimensionMismatchError, FingerprintMismatchError, IndexStore
 
         self.folder = IndexFolder(path)
         self.manifest = self.folder.read_manifest()
-        if not self.folder.has_store():
+        if not self.folder.check_store():
             raise IndexFolderError(
                 f"index {self.folder.path} has no committed chunks yet; run `llm2vec-retrieval index` on it"
             )
@@ -94,11 +94,20 @@ class Searcher:
             warnings.simplefilter(
                 "ignore"
             )  # a mismatch allowed by the user needs no second warning
-            self.store = IndexStore.load(
-                self.folder.store_path,
-                fingerprint=self.encoder.fingerprint(),
-                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-            )
+            try:
+                self.store = IndexStore.load(
+                    self.folder.store_path,
+                    fingerprint=self.encoder.fingerprint(),
+                    allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+                )
+            except (FingerprintMismatchError, DimensionMismatchError):
+                if not self.manifest.get(REBUILD_KEY) or model is not None or adapter is not None:
+                    raise
+                # the manifest names the new embedder, the store is still the old one
+                raise IndexFolderError(
+                    f"a --rebuild of index {self.folder.path} was stopped before its first "
+                    "commit; run `llm2vec-retrieval index` on it again to finish it"
+                ) from None
 
     @property
     def query_instruction(self) -> str | None:
