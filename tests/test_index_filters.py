@@ -265,7 +265,7 @@ def test_cli_ordered_filter_on_csv_column(csv_index, mode, capsys):
 
     def search(*filters: str) -> list[str]:
         capsys.readouterr()
-        args = ["search", str(csv_index), "river", "-k", "50", "--mode", mode, "--json"]
+        args = ["search", "--index", str(csv_index), "river", "-k", "50", "--mode", mode, "--json"]
         for f in filters:
             args += ["--filter", f]
         assert cli.main(args) == 0

@@ -151,13 +151,13 @@ def test_searching_a_stopped_rebuild_with_another_model_says_to_finish_it(
     manifest = folder.read_manifest()
     folder.write_manifest({**manifest, "embedder": embedder_spec(other, None), REBUILD_KEY: True})
     capsys.readouterr()
-    assert cli.main(["search", str(idx), "rivers"]) == 2
+    assert cli.main(["search", "--index", str(idx), "rivers"]) == 2
     err = capsys.readouterr().err.strip()
     assert (
         "\n" not in err and "--rebuild of index" in err and "run `llm2vec-retrieval index`" in err
     )
     assert cli.main(["index", str(corpus), "--index", str(idx), "--no-progress"]) == 0
-    assert cli.main(["search", str(idx), "rivers", "--json"]) == 0
+    assert cli.main(["search", "--index", str(idx), "rivers", "--json"]) == 0
     assert "rebuild_unfinished" not in json.loads((idx / "llm2vec-index.json").read_text())
 
 
@@ -173,8 +173,9 @@ def test_missing_store_manifest_is_a_one_line_error_naming_it(tmp_path, tiny_lla
     assert cli.main([*base, "--model", tiny_llama]) == 0
     (idx / "store" / "manifest.json").unlink()
     for argv in (
-        ["search", str(idx), "rivers"],
-        ["search", str(idx), "rivers", "--mode", "lexical"],
+        ["search", "--index", str(idx), "rivers"],
+        ["search", "--index", str(idx), "rivers", "--mode", "lexical"],
+        ["info", "--index", str(idx)],
         base,
     ):
         capsys.readouterr()
@@ -183,10 +184,10 @@ def test_missing_store_manifest_is_a_one_line_error_naming_it(tmp_path, tiny_lla
         assert err.startswith("error: ") and "\n" not in err, err
         assert str(idx / "store" / "manifest.json") + " is missing" in err and "--rebuild" in err
     assert cli.main([*base, "--rebuild"]) == 0
-    assert cli.main(["search", str(idx), "rivers", "--json"]) == 0
+    assert cli.main(["search", "--index", str(idx), "rivers", "--json"]) == 0
     shutil.rmtree(idx / "store")
     capsys.readouterr()
-    assert cli.main(["search", str(idx), "rivers"]) == 2
+    assert cli.main(["search", "--index", str(idx), "rivers"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{idx / 'store'} is missing although files.json lists 2 file(s)" in err
     assert "--rebuild" in err and "\n" not in err
@@ -252,7 +253,7 @@ def test_links_out_of_the_sources_are_skipped_unless_followed(tmp_path, tiny_lla
 
 def _search(capsys, idx: Path, query: str) -> str:
     capsys.readouterr()
-    assert cli.main(["search", str(idx), query, "--mode", "lexical", "--json"]) == 0
+    assert cli.main(["search", "--index", str(idx), query, "--mode", "lexical", "--json"]) == 0
     return capsys.readouterr().out
 
 

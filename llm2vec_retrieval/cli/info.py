@@ -44,7 +44,7 @@ def index_info(path: str) -> dict[str, Any]:
     folder = IndexFolder(path)
     manifest = folder.read_manifest()
     store: dict[str, Any] = {}
-    if folder.store_manifest_path() is not None:  # else nothing is stored yet
+    if folder.check_store():  # a damaged store: one line naming what is missing
         try:
             store = load_manifest(folder.store_path)
         except FileNotFoundError:  # removed since: nothing is stored
