@@ -601,6 +601,49 @@ def test_search_modes(built, capsys):
     assert "--alpha must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_lexical_search_lists_only_matches_and_says_so(built, capsys):
+    """Issue 25: a lexical query sharing no word with the index printed k chunks at score 0
+    as if they matched. Now only matching chunks are listed, and the shortfall is said."""
+    work, idx, _ = built
+    capsys.readouterr()
+    assert cli.main(["search", str(idx), "zebra giraffe", "--mode", "lexical"]) == 0
+    out = capsys.readouterr().out
+    assert "[1]" not in out and "0.0000" not in out
+    assert "0 of 5 requested: no chunk shares a word with the query" in out
+    n = sum("river" in text.lower() for text, _ in chunks_of(idx).values())  # rivers, river
+    assert 0 < n < 5
+    assert cli.main(["search", str(idx), "rivers", "--mode", "lexical"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n[") + out.startswith("[") == n
+    verb = "chunks share" if n > 1 else "chunk shares"
+    assert out.rstrip().endswith(f"{n} of 5 requested: only {n} {verb} a word with the query")
+    # --json: stdout stays one JSON document, the note goes to stderr
+    capsys.readouterr()
+    assert cli.main(["search", str(idx), "rivers", "--mode", "lexical", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["results"]) == n
+    assert f"note: {n} of 5 requested" in captured.err
+    # a filter that matches fewer chunks than k, in the default mode
+    from llm2vec_retrieval.ingest import Searcher
+
+    with pytest.raises(ValueError, match="^the query is only whitespace"):
+        Searcher(idx, lexical_only=True).search(" \n", mode="lexical")
+    m = sum(meta["source"] == "corpus/d.csv" for _, meta in chunks_of(idx).values())
+    argv = ["search", str(idx), "fox", "-k", "10", "--filter", "source=corpus/d.csv"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(f"{m} of 10 requested: only {m} chunks match the filter")
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_empty_query_is_one_line_before_anything_loads(query, capsys):
+    # the index does not even exist: the query is checked first
+    assert cli.main(["search", "no-such-index", query]) == 2
+    err = capsys.readouterr().err.strip()
+    reason = "empty" if not query else "only whitespace"
+    assert err == f"error: the query is {reason}: give the words to search for"
+
+
 def test_index_without_lexical_part(tmp_path, model, capsys):
     """--no-lexical, and an index saved before hybrid search existed: dense by default, a one-line
     error for hybrid, and the next `index` run adds the lexical part without re-embedding."""
