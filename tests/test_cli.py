@@ -466,6 +466,30 @@ def test_demo_indexes_docs(tmp_path, model, capsys):
     shutil.rmtree(tmp_path / "demo")
 
 
+def test_demo_outside_a_checkout_indexes_the_corpus_it_ships(tmp_path, model, monkeypatch, capsys):
+    """Issue 25: installed from a wheel (no docs/ beside the package) the demo printed a
+    similarity table whose third query had no right answer ("fast and red" -> the vaccines
+    text). Now it indexes the pages shipped in the package, into the cache folder; a docs/
+    folder that another distribution put beside the package is not taken for ours."""
+    from llm2vec_retrieval.cli import demo
+
+    site = tmp_path / "site-packages"
+    (site / "docs").mkdir(parents=True)
+    (site / "docs" / "other.md").write_text("Another package's documentation.")
+    monkeypatch.setattr(demo, "PROJECT_ROOT", site)
+    monkeypatch.setenv("LLM2VEC_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    corpus, root, index = demo.demo_sources()
+    assert corpus == demo.DEMO_CORPUS and root == demo.DEMO_CORPUS.parent
+    assert index == tmp_path / "cache" / "demo-index"
+    shipped = sorted(p.name for p in demo.DEMO_CORPUS.glob("*.md"))
+    assert {"indexing.md", "pooling.md"} <= set(shipped)  # the answers to DEMO_SEARCHES
+    assert cli.main(["demo", "--model", model]) == 0
+    out = capsys.readouterr().out
+    assert out.count("search: ") == 2 and "demo_corpus/" in out and "other.md" not in out
+    assert "cosine" not in out and "best: doc" not in out
+    assert f"{len(shipped)} files" in out and (index / "llm2vec-index.json").is_file()
+
+
 def test_eval_commands(tmp_path, model, capsys):
     beir = tmp_path / "scifact"
     (beir / "qrels").mkdir(parents=True)
