@@ -61,6 +61,15 @@ class EncoderConfig:
         },
     )
 
+    matryoshka: bool = field(
+        default=False,
+        metadata={
+            "help": "trained so that the first N dimensions of a vector are an embedding too "
+            "(Matryoshka representation learning): only then does the server accept OpenAI's "
+            "`dimensions`. False for the shipped default"
+        },
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -82,6 +91,8 @@ class EncoderConfig:
         for name in ("query_instruction", "document_instruction"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
+        if not isinstance(self.matryoshka, bool):
+            raise ValueError(f"matryoshka must be true or false, got {self.matryoshka!r}")
 
     # -- JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -52,3 +52,22 @@ def warn_repaired(count: int, stacklevel: int = 3, what: str = "text(s)") -> Non
     """The one warning of a call that repaired ``count`` texts (none when count is 0)."""
     if count:
         warnings.warn(repaired_message(count, what), UnicodeWarning, stacklevel=stacklevel)
+
+
+def blank_reason(text: str) -> str | None:
+    """Why ``text`` cannot be a query: ``"empty"``, ``"only whitespace"``, or None when it
+    holds something to search for."""
+    if not text:
+        return "empty"
+    return "only whitespace" if not text.strip() else None
+
+
+def check_query(text: str, what: str = "the query") -> str:
+    """``text`` unchanged; a one-line ValueError when it is empty or only whitespace (a search
+    for nothing has no right answer, so none is made up). The search paths (IndexStore's
+    lexical and hybrid modes, ``Searcher``, the LangChain and LlamaIndex integrations) call it;
+    the command line and the server word the same check as their own errors."""
+    reason = blank_reason(text)
+    if reason is not None:
+        raise ValueError(f"{what} is {reason}: give the words to search for")
+    return text

@@ -512,6 +512,30 @@ def test_demo_indexes_docs(tmp_path, model, capsys):
     shutil.rmtree(tmp_path / "demo")
 
 
+def test_demo_outside_a_checkout_indexes_the_corpus_it_ships(tmp_path, model, monkeypatch, capsys):
+    """Issue 25: installed from a wheel (no docs/ beside the package) the demo printed a
+    similarity table whose third query had no right answer ("fast and red" -> the vaccines
+    text). Now it indexes the pages shipped in the package, into the cache folder; a docs/
+    folder that another distribution put beside the package is not taken for ours."""
+    from llm2vec_retrieval.cli import demo
+
+    site = tmp_path / "site-packages"
+    (site / "docs").mkdir(parents=True)
+    (site / "docs" / "other.md").write_text("Another package's documentation.")
+    monkeypatch.setattr(demo, "PROJECT_ROOT", site)
+    monkeypatch.setenv("LLM2VEC_RETRIEVAL_CACHE", str(tmp_path / "cache"))
+    corpus, root, index = demo.demo_sources()
+    assert corpus == demo.DEMO_CORPUS and root == demo.DEMO_CORPUS.parent
+    assert index == tmp_path / "cache" / "demo-index"
+    shipped = sorted(p.name for p in demo.DEMO_CORPUS.glob("*.md"))
+    assert {"indexing.md", "pooling.md"} <= set(shipped)  # the answers to DEMO_SEARCHES
+    assert cli.main(["demo", "--model", model]) == 0
+    out = capsys.readouterr().out
+    assert out.count("search: ") == 2 and "demo_corpus/" in out and "other.md" not in out
+    assert "cosine" not in out and "best: doc" not in out
+    assert f"{len(shipped)} files" in out and (index / "llm2vec-index.json").is_file()
+
+
 def test_eval_commands(tmp_path, model, capsys):
     beir = tmp_path / "scifact"
     (beir / "qrels").mkdir(parents=True)
@@ -645,6 +669,49 @@ def test_search_modes(built, capsys):
     assert filtered["results"] and {r["source"] for r in filtered["results"]} == {"corpus/d.csv"}
     assert cli.main(["search", str(idx), "fox", "--alpha", "2"]) == 2
     assert "--alpha must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_lexical_search_lists_only_matches_and_says_so(built, capsys):
+    """Issue 25: a lexical query sharing no word with the index printed k chunks at score 0
+    as if they matched. Now only matching chunks are listed, and the shortfall is said."""
+    work, idx, _ = built
+    capsys.readouterr()
+    assert cli.main(["search", str(idx), "zebra giraffe", "--mode", "lexical"]) == 0
+    out = capsys.readouterr().out
+    assert "[1]" not in out and "0.0000" not in out
+    assert "0 of 5 requested: no chunk shares a word with the query" in out
+    n = sum("river" in text.lower() for text, _ in chunks_of(idx).values())  # rivers, river
+    assert 0 < n < 5
+    assert cli.main(["search", str(idx), "rivers", "--mode", "lexical"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n[") + out.startswith("[") == n
+    verb = "chunks share" if n > 1 else "chunk shares"
+    assert out.rstrip().endswith(f"{n} of 5 requested: only {n} {verb} a word with the query")
+    # --json: stdout stays one JSON document, the note goes to stderr
+    capsys.readouterr()
+    assert cli.main(["search", str(idx), "rivers", "--mode", "lexical", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["results"]) == n
+    assert f"note: {n} of 5 requested" in captured.err
+    # a filter that matches fewer chunks than k, in the default mode
+    from llm2vec_retrieval.ingest import Searcher
+
+    with pytest.raises(ValueError, match="^the query is only whitespace"):
+        Searcher(idx, lexical_only=True).search(" \n", mode="lexical")
+    m = sum(meta["source"] == "corpus/d.csv" for _, meta in chunks_of(idx).values())
+    argv = ["search", str(idx), "fox", "-k", "10", "--filter", "source=corpus/d.csv"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(f"{m} of 10 requested: only {m} chunks match the filter")
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_empty_query_is_one_line_before_anything_loads(query, capsys):
+    # the index does not even exist: the query is checked first
+    assert cli.main(["search", "no-such-index", query]) == 2
+    err = capsys.readouterr().err.strip()
+    reason = "empty" if not query else "only whitespace"
+    assert err == f"error: the query is {reason}: give the words to search for"
 
 
 def test_index_without_lexical_part(tmp_path, model, capsys):

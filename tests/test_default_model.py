@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,88 @@ def test_demo_command_runs(tmp_path):
     for query in DEMO_SEARCHES:
         assert f"search: {query}" in out.stdout
     assert out.stdout.count("docs/") >= 2 * 3, out.stdout[-3000:]  # three ranked chunks per search
+
+
+def test_demo_from_an_installed_wheel_finds_the_right_pages(tmp_path):
+    """Issue 25: outside a checkout the demo printed wrong answers. Build the wheel, install it
+    into a fresh venv (its dependencies come from this one, offline: a .pth names this
+    environment's site-packages), run `llm2vec-retrieval demo` from an empty folder, and
+    check each search's top hit is the page that answers it."""
+    import json
+    import shutil
+    import sysconfig
+
+    from llm2vec_retrieval.cli import DEMO_SEARCHES
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout
+    shutil.copytree(
+        root,
+        src,
+        ignore=shutil.ignore_patterns(".git", ".cache", "__pycache__", "*.egg-info", "build"),
+    )
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    built = subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("llm2vec_retrieval-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(purelib, "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run(
+        [*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run(
+        [str(python), "-c", "import llm2vec_retrieval; print(llm2vec_retrieval.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert where.startswith(purelib), where  # the wheel, not this checkout
+    index = tmp_path / "demo-index"
+    out = subprocess.run(
+        [str(venv / "bin" / "llm2vec-retrieval"), "demo", "--index", str(index)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "demo_corpus/" in out.stdout and "best: doc" not in out.stdout
+    expected = ["demo_corpus/indexing.md", "demo_corpus/pooling.md"]
+    for query, source in zip(DEMO_SEARCHES, expected, strict=True):
+        assert f"search: {query}" in out.stdout
+        top = subprocess.run(
+            [str(venv / "bin" / "llm2vec-retrieval"), "search", str(index), query, "--json"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert top.returncode == 0, top.stderr[-2000:]
+        assert json.loads(top.stdout)["results"][0]["source"] == source, query
 
 
 def test_smollm2_embedded_model():

@@ -88,6 +88,9 @@ def write_beir(folder: Path) -> Path:
 
 
 def _random_case(seed=0, n_queries=12, n_docs=40):
+    """A run and judgments with BEIR's edge cases: q0 has no relevant document (all judged 0),
+    q1 an empty run, q2 no run at all, q3 a negative judgment, q4 is run but not judged,
+    q5 is judged with nothing ({}); scores on a coarse grid give plenty of ties."""
     rng = np.random.default_rng(seed)
     docs = [f"doc{i:03d}" for i in range(n_docs)]
     qrels, run = {}, {}
@@ -96,11 +99,31 @@ def _random_case(seed=0, n_queries=12, n_docs=40):
         judged = rng.choice(n_docs, size=rng.integers(1, 8), replace=False)
         qrels[qid] = {docs[j]: int(rng.integers(0, 4)) for j in judged}
         if q == 0:
-            qrels[qid] = {docs[j]: 0 for j in judged}  # no relevant document: excluded
+            qrels[qid] = {docs[j]: 0 for j in judged}  # no relevant document: averaged as 0
+        if q == 3:
+            qrels[qid][docs[int(judged[0])]] = -1
         retrieved = rng.choice(n_docs, size=rng.integers(5, n_docs), replace=False)
         # Scores on a coarse grid: plenty of ties, which both sides must break the same way.
         run[qid] = {docs[j]: float(rng.integers(0, 6)) / 2 for j in retrieved}
+    run["q1"] = {}  # an empty run: averaged as 0
+    del run["q2"]  # no run: left out of the averages, as pytrec_eval and BEIR leave it
+    del qrels["q4"]  # run but not judged: ignored
+    qrels["q5"] = {}  # judged with nothing: ignored
     return run, qrels
+
+
+def _beir_reference(run, qrels, pytrec_eval) -> dict[str, float]:
+    """nDCG@10, Recall@100 and MRR@10 as BEIR/MTEB average pytrec_eval's per-query values:
+    over the queries pytrec_eval returns; MRR@10 = recip_rank on the run cut to its top 10."""
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    cut = {q: {d: s[d] for d in rank_documents(s, 10)} for q, s in run.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
+    return {
+        "ndcg@10": float(np.mean([v["ndcg_cut_10"] for v in ref.values()])),
+        "recall@100": float(np.mean([v["recall_100"] for v in ref.values()])),
+        "mrr@10": float(np.mean([rr[q]["recip_rank"] for q in ref])),
+        "n_queries": len(ref),
+    }
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -115,31 +138,82 @@ def test_metrics_match_pytrec_eval(seed):
     cut = {q: {d: s[d] for d in rank_documents(s, 10)} for q, s in run.items()}
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
 
-    with_relevant = {q for q, j in qrels.items() if any(r > 0 for r in j.values())}
-    assert set(ours) == with_relevant and "q0" not in ours
-    for q in with_relevant:
+    # the queries pytrec_eval evaluates are exactly ours: q0 and q1 in, q2, q4, q5 out
+    assert set(ours) == set(ref) and {"q0", "q1"} <= set(ours)
+    assert not {"q2", "q4", "q5"} & set(ours)
+    for q in ref:
         assert ours[q]["ndcg@3"] == pytest.approx(ref[q]["ndcg_cut_3"], abs=1e-12)
         assert ours[q]["ndcg@10"] == pytest.approx(ref[q]["ndcg_cut_10"], abs=1e-12)
         assert ours[q]["recall@5"] == pytest.approx(ref[q]["recall_5"], abs=1e-12)
         assert ours[q]["recall@20"] == pytest.approx(ref[q]["recall_20"], abs=1e-12)
         assert ours[q]["mrr@10"] == pytest.approx(rr[q]["recip_rank"], abs=1e-12)
-    mean = evaluate_run(run, qrels, ["ndcg@10"])
-    assert mean["n_queries"] == len(with_relevant)
-    assert mean["ndcg@10"] == pytest.approx(np.mean([ref[q]["ndcg_cut_10"] for q in with_relevant]))
+    assert (
+        ours["q0"]
+        == ours["q1"]
+        == {
+            "ndcg@3": 0.0,
+            "ndcg@10": 0.0,
+            "recall@5": 0.0,
+            "recall@20": 0.0,
+            "mrr@10": 0.0,
+        }
+    )
+    mean = evaluate_run(run, qrels)
+    want = _beir_reference(run, qrels, pytrec_eval)
+    for name in ("ndcg@10", "recall@100", "mrr@10"):
+        assert mean[name] == pytest.approx(want[name], abs=1e-12), name
+    assert mean["n_queries"] == want["n_queries"] == len(qrels) - 2  # q2 (no run), q5 (no judgment)
+    assert mean["n_queries_without_run"] == 1
 
 
 def test_tie_rule_and_edge_cases():
     # Equal scores: larger doc id first (trec_eval's rule), independent of dict order.
     assert rank_documents({"a": 1.0, "c": 1.0, "b": 1.0, "z": 2.0}) == ["z", "c", "b", "a"]
     assert rank_documents({"b": 1.0, "a": 1.0, "c": 1.0}, k=2) == ["c", "b"]
-    qrels = {"q1": {"a": 1}, "q2": {"x": 2, "y": 1}, "q3": {"n": 0}}
-    run = {"q1": {"a": 0.5, "b": 0.5}}  # q2 missing from the run: counts as 0; q3 excluded
+    qrels = {"q1": {"a": 1}, "q2": {"x": 2, "y": 1}, "q3": {"n": 0}, "q4": {"a": 1}}
+    # q2 missing from the run: left out (BEIR); q3 has no relevant document: 0, averaged in;
+    # q4's run is empty: 0, averaged in
+    run = {"q1": {"a": 0.5, "b": 0.5}, "q3": {"n": 1.0}, "q4": {}}
     res = evaluate_run(run, qrels, ["ndcg@10", "recall@100", "mrr@10"])
-    assert res["n_queries"] == 2
-    assert res["mrr@10"] == pytest.approx(0.25)  # q1: "b" ranks before "a" -> 1/2; q2: 0
-    assert res["recall@100"] == pytest.approx(0.5)
+    assert res["n_queries"] == 3 and res["n_queries_without_run"] == 1
+    assert res["mrr@10"] == pytest.approx(0.5 / 3)  # q1: "b" ranks before "a" -> 1/2
+    assert res["recall@100"] == pytest.approx(1 / 3)
+    assert evaluate_run({}, qrels)["n_queries"] == 0  # nothing run: nothing averaged
     with pytest.raises(ValueError):
         evaluate_run(run, qrels, ["map@10"])
+
+
+@pytest.mark.skipif(
+    not (SHARED / "scifact" / "corpus.jsonl").exists(), reason="../shared/data absent"
+)
+def test_scifact_bm25_metrics_equal_pytrec_eval_with_beir_conventions():
+    """nDCG@10, Recall@100 and MRR@10 of a real run (the benchmark's BM25 on SciFact test)
+    equal pytrec_eval's, averaged as BEIR averages them, to 1e-6; also with a few queries
+    dropped from the run and a few runs emptied (BEIR's conventions for both)."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    pytest.importorskip("bm25s")
+    from benchmarks.quality import BM25Baseline
+
+    data = load_beir(SHARED / "scifact", "test")
+    run = BM25Baseline().search(
+        data.doc_ids, data.documents(), data.query_ids, [data.queries[q] for q in data.query_ids]
+    )
+    ours = evaluate_run(run, data.qrels)
+    want = _beir_reference(run, data.qrels, pytrec_eval)
+    assert ours["n_queries"] == want["n_queries"] == 300
+    for name in ("ndcg@10", "recall@100", "mrr@10"):
+        assert abs(ours[name] - want[name]) < 1e-6, (name, ours[name], want[name])
+    assert abs(ours["ndcg@10"] - 0.686) < 5e-4  # the published BM25 number
+    partial = {q: docs for i, (q, docs) in enumerate(run.items()) if i % 7}
+    for i, q in enumerate(partial):
+        if i % 11 == 0:
+            partial[q] = {}
+    ours = evaluate_run(partial, data.qrels)
+    want = _beir_reference(partial, data.qrels, pytrec_eval)
+    assert ours["n_queries"] == want["n_queries"] == len(partial)
+    assert ours["n_queries_without_run"] == 300 - len(partial)
+    for name in ("ndcg@10", "recall@100", "mrr@10"):
+        assert abs(ours[name] - want[name]) < 1e-6, name
 
 
 # --------------------------------------------------------------------------------- STS

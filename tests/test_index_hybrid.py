@@ -62,7 +62,10 @@ def test_lexical_scores_equal_bm25s(query):
     hits = s.search(text=query, mode="lexical", k=len(TEXTS))
     expected = bm25s_scores(TEXTS, query)
     got = {h.id: h.score for h in hits}
-    np.testing.assert_allclose([got[f"d{i}"] for i in range(len(TEXTS))], expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        [got.get(f"d{i}", 0.0) for i in range(len(TEXTS))], expected, rtol=1e-6
+    )
+    assert set(got) == {f"d{i}" for i, x in enumerate(expected) if x > 0}
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
@@ -96,20 +99,16 @@ def test_upsert_delete_and_reload_keep_both_parts_in_sync(tmp_path):
         [{"i": 99, "topic": "water"}],
     )
     # a store built fresh from the final documents scores exactly the same
-    final = {h.id: h for h in s.search(text="", mode="lexical", k=100)}
     fresh = IndexStore(DIM)
     ids = list(s.ids)
     recs = s.get(ids)
     fresh.add(
         ids, np.stack([r.vector for r in recs]), [r.text for r in recs], [r.metadata for r in recs]
     )
-    assert set(final) == set(ids)
     for q in [*QUERIES, "quantum numbers", "spring floods bridges"]:
         a = [(h.id, round(h.score, 5)) for h in s.search(text=q, mode="lexical", k=len(ids))]
         b = [(h.id, round(h.score, 5)) for h in fresh.search(text=q, mode="lexical", k=len(ids))]
-        # documents that share no term tie at 0, in the order they were (re)added
-        assert [x for x in a if x[1] > 0] == [x for x in b if x[1] > 0]
-        assert sorted(a) == sorted(b)
+        assert a == b and all(score > 0 for _, score in a)
     top = s.search(text="quantum numbers", mode="lexical", k=1)[0]
     assert top.id == "d1" and top.score > 0
     assert all(
@@ -126,7 +125,7 @@ def test_upsert_delete_and_reload_keep_both_parts_in_sync(tmp_path):
             assert a == b
     # changes after a reload rebuild the BM25 matrix from the saved tokens
     loaded.delete(["d1"])
-    assert loaded.search(text="quantum numbers", mode="lexical", k=1)[0].score == 0
+    assert loaded.search(text="quantum numbers", mode="lexical", k=1) == []
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
@@ -137,9 +136,55 @@ def test_filters_apply_in_every_mode_with_exactly_k_hits(mode, k):
     matching = {f"d{i}" for i in (1, 3, 6)}
     for q in QUERIES:
         hits = s.search(vectors(1, seed=3)[0], k=k, filter=flt, text=q, mode=mode)
-        assert len(hits) == min(k, len(matching))
+        # lexical: only the matching documents that share a term with the query
+        sharing = {f"d{i}" for i, x in enumerate(bm25s_scores(TEXTS, q)) if x > 0} & matching
+        assert len(hits) == min(k, len(sharing if mode == "lexical" else matching))
         assert {h.id for h in hits} <= matching
     assert s.search(vectors(1)[0], k=3, filter={"topic": "none"}, text="rain", mode=mode) == []
+
+
+def test_lexical_returns_only_documents_that_share_a_term():
+    """Issue 25: a query sharing no word with the index listed k documents at score 0 as if
+    they matched. Now: only documents with a BM25 score above 0, so fewer than k or none."""
+    s = make_store()
+    assert s.search(text="zebra giraffe", mode="lexical", k=5) == []
+    hits = s.search(text="white blood cells antibodies", mode="lexical", k=5)
+    expected = {
+        f"d{i}" for i, x in enumerate(bm25s_scores(TEXTS, "white blood cells antibodies")) if x > 0
+    }
+    assert 0 < len(expected) < 5 and {h.id for h in hits} == expected
+    assert all(h.score > 0 for h in hits)
+    # stopwords alone are no terms: nothing matches
+    assert s.search(text="the and of", mode="lexical", k=3) == []
+    batch = s.search_batch(texts=["zebra", "river"], mode="lexical", k=8)
+    assert batch[0] == [] and batch[1] and all(h.score > 0 for h in batch[1])
+
+
+@pytest.mark.parametrize("mode", ["lexical", "hybrid"])
+def test_blank_query_text_is_refused_with_one_line(mode):
+    s = make_store()
+    q = vectors(1, seed=3)[0]
+    for text, reason in (("", "empty"), (" \n\t", "only whitespace")):
+        with pytest.raises(ValueError) as err:
+            s.search(q, text=text, mode=mode, k=3)
+        assert str(err.value) == f"the query text is {reason}: give the words to search for"
+    with pytest.raises(ValueError, match="^query text 1 is empty"):
+        s.search_batch(np.stack([q, q]), texts=["rain", ""], mode=mode, k=3)
+
+
+def test_hybrid_fuses_no_zero_lexical_score():
+    """Documents sharing no term with the query take no part in the lexical list of a hybrid
+    search: they carry lexical_score None, never 0."""
+    s = make_store()
+    q = vectors(1, seed=3)[0]
+    query = "river flooding"
+    sharing = {f"d{i}" for i, x in enumerate(bm25s_scores(TEXTS, query)) if x > 0}
+    assert 0 < len(sharing) < len(TEXTS)
+    for fusion in ("rrf", "alpha", "zscore"):
+        hits = s.search(q, text=query, mode="hybrid", fusion=fusion, k=len(TEXTS))
+        assert len(hits) == len(TEXTS)  # the dense list still ranks every document
+        assert {h.id for h in hits if h.lexical_score is not None} == sharing, fusion
+        assert all(h.lexical_score > 0 for h in hits if h.lexical_score is not None)
 
 
 def test_hybrid_fusions():
@@ -326,4 +371,4 @@ def test_texts_that_stemmers_cannot_take():
     s = IndexStore(DIM)
     s.add(["a", "b", "c"], vectors(3), ["truncated emoji \ud83d here", None, ""])
     hits = s.search(text="emoji", mode="lexical", k=3)
-    assert hits[0].id == "a" and hits[0].score > 0 and len(hits) == 3
+    assert [h.id for h in hits] == ["a"] and hits[0].score > 0  # b and c have no terms

@@ -645,7 +645,7 @@ def test_dimension_is_fixed_by_the_first_add(tmp_path):
 
 def test_snapshot_round_trip_keeps_everything(tmp_path):
     store = IndexStore(4, "hnsw", fingerprint={"model": "m"})
-    store.add(["a", "b", "c"], np.eye(4, dtype=np.float32)[:3], ["x y", "y z", None])
+    store.add(["a", "b", "c"], np.eye(4, dtype=np.float32)[:3], ["apple pear", "pear fig", None])
     store.delete(["b"])
     with store.snapshot() as snap:
         copy = IndexStore.from_snapshot(snap)
@@ -653,7 +653,7 @@ def test_snapshot_round_trip_keeps_everything(tmp_path):
     assert copy.ids == store.ids and copy.kind == "hnsw" and copy.fingerprint == {"model": "m"}
     q = np.array([1, 0, 0, 0], np.float32)
     assert [h.id for h in copy.search(q, k=2)] == [h.id for h in store.search(q, k=2)]
-    assert [h.id for h in copy.search(text="x", mode="lexical", k=1)] == ["a"]
+    assert [h.id for h in copy.search(text="apple", mode="lexical", k=2)] == ["a"]
 
 
 def test_check_fingerprint_is_the_one_comparison():

@@ -217,14 +217,43 @@ def test_embeddings_match_the_encoder(served):
     )
 
 
-def test_dimensions_and_base64(served):
-    full = embed(served, input=["a b c", "rivers"])
-    cut = embed(served, input=["a b c", "rivers"], dimensions=8)
+def test_dimensions_only_for_a_model_trained_for_it(served, tiny_llama, tmp_path):
+    """Issue 25: `dimensions` cut every model's vectors, trained for it or not. Now a model
+    whose config does not say `matryoshka` refuses it (400 naming the field)."""
+    status, out, _ = request(
+        served, "POST", "/v1/embeddings", {"input": ["a b c"], "dimensions": 8}
+    )
+    assert status == 400 and out["error"]["param"] == "dimensions", out
+    assert out["error"]["code"] == "unsupported_parameter"
+    assert out["error"]["message"].startswith("'dimensions' is not supported by ")
+    # a model that says it was trained for truncated vectors: the first N, re-normalized
+    import shutil
+
+    from llm2vec_retrieval import LLM2Vec
+    from llm2vec_retrieval.server import EmbeddingService
+
+    folder = tmp_path / "matryoshka"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "llm2vec_retrieval_config.json").write_text(json.dumps({"matryoshka": True}))
+    encoder = LLM2Vec.from_pretrained(str(folder))
+    assert encoder.config.matryoshka is True
+    service = EmbeddingService(encoder)
+    try:
+        texts = ["a b c", "rivers"]
+        full = np.array([d["embedding"] for d in service.embeddings({"input": texts})["data"]])
+        out = service.embeddings({"input": texts, "dimensions": 8})
+        cut = np.array([d["embedding"] for d in out["data"]])
+    finally:
+        service.close()
     assert cut.shape == (2, 8)
     np.testing.assert_allclose(np.linalg.norm(cut, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(
         cut, full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True), atol=1e-5
     )
+
+
+def test_base64(served):
+    full = embed(served, input=["a b c", "rivers"])
     status, out, _ = request(
         served, "POST", "/v1/embeddings", {"input": ["a b c"], "encoding_format": "base64"}
     )
@@ -335,7 +364,7 @@ def test_limits_and_errors(served):
         ({"input": [1, "a"]}, "input"),
         ({"input": None}, "input"),
         ({}, "input"),
-        ({"input": "a", "dimensions": 0}, "dimensions"),
+        ({"input": "a", "dimensions": 0}, "dimensions"),  # out of range: 422 before 400
         ({"input": "a", "dimensions": 33}, "dimensions"),
         ({"input": "a", "encoding_format": "int8"}, "encoding_format"),
         ({"input": "a", "input_type": "passage"}, "input_type"),
@@ -368,6 +397,174 @@ def test_empty_input_is_refused_as_openai_does(served):
         assert status == 422 and out["error"]["param"] == "input", (body, out)
         assert out["error"]["message"] == f"'input' must not be empty: {where}"
     assert embed(served, input=["rivers", " a "]).shape == (2, 32)  # text beside blanks: fine
+
+
+def test_blank_search_query_is_422_naming_the_field(served):
+    for query, reason in (("", "empty"), ("  \n", "only whitespace")):
+        for mode in ("dense", "lexical", "hybrid"):
+            status, out, _ = request(served, "POST", "/search", {"query": query, "mode": mode})
+            assert status == 422 and out["error"]["param"] == "query", (mode, out)
+            assert out["error"]["message"] == f"'query' must not be empty: query is {reason}"
+
+
+def test_lexical_search_returns_only_matches(served):
+    status, out, _ = request(
+        served, "POST", "/search", {"query": "zebra giraffe", "mode": "lexical", "k": 5}
+    )
+    assert status == 200 and out["results"] == []
+    status, out, _ = request(served, "POST", "/search", {"query": "vaccines", "mode": "lexical"})
+    assert status == 200 and 0 < len(out["results"]) < 5
+    assert all("vaccine" in r["text"].lower() and r["score"] > 0 for r in out["results"])
+
+
+def test_query_model_id(served):
+    """Issue 25: OpenAI clients embedded queries as documents unless they sent the
+    `input_type` extension. `<model>:query` is a second model id that embeds queries."""
+    encoder = served[2]
+    name = encoder.source["model"]
+    status, out, _ = request(served, "GET", "/v1/models")
+    assert [(m["id"], m["input_type"]) for m in out["data"]] == [
+        (name, "document"),
+        (f"{name}:query", "query"),
+    ]
+    assert out["data"][1]["llm2vec_fingerprint"] == encoder.fingerprint()
+    status, out, _ = request(served, "GET", f"/v1/models/{name}:query")
+    assert status == 200 and out["id"] == f"{name}:query" and out["input_type"] == "query"
+    texts = ["rivers flood", "the immune system"]
+    queries = embed(served, input=texts, model=f"{name}:query")
+    np.testing.assert_allclose(
+        queries, encoder.encode_queries(texts, instruction=QUERY_INSTRUCTION), atol=1e-5
+    )
+    same = embed(served, input=texts, model=f"{name}:query", input_type="query")
+    np.testing.assert_allclose(same, queries, atol=1e-6)
+    np.testing.assert_allclose(
+        embed(served, input=texts, model=name), encoder.encode_documents(texts), atol=1e-5
+    )
+    status, out, _ = request(
+        served,
+        "POST",
+        "/v1/embeddings",
+        {"input": "x", "model": f"{name}:query", "input_type": "document"},
+    )
+    assert status == 422 and out["error"]["param"] == "input_type"
+
+
+def tei(server, key: str | None = None, **body) -> np.ndarray:
+    status, out, _ = request(server, "POST", "/embed", body, key=key)
+    assert status == 200, out
+    assert isinstance(out, list) and all(isinstance(v, list) for v in out)
+    return np.array(out, dtype=np.float32)
+
+
+def test_tei_embed(served):
+    from llm2vec_retrieval.instructions import get_instruction
+
+    encoder = served[2]
+    texts = ["rivers flood", "the immune system"]
+    one = tei(served, inputs="rivers flood")
+    assert one.shape == (1, 32)
+    np.testing.assert_allclose(one[0], encoder.encode_documents(texts[:1])[0], atol=1e-5)
+    docs = tei(served, inputs=texts)
+    np.testing.assert_allclose(docs, encoder.encode_documents(texts), atol=1e-5)
+    queries = tei(served, inputs=texts, prompt_name="query")
+    np.testing.assert_allclose(
+        queries, encoder.encode_queries(texts, instruction=QUERY_INSTRUCTION), atol=1e-5
+    )
+    task = tei(served, inputs=texts, prompt_name="SciFact")
+    np.testing.assert_allclose(
+        task, encoder.encode_queries(texts, instruction=get_instruction("SciFact")), atol=1e-5
+    )
+    raw = tei(served, inputs=texts, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), docs, atol=1e-5)
+    ids = [encoder.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    np.testing.assert_allclose(tei(served, inputs=ids), docs, atol=1e-5)
+    # longer than the server's 64 tokens: refused, or cut at either end with truncate
+    long = " ".join(f"word{i}" for i in range(120))
+    status, out, _ = request(served, "POST", "/embed", {"inputs": ["ok", long]})
+    assert status == 400 and out["error_type"] == "Validation" and out["param"] == "inputs"
+    assert "inputs[1]" in out["error"]
+    kept = tei(served, inputs=long, truncate=True)
+    ids = encoder.tokenizer(long, add_special_tokens=False)["input_ids"]
+    head = encoder.tokenizer.decode(ids[:64])
+    tail = encoder.tokenizer.decode(ids[-64:])
+    np.testing.assert_allclose(kept[0], encoder.encode_documents([head])[0], atol=1e-5)
+    left = tei(served, inputs=long, truncate=True, truncation_direction="Left")
+    np.testing.assert_allclose(left[0], encoder.encode_documents([tail])[0], atol=1e-5)
+
+
+def test_tei_embed_errors_name_the_field(served):
+    for body, param, message in (
+        ({"inputs": ""}, "inputs", "'inputs' must not be empty: inputs is empty"),
+        (
+            {"inputs": ["ok", " "]},
+            "inputs",
+            "'inputs' must not be empty: inputs[1] is only whitespace",
+        ),
+        ({}, "inputs", None),
+        ({"inputs": "x", "prompt_name": "nope"}, "prompt_name", None),
+        ({"inputs": "x", "normalize": "yes"}, "normalize", None),
+        ({"inputs": "x", "truncation_direction": "middle"}, "truncation_direction", None),
+        ({"inputs": "x", "input": "y"}, "input", None),
+    ):
+        status, out, _ = request(served, "POST", "/embed", body)
+        assert status == 422, (body, out)
+        # text-embeddings-inference's error shape: its clients read "error" as a string
+        assert out["error_type"] == "Validation" and out["param"] == param, out
+        assert isinstance(out["error"], str) and f"'{param}'" in out["error"]
+        if message:
+            assert out["error"] == message
+
+
+def test_tei_info(served):
+    status, out, _ = request(served, "GET", "/info")
+    assert status == 200
+    assert out["model_id"] == served[2].source["model"] and out["model_dtype"] == "float32"
+    assert out["model_type"] == {"embedding": {"pooling": "mean"}}
+    assert out["max_input_length"] == 64 and out["max_client_batch_size"] == 32
+    assert out["auto_truncate"] is False and out["max_batch_tokens"] > 0
+    assert out["max_concurrent_requests"] > 0 and out["version"] and out["dim"] == 32
+    assert out["prompts"] == {"query": QUERY_INSTRUCTION, "document": ""}
+    for key in ("model_sha", "max_batch_requests", "tokenization_workers", "sha", "docker_label"):
+        assert key in out
+
+
+def _metrics(server, key: str | None = None) -> dict[str, float]:
+    """Samples of /metrics by series (name + labels), each line checked against the format."""
+    import re
+
+    status, text, headers = request(server, "GET", "/metrics", key=key)
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    sample = re.compile(
+        r'^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})?) (\S+)$'
+    )
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        m = sample.match(line)
+        assert m, line
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def test_prometheus_metrics(served):
+    before = _metrics(served)
+    for _ in range(3):
+        tei(served, inputs=["rivers flood", "fox"])
+    assert request(served, "GET", "/no/such/path").status == 404
+    after = _metrics(served)
+    key = 'llm2vec_requests_total{route="/embed",status="200"}'
+    assert after[key] - before.get(key, 0) == 3
+    other = 'llm2vec_requests_total{route="other",status="404"}'
+    assert after[other] - before.get(other, 0) == 1
+    assert after["llm2vec_embedded_inputs_total"] - before["llm2vec_embedded_inputs_total"] == 6
+    assert after["llm2vec_embedded_tokens_total"] > before["llm2vec_embedded_tokens_total"]
+    assert after["llm2vec_batch_size_count"] >= before["llm2vec_batch_size_count"] + 1
+    count = 'llm2vec_request_duration_seconds_count{route="/embed"}'
+    inf = 'llm2vec_request_duration_seconds_bucket{route="/embed",le="+Inf"}'
+    assert after[count] == after[inf] >= 3 and "llm2vec_queue_size" in after
 
 
 def test_deeply_nested_json_is_400(served):
@@ -683,6 +880,9 @@ def test_api_key(guarded):
         ("GET", "/v1/models", None),
         ("GET", f"/v1/models/{GUARDED_NAME}", None),
         ("POST", "/search", {"query": "x"}),
+        ("POST", "/embed", {"inputs": "x"}),
+        ("GET", "/info", None),
+        ("GET", "/metrics", None),
     ):
         for key in (None, "wrong-key"):
             status, out, headers = request(guarded, method, path, body, key=key)
@@ -732,14 +932,20 @@ def test_openai_client(guarded):
     floats = client.embeddings.create(model=GUARDED_NAME, input=texts[0], encoding_format="float")
     np.testing.assert_allclose(floats.data[0].embedding, got[0], atol=1e-6)
     query = client.embeddings.create(
-        model=GUARDED_NAME, input=texts[0], dimensions=8, extra_body={"input_type": "query"}
+        model=GUARDED_NAME, input=texts[0], extra_body={"input_type": "query"}
     )
-    want = encoder.encode_queries([texts[0]])[0][:8]
-    np.testing.assert_allclose(query.data[0].embedding, want / np.linalg.norm(want), atol=1e-5)
+    want = encoder.encode_queries([texts[0]])[0]
+    np.testing.assert_allclose(query.data[0].embedding, want, atol=1e-5)
+    # no extra field: the query model id embeds queries (issue 25)
+    plain = client.embeddings.create(model=f"{GUARDED_NAME}:query", input=texts[0])
+    np.testing.assert_allclose(plain.data[0].embedding, want, atol=1e-5)
+    assert plain.model == f"{GUARDED_NAME}:query"
+    with pytest.raises(openai.BadRequestError):  # not trained for truncated vectors
+        client.embeddings.create(model=GUARDED_NAME, input=texts[0], dimensions=8)
     ids = encoder.tokenizer(texts[1], add_special_tokens=False)["input_ids"]
     tokens = client.embeddings.create(model=GUARDED_NAME, input=[ids])
     np.testing.assert_allclose(tokens.data[0].embedding, got[1], atol=1e-5)
-    assert [m.id for m in client.models.list()] == [GUARDED_NAME]
+    assert [m.id for m in client.models.list()] == [GUARDED_NAME, f"{GUARDED_NAME}:query"]
     assert client.models.retrieve(GUARDED_NAME).id == GUARDED_NAME
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("other-model")

@@ -45,12 +45,11 @@ from . import (
     train,
 )
 from .common import CommandParser, add_global_args, eprint, say_dtype, wrap
-from .demo import DEMO_DOCUMENTS, DEMO_QUERIES, DEMO_SEARCHES, PROJECT_ROOT
+from .demo import DEMO_CORPUS, DEMO_SEARCHES, PROJECT_ROOT
 from .info import index_info
 
 __all__ = [
-    "DEMO_DOCUMENTS",
-    "DEMO_QUERIES",
+    "DEMO_CORPUS",
     "DEMO_SEARCHES",
     "PROJECT_ROOT",
     "FilterSyntaxError",

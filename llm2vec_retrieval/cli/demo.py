@@ -1,4 +1,11 @@
-"""`demo`: index the project's docs/ folder and search it (a similarity table without docs/)."""
+"""`demo`: index a folder of documentation and search it (the main job).
+
+In a source checkout the demo indexes the project's ``docs/`` folder; installed from a wheel
+it indexes ``llm2vec_retrieval/demo_corpus``, a few short pages about the project that ship
+in the package (``MANIFEST.in`` puts them in the wheel), so the two searches below have the
+same kind of answer everywhere. The index goes to ``.cache/demo-index`` in the checkout, else
+to ``demo-index`` under the cache root (``$LLM2VEC_RETRIEVAL_CACHE``).
+"""
 
 from __future__ import annotations
 
@@ -15,34 +22,45 @@ from .common import (
     wrap,
 )
 
-DEMO_QUERIES = [
-    "How do vaccines train the immune system?",
-    "What makes a river flood?",
-    "Which animal is fast and red?",
-]
-DEMO_DOCUMENTS = [
-    "Vaccines expose the immune system to a harmless piece of a pathogen so it can respond faster later.",
-    "Heavy rain and melting snow raise river levels until the water spills over the banks.",
-    "The quick brown fox jumps over the lazy dog.",
-    "A database index stores keys in sorted order to speed up lookups.",
-]
-# Questions the demo asks of the project's own docs/ folder.
+# Questions the demo asks of the documentation it indexes.
 DEMO_SEARCHES = [
     "How do I continue indexing after the process was killed?",
     "Which pooling modes can turn token states into one vector?",
 ]
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = PACKAGE_DIR.parent
+#: the pages the demo indexes outside a source checkout (shipped in the package)
+DEMO_CORPUS = PACKAGE_DIR / "demo_corpus"
+
+
+def demo_sources() -> tuple[Path, Path, Path]:
+    """(folder to index, root its source paths are relative to, default index folder).
+
+    The project's ``docs/`` in a source checkout (a ``pyproject.toml`` of this project beside
+    the package: a ``docs`` folder some other distribution put in site-packages is not
+    ours), else the corpus shipped in the package."""
+    from ..loading import cache_dir
+
+    pyproject = PROJECT_ROOT / "pyproject.toml"
+    docs = PROJECT_ROOT / "docs"
+    if (
+        pyproject.is_file()
+        and 'name = "llm2vec-retrieval"' in pyproject.read_text(errors="replace")
+        and any(docs.glob("*.md"))
+    ):
+        return docs, PROJECT_ROOT, PROJECT_ROOT / ".cache" / "demo-index"
+    return DEMO_CORPUS, PACKAGE_DIR, cache_dir() / "demo-index"
 
 
 def register(sub: Subparsers) -> None:
     demo = sub.add_parser(
         "demo",
         formatter_class=Formatter,
-        help="index this project's docs/ and run two searches (the main job)",
+        help="index this project's documentation and run two searches (the main job)",
         description=wrap(
-            "Index the project's docs/ folder into .cache/demo-index (incremental: "
-            "later runs reuse it) and run two searches on it."
+            "Index the project's docs/ folder (in a source checkout; installed: the short "
+            "guide shipped in the package) into a demo index (incremental: later runs reuse "
+            "it) and run two searches on it."
         ),
     )
     demo.add_argument(
@@ -54,7 +72,10 @@ def register(sub: Subparsers) -> None:
         "--instruction", default=None, help="query instruction (default: the model's)"
     )
     demo.add_argument(
-        "--index", default=None, help="index folder (default: .cache/demo-index in the project)"
+        "--index",
+        default=None,
+        help="index folder (default: .cache/demo-index in a checkout, else demo-index in the "
+        "cache folder)",
     )
     demo.add_argument("--rebuild", action="store_true", help="re-index from scratch")
     add_dtype_arg(demo)
@@ -62,18 +83,16 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Index the project's docs/ folder, then search it (falls back to a similarity table)."""
-    docs = PROJECT_ROOT / "docs"
-    if not any(docs.glob("*.md")):
-        return similarity_table(args)
+    """Index the documentation, then search it."""
     from ..index import FingerprintMismatchError
     from ..ingest import Indexer, IndexFolder, IndexSettings, Searcher
     from ..ingest.indexer import summary
 
-    index_dir = Path(args.index) if args.index else PROJECT_ROOT / ".cache" / "demo-index"
+    docs, root, default_index = demo_sources()
+    index_dir = Path(args.index) if args.index else default_index
     folder = IndexFolder(index_dir)
     print(f"indexing {docs} into {folder.path}")
-    settings = IndexSettings(model=args.model, root=str(PROJECT_ROOT), rebuild=args.rebuild)
+    settings = IndexSettings(model=args.model, root=str(root), rebuild=args.rebuild)
     with reading_inputs():
         try:
             report = Indexer(folder, settings).run([docs])
@@ -95,29 +114,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nsearch: {query}")
         print_results(searcher.search(query, k=3, instruction=args.instruction))
     print(f'\nsearch it yourself: llm2vec-retrieval search --index {folder.path} "your question"')
-    return 0
-
-
-def similarity_table(args: argparse.Namespace) -> int:
-    """Encode queries (with an instruction) and documents; print their cosine similarities."""
-    from ..ingest.folder import embedder_spec, encoder_from_spec
-
-    with reading_inputs():
-        encoder = encoder_from_spec(embedder_spec(args.model, None))
-    print(
-        f"model: {encoder.source.get('model')}  dim: {encoder.embedding_dim}  pooling: {encoder.config.pooling_mode}"
-    )
-    queries = encoder.encode_queries(DEMO_QUERIES, instruction=args.instruction)
-    docs = encoder.encode_documents(DEMO_DOCUMENTS)
-    scores = queries @ docs.T
-    print(f"query instruction: {args.instruction or encoder.config.query_instruction!r}\n")
-    header = "".join(f"  doc{j}" for j in range(len(DEMO_DOCUMENTS)))
-    print(f"{'cosine':<48}{header}")
-    for i, query in enumerate(DEMO_QUERIES):
-        row = "".join(f"  {s:+.2f}" for s in scores[i])
-        best = scores[i].argmax()
-        print(f"{query[:46]:<48}{row}   best: doc{best}")
-    print()
-    for j, doc in enumerate(DEMO_DOCUMENTS):
-        print(f"doc{j}: {doc}")
     return 0

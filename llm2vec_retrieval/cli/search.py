@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import UserError
 from ..index.filters import compile_filter, parse_filter_expressions
 from ..server import SERVER_ENV
+from ..text import check_query
 from .common import (
     Formatter,
     Subparsers,
@@ -137,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"bad filter: {exc}") from exc
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")
+    try:
+        check_query(args.query)  # before anything loads: a search for nothing has no answer
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     IndexFolder(args.dir).read_manifest()  # a missing folder fails before the model loads
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
@@ -204,4 +209,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False, indent=2))
     else:
         print_results(results)
+    short = searcher.shortfall(len(results), args.k, mode, filtered=flt is not None)
+    if short:  # fewer than asked is said, never padded with non-matches
+        if args.json:
+            eprint(f"note: {short}")
+        else:
+            print(short)
     return 0

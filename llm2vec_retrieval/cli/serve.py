@@ -207,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_wait_ms=args.batch_wait_ms,
                 query_instruction=searcher.query_instruction if searcher is not None else None,
                 request_timeout=args.request_timeout,
+                max_concurrent_requests=args.max_connections,
             )
         except ValueError as exc:  # the service checks its settings (--max-input-tokens ...)
             raise UserError(str(exc)) from exc

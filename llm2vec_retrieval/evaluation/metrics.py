@@ -5,28 +5,34 @@ Inputs follow the BEIR / pytrec_eval convention:
 - ``run``:   ``{query_id: {doc_id: score}}``, higher score = better;
 - ``qrels``: ``{query_id: {doc_id: relevance}}``, integer graded relevance.
 
-Definitions (identical to ``trec_eval`` / ``pytrec_eval``, which BEIR and MTEB use):
+Definitions and averaging are those of BEIR and MTEB, which score runs with ``pytrec_eval``
+(``trec_eval``); the tests check every value against ``pytrec_eval`` to 1e-12 on synthetic runs
+with the edge cases below, and to 1e-6 on a BM25 run over SciFact:
 
 - **nDCG@k**: gain = relevance (linear, not ``2**rel - 1``), discount ``1 / log2(rank + 1)``;
   the ideal DCG ranks all judged documents of the query by relevance and is cut at k.
   Judgments ``<= 0`` give no gain.
 - **Recall@k**: relevant documents (relevance > 0) in the top k, divided by all relevant ones.
-- **MRR@k**: ``1 / rank`` of the first relevant document in the top k, 0 when none.
-  (``pytrec_eval``'s ``recip_rank`` is MRR without cut-off; on a run truncated to k they agree.)
+- **MRR@k**: ``1 / rank`` of the first relevant document in the top k, 0 when none:
+  ``pytrec_eval``'s ``recip_rank`` on the run cut to its top k. (BEIR and MTEB compute MRR
+  themselves with a Python sort that keeps the run's order on equal scores; with the tie rule
+  below the two differ only on tied scores.)
 
 Ties: documents are ranked by score descending, and documents with equal scores by document id
 *descending* (plain string comparison). This is the rule ``trec_eval`` applies
 (``comp_sim_docno`` sorts by ``strcmp(docno2, docno1)`` on ties), so results match
 ``pytrec_eval`` exactly, ties included, and do not depend on dict order.
 
-Which queries are averaged:
+Which queries are averaged (BEIR's ``EvaluateRetrieval.evaluate`` and MTEB average over the
+queries ``pytrec_eval`` returns, i.e. those both in ``run`` and judged in ``qrels``):
 
-- queries with no relevant document in ``qrels`` (no judgment > 0) are excluded: their metrics
-  are undefined (``pytrec_eval`` would report them as 0 and BEIR would average those zeros in;
-  the usual IR practice, followed here, is to leave them out);
-- queries with relevant documents that are missing from ``run`` count as 0 (nothing retrieved;
-  ``pytrec_eval`` would silently drop them, which inflates the mean);
-- queries in ``run`` but not in ``qrels`` are ignored.
+- a query judged in ``qrels`` and present in ``run`` is averaged, even when none of its
+  judgments is relevant (all 0: every metric is 0) and even when its run is empty (0);
+- a query of ``qrels`` missing from ``run`` is left out of the averages (not counted as 0), as
+  BEIR does; ``evaluate_run`` reports how many there were as ``"n_queries_without_run"``, so
+  a partial run cannot pass for a complete one unnoticed;
+- a query of ``run`` that ``qrels`` does not judge (absent, or with no judgment at all) is
+  ignored.
 
 Metric names in the output are ``"ndcg@10"``, ``"recall@100"``, ``"mrr@10"``, ...
 """
@@ -111,14 +117,15 @@ DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 def per_query_metrics(
     run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRICS
 ) -> dict[str, dict[str, float]]:
-    """``{query_id: {metric: value}}`` for every query of ``qrels`` with a relevant document."""
+    """``{query_id: {metric: value}}`` for every query judged in ``qrels`` (at least one
+    judgment) that has a run (possibly empty): the queries BEIR averages."""
     parsed = _parse(metrics)
     max_k = max(k for _, _, k in parsed)
     out: dict[str, dict[str, float]] = {}
     for qid, judged in qrels.items():
-        if not any(r > 0 for r in judged.values()):
-            continue  # undefined: excluded from the averages
-        ranked = rank_documents(run.get(qid, {}), max_k)
+        if not judged or qid not in run:
+            continue  # not judged, or not run: pytrec_eval returns nothing for it
+        ranked = rank_documents(run[qid], max_k)
         out[qid] = {name: _METRICS[metric](ranked, judged, k) for name, metric, k in parsed}
     return out
 
@@ -126,7 +133,8 @@ def per_query_metrics(
 def evaluate_run(
     run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRICS
 ) -> dict[str, float]:
-    """Mean of each metric over the evaluated queries, plus ``"n_queries"`` (how many)."""
+    """Mean of each metric over the evaluated queries, plus ``"n_queries"`` (how many) and
+    ``"n_queries_without_run"`` (judged queries missing from ``run``, left out)."""
     metrics = list(metrics)
     per_query = per_query_metrics(run, qrels, metrics)
     result: dict[str, float] = {}
@@ -134,4 +142,5 @@ def evaluate_run(
         values = [m[name] for m in per_query.values()]
         result[name] = float(np.mean(values)) if values else 0.0
     result["n_queries"] = len(per_query)
+    result["n_queries_without_run"] = sum(1 for q, j in qrels.items() if j and q not in run)
     return result

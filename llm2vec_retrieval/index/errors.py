@@ -1,6 +1,6 @@
 """Errors raised by the index store.
 
-All three are `UserError`s (a re-index or another model fixes them): the command line
+All of them are `UserError`s (a re-index or another model fixes them): the command line
 prints them as one line. `check_fingerprint` is the one place a saved embedder fingerprint
 is compared with the embedder in use (store load, the integrations, the indexer, shards).
 """
@@ -115,6 +115,31 @@ class DimensionMismatchError(FingerprintMismatchError):
         )
 
 
+class UnverifiedEmbedderError(FingerprintMismatchError):
+    """An index records the fingerprint of the embedder that made it, but the embedder given
+    to load it has none (LangChain's ``FakeEmbeddings``, any third-party embeddings): nothing
+    shows that its vectors are comparable with the stored ones, so it is refused unless
+    ``allow_fingerprint_mismatch``. ``embedder`` names the given embedder."""
+
+    def __init__(self, path: str, stored: dict[str, Any], embedder: str):
+        self.path = path
+        self.stored = stored
+        self.expected = {}
+        self.embedder = embedder
+        self.differing_keys = sorted(stored, key=str)
+        self.legacy_keys = []
+        model = stored.get("model") or "an unnamed model"
+        dim = stored.get("dim")
+        dims = f", {dim} dimensions" if dim is not None else ""
+        ValueError.__init__(
+            self,
+            f"index {path} was built with the embedder {model!r}{dims} but {embedder} has no "
+            "fingerprint to compare with it, so its vectors may not match the stored ones: "
+            "load it with the embeddings it was built with, or pass "
+            f"allow_fingerprint_mismatch=True if {embedder} makes the same vectors",
+        )
+
+
 def as_saved(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     """A fingerprint as JSON stores it (tuples become lists, keys strings, other values
     their ``str``): what a saved one is compared with."""
@@ -129,6 +154,7 @@ def check_fingerprint(
     saved_dim: int | None = None,
     path: str | os.PathLike | None = None,
     stacklevel: int = 2,
+    unverified: str | None = None,
 ) -> dict[str, Any] | None:
     """The one comparison of a saved embedder fingerprint with the embedder in use.
 
@@ -139,9 +165,18 @@ def check_fingerprint(
     fingerprint naming another ``dim`` raises `DimensionMismatchError` even with
     ``allow_fingerprint_mismatch`` (such vectors cannot be searched at all). ``path`` names the
     index in that message. ``stacklevel``: as ``warnings.warn`` counts it from here (2:
-    the caller).
+    the caller). ``unverified``: the name of an embedder in use that has no fingerprint
+    (``given`` None, e.g. a LangChain ``FakeEmbeddings``): with a ``saved`` fingerprint it is
+    refused (`UnverifiedEmbedderError`) unless ``allow_fingerprint_mismatch`` (a warning);
+    without ``unverified``, a None ``given`` means "nothing to compare" (a lexical-only load).
     """
     if given is None:
+        if saved is not None and unverified is not None:
+            where = os.fspath(path) if path is not None else "the saved index"
+            err = UnverifiedEmbedderError(where, dict(saved), unverified)
+            if not allow_fingerprint_mismatch:
+                raise err
+            warnings.warn(f"loading anyway: {err}", stacklevel=stacklevel)
         return None if saved is None else dict(saved)
     given = as_saved(given)
     given_dim = given.get("dim")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._io import l2_normalize
+from ..text import check_query
 from ._faiss import get_faiss
 from .filters import compile_filter
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, FUSIONS, fuse
@@ -460,13 +461,17 @@ class IndexStore:
         ]
 
     def _lexical_iids(
-        self, texts: list[str], k: int, allowed: np.ndarray | None, positive_only: bool
+        self, texts: list[str], k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, iids) of the documents sharing a term with each text (BM25 score > 0),
+        best first, -1 padded; caller holds the lock."""
         if self._lexical is None:
             raise ValueError(NO_LEXICAL_MESSAGE)
         if allowed is not None and len(allowed) == 0:
             return np.empty((len(texts), 0), np.float32), np.empty((len(texts), 0), np.int64)
-        return self._lexical.top_k(texts, k, allowed, positive_only=positive_only)
+        # a document that shares no term with the query scores 0 whatever it says: it is not
+        # a match, and listing it would present an arbitrary document as one
+        return self._lexical.top_k(texts, k, allowed, positive_only=True)
 
     def search(
         self,
@@ -489,14 +494,17 @@ class IndexStore:
         :mod:`llm2vec_retrieval.index.filters`, or ``callable(metadata) -> bool``.
 
         Filtering happens before the search in every mode (matching ids are passed to FAISS
-        as an id selector, and BM25 scores only the matching documents), so the result
-        holds exactly ``min(k, number matching)`` hits; when an approximate kind returns
-        fewer, the query is answered by exact search over the matching documents. When at
-        most ``exact_filter_max`` documents match, approximate kinds search those exactly
-        right away.
+        as an id selector, and BM25 scores only the matching documents), so a dense or
+        hybrid result holds exactly ``min(k, number matching)`` hits; when an approximate
+        kind returns fewer, the query is answered by exact search over the matching
+        documents. When at most ``exact_filter_max`` documents match, approximate kinds
+        search those exactly right away. A lexical result holds only documents that share a
+        term with the query (stemmed, stopwords left out), so it can be shorter than k or
+        empty. Lexical and hybrid searches refuse an empty or whitespace-only ``text``
+        (ValueError).
 
-        Scores: larger is closer. Dense: see the class doc. Lexical: the BM25 score
-        (documents that share no term with the query score 0 and come last). Hybrid: the
+        Scores: larger is closer. Dense: see the class doc. Lexical: the BM25 score (above
+        0: every hit shares a term with the query). Hybrid: the
         ``candidates`` best of each list (at least k; lexical ones with a score above 0) are
         fused by ``fusion`` (see :mod:`.fusion`): ``rrf`` / ``wrrf`` (reciprocal rank,
         constant ``rrf_k``; ``wrrf`` weights the dense list by ``alpha``) or ``alpha`` /
@@ -578,6 +586,8 @@ class IndexStore:
             texts = list(texts)
             if not all(isinstance(t, str) for t in texts):
                 raise ValueError("texts must be a list of str")
+            for r, t in enumerate(texts):
+                check_query(t, "the query text" if len(texts) == 1 else f"query text {r}")
             if q is not None and len(texts) != len(q):
                 raise ValueError(f"got {len(q)} query vectors but {len(texts)} query texts")
             if self._lexical is None:
@@ -589,11 +599,11 @@ class IndexStore:
                 s, i = self._search_iids(q, int(k), allowed)
                 return [self._hits(s[r], i[r]) for r in range(len(q))]
             if mode == "lexical":
-                s, i = self._lexical_iids(texts, int(k), allowed, positive_only=False)
+                s, i = self._lexical_iids(texts, int(k), allowed)
                 return [self._hits(s[r], i[r]) for r in range(len(texts))]
             depth = max(int(k), int(candidates))
             dense = self._search_iids(q, depth, allowed)
-            lexical = self._lexical_iids(texts, depth, allowed, positive_only=True)
+            lexical = self._lexical_iids(texts, depth, allowed)
             return [
                 [self._hit(iid, score, d, lx) for iid, score, d, lx in row]
                 for row in fuse(

@@ -2,7 +2,9 @@
 
 Text searches run in ``DEFAULT_TEXT_MODE`` (hybrid: vectors + BM25, fused) unless a mode is
 given; an index without a lexical part (built before hybrid search, or with --no-lexical)
-answers in dense mode by default and says so in ``Searcher.notice``."""
+answers in dense mode by default and says so in ``Searcher.notice``. An empty or
+whitespace-only query is refused (ValueError); a lexical search returns only chunks that share
+a word with the query, and ``Searcher.shortfall`` says why a result holds fewer than k."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from ..index.fusion import default_hybrid, recorded_hybrid, resolve_fusion
 from ..index.store import DEFAULT_TEXT_MODE, MODES
+from ..text import check_query
 from .folder import REBUILD_KEY, IndexFolder, IndexFolderError, embedder_spec, encoder_from_spec
 
 
@@ -206,15 +209,40 @@ class Searcher:
         alpha: float | None = None,
     ) -> list[Result]:
         """Results for a query text; ``mode`` None runs ``default_mode``, ``fusion``/``alpha``
-        None the index's (`hybrid_default`). Lexical mode encodes nothing."""
+        None the index's (`hybrid_default`). Lexical mode encodes nothing. ValueError for an
+        empty or whitespace-only query."""
         from ..index import compile_filter
 
+        check_query(query)
         mode = self.check_mode(mode)
         compile_filter(filter)  # a bad filter fails before the query is encoded
         vector = None if mode == "lexical" else self.encode_query(query, instruction)
         return self.search_vector(
             vector, k=k, filter=filter, text=query, mode=mode, fusion=fusion, alpha=alpha
         )
+
+    def shortfall(self, found: int, k: int, mode: str, filtered: bool) -> str | None:
+        """Why a search for ``k`` results found only ``found`` (None when it found k): in
+        lexical mode only chunks that share a word with the query count; otherwise the
+        filter or the index holds fewer chunks."""
+        if found >= k:
+            return None
+        filter_part = " and match the filter" if filtered else ""
+        if mode == "lexical":
+            if found == 0:
+                return (
+                    f"0 of {k} requested: no chunk shares a word with the query{filter_part} "
+                    "(common words such as 'the' are not searched)"
+                )
+            verb = "shares" if found == 1 else "share"
+            return (
+                f"{found} of {k} requested: only {found} chunk{'s' * (found != 1)} {verb} a "
+                f"word with the query{filter_part}"
+            )
+        if filtered:
+            what = "chunk matches" if found == 1 else "chunks match"
+            return f"{found} of {k} requested: only {found} {what} the filter"
+        return f"{found} of {k} requested: the index holds only {len(self.store)} chunks"
 
 
 def snippet(text: str, width: int = 200) -> str:

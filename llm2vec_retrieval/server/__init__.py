@@ -5,7 +5,9 @@
 - ``service.py``: ``EmbeddingService`` and ``ApiError``: validation and the work behind each
   route, as plain dicts (pydantic for validation, no web framework).
 - ``live.py``: ``LiveIndex``, the served index, reopened when ``index`` commits to its folder.
-- ``schemas.py``: the pydantic request/response models (OpenAI's embeddings shapes).
+- ``schemas.py``: the pydantic request/response models (OpenAI's embeddings shapes, and
+  text-embeddings-inference's ``/embed`` and ``/info``).
+- ``metrics.py``: ``ServerMetrics``, the Prometheus series of ``/metrics`` (no dependency).
 - ``app.py``: the FastAPI app (``create_app``), the listening socket (``bind``) and the
   uvicorn runner with read timeouts and a connection cap (``run``). Only this module
   imports FastAPI/uvicorn.
@@ -31,6 +33,9 @@ API_KEY_ENV = "LLM2VEC_RETRIEVAL_API_KEY"
 SERVER_ENV = "LLM2VEC_RETRIEVAL_SERVER"
 # extension field of the model card: the served encoder's fingerprint
 FINGERPRINT_FIELD = "llm2vec_fingerprint"
+# the second model id of /v1/models: `<served name>:query` embeds queries (with the query
+# instruction) for OpenAI clients that cannot send the `input_type` extension
+QUERY_MODEL_SUFFIX = ":query"
 INSTALL_HINT = "pip install 'llm2vec-retrieval[serve]'"
 
 _LAZY = {
@@ -39,6 +44,7 @@ _LAZY = {
     "EmbeddingService": "service",
     "EmbeddingJob": "service",
     "LiveIndex": "live",
+    "ServerMetrics": "metrics",
     "create_app": "app",
     "bind": "app",
     "run": "app",
@@ -58,6 +64,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_REQUEST_TIMEOUT",
     "INSTALL_HINT",
+    "QUERY_MODEL_SUFFIX",
     *_LAZY,
 ]
 

@@ -5,7 +5,11 @@ The only module of the project that imports FastAPI/uvicorn. ``create_app(servic
 
 ``POST /v1/embeddings``  OpenAI-compatible (``/embeddings`` is an alias)
 ``POST /search``         search the index given with ``--index`` (``/v1/search`` is an alias)
-``GET /v1/models``       the one served model; ``GET /v1/models/{id}`` that model (404 otherwise)
+``GET /v1/models``       the served model, and ``<model>:query`` (the same model embedding
+                         queries); ``GET /v1/models/{id}`` one of them (404 otherwise)
+``POST /embed``          text-embeddings-inference-compatible (its errors in TEI's shape)
+``GET /info``            text-embeddings-inference's model and router settings
+``GET /metrics``         Prometheus text format (``metrics.py``)
 ``GET /health``          status, model, dimension, compute dtype, index (its commit), queue;
                          with an API key, callers without it get ``{"status": "ok"}`` only
 ``GET /docs``            OpenAPI docs (``/openapi.json``)
@@ -32,6 +36,7 @@ import json
 import logging
 import socket
 import sys
+import time
 from typing import Any
 
 from . import (
@@ -59,11 +64,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"the HTTP server needs FastAPI and uvicorn ({exc.name or exc} is missing): {INSTALL_HINT}"
     ) from exc
 
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import ServerMetrics
 from .schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
+    EmbedRequest,
     ErrorResponse,
     Health,
+    Info,
     Model,
     ModelList,
     SearchRequest,
@@ -121,6 +130,35 @@ _ERRORS = {
         (503, "timed out waiting for the model"),
     )
 }
+
+
+class _MetricsMiddleware:
+    """Counts every answered request by route template and status, with its duration (pure
+    ASGI: it sees the status the app sends, errors included). Paths matching no route count
+    as ``other``."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "other"
+            self.metrics.request(route, status, time.perf_counter() - start)
 
 
 def _body_schema(model: type) -> dict[str, Any]:
@@ -230,16 +268,21 @@ def create_app(
         field = str(loc[-1]) if loc else None
         return _error(ApiError(422, f"invalid '{field}'", param=field, code="invalid_value"))
 
-    async def guarded(work) -> Response:
+    async def guarded(work, tei: bool = False) -> Response:
+        """``work()``'s response, or its error in OpenAI's shape (TEI's with ``tei``)."""
         try:
             return await work()
-        except ApiError as err:
-            return _error(err)
         except _Disconnected:
             return Response(status_code=400)  # nobody is listening any more
-        except Exception as exc:  # a bug or a model failure: this request fails alone
-            logger.error("request failed: %s: %s", type(exc).__name__, exc)
-            return _error(ApiError(500, f"internal error: {type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            if isinstance(exc, ApiError):
+                err = exc
+            else:  # a bug or a model failure: this request fails alone
+                logger.error("request failed: %s: %s", type(exc).__name__, exc)
+                err = ApiError(500, f"internal error: {type(exc).__name__}: {exc}")
+            if tei:
+                return _json(err.tei_body(), err.status, err.headers or None)
+            return _error(err)
 
     async def wait_for(request: Request, pairs: list[tuple[str, str]], tokens: list[int]):
         fut = service.submit(pairs, tokens)
@@ -284,6 +327,24 @@ def create_app(
 
         return await guarded(work)
 
+    async def embed(request: Request) -> Response:
+        async def work() -> Response:
+            body = await _read_json(request, max_body_bytes)
+            job = await run_in_threadpool(service.prepare_embed, body)
+            vectors = await wait_for(request, job.pairs, job.tokens)
+            data = await run_in_threadpool(
+                lambda: _json_bytes(service.embed_response(job, vectors))
+            )
+            return Response(data, media_type="application/json")
+
+        return await guarded(work, tei=True)
+
+    async def info() -> Response:
+        return _json(service.info())
+
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     async def models() -> Response:
         return _json(service.models())
 
@@ -314,6 +375,13 @@ def create_app(
         **post,
     )
     app.add_api_route("/v1/search", search, include_in_schema=False, **post)
+    app.add_api_route(
+        "/embed",
+        embed,
+        summary="Create embeddings (text-embeddings-inference-compatible)",
+        openapi_extra=_body_schema(EmbedRequest),
+        **post,
+    )
     get = {"methods": ["GET"], "dependencies": dependencies}
     app.add_api_route("/v1/models", models, response_model=ModelList, summary="List models", **get)
     app.add_api_route(
@@ -324,7 +392,17 @@ def create_app(
         responses={404: {"model": ErrorResponse}},
         **get,
     )
+    app.add_api_route("/info", info, response_model=Info, summary="Model info (TEI)", **get)
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {METRICS_CONTENT_TYPE: {}}}},
+        **get,
+    )
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, summary="Health")
+    app.add_middleware(_MetricsMiddleware, metrics=service.metrics)
     return app
 
 

@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -74,6 +75,8 @@ class MicroBatcher:
         self.batches = 0  # model calls that succeeded
         self.requests = 0  # jobs completed
         self.failed = 0  # jobs failed
+        # called after each successful model call with (rows, tokens): the server's metrics
+        self.on_batch: Callable[[int, int], None] | None = None
         self._active: deque[_Job] = deque()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
@@ -217,15 +220,20 @@ class MicroBatcher:
                 except Exception as own:
                     self._finish(job, error=own)
                 else:
-                    self.batches += 1
+                    self._count(job.pairs[job.done : end], job.tokens[job.done : end])
                     self._deliver(job, end, rows)
             return
-        self.batches += 1
+        self._count(pairs, [t for job, end in pieces for t in job.tokens[job.done : end]])
         row = 0
         for job, end in pieces:
             n = end - job.done
             self._deliver(job, end, vectors[row : row + n])
             row += n
+
+    def _count(self, pairs: list[tuple[str, str]], tokens: list[int]) -> None:
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(len(pairs), int(sum(tokens)))
 
     def _loop(self) -> None:
         running = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from ..index.fusion import FUSIONS
 from ..index.store import DEFAULT_ALPHA, DEFAULT_FUSION, MODES
@@ -43,16 +43,47 @@ class EmbeddingRequest(BaseModel):
         "float", description="`float` lists, or `base64` (little-endian float32 bytes)"
     )
     dimensions: StrictInt | None = Field(
-        None, ge=1, description="keep the first N dimensions, re-normalized (1..dim)"
+        None,
+        ge=1,
+        description="keep the first N dimensions, re-normalized (1..dim); only for a model "
+        "trained for it (`matryoshka` in its config), else 400",
     )
     user: StrictStr | None = Field(None, description="accepted for compatibility, ignored")
     input_type: Literal["query", "document"] | None = Field(
         None,
         description="extension: `document` (default, no instruction) or `query` "
-        "(the query instruction is prepended)",
+        "(the query instruction is prepended); the model id `<model>:query` means `query`",
     )
     instruction: StrictStr | None = Field(
         None, description="extension: this instruction instead of the input type's"
+    )
+
+
+class EmbedRequest(BaseModel):
+    """Body of ``POST /embed`` (text-embeddings-inference's route)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: (
+        StrictStr
+        | Annotated[list[StrictStr], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    ) = Field(description=f"the text(s) to embed: {INPUT_HELP}")
+    normalize: StrictBool = Field(True, description="L2-normalize the vectors")
+    truncate: StrictBool | None = Field(
+        None,
+        description="cut inputs longer than the token limit instead of refusing them "
+        "(default: the server's --truncate)",
+    )
+    truncation_direction: Literal["right", "left", "Right", "Left"] = Field(
+        "right", description="which end a cut input keeps: right cuts the end, left the start"
+    )
+    prompt_name: StrictStr | None = Field(
+        None,
+        description="`query` (the served query instruction), `document` (the document "
+        "instruction, none by default) or a task name of the instruction registry (`SciFact`, "
+        "`NQ`, ...); none: no instruction, as for a document",
     )
 
 
@@ -104,6 +135,10 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    input_type: Literal["query", "document"] = Field(
+        "document",
+        description="extension: what the model id embeds by default (`<model>:query`: queries)",
+    )
     llm2vec_fingerprint: dict[str, Any] | None = Field(
         None, description="extension: what determines the vectors (compare with an index's)"
     )
@@ -151,6 +186,38 @@ class IndexInfo(BaseModel):
     )
 
 
+class EmbeddingModelInfo(BaseModel):
+    pooling: str
+
+
+class ModelType(BaseModel):
+    embedding: EmbeddingModelInfo
+
+
+class Info(BaseModel):
+    """``GET /info``: text-embeddings-inference's fields, plus ``dim`` and ``prompts``."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    model_type: ModelType
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    version: str
+    sha: str | None
+    docker_label: str | None
+    dim: int = Field(description="extension: the vector dimension")
+    prompts: dict[str, str] = Field(
+        description="extension: the `prompt_name`s of /embed besides the task names, and "
+        "their instructions"
+    )
+
+
 class Health(BaseModel):
     """Everything but ``status`` is left out for a caller without the key (``--api-key``)."""
 
@@ -187,11 +254,11 @@ def describe(errors: list[dict[str, Any]]) -> tuple[str | None, str]:
     if kind == "extra_forbidden":
         return field, f"unknown field '{field}'"
     if kind == "missing":
-        if field == "input":
-            return field, f"missing required field 'input' ({INPUT_HELP})"
+        if field in ("input", "inputs"):
+            return field, f"missing required field '{field}' ({INPUT_HELP})"
         return field, f"missing required field '{field}'"
-    if field == "input":
-        return field, f"'input' must be {INPUT_HELP}"
+    if field in ("input", "inputs"):
+        return field, f"'{field}' must be {INPUT_HELP}"
     value = err.get("input")
     shown = repr(value)
     if len(shown) > 60:

@@ -9,8 +9,14 @@ holding a thread: ``prepare_*`` (validation, tokenizer; raises ``ApiError``) and
 from Python and in tests.
 
 Errors are ``ApiError(status, message, param, code)``: 422 for a field with a wrong type or
-value (``param`` names it), 413 for too many inputs, 400 for an input longer than the token
-limit. Lone surrogates in any text (``"\\ud83d"`` sent as a JSON escape) are replaced by
+value (``param`` names it; an empty or whitespace-only text or query too), 413 for too many
+inputs, 400 for an input longer than the token limit or a parameter the model does not
+support (``dimensions`` on a model not trained for truncated vectors).
+
+Two request shapes embed: OpenAI's ``/v1/embeddings`` (``prepare_embeddings``; the model id
+``<name>:query`` embeds queries) and text-embeddings-inference's ``/embed`` (``prepare_embed``:
+``inputs``, ``normalize``, ``truncate``, ``truncation_direction``, ``prompt_name``); both
+become one ``EmbeddingJob``. Lone surrogates in any text (``"\\ud83d"`` sent as a JSON escape) are replaced by
 U+FFFD with a warning, the project's policy for invalid Unicode (``llm2vec_retrieval.text``).
 """
 
@@ -28,17 +34,20 @@ from pydantic import ValidationError
 
 from .._io import l2_normalize
 from ..hardware import compute_dtype
-from ..text import repair_texts, warn_repaired
+from ..text import blank_reason, repair_texts, warn_repaired
 from . import (
     DEFAULT_BATCH_TOKENS,
     DEFAULT_BATCH_WAIT_MS,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_INPUTS,
     DEFAULT_REQUEST_TIMEOUT,
     FINGERPRINT_FIELD,
+    QUERY_MODEL_SUFFIX,
 )
 from .batcher import MicroBatcher
 from .live import IndexUnavailable, LiveIndex
-from .schemas import EmbeddingRequest, SearchRequest, describe
+from .metrics import ServerMetrics
+from .schemas import EmbeddingRequest, EmbedRequest, SearchRequest, describe
 
 if TYPE_CHECKING:
     from ..encoder import LLM2Vec
@@ -77,6 +86,17 @@ class ApiError(Exception):
             }
         }
 
+    def tei_body(self) -> dict[str, Any]:
+        """The error as text-embeddings-inference answers it (its clients read ``error`` as
+        a string), plus ``param``."""
+        if self.status in (429, 503):
+            kind = "Overloaded"
+        elif self.status >= 500:
+            kind = "Backend"
+        else:
+            kind = "Validation"
+        return {"error": self.message, "error_type": kind, "param": self.param}
+
 
 def _validate(model: type, body: Any):
     if not isinstance(body, dict):
@@ -98,6 +118,7 @@ class EmbeddingJob:
     dimensions: int | None
     encoding_format: str
     model: str
+    normalize: bool  # L2-normalize the vectors
 
 
 @dataclass
@@ -107,6 +128,7 @@ class SearchJob:
     mode: str
     pairs: list[tuple[str, str]]  # empty for lexical mode (nothing to encode)
     tokens: list[int]
+    prompt_tokens: int = 0  # the query's own tokens (0 in lexical mode)
 
 
 class EmbeddingService:
@@ -124,6 +146,7 @@ class EmbeddingService:
         batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
         query_instruction: str | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_concurrent_requests: int = DEFAULT_MAX_CONNECTIONS,
     ):
         doc_max = int(encoder.config.doc_max_length)
         if max_input_tokens is not None and max_input_tokens > doc_max:
@@ -141,6 +164,8 @@ class EmbeddingService:
             else searcher
         )
         self.model_name = model_name or str(encoder.source.get("model") or "llm2vec")
+        self.query_model_name = self.model_name + QUERY_MODEL_SUFFIX
+        self.max_concurrent_requests = max_concurrent_requests
         self.max_inputs = max_inputs
         self.max_input_tokens = max_input_tokens or doc_max
         self.truncate = truncate
@@ -149,6 +174,8 @@ class EmbeddingService:
         )
         self.request_timeout = request_timeout
         self.batcher = MicroBatcher(encoder, max_batch_tokens, batch_wait_ms)
+        self.metrics = ServerMetrics(self.batcher.pending)
+        self.batcher.on_batch = self.metrics.batch
         self.started = time.time()
 
     def close(self) -> None:
@@ -182,25 +209,36 @@ class EmbeddingService:
         with self._encoder_lock():
             return self.encoder.tokenizer.decode(ids)
 
-    def _cut(self, text: str, limit: int) -> str:
-        """``text`` cut after its first ``limit`` tokens (``--truncate``)."""
+    def _cut(self, text: str, limit: int, keep_end: bool = False) -> str:
+        """``text`` cut after its first ``limit`` tokens (``--truncate``), or before its last
+        ``limit`` ones with ``keep_end``."""
         with self._encoder_lock():
             enc = self.encoder.tokenizer(
                 [text], add_special_tokens=False, return_offsets_mapping=True
             )
         offsets = enc["offset_mapping"][0]
-        return text[: offsets[limit - 1][1]] if len(offsets) > limit else text
+        if len(offsets) <= limit:
+            return text
+        return text[offsets[-limit][0] :] if keep_end else text[: offsets[limit - 1][1]]
 
-    def _check_lengths(self, texts: list[str], param: str) -> tuple[list[str], list[int]]:
-        """(texts, token counts): over-long texts refused (400), or cut with ``truncate``."""
+    def _check_lengths(
+        self,
+        texts: list[str],
+        param: str,
+        truncate: bool | None = None,
+        keep_end: bool = False,
+    ) -> tuple[list[str], list[int]]:
+        """(texts, token counts): over-long texts refused (400), or cut when ``truncate``
+        (None: the server's ``--truncate``)."""
+        truncate = self.truncate if truncate is None else truncate
         counts = self.encoder.count_tokens(texts)
         limit = self.max_input_tokens
         out = list(texts)
         for i, n in enumerate(counts):
             if n <= limit:
                 continue
-            if not self.truncate:
-                where = f"{param}[{i}]" if len(texts) > 1 or param == "input" else param
+            if not truncate:
+                where = f"{param}[{i}]" if len(texts) > 1 or param != "query" else param
                 raise ApiError(
                     400,
                     f"{where} is {n} tokens long; max_length is {limit} tokens "
@@ -208,9 +246,100 @@ class EmbeddingService:
                     param=param,
                     code="input_too_long",
                 )
-            out[i] = self._cut(texts[i], limit)
+            out[i] = self._cut(texts[i], limit, keep_end)
             counts[i] = limit
         return out, counts
+
+    def _items(self, raw: Any, param: str) -> tuple[list[Any], bool]:
+        """(items, token_input) of an ``input``/``inputs`` value; 413 over ``max_inputs``."""
+        token_input = isinstance(raw, list) and isinstance(raw[0], (int, list))
+        if isinstance(raw, str) or (token_input and isinstance(raw[0], int)):
+            items: list[Any] = [raw]
+        else:
+            items = list(raw)
+        if len(items) > self.max_inputs:
+            raise ApiError(
+                413,
+                f"'{param}' has {len(items)} items; at most {self.max_inputs} per request",
+                param=param,
+                code="too_many_inputs",
+            )
+        return items, token_input
+
+    def _texts(
+        self,
+        items: list[Any],
+        token_input: bool,
+        single: bool,
+        param: str,
+        truncate: bool | None = None,
+        keep_end: bool = False,
+    ) -> tuple[list[str], list[int]]:
+        """(texts, token counts) of validated items: token ids decoded (ids beyond the
+        vocabulary 422), blank texts refused (422), long ones refused or cut."""
+        truncate = self.truncate if truncate is None else truncate
+        if not token_input:
+            for i, t in enumerate(items):
+                reason = blank_reason(t)
+                if reason is not None:  # OpenAI refuses empty inputs too
+                    where = param if single else f"{param}[{i}]"
+                    raise ApiError(
+                        422,
+                        f"'{param}' must not be empty: {where} is {reason}",
+                        param=param,
+                        code="invalid_value",
+                    )
+            return self._check_lengths(list(items), param, truncate, keep_end)
+        vocab = self.vocab_size
+        texts: list[str] = []
+        counts: list[int] = []
+        for i, ids in enumerate(items):
+            bad = next((t for t in ids if t >= vocab), None)
+            if bad is not None:
+                raise ApiError(
+                    422,
+                    f"'{param}' holds token id {bad}; the served tokenizer has {vocab} ids "
+                    f"(0..{vocab - 1})",
+                    param=param,
+                    code="invalid_value",
+                )
+            if len(ids) > self.max_input_tokens:
+                if not truncate:
+                    raise ApiError(
+                        400,
+                        f"{param}[{i}] is {len(ids)} tokens long; max_length is "
+                        f"{self.max_input_tokens} tokens (shorten it, or start the server "
+                        "with --truncate to cut long inputs)",
+                        param=param,
+                        code="input_too_long",
+                    )
+                limit = self.max_input_tokens
+                ids = ids[-limit:] if keep_end else ids[:limit]
+            texts.append(self._decode(ids))
+            counts.append(len(ids))
+        return texts, counts
+
+    def _job(
+        self,
+        texts: list[str],
+        counts: list[int],
+        instruction: str,
+        *,
+        model: str,
+        normalize: bool,
+        dimensions: int | None = None,
+        encoding_format: str = "float",
+    ) -> EmbeddingJob:
+        extra = self._instruction_tokens(instruction) + 2  # instruction + special tokens
+        return EmbeddingJob(
+            pairs=[(instruction, t) for t in texts],
+            tokens=[n + extra for n in counts],
+            prompt_tokens=int(sum(counts)),
+            dimensions=dimensions,
+            encoding_format=encoding_format,
+            model=model,
+            normalize=normalize,
+        )
 
     def _instruction_tokens(self, instruction: str) -> int:
         return self.encoder.count_tokens([instruction])[0] if instruction else 0
@@ -265,47 +394,87 @@ class EmbeddingService:
             }
         return out
 
-    def model_card(self) -> dict[str, Any]:
+    def info(self) -> dict[str, Any]:
+        """``GET /info``: text-embeddings-inference's fields (``tokenization_workers`` 1: one
+        tokenizer behind the encoder's lock), plus ``dim`` and ``prompts``."""
+        from .. import __version__
+
         return {
-            "id": self.model_name,
+            "model_id": self.model_name,
+            "model_sha": None,
+            "model_dtype": compute_dtype(self.encoder),
+            "model_type": {"embedding": {"pooling": self.encoder.config.pooling_mode}},
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "max_input_length": self.max_input_tokens,
+            "max_batch_tokens": self.batcher.max_batch_tokens,
+            "max_batch_requests": None,
+            "max_client_batch_size": self.max_inputs,
+            "auto_truncate": self.truncate,
+            "tokenization_workers": 1,
+            "version": __version__,
+            "sha": None,
+            "docker_label": None,
+            "dim": self.encoder.embedding_dim,
+            "prompts": self.prompts(),
+        }
+
+    def prompts(self) -> dict[str, str]:
+        """The ``prompt_name``s of ``/embed`` besides the registry's task names."""
+        return {
+            "query": self.query_instruction,
+            "document": self.encoder.config.document_instruction,
+        }
+
+    def _prompt(self, name: str) -> str:
+        from ..instructions import get_instruction
+
+        named = self.prompts()
+        if name in named:
+            return named[name]
+        try:
+            return get_instruction(name)
+        except KeyError:
+            raise ApiError(
+                422,
+                f"unknown 'prompt_name' {name!r}: use query, document or a task name of the "
+                "instruction registry (SciFact, NQ, MSMARCO, ...)",
+                param="prompt_name",
+                code="invalid_value",
+            ) from None
+
+    def model_card(self, query: bool = False) -> dict[str, Any]:
+        return {
+            "id": self.query_model_name if query else self.model_name,
             "object": "model",
             "created": int(self.started),
             "owned_by": "llm2vec-retrieval",
-            # extensions: what a client needs to know the vectors match an index's
-            # (`llm2vec_retrieval.client.RemoteEncoder`), and the compute dtype
+            # extensions: what the id embeds by default, what a client needs to know the
+            # vectors match an index's (`llm2vec_retrieval.client.RemoteEncoder`), the dtype
+            "input_type": "query" if query else "document",
             FINGERPRINT_FIELD: self.encoder.fingerprint(),
             "dtype": compute_dtype(self.encoder),
         }
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [self.model_card()]}
+        """The served model (documents) first, then ``<name>:query`` (queries)."""
+        return {"object": "list", "data": [self.model_card(), self.model_card(query=True)]}
 
     def model(self, model_id: str) -> dict[str, Any]:
-        if model_id != self.model_name:
+        if model_id not in (self.model_name, self.query_model_name):
             raise ApiError(
                 404,
-                f"the model '{model_id}' does not exist; this server serves '{self.model_name}'",
+                f"the model '{model_id}' does not exist; this server serves "
+                f"'{self.model_name}' (and '{self.query_model_name}' for queries)",
                 param="model",
                 code="model_not_found",
             )
-        return self.model_card()
+        return self.model_card(query=model_id == self.query_model_name)
 
     # -- embeddings
     def prepare_embeddings(self, body: Any) -> EmbeddingJob:
+        """A ``/v1/embeddings`` body (OpenAI's) as a job."""
         req: EmbeddingRequest = _validate(EmbeddingRequest, body)
-        raw = req.input
-        token_input = isinstance(raw, list) and isinstance(raw[0], (int, list))
-        if isinstance(raw, str) or (token_input and isinstance(raw[0], int)):
-            items: list[Any] = [raw]
-        else:
-            items = list(raw)
-        if len(items) > self.max_inputs:
-            raise ApiError(
-                413,
-                f"'input' has {len(items)} items; at most {self.max_inputs} per request",
-                param="input",
-                code="too_many_inputs",
-            )
+        items, token_input = self._items(req.input, "input")
         dim = self.encoder.embedding_dim
         if req.dimensions is not None and req.dimensions > dim:
             raise ApiError(
@@ -313,6 +482,15 @@ class EmbeddingService:
                 f"'dimensions' must be an integer from 1 to {dim}, got {req.dimensions}",
                 param="dimensions",
                 code="invalid_value",
+            )
+        if req.dimensions is not None and not getattr(self.encoder.config, "matryoshka", False):
+            raise ApiError(
+                400,
+                f"'dimensions' is not supported by {self.model_name}: it was not trained for "
+                "truncated vectors (matryoshka is false in its config), so a cut vector would "
+                "be a worse embedding; leave 'dimensions' out",
+                param="dimensions",
+                code="unsupported_parameter",
             )
         strings = [s for s in (req.instruction, req.model) if s is not None]
         if not token_input:
@@ -322,63 +500,64 @@ class EmbeddingService:
         fixed = iter(repaired_strings)
         instruction = next(fixed) if req.instruction is not None else None
         model = next(fixed) if req.model is not None else None
-        if token_input:
-            vocab = self.vocab_size
-            texts: list[str] = []
-            counts: list[int] = []
-            for i, ids in enumerate(items):
-                bad = next((t for t in ids if t >= vocab), None)
-                if bad is not None:
-                    raise ApiError(
-                        422,
-                        f"'input' holds token id {bad}; the served tokenizer has {vocab} ids (0..{vocab - 1})",
-                        param="input",
-                        code="invalid_value",
-                    )
-                if len(ids) > self.max_input_tokens:
-                    if not self.truncate:
-                        raise ApiError(
-                            400,
-                            f"input[{i}] is {len(ids)} tokens long; max_length is "
-                            f"{self.max_input_tokens} tokens (shorten it, or start the server "
-                            "with --truncate to cut long inputs)",
-                            param="input",
-                            code="input_too_long",
-                        )
-                    ids = ids[: self.max_input_tokens]
-                texts.append(self._decode(ids))
-                counts.append(len(ids))
-        else:
-            texts = list(fixed)
-            for i, t in enumerate(texts):
-                if not t.strip():  # OpenAI refuses empty inputs too
-                    where = "input" if isinstance(raw, str) else f"input[{i}]"
-                    raise ApiError(
-                        422,
-                        f"'input' must not be empty: {where} is "
-                        f"{'empty' if not t else 'only whitespace'}",
-                        param="input",
-                        code="invalid_value",
-                    )
-            texts, counts = self._check_lengths(texts, "input")
+        if not token_input:
+            items = list(fixed)
+        input_type = req.input_type
+        if model == self.query_model_name:  # the query model id: queries by default
+            if input_type == "document":
+                raise ApiError(
+                    422,
+                    f"'input_type' is 'document' but the model '{model}' embeds queries; "
+                    f"use the model '{self.model_name}' for documents, or drop 'input_type'",
+                    param="input_type",
+                    code="invalid_value",
+                )
+            input_type = "query"
+        texts, counts = self._texts(items, token_input, isinstance(req.input, str), "input")
         if instruction is None:
             instruction = (
                 self.query_instruction
-                if req.input_type == "query"
+                if input_type == "query"
                 else self.encoder.config.document_instruction
             )
-        extra = self._instruction_tokens(instruction) + 2  # instruction + special tokens
-        return EmbeddingJob(
-            pairs=[(instruction, t) for t in texts],
-            tokens=[n + extra for n in counts],
-            prompt_tokens=int(sum(counts)),
+        return self._job(
+            texts,
+            counts,
+            instruction,
+            model=model or self.model_name,
+            normalize=bool(self.encoder.config.normalize),
             dimensions=req.dimensions,
             encoding_format=req.encoding_format or "float",
-            model=model or self.model_name,
         )
 
+    def prepare_embed(self, body: Any) -> EmbeddingJob:
+        """A ``/embed`` body (text-embeddings-inference's) as a job."""
+        req: EmbedRequest = _validate(EmbedRequest, body)
+        items, token_input = self._items(req.inputs, "inputs")
+        if not token_input:
+            items, repaired = repair_texts(items)
+            warn_repaired(repaired, stacklevel=2, what="request field(s)")
+        instruction = (
+            self.encoder.config.document_instruction
+            if req.prompt_name is None
+            else self._prompt(req.prompt_name)
+        )
+        texts, counts = self._texts(
+            items,
+            token_input,
+            isinstance(req.inputs, str),
+            "inputs",
+            truncate=req.truncate,
+            keep_end=req.truncation_direction.lower() == "left",
+        )
+        return self._job(texts, counts, instruction, model=self.model_name, normalize=req.normalize)
+
+    def _vectors(self, job: EmbeddingJob, vectors: np.ndarray) -> np.ndarray:
+        self.metrics.embedded(len(vectors), job.prompt_tokens)
+        return l2_normalize(vectors) if job.normalize else vectors
+
     def embeddings_response(self, job: EmbeddingJob, vectors: np.ndarray) -> dict[str, Any]:
-        vectors = self.finish_vectors(vectors)
+        vectors = self._vectors(job, vectors)
         if job.dimensions is not None and job.dimensions < vectors.shape[1]:
             vectors = l2_normalize(vectors[:, : job.dimensions])
         data = []
@@ -397,9 +576,17 @@ class EmbeddingService:
             "usage": {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens},
         }
 
+    def embed_response(self, job: EmbeddingJob, vectors: np.ndarray) -> list[list[float]]:
+        """``/embed``'s answer: one list of floats per input, as text-embeddings-inference."""
+        return self._vectors(job, vectors).tolist()
+
     def embeddings(self, body: Any) -> dict[str, Any]:
         job = self.prepare_embeddings(body)
         return self.embeddings_response(job, self._wait(self.submit(job.pairs, job.tokens)))
+
+    def embed(self, body: Any) -> list[list[float]]:
+        job = self.prepare_embed(body)
+        return self.embed_response(job, self._wait(self.submit(job.pairs, job.tokens)))
 
     # -- search
     def prepare_search(self, body: Any) -> SearchJob:
@@ -410,6 +597,14 @@ class EmbeddingService:
                 code="no_index",
             )
         req: SearchRequest = _validate(SearchRequest, body)
+        reason = blank_reason(req.query)
+        if reason is not None:  # a search for nothing has no right answer
+            raise ApiError(
+                422,
+                f"'query' must not be empty: query is {reason}",
+                param="query",
+                code="invalid_value",
+            )
         from ..index import compile_filter
 
         try:
@@ -428,15 +623,27 @@ class EmbeddingService:
         instruction = fixed[1] if req.instruction is not None else searcher.query_instruction
         pairs: list[tuple[str, str]] = []
         tokens: list[int] = []
+        prompt_tokens = 0
         if mode != "lexical":  # BM25 alone needs no encoding
             texts, counts = self._check_lengths([req.query], "query")
             pairs = [(instruction, texts[0])]
+            prompt_tokens = counts[0]
             tokens = [counts[0] + self._instruction_tokens(instruction) + 2]
-        return SearchJob(request=req, searcher=searcher, mode=mode, pairs=pairs, tokens=tokens)
+        return SearchJob(
+            request=req,
+            searcher=searcher,
+            mode=mode,
+            pairs=pairs,
+            tokens=tokens,
+            prompt_tokens=prompt_tokens,
+        )
 
     def search_response(self, job: SearchJob, vectors: np.ndarray | None) -> dict[str, Any]:
         req = job.request
-        vector = None if vectors is None else self.finish_vectors(vectors)[0]
+        vector = None
+        if vectors is not None:
+            self.metrics.embedded(len(vectors), job.prompt_tokens)
+            vector = self.finish_vectors(vectors)[0]
         results = job.searcher.search_vector(
             vector,
             k=req.k,

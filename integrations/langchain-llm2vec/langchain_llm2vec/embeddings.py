@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from llm2vec_retrieval.encoders import load_encoder
 from llm2vec_retrieval.hardware import resolve_dtype
 from llm2vec_retrieval.shared import encoder_lock, split_dtype
+from llm2vec_retrieval.text import check_query
 
 __all__ = ["LLM2VecEmbeddings", "encoder_lock", "load_encoder"]
 
@@ -143,10 +144,13 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
         return self.embed_queries([text])[0]
 
     def embed_queries(self, texts: list[str]) -> list[list[float]]:
-        """Embed several queries at once (with `query_instruction`)."""
+        """Embed several queries at once (with `query_instruction`); ValueError for an empty
+        or whitespace-only one (a search for nothing has no right answer)."""
         texts = list(texts)
         if not texts:
             return []
+        for i, text in enumerate(texts):
+            check_query(text, "the query" if len(texts) == 1 else f"query {i}")
         assert self._lock is not None
         with self._lock:
             vectors = self.encoder.encode_queries(

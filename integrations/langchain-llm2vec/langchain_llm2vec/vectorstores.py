@@ -28,7 +28,7 @@ from llm2vec_retrieval.index import (
 )
 from llm2vec_retrieval.index.fusion import resolve_fusion
 from llm2vec_retrieval.shared import read_json_object
-from llm2vec_retrieval.text import repair_texts, warn_repaired
+from llm2vec_retrieval.text import check_query, repair_texts, warn_repaired
 
 __all__ = ["LLM2VecRetriever", "LLM2VecVectorStore", "embeddings_fingerprint"]
 
@@ -396,6 +396,7 @@ class LLM2VecVectorStore(VectorStore):
         Hybrid only: `fusion` "rrf" or "alpha" (default "rrf"; "alpha" when only `alpha`
         is given) and `alpha` in [0, 1] (weight of the dense part, default 0.5).
         """
+        check_query(query)
         mode = self._resolve_mode(mode)
         if k <= 0 or not self._searchable(mode):
             return []
@@ -494,6 +495,7 @@ class LLM2VecVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         _dense_only(kwargs, "max_marginal_relevance_search")
+        check_query(query)
         if self._store is None or len(self._store) == 0:
             return []
         vector = self.embedding.embed_query(query)
@@ -579,7 +581,12 @@ class LLM2VecVectorStore(VectorStore):
 
         When `embeddings` describes itself (`LLM2VecEmbeddings`), its fingerprint must
         match the one recorded at save time, else `FingerprintMismatchError` is raised
-        (pass `allow_fingerprint_mismatch=True` to load anyway). The saved `search_mode`
+        (pass `allow_fingerprint_mismatch=True` to load anyway). Embeddings without a
+        fingerprint (`FakeEmbeddings`, any other class) cannot show that they make the
+        stored vectors: when the folder records a fingerprint they are refused too
+        (`UnverifiedEmbedderError`, a `FingerprintMismatchError`) unless
+        `allow_fingerprint_mismatch=True`; then a query of another dimension than the stored
+        vectors is still refused, by the first search (ValueError). The saved `search_mode`
         comes back unless `search_mode=` is given. A folder saved by an older version (its
         settings in a `langchain_llm2vec.json` beside the store) loads too; beside a newer
         save such a file is left unread, with a warning. An index saved before hybrid search
@@ -587,10 +594,13 @@ class LLM2VecVectorStore(VectorStore):
         lexical/hybrid searches raise ValueError until
         `vector_store.store.build_lexical()` (then `save_local` to keep it).
         """
+        from llm2vec_retrieval.index.errors import check_fingerprint
         from llm2vec_retrieval.index.persistence import MANIFEST_FILE
 
         folder = Path(folder_path)
         fingerprint = embeddings_fingerprint(embeddings)
+        # embeddings without a fingerprint are refused by a store that records one
+        unverified = type(embeddings).__name__ if fingerprint is None else None
         legacy_file = folder / _LEGACY_SIDECAR
         has_manifest = (folder / MANIFEST_FILE).exists()
         legacy = {}
@@ -602,6 +612,13 @@ class LLM2VecVectorStore(VectorStore):
                 fingerprint=fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
             )
+            check_fingerprint(
+                store.fingerprint,
+                None,
+                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+                path=folder,
+                unverified=unverified,
+            )
             settings = store.extra.get(_EXTRA_KEY)
             if settings is None:  # saved by a version that kept its settings in the sidecar
                 settings = read_json_object(legacy_file) if legacy_file.exists() else {}
@@ -612,12 +629,12 @@ class LLM2VecVectorStore(VectorStore):
                     stacklevel=2,
                 )
         else:  # a legacy folder saved before anything was added: the sidecar alone
-            from llm2vec_retrieval.index.errors import check_fingerprint
-
             check_fingerprint(
                 legacy.get("fingerprint"),
                 fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+                path=folder,
+                unverified=unverified,
             )
             store = _index_store_cls()(
                 None,

@@ -314,9 +314,57 @@ def test_load_refuses_another_embedder(emb: LLM2VecEmbeddings, tmp_path) -> None
             tmp_path / "idx", other, allow_fingerprint_mismatch=True
         )
     assert len(forced) == 2
-    # embeddings that do not describe themselves are not checked
-    fake = DeterministicFakeEmbedding(size=32)
-    assert len(LLM2VecVectorStore.load_local(tmp_path / "idx", fake)) == 2
+
+
+def test_load_refuses_embeddings_without_a_fingerprint(emb: LLM2VecEmbeddings, tmp_path) -> None:
+    """Issue 25: `load_local(dir, FakeEmbeddings(size=...))` loaded with no check, so the
+    store was searched with another model. Embeddings that cannot show what they make are
+    refused by a store that records its embedder, unless the caller opts out."""
+    from llm2vec_retrieval.index.errors import UnverifiedEmbedderError
+
+    LLM2VecVectorStore.from_texts(["rivers flood", "fox"], emb).save_local(tmp_path / "idx")
+    fake = DeterministicFakeEmbedding(size=32)  # the stored dimension: only the model differs
+    with pytest.raises(UnverifiedEmbedderError) as err:
+        LLM2VecVectorStore.load_local(tmp_path / "idx", fake)
+    message = str(err.value)
+    assert "\n" not in message and isinstance(err.value, FingerprintMismatchError)
+    assert emb.fingerprint()["model"] in message and "DeterministicFakeEmbedding" in message
+    assert "allow_fingerprint_mismatch=True" in message
+    with pytest.warns(UserWarning, match="loading anyway"):
+        forced = LLM2VecVectorStore.load_local(
+            tmp_path / "idx", fake, allow_fingerprint_mismatch=True
+        )
+    assert len(forced.similarity_search("rivers", k=1)) == 1
+    # another dimension is refused even then, by the first search
+    small = LLM2VecVectorStore.load_local(
+        tmp_path / "idx", DeterministicFakeEmbedding(size=8), allow_fingerprint_mismatch=True
+    )
+    with pytest.raises(ValueError, match=r"shape \(n, 32\)"):
+        small.similarity_search("rivers", k=1, mode="dense")
+    # a store saved without a fingerprint (made with such embeddings) has nothing to compare
+    LLM2VecVectorStore.from_texts(["a", "b"], fake).save_local(tmp_path / "plain")
+    assert len(LLM2VecVectorStore.load_local(tmp_path / "plain", fake)) == 2
+
+
+@pytest.mark.parametrize("query", ["", "  ", "\n\t"])
+def test_empty_query_is_a_one_line_value_error(emb: LLM2VecEmbeddings, query: str) -> None:
+    store = LLM2VecVectorStore.from_texts(["rivers flood", "fox"], emb)
+    reason = "empty" if not query else "only whitespace"
+    calls = [
+        lambda: emb.embed_query(query),
+        lambda: store.similarity_search(query),
+        lambda: store.similarity_search(query, mode="lexical"),
+        lambda: store.similarity_search_with_score(query, mode="dense"),
+        lambda: store.max_marginal_relevance_search(query),
+        lambda: store.as_retriever().invoke(query),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == f"the query is {reason}: give the words to search for"
+    with pytest.raises(ValueError, match="^query 1 is"):
+        emb.embed_queries(["rivers", query])
+    assert len(emb.embed_documents([query, "x"])) == 2  # an empty document is still a document
 
 
 def test_save_load_empty_store(emb: LLM2VecEmbeddings, tmp_path) -> None:

@@ -64,6 +64,19 @@ def test_default_model_is_the_core_default(embed: LLM2VecEmbedding) -> None:
     assert old.model_name == DEFAULT_MODEL
 
 
+@pytest.mark.parametrize("query", ["", " \n"])
+async def test_empty_query_is_a_one_line_value_error(embed: LLM2VecEmbedding, query: str) -> None:
+    reason = "empty" if not query else "only whitespace"
+    message = f"the query is {reason}: give the words to search for"
+    with pytest.raises(ValueError) as err:
+        embed.get_query_embedding(query)
+    assert str(err.value) == message
+    with pytest.raises(ValueError) as err:
+        await embed.aget_query_embedding(query)
+    assert str(err.value) == message
+    assert len(embed.get_text_embedding(query)) == embed.embedding_dim  # documents may be empty
+
+
 def test_embedding_missing_model(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         LLM2VecEmbedding(model_name=str(tmp_path / "missing"))

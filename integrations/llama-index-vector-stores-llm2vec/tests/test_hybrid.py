@@ -85,6 +85,11 @@ def store(embed: LLM2VecEmbedding, vectors) -> LLM2VecVectorStore:
     return vs
 
 
+def sharing(vs: LLM2VecVectorStore, text: str) -> set[str]:
+    """Ids of the nodes that share a word with ``text``: all a BM25-only mode may return."""
+    return {h.id for h in vs.store.search(text=text, mode="lexical", k=1000)}
+
+
 def run(vs: LLM2VecVectorStore, embed: LLM2VecEmbedding, text: str, mode=Mode.DEFAULT, **kw):
     """A query as LlamaIndex's retriever builds it (no embedding for the BM25-only modes)."""
     vec = None if mode in (Mode.SPARSE, Mode.TEXT_SEARCH) else embed.get_query_embedding(text)
@@ -121,7 +126,8 @@ def test_modes_map_to_the_index_store(store: LLM2VecVectorStore, embed) -> None:
     q = QUERIES[1]
     modes = (Mode.DEFAULT, Mode.HYBRID, Mode.SPARSE)
     full = {m: run(store, embed, q, m, similarity_top_k=len(TEXTS)).ids for m in modes}
-    assert sorted(full[Mode.HYBRID]) == sorted(full[Mode.DEFAULT]) == sorted(full[Mode.SPARSE])
+    assert sorted(full[Mode.HYBRID]) == sorted(full[Mode.DEFAULT])
+    assert set(full[Mode.SPARSE]) == sharing(store, q) < set(full[Mode.DEFAULT])
     assert full[Mode.HYBRID] not in (full[Mode.DEFAULT], full[Mode.SPARSE])
 
 
@@ -160,6 +166,8 @@ def test_ordered_filters_read_numbers_stored_as_text(embed, vectors, mode) -> No
             similarity_top_k=n,
             filters=MetadataFilters(filters=filters),
         )
+        if mode in (Mode.SPARSE, Mode.TEXT_SEARCH):  # only nodes sharing a word with the query
+            want = want & sharing(vs, QUERIES[0])
         assert set(res.ids) == want, filters
 
 
@@ -167,8 +175,7 @@ def test_rare_keyword_only_bm25_finds(store: LLM2VecVectorStore, embed) -> None:
     # SPARSE/TEXT_SEARCH need no query embedding at all
     for mode in (Mode.SPARSE, Mode.TEXT_SEARCH):
         res = store.query(VectorStoreQuery(query_str=RARE, mode=mode, similarity_top_k=len(TEXTS)))
-        assert res.ids[0] == RARE_ID and res.similarities[0] > 0
-        assert all(s == 0 for s in res.similarities[1:])  # no other node has the word
+        assert res.ids == [RARE_ID] and res.similarities[0] > 0  # no other node has the word
         assert res.nodes[0].get_content() == TEXTS[10]
     # the tiny random embedder cannot tell the part numbers apart: a look-alike comes first
     dense = run(store, embed, RARE, Mode.DEFAULT, similarity_top_k=len(TEXTS)).ids
@@ -211,9 +218,14 @@ def test_filters_apply_in_every_mode(store: LLM2VecVectorStore, embed, mode) -> 
             lambda i: i in BIO and i > 5,
         ),
     ]
+    bm25_only = mode in (Mode.SPARSE, Mode.TEXT_SEARCH)
     for filters, pred in cases:
-        n_match = sum(pred(i) for i in range(len(TEXTS)))
         for q in QUERIES:
+            # BM25-only modes: only the matching nodes that share a word with the query
+            n_match = sum(
+                pred(i) and (not bm25_only or f"n{i}" in sharing(store, q))
+                for i in range(len(TEXTS))
+            )
             for k in (1, 3, 20):
                 res = run(store, embed, q, mode, filters=filters, similarity_top_k=k)
                 assert len(res.ids) == min(k, n_match), (q, k)
@@ -221,12 +233,13 @@ def test_filters_apply_in_every_mode(store: LLM2VecVectorStore, embed, mode) -> 
     # the rare node is filtered out before the search
     bio = MetadataFilters(filters=[MetadataFilter(key="topic", value="bio")])
     res = run(store, embed, RARE, mode, filters=bio, similarity_top_k=4)
-    assert len(res.ids) == 4 and RARE_ID not in res.ids
-    # doc_ids and node_ids restrict too
+    assert len(res.ids) == (0 if bm25_only else 4) and RARE_ID not in res.ids
+    # doc_ids and node_ids restrict too (only the rare node has the rare word)
     res = run(store, embed, RARE, mode, doc_ids=["doc-2"], similarity_top_k=20)
-    assert sorted(res.ids) == sorted(f"n{i}" for i in range(len(TEXTS)) if i % 4 == 2)
+    doc2 = sorted(f"n{i}" for i in range(len(TEXTS)) if i % 4 == 2)
+    assert sorted(res.ids) == ([RARE_ID] if bm25_only else doc2) and RARE_ID in doc2
     res = run(store, embed, RARE, mode, node_ids=["n1", "n10"], similarity_top_k=20)
-    assert sorted(res.ids) == ["n1", "n10"]
+    assert sorted(res.ids) == ([RARE_ID] if bm25_only else ["n1", "n10"])
 
 
 def test_top_k_fields(store: LLM2VecVectorStore, embed) -> None:
@@ -237,8 +250,10 @@ def test_top_k_fields(store: LLM2VecVectorStore, embed) -> None:
     assert res.ids[:2] == run(store, embed, q, Mode.HYBRID, similarity_top_k=2).ids
     assert len(run(store, embed, q, Mode.HYBRID, similarity_top_k=4).ids) == 4
     # SPARSE/TEXT_SEARCH return sparse_top_k when set
+    n = len(sharing(store, q))  # BM25-only modes return no node without a word of q
+    assert n >= 3
     for mode in (Mode.SPARSE, Mode.TEXT_SEARCH):
-        assert len(run(store, embed, q, mode, similarity_top_k=2, sparse_top_k=7).ids) == 7
+        assert len(run(store, embed, q, mode, similarity_top_k=2, sparse_top_k=7).ids) == min(7, n)
         assert len(run(store, embed, q, mode, similarity_top_k=3).ids) == 3
     # a deep sparse_top_k in HYBRID only widens the candidates: same top results here
     wide = run(store, embed, q, Mode.HYBRID, similarity_top_k=4, sparse_top_k=500)
@@ -328,7 +343,8 @@ def test_index_retriever_and_persist_round_trip(embed: LLM2VecEmbedding, tmp_pat
         ]:
             before = _retrieve(index, mode, q, similarity_top_k=5, **kw)
             assert _retrieve(index2, mode, q, similarity_top_k=5, **kw) == before, (q, mode, kw)
-            assert len(before) == 5
+            # BM25 alone returns only the documents sharing a word with q
+            assert len(before) == 5 or mode in ("sparse", "text_search")
 
 
 def test_index_saved_before_hybrid_search(embed: LLM2VecEmbedding, tmp_path) -> None:

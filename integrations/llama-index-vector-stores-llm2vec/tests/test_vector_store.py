@@ -345,6 +345,40 @@ def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp
             str(persist_dir), embed_model=other, allow_fingerprint_mismatch=True
         )
     assert len(forced) == 9
+    # an embed_model without a fingerprint cannot show what it makes: refused (issue 25)
+    from llama_index.core.embeddings import MockEmbedding
+
+    from llm2vec_retrieval.index.errors import UnverifiedEmbedderError
+
+    mock = MockEmbedding(embed_dim=32)
+    with pytest.raises(UnverifiedEmbedderError) as err:
+        LLM2VecVectorStore.from_persist_dir(str(persist_dir), embed_model=mock)
+    assert "MockEmbedding" in str(err.value) and "\n" not in str(err.value)
+    assert embed.fingerprint()["model"] in str(err.value)
+    with pytest.warns(UserWarning, match="loading anyway"):
+        mocked = LLM2VecVectorStore.from_persist_dir(
+            str(persist_dir), embed_model=mock, allow_fingerprint_mismatch=True
+        )
+    assert len(mocked) == 9
+
+
+def test_blank_query_text_is_a_one_line_value_error(embed: LLM2VecEmbedding) -> None:
+    store = LLM2VecVectorStore(embed_model=embed)
+    store.add(
+        [
+            TextNode(text=t, id_=f"n{i}", embedding=embed.get_text_embedding(t))
+            for i, t in enumerate(["rivers flood", "fox"])
+        ]
+    )
+    vector = embed.get_text_embedding("rivers")
+    for mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID):
+        query = VectorStoreQuery(query_str="  ", query_embedding=vector, mode=mode)
+        with pytest.raises(ValueError, match="^the query text is only whitespace"):
+            store.query(query)
+    sparse = VectorStoreQuery(
+        query_str="zebra", mode=VectorStoreQueryMode.SPARSE, similarity_top_k=2
+    )
+    assert store.query(sparse).ids == []  # no node shares a word: none is made up
 
 
 async def test_async_index_end_to_end(embed: LLM2VecEmbedding) -> None:

@@ -19,6 +19,7 @@ from llm2vec_retrieval.hardware import resolve_dtype as _resolve_dtype
 from llm2vec_retrieval.loading import DEFAULT_MODEL
 from llm2vec_retrieval.shared import encoder_lock as _encoder_lock
 from llm2vec_retrieval.shared import split_dtype as _split_dtype
+from llm2vec_retrieval.text import check_query as _check_query
 
 # The name this class used for the default model before it took the core's name (issue 25).
 _OLD_DEFAULT_NAME = "llm2vec-default"
@@ -140,6 +141,8 @@ class LLM2VecEmbedding(BaseEmbedding):
     def _encode_queries(self, queries: list[str]) -> list[Embedding]:
         if not queries:
             return []
+        for i, query in enumerate(queries):  # a search for nothing has no right answer
+            _check_query(query, "the query" if len(queries) == 1 else f"query {i}")
         assert self._lock is not None
         with self._lock:
             vectors = self.encoder.encode_queries(

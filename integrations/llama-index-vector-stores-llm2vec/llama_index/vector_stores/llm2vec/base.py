@@ -514,7 +514,11 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
 
         When an expected embedder is given (`embed_model=` with a `fingerprint()`
         method, or `fingerprint=`), it must match the recorded one unless
-        `allow_fingerprint_mismatch=True` (else `FingerprintMismatchError`).
+        `allow_fingerprint_mismatch=True` (else `FingerprintMismatchError`). An `embed_model`
+        without a fingerprint (`MockEmbedding`, any other class) cannot show that it makes
+        the stored vectors: refused too when the index records a fingerprint
+        (`UnverifiedEmbedderError`), unless `allow_fingerprint_mismatch=True`. With neither,
+        nothing is checked here: pass the `embed_model` the index will be queried with.
         """
         from llm2vec_retrieval.index.errors import check_fingerprint
         from llm2vec_retrieval.index.persistence import MANIFEST_FILE
@@ -529,6 +533,10 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         if fingerprint is None and embed_model is not None:
             method = getattr(embed_model, "fingerprint", None)
             fingerprint = method() if callable(method) else None
+        # an embed_model without a fingerprint is refused by an index that records one
+        unverified = (
+            type(embed_model).__name__ if fingerprint is None and embed_model is not None else None
+        )
         index_dir = path.with_name(Path(str(pointer.get("index_dir") or "")).name or "-")
         if (index_dir / MANIFEST_FILE).exists() or pointer.get("format_version", 1) >= 2:
             store = _index_store_cls().load(
@@ -536,13 +544,26 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
                 fingerprint=fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
             )
+            check_fingerprint(
+                store.fingerprint,
+                None,
+                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+                path=index_dir,
+                unverified=unverified,
+            )
             flat = store.extra.get(_EXTRA_KEY, {}).get(
                 "flat_metadata", pointer.get("flat_metadata")
             )
             return cls(store, flat_metadata=bool(flat))
         # version 1, saved before anything was added: the file alone records the settings
         saved = pointer.get("fingerprint")
-        check_fingerprint(saved, fingerprint, allow_fingerprint_mismatch=allow_fingerprint_mismatch)
+        check_fingerprint(
+            saved,
+            fingerprint,
+            allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+            path=path,
+            unverified=unverified,
+        )
         return cls(
             None,
             index_kind=pointer.get("index_kind", "flat"),
