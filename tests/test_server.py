@@ -304,6 +304,16 @@ def test_search_route(served):
 def test_search_modes(served):
     status, out, _ = request(served, "POST", "/search", {"query": "river", "k": 3})
     assert status == 200 and out["mode"] == "hybrid"
+    # without fusion/alpha, the fusion the index records (set when it was made: the default)
+    from llm2vec_retrieval.index.fusion import default_hybrid
+
+    recorded = default_hybrid()
+    assert (out["fusion"], out.get("alpha", recorded["alpha"])) == (
+        recorded["fusion"],
+        recorded["alpha"],
+    )
+    status, same, _ = request(served, "POST", "/search", {"query": "river", "k": 3, **recorded})
+    assert status == 200 and same["results"] == out["results"]
     status, out, _ = request(
         served, "POST", "/search", {"query": "vaccines", "k": 2, "mode": "lexical"}
     )

@@ -70,14 +70,15 @@ def register(sub: Subparsers) -> None:
         default=None,
         help="hybrid fusion: rrf or wrrf (reciprocal rank, k=60; wrrf weighted by --alpha), or "
         "alpha, tmm, zscore (--alpha * dense + (1 - --alpha) * BM25 over min-max, "
-        f"theoretical-min-max or z-score normalized scores) (default: {DEFAULT_FUSION})",
+        "theoretical-min-max or z-score normalized scores) (default: the fusion the index "
+        f"records; new indexes record {DEFAULT_FUSION})",
     )
     se.add_argument(
         "--alpha",
         type=float,
         default=None,
         help="weight of the dense part in a weighted fusion, 0-1 (given alone: the default fusion "
-        f"if it is weighted, else alpha; default {DEFAULT_ALPHA})",
+        f"if it is weighted, else alpha; default: the index's, new indexes {DEFAULT_ALPHA})",
     )
     add_model_args(se, "model folder or embedded name (default: the one recorded in the index)")
     se.add_argument(

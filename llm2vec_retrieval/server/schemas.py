@@ -103,11 +103,15 @@ class SearchRequest(BaseModel):
     mode: Literal[tuple(MODES)] | None = Field(  # type: ignore[valid-type]
         None, description="dense, lexical or hybrid (default: hybrid when the index can)"
     )
-    fusion: Literal[tuple(FUSIONS)] = Field(  # type: ignore[valid-type]
-        DEFAULT_FUSION, description="how hybrid mode fuses the two rankings"
+    fusion: Literal[tuple(FUSIONS)] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="how hybrid mode fuses the two rankings (default: the fusion the index "
+        f"records; new indexes record {DEFAULT_FUSION!r})",
     )
-    alpha: Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
-        DEFAULT_ALPHA, description="weight of the dense score in alpha fusion"
+    alpha: Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="weight of the dense part in a weighted fusion (default: the index's; "
+        f"new indexes record {DEFAULT_ALPHA})",
     )
 
 

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from .._io import l2_normalize
 from ..hardware import compute_dtype
+from ..index.fusion import WEIGHTED_FUSIONS, resolve_fusion
 from ..text import blank_reason, repair_texts, warn_repaired
 from . import (
     DEFAULT_BATCH_TOKENS,
@@ -644,20 +645,29 @@ class EmbeddingService:
         if vectors is not None:
             self.metrics.embedded(len(vectors), job.prompt_tokens)
             vector = self.finish_vectors(vectors)[0]
+        fusion, alpha = resolve_fusion(
+            req.fusion,
+            None if req.alpha is None else float(req.alpha),
+            job.searcher.hybrid_default,
+        )
         results = job.searcher.search_vector(
             vector,
             k=req.k,
             filter=req.filter,
             text=req.query,
             mode=job.mode,
-            fusion=req.fusion,
-            alpha=float(req.alpha),
+            fusion=fusion,
+            alpha=alpha,
         )
+        hybrid = {}
+        if job.mode == "hybrid":  # say what was fused, as the CLI's --json does
+            hybrid = {"fusion": fusion, **({"alpha": alpha} if fusion in WEIGHTED_FUSIONS else {})}
         return {
             "object": "search",
             "query": req.query,
             "model": self.model_name,
             "mode": job.mode,
+            **hybrid,
             "results": [r.to_dict() for r in results],
         }
 
