@@ -708,7 +708,7 @@ def test_lexical_search_lists_only_matches_and_says_so(built, capsys):
 @pytest.mark.parametrize("query", ["", "   ", "\t\n"])
 def test_empty_query_is_one_line_before_anything_loads(query, capsys):
     # the index does not even exist: the query is checked first
-    assert cli.main(["search", "no-such-index", query]) == 2
+    assert cli.main(["search", "--index", "no-such-index", query]) == 2
     err = capsys.readouterr().err.strip()
     reason = "empty" if not query else "only whitespace"
     assert err == f"error: the query is {reason}: give the words to search for"
@@ -1055,6 +1055,7 @@ def test_other_value_errors_in_search_are_not_a_bad_filter(monkeypatch, tmp_path
     class Searcher:
         notice = None
         query_instruction = None
+        hybrid_default = {"fusion": "rrf", "alpha": 0.5}
 
         def check_mode(self, mode):
             return "dense"
@@ -1065,7 +1066,7 @@ def test_other_value_errors_in_search_are_not_a_bad_filter(monkeypatch, tmp_path
     monkeypatch.setattr(search_command, "open_searcher", lambda args: Searcher())
     monkeypatch.setattr(IndexFolder, "read_manifest", lambda self: {})
     capsys.readouterr()
-    assert cli.main(["search", str(tmp_path / "idx"), "q", "--filter", "chunk>=2"]) == 1
+    assert cli.main(["search", "--index", str(tmp_path / "idx"), "q", "--filter", "chunk>=2"]) == 1
     err = capsys.readouterr().err
     assert "bad filter" not in err and "ValueError: query must have shape" in err
     assert err.strip().splitlines()[-1] == cli.BUG_HINT
