@@ -166,8 +166,8 @@ PROSE_DEFAULTS: tuple[ProseDefault, ...] = (
     ),
     ProseDefault(
         "README.md",
-        r"hybrid \(alpha ([\d.]+), what `search` does\)",
-        _const("llm2vec_retrieval.index.store:DEFAULT_ALPHA"),
+        r"hybrid \(theoretical min-max, alpha ([\d.]+), what `search` does\)",
+        _const(f"{_INDEX}:DEFAULT_ALPHA"),
     ),
     ProseDefault(
         "docs/api.md",
@@ -221,7 +221,7 @@ PROSE_DEFAULTS: tuple[ProseDefault, ...] = (
     ),
     ProseDefault(
         "docs/integrations.md",
-        r'default `DEFAULT_FUSION` of\s+`llm2vec_retrieval.index`, `"(\w+)"`',
+        r'default\s+`DEFAULT_FUSION` of `llm2vec_retrieval.index`, `"(\w+)"`',
         _const(f"{_INDEX}:DEFAULT_FUSION"),
     ),
     ProseDefault(

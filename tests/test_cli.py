@@ -649,7 +649,7 @@ def test_search_modes(built, capsys):
         for r in hybrid["results"]
     )
     weighted = main_json(capsys, "search", str(idx), "fox", "-k", "3", "--alpha", "0", "--json")
-    assert weighted["fusion"] == "alpha" and weighted["alpha"] == 0
+    assert weighted["fusion"] == DEFAULT_FUSION and weighted["alpha"] == 0
     assert weighted["results"][0]["id"] == top["id"]  # alpha 0: the BM25 order
     dense = main_json(capsys, "search", str(idx), "fox", "-k", "3", "--mode", "dense", "--json")
     assert all(r["lexical_score"] is None for r in dense["results"])

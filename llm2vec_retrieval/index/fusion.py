@@ -45,8 +45,8 @@ DEFAULT_RRF_K = 60
 #: What hybrid search fuses with unless told otherwise (the Searcher, CLI, server, LangChain
 #: and LlamaIndex). Chosen on out-of-domain sets by ``python -m benchmarks.fusion_select``
 #: (the worst case over the sets, not the mean; docs/hybrid.md).
-DEFAULT_FUSION = "alpha"
-DEFAULT_ALPHA = 0.7
+DEFAULT_FUSION = "tmm"
+DEFAULT_ALPHA = 0.9
 #: The lowest score BM25 can give (no shared term).
 LEXICAL_FLOOR = 0.0
 

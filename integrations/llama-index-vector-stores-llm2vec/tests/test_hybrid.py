@@ -110,7 +110,7 @@ def test_modes_map_to_the_index_store(store: LLM2VecVectorStore, embed) -> None:
                 qv, 5, text=q, mode="hybrid", fusion=DEFAULT_FUSION, alpha=DEFAULT_ALPHA
             ),
             (Mode.HYBRID, 0.3): store.store.search(
-                qv, 5, text=q, mode="hybrid", fusion="alpha", alpha=0.3
+                qv, 5, text=q, mode="hybrid", fusion=DEFAULT_FUSION, alpha=0.3
             ),
             (Mode.SPARSE, None): store.store.search(k=5, text=q, mode="lexical"),
             (Mode.TEXT_SEARCH, None): store.store.search(k=5, text=q, mode="lexical"),
