@@ -656,7 +656,9 @@ class FailsOnMarkedText:
         return self._encoder.encode(pairs, **kwargs)
 
 
-service = EmbeddingService(FailsOnMarkedText(LLM2Vec.from_pretrained(model)), batch_wait_ms=400)
+service = EmbeddingService(
+    FailsOnMarkedText(LLM2Vec.from_pretrained(model, dtype="float32")), batch_wait_ms=400
+)
 sock = bind("127.0.0.1", 0)
 print(f"serving faulty on {url_of(sock)}", flush=True)
 try:
