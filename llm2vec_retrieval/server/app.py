@@ -302,42 +302,31 @@ def create_app(
             raise _Disconnected
         raise ApiError(503, "timed out waiting for the model", code="timeout")
 
+    def job_route(prepare, respond, tei: bool = False, optional_vectors: bool = False):
+        """A POST route: parse the body, ``prepare`` the job (thread pool), wait for its
+        vectors from the micro-batcher, render ``respond(job, vectors)`` (thread pool)."""
+
+        async def route(request: Request) -> Response:
+            async def work() -> Response:
+                body = await _read_json(request, max_body_bytes)
+                job = await run_in_threadpool(prepare, body)
+                vectors = (
+                    await wait_for(request, job.pairs, job.tokens)
+                    if job.pairs or not optional_vectors
+                    else None
+                )
+                data = await run_in_threadpool(lambda: _json_bytes(respond(job, vectors)))
+                return Response(data, media_type="application/json")
+
+            return await guarded(work, tei=tei)
+
+        return route
+
     # -- routes
-    async def embeddings(request: Request) -> Response:
-        async def work() -> Response:
-            body = await _read_json(request, max_body_bytes)
-            job = await run_in_threadpool(service.prepare_embeddings, body)
-            vectors = await wait_for(request, job.pairs, job.tokens)
-            data = await run_in_threadpool(
-                lambda: _json_bytes(service.embeddings_response(job, vectors))
-            )
-            return Response(data, media_type="application/json")
-
-        return await guarded(work)
-
-    async def search(request: Request) -> Response:
-        async def work() -> Response:
-            body = await _read_json(request, max_body_bytes)
-            job = await run_in_threadpool(service.prepare_search, body)
-            vectors = await wait_for(request, job.pairs, job.tokens) if job.pairs else None
-            data = await run_in_threadpool(
-                lambda: _json_bytes(service.search_response(job, vectors))
-            )
-            return Response(data, media_type="application/json")
-
-        return await guarded(work)
-
-    async def embed(request: Request) -> Response:
-        async def work() -> Response:
-            body = await _read_json(request, max_body_bytes)
-            job = await run_in_threadpool(service.prepare_embed, body)
-            vectors = await wait_for(request, job.pairs, job.tokens)
-            data = await run_in_threadpool(
-                lambda: _json_bytes(service.embed_response(job, vectors))
-            )
-            return Response(data, media_type="application/json")
-
-        return await guarded(work, tei=True)
+    embeddings = job_route(service.prepare_embeddings, service.embeddings_response)
+    # lexical search needs no vectors
+    search = job_route(service.prepare_search, service.search_response, optional_vectors=True)
+    embed = job_route(service.prepare_embed, service.embed_response, tei=True)
 
     async def info() -> Response:
         return _json(service.info())
