@@ -218,6 +218,51 @@ def test_demo_from_an_installed_wheel_finds_the_right_pages(tmp_path):
         assert top.returncode == 0, top.stderr[-2000:]
         assert json.loads(top.stdout)["results"][0]["source"] == source, query
 
+    # `--version` names the wheel's version
+    version = subprocess.run(
+        [str(venv / "bin" / "llm2vec-retrieval"), "--version"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert version.returncode == 0, version.stderr[-2000:]
+    assert wheel.name.split("-")[1] in version.stdout, version.stdout
+
+    # README's quick start, then docs/api.md's sentence-transformers snippet, as written
+    quick_start = python_blocks(root / "README.md", "## Quick start")[0]
+    st_snippet = python_blocks(root / "docs" / "api.md", "### sentence-transformers API")[0]
+    check = (
+        "import numpy, torch\n"
+        "s = (queries @ docs.T)\n"
+        "assert s.shape == (1, 2) and s[0, 0] > s[0, 1], s\n"
+        "assert isinstance(q, torch.Tensor) and tuple(q.shape) == (1, 640), q.shape\n"
+        "assert d.dtype == numpy.uint8 and d.shape == (2, 80), (d.dtype, d.shape)\n"
+        "print('SNIPPETS-OK')\n"
+    )
+    script = work / "snippets.py"
+    script.write_text(
+        quick_start + "\ndocs_vectors = docs\ndocs = ['Vaccines train the immune system.', "
+        "'Rivers flood after heavy rain.']\n" + st_snippet + "\ndocs = docs_vectors\n" + check
+    )
+    ran = subprocess.run(
+        [str(python), str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "SNIPPETS-OK" in ran.stdout
+
+
+def python_blocks(path: Path, heading: str) -> list[str]:
+    """The ```python blocks of a markdown file's section that starts at `heading`."""
+    import re
+
+    text = path.read_text()
+    section = text[text.index(heading) :]
+    nxt = re.search(r"\n#{1,3} ", section[len(heading) :])
+    section = section[: len(heading) + nxt.start()] if nxt else section
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
 
 def test_smollm2_embedded_model():
     """The second embedded base: SmolLM2-135M-Instruct (untrained), one GGUF package."""
