@@ -47,6 +47,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -368,7 +369,8 @@ class Run:
             if a.build == "index":
                 cmd = cli("index", str(corpus), "--index", str(index), "--model", model)
                 cmd += ["--root", str(corpus), "--no-progress", "--dtype", "float32"]
-            else:
+            else:  # a new folder each attempt: index-from-shards does not resume
+                shutil.rmtree(index, ignore_errors=True)
                 cmd = cli("index-from-shards", str(shards), "--index", str(index), "--no-progress")
             r = run_measured(
                 [*cmd, "--kind", kind, "--json"],
@@ -1061,6 +1063,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.work_dir is None:
         args.work_dir = tempfile.mkdtemp(prefix="capacity-")
+    # started in the background by a shell, this process ignores SIGINT and so would its
+    # children: catch it here so that they start with it (a step past its cap gets SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run = Run(args, argv)
     data = run.execute()
     print(f"wrote {run.output} (work dir {run.work})")
