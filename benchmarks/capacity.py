@@ -675,16 +675,23 @@ def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
                 "note": "encoding not included: with the default model it dominates the build",
             },
             "estimate_1m": {
-                "build_wall_s": _r(_power_fit(series(lambda s: s["build"]["wall_s"]), 10**6)),
-                "commit_wall_s": _r(_power_fit(series(lambda s: s["commit"]["wall_s"]), 10**6)),
-                "cli_lexical_wall_s": _r(
-                    _power_fit(
-                        series(lambda s: s["cli_search"]["modes"]["lexical"]["wall_p50_s"]),
-                        10**6,
-                    )
-                ),
-                "method": f"v = c n^b through the two largest sizes (b >= 1), up to {largest_n:,}",
-            },
+                key: _r(_power_fit(series(get), 10**6))
+                for key, get in (
+                    ("build_wall_s", lambda s: s["build"]["wall_s"]),
+                    ("build_cpu_s", lambda s: s["build"]["cpu_s"]),
+                    ("commit_wall_s", lambda s: s["commit"]["wall_s"]),
+                    ("commit_cpu_s", lambda s: s["commit"]["cpu_s"]),
+                    (
+                        "cli_lexical_wall_s",
+                        lambda s: s["cli_search"]["modes"]["lexical"]["wall_p50_s"],
+                    ),
+                    (
+                        "cli_lexical_cpu_s",
+                        lambda s: _median_cpu(s["cli_search"]["modes"]["lexical"]),
+                    ),
+                )
+            }
+            | {"method": f"v = c n^b through the two largest sizes (b >= 1), up to {largest_n:,}"},
         }
         plan[kind] = p
     return plan
@@ -714,9 +721,12 @@ def rows_for(data: dict) -> list[dict]:
                     "kind": kind,
                     "chunks": n,
                     "build_s": b.get("wall_s"),
+                    "build_cpu_s": b.get("cpu_s"),
                     "build_rss_mb": b.get("peak_rss_mb"),
                     "disk_mb": (b.get("disk_bytes") or 0) / 2**20 or None,
                     "commit_s": c.get("wall_s") if c.get("status") == "ok" else None,
+                    "commit_cpu_s": c.get("cpu_s") if c.get("status") == "ok" else None,
+                    "commit_rss_mb": c.get("peak_rss_mb"),
                     "commit_status": c.get("note") or c.get("status"),
                     "open_lexical_s": ol.get("open_s"),
                     "open_lexical_rss_mb": (s.get("open_lexical") or {}).get("peak_rss_mb"),
@@ -727,9 +737,23 @@ def rows_for(data: dict) -> list[dict]:
                         for q in ("p50", "p99")
                     },
                     **{f"cli_{m}_s": (cs.get(m) or {}).get("wall_p50_s") for m in MODES},
+                    **{f"cli_{m}_cpu_s": _median_cpu(cs.get(m)) for m in MODES},
+                    "cli_rss_mb": max(
+                        ((cs.get(m) or {}).get("peak_rss_mb") or 0 for m in MODES), default=0
+                    )
+                    or None,
                 }
             )
     return out
+
+
+def _median_cpu(mode: dict | None) -> float | None:
+    cpu = [r["cpu_s"] for r in (mode or {}).get("runs") or [] if r.get("status") == "ok"]
+    return round(statistics.median(cpu), 3) if cpu else None
+
+
+def _wall_cpu(wall, cpu) -> str:
+    return "-" if wall is None else f"{_cell(wall)} ({_cell(cpu)})"
 
 
 def _md_table(header: list[str], rows: list[list]) -> list[str]:
@@ -759,6 +783,11 @@ def tables(data: dict) -> list[str]:
         f"{(data.get('options') or {}).get('cli_repeats', '?')} CLI runs per mode.",
         "",
     ]
+    lines += [
+        "Wall seconds with the process's CPU seconds (user + system) in brackets: on a shared "
+        "machine the CPU seconds vary less. RSS: the process's peak resident memory.",
+        "",
+    ]
     lines += _md_table(
         [
             "kind",
@@ -767,27 +796,45 @@ def tables(data: dict) -> list[str]:
             "build peak RSS MB",
             "disk MB",
             "add 1 file s",
+            "add 1 file peak RSS MB",
             "open lexical s",
+            "open lexical peak RSS MB",
             "open store s",
-            "lexical p50/p99 ms",
-            "dense p50/p99 ms",
-            "hybrid p50/p99 ms",
-            "CLI lexical s",
-            "CLI dense s",
-            "CLI hybrid s",
         ],
         [
             [
                 r["kind"],
                 r["chunks"],
-                r["build_s"],
+                _wall_cpu(r["build_s"], r["build_cpu_s"]),
                 r["build_rss_mb"],
                 r["disk_mb"],
-                r["commit_s"] if r["commit_s"] is not None else r["commit_status"],
+                _wall_cpu(r["commit_s"], r["commit_cpu_s"])
+                if r["commit_s"] is not None
+                else r["commit_status"],
+                r["commit_rss_mb"],
                 r["open_lexical_s"],
+                r["open_lexical_rss_mb"],
                 r["open_store_s"],
+            ]
+            for r in rows
+        ],
+    )
+    lines += [""]
+    lines += _md_table(
+        [
+            "kind",
+            "chunks",
+            *(f"{m} p50 / p99 ms" for m in MODES),
+            *(f"CLI {m} s" for m in MODES),
+            "CLI peak RSS MB",
+        ],
+        [
+            [
+                r["kind"],
+                r["chunks"],
                 *(f"{_cell(r[f'{m}_p50'])} / {_cell(r[f'{m}_p99'])}" for m in MODES),
-                *(r[f"cli_{m}_s"] for m in MODES),
+                *(_wall_cpu(r[f"cli_{m}_s"], r[f"cli_{m}_cpu_s"]) for m in MODES),
+                r["cli_rss_mb"],
             ]
             for r in rows
         ],
@@ -826,9 +873,9 @@ def plan_lines(data: dict) -> list[str]:
                 p["chunks_per_core_hour"],
                 d.get("chunks_per_gb_disk"),
                 d.get("chunks_per_gb_ram_search"),
-                e.get("build_wall_s"),
-                e.get("commit_wall_s"),
-                e.get("cli_lexical_wall_s"),
+                _wall_cpu(e.get("build_wall_s"), e.get("build_cpu_s")),
+                _wall_cpu(e.get("commit_wall_s"), e.get("commit_cpu_s")),
+                _wall_cpu(e.get("cli_lexical_wall_s"), e.get("cli_lexical_cpu_s")),
             ]
         )
     return _md_table(
@@ -860,22 +907,24 @@ def findings(data: dict) -> list[str]:
         ok = [(n, s) for n, s in rows if (s.get("commit") or {}).get("status") == "ok"]
         if len(ok) >= 2:
             (n1, s1), (n2, s2) = ok[0], ok[-1]
-            c1, c2 = s1["commit"]["wall_s"], s2["commit"]["wall_s"]
-            i1 = (s1["commit"].get("index_report") or {}).get("seconds")
-            i2 = (s2["commit"].get("index_report") or {}).get("seconds")
+            w1, w2 = s1["commit"]["wall_s"], s2["commit"]["wall_s"]
+            c1, c2 = s1["commit"]["cpu_s"], s2["commit"]["cpu_s"]
             out.append(
-                f"{kind}: adding one file took {c1:.1f} s at {n1:,} chunks and {c2:.1f} s at "
-                f"{n2:,} (x{c2 / c1:.1f}; the command's own time {_cell(i1)} s and {_cell(i2)} s): "
-                + ("about the same" if c2 <= 1.5 * c1 else "it grows with the index")
-                + "."
+                f"{kind}: adding one file took {c1:.1f} CPU s ({w1:.1f} s wall) at {n1:,} chunks "
+                f"and {c2:.1f} CPU s ({w2:.1f} s wall) at {n2:,}: x{c2 / c1:.2f} in CPU time, "
+                + (
+                    "about the same."
+                    if c2 <= 1.5 * c1
+                    else "growing with the index (the target: about the same)."
+                )
             )
         n, s = rows[-1]
         lex = ((s.get("cli_search") or {}).get("modes") or {}).get("lexical") or {}
         child = (s.get("open_lexical") or {}).get("child") or {}
         if lex.get("wall_p50_s") is not None:
             out.append(
-                f"{kind}: a lexical `search` at {n:,} chunks took {lex['wall_p50_s']:.2f} s wall "
-                f"(median of {len(lex.get('runs') or [])}; opening the index in process "
+                f"{kind}: a lexical `search` at {n:,} chunks took {lex['wall_p50_s']:.2f} s wall, "
+                f"{_cell(_median_cpu(lex))} CPU s (median of {len(lex.get('runs') or [])}; opening the index in process "
                 f"{_cell(child.get('open_s'))} s, a lexical search after it "
                 f"{_cell(((child.get('search') or {}).get('lexical') or {}).get('p50_ms'))} ms "
                 "p50): " + ("under 1 s." if lex["wall_p50_s"] < 1 else "over the 1 s target.")

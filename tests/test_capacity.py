@@ -30,9 +30,17 @@ def _run(n, kind, build_s, rss_mb, disk, cpu_s, commit_s, open_rss_mb, cli_lex):
             "disk_bytes": disk,
             "index_report": {"chunks": n},
         },
-        "commit": {"status": "ok", "wall_s": commit_s},
+        "commit": {"status": "ok", "wall_s": commit_s, "cpu_s": commit_s / 2},
         "open_lexical": {"status": "ok", "peak_rss_mb": open_rss_mb, "child": {"open_s": 0.5}},
-        "cli_search": {"status": "ok", "modes": {"lexical": {"wall_p50_s": cli_lex}}},
+        "cli_search": {
+            "status": "ok",
+            "modes": {
+                "lexical": {
+                    "wall_p50_s": cli_lex,
+                    "runs": [{"status": "ok", "wall_s": cli_lex, "cpu_s": cli_lex / 4}],
+                }
+            },
+        },
     }
 
 
@@ -64,6 +72,9 @@ def test_capacity_plan_by_hand():
     assert p["estimate_1m"]["build_wall_s"] == pytest.approx(1000.0)
     assert p["estimate_1m"]["commit_wall_s"] == pytest.approx(200.0)
     assert p["estimate_1m"]["cli_lexical_wall_s"] == pytest.approx(100.0)
+    assert p["estimate_1m"]["build_cpu_s"] == pytest.approx(2000.0)
+    assert p["estimate_1m"]["commit_cpu_s"] == pytest.approx(100.0)
+    assert p["estimate_1m"]["cli_lexical_cpu_s"] == pytest.approx(25.0)
 
 
 def test_power_fit_keeps_at_least_linear_growth():
@@ -194,7 +205,9 @@ def test_render_docs_replaces_only_the_marked_block(tmp_path, monkeypatch):
     assert text.startswith("# Title\n\nbefore\n\n") and text.endswith("\n\nafter\n")
     assert "old" not in text and "capacity_20261207-220000.json" in text
     assert "before the segmented index" in text and "`abcdef0`" in text
-    assert "| flat | 100,000 | 100.0 |" in text
+    assert "| flat | 100,000 | 100.0 (200.0) |" in text  # wall (CPU) seconds
+    assert "flat: adding one file took 1.0 CPU s (2.0 s wall) at 10,000 chunks" in text
+    assert "x10.00 in CPU time, growing with the index" in text
     assert "| flat | 10,000, 100,000 | 500.0 |" in text  # the plan row: 500 disk bytes a chunk
     docs.write_text("# no markers\n")
     with pytest.raises(SystemExit, match="no capacity markers"):
@@ -214,7 +227,7 @@ def test_report_calls_the_capacity_section(tmp_path):
     }
     (tmp_path / "capacity_20261207-220000.json").write_text(json.dumps(data))
     text = report.build_report(tmp_path, tmp_path / "RESULTS.md", tmp_path / "plots")
-    assert "## Capacity of one index" in text and "| flat | 10,000 | 10.0 |" in text
+    assert "## Capacity of one index" in text and "| flat | 10,000 | 10.0 (20.0) |" in text
     assert "capacity_20261207-220000.json" in text and "Skipped files" not in text
 
 
