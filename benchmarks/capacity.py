@@ -632,6 +632,19 @@ def _power_fit(points: list[tuple[int, float]], at: int) -> float | None:
     return v2 * (at / n2) ** b
 
 
+def _chunking_points(data: dict, kind: str) -> list[tuple[int, float]]:
+    """(chunks, CPU seconds of writing the shards: reading, hashing, chunking) per size."""
+    shards = data.get("shards") or {}
+    pts = []
+    for size, kinds in (data.get("runs") or {}).items():
+        build = (kinds.get(kind) or {}).get("build") or {}
+        chunks = (build.get("index_report") or {}).get("chunks")
+        prep = shards.get(size) or {}
+        if build.get("status") == "ok" and chunks and prep.get("status") == "ok":
+            pts.append((int(chunks), prep["cpu_s"]))
+    return sorted(pts)
+
+
 def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
     """Per kind, from the finished runs: marginal bytes of RAM (peak RSS of the build and of
     an open for search) and of disk per chunk, chunks per GB, chunks per core-hour of build
@@ -656,6 +669,7 @@ def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
         ram_build = _marginal(series(lambda s: s["build"]["peak_rss_mb"] * 2**20))
         ram_open = _marginal(series(lambda s: s["open_lexical"]["peak_rss_mb"] * 2**20))
         cpu = _marginal(series(lambda s: s["build"]["cpu_s"]))
+        chunking = _marginal(_chunking_points(data, kind))
         extra_vec = 4 * (dim - model_dim)
         largest_n = rows[-1][0]
         p: dict = {
@@ -668,6 +682,8 @@ def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
             "chunks_per_gb_ram_build": _per(GB, ram_build),
             "chunks_per_gb_ram_search": _per(GB, ram_open),
             "chunks_per_core_hour": _per(3600, cpu),
+            "chunking_cpu_s_per_chunk": chunking,
+            "chunks_per_core_hour_chunking": _per(3600, chunking),
             f"dim{dim}": {
                 "extra_bytes_per_chunk": extra_vec,
                 "chunks_per_gb_disk": _per(GB, disk + extra_vec if disk else None),
@@ -871,6 +887,7 @@ def plan_lines(data: dict) -> list[str]:
                 p["chunks_per_gb_ram_search"],
                 p["chunks_per_gb_ram_build"],
                 p["chunks_per_core_hour"],
+                p.get("chunks_per_core_hour_chunking"),
                 d.get("chunks_per_gb_disk"),
                 d.get("chunks_per_gb_ram_search"),
                 _wall_cpu(e.get("build_wall_s"), e.get("build_cpu_s")),
@@ -888,7 +905,8 @@ def plan_lines(data: dict) -> list[str]:
             "chunks/GB disk",
             "chunks/GB RAM (search)",
             "chunks/GB RAM (build)",
-            "chunks/core-hour (build, no encoding)",
+            "chunks/core-hour (index-from-shards build)",
+            "chunks/core-hour (reading and chunking)",
             f"chunks/GB disk at {DEFAULT_DIM} dims",
             f"chunks/GB RAM (search) at {DEFAULT_DIM} dims",
             "1M: build s (est.)",

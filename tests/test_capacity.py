@@ -52,6 +52,10 @@ def test_capacity_plan_by_hand():
             "100000": {"flat": _run(100_000, "flat", 100.0, 490.0, 50e6, 200.0, 20.0, 390.0, 10.0)},
             "1000000": {"flat": {"build": {"status": "timeout", "note": "did not finish"}}},
         },
+        "shards": {
+            "10000": {"status": "ok", "cpu_s": 15.0},
+            "100000": {"status": "ok", "cpu_s": 105.0},
+        },
     }
     plan = capacity.capacity_plan(data, dim=640)
     assert list(plan) == ["flat"]  # the timed-out size is not a finished run
@@ -65,6 +69,8 @@ def test_capacity_plan_by_hand():
     assert p["chunks_per_gb_ram_build"] == int(1e9 / (90 * 2**20 / 90_000))
     # CPU: 180 s over 90,000 chunks = 2 ms a chunk = 1.8M chunks per core-hour
     assert p["chunks_per_core_hour"] == 1_800_000
+    # writing the shards (read, hash, chunk): 90 s over 90,000 chunks
+    assert p["chunks_per_core_hour_chunking"] == 3_600_000
     # 640 dims: 4 x (640 - 32) = 2,432 more bytes a chunk
     assert p["dim640"]["extra_bytes_per_chunk"] == 2432
     assert p["dim640"]["chunks_per_gb_disk"] == int(1e9 / (500 + 2432))
