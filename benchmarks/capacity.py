@@ -328,6 +328,15 @@ class Run:
         stamp = self.started.strftime("%Y%m%d-%H%M%S")
         self.output = Path(args.output or RESULTS_DIR / f"capacity_{stamp}.json")
         self.argv = argv
+        if self.state and "sittings" not in self.state:
+            self.state["sittings"] = [{"started": None, "command": "not recorded"}]
+        sittings = self.state.setdefault("sittings", [])  # runs that worked in this folder
+        sittings.append(
+            {
+                "started": self.started.isoformat(timespec="seconds"),
+                "command": "python -m benchmarks.capacity " + " ".join(argv),
+            }
+        )
         self.env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
         self.env.pop("LLM2VEC_RETRIEVAL_SERVER", None)
 
@@ -563,6 +572,7 @@ class Run:
                 "data": str(a.sentences),
                 "work_dir": str(self.work),
             },
+            "sittings": self.state.get("sittings", []),
             "corpus": getattr(self, "corpora", {}),
             "shards": {
                 str(n): self.state[f"{n}/shards"] for n in a.sizes if f"{n}/shards" in self.state

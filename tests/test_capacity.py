@@ -164,6 +164,7 @@ def test_capacity_end_to_end_tiny(tmp_path):
     assert capacity.main([*argv[:-4], "--output", str(out2), "--label", "smoke"]) == 0
     again = json.loads(out2.read_text())["runs"]["200"]["flat"]
     assert again["build"]["wall_s"] == build["wall_s"]
+    assert len(json.loads(out2.read_text())["sittings"]) == 2
 
     # ... and a step past its cap is recorded as such, the steps that need it as skipped
     # (here a build through `index`, which encodes with the tiny model)
