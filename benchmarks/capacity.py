@@ -642,17 +642,34 @@ def _power_fit(points: list[tuple[int, float]], at: int) -> float | None:
     return v2 * (at / n2) ** b
 
 
-def _chunking_points(data: dict, kind: str) -> list[tuple[int, float]]:
-    """(chunks, CPU seconds of writing the shards: reading, hashing, chunking) per size."""
-    shards = data.get("shards") or {}
-    pts = []
+def _step_wall(step: dict) -> float | None:
+    """A finished step's wall seconds (the CLI step: its processes together)."""
+    if step.get("status") != "ok":
+        return None
+    if "modes" in step:
+        return sum(r["wall_s"] for m in step["modes"].values() for r in m.get("runs") or [])
+    return step.get("wall_s")
+
+
+def _chunks_by_size(data: dict, kind: str) -> list[tuple[int, str]]:
+    """(chunks, size key) of the finished builds of ``kind``, by size."""
+    out = []
     for size, kinds in (data.get("runs") or {}).items():
         build = (kinds.get(kind) or {}).get("build") or {}
         chunks = (build.get("index_report") or {}).get("chunks")
-        prep = shards.get(size) or {}
-        if build.get("status") == "ok" and chunks and prep.get("status") == "ok":
-            pts.append((int(chunks), prep["cpu_s"]))
-    return sorted(pts)
+        if build.get("status") == "ok" and chunks:
+            out.append((int(chunks), size))
+    return sorted(out)
+
+
+def _chunking_points(data: dict, kind: str) -> list[tuple[int, float]]:
+    """(chunks, CPU seconds of writing the shards: reading, hashing, chunking) per size."""
+    shards = data.get("shards") or {}
+    return [
+        (n, shards[size]["cpu_s"])
+        for n, size in _chunks_by_size(data, kind)
+        if (shards.get(size) or {}).get("status") == "ok"
+    ]
 
 
 def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
@@ -719,6 +736,22 @@ def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
             }
             | {"method": f"v = c n^b through the two largest sizes (b >= 1), up to {largest_n:,}"},
         }
+        # the wall time of a whole run of this kind at 1M (shards, then every step), to size
+        # --max-seconds-per-step and the sitting
+        steps_1m = {
+            step: _power_fit(series(lambda s, step=step: _step_wall(s[step])), 10**6)
+            for step in STEPS
+        }
+        steps_1m["shards"] = _power_fit(
+            [
+                (n, (data.get("shards") or {}).get(size, {}).get("wall_s"))
+                for n, size in _chunks_by_size(data, kind)
+            ],
+            10**6,
+        )
+        p["estimate_1m"]["steps_wall_s"] = {k: _r(v) for k, v in steps_1m.items()}
+        if all(v is not None for v in steps_1m.values()):
+            p["estimate_1m"]["run_wall_s"] = _r(sum(steps_1m.values()))
         plan[kind] = p
     return plan
 
@@ -956,6 +989,14 @@ def findings(data: dict) -> list[str]:
                 f"{_cell(child.get('open_s'))} s, a lexical search after it "
                 f"{_cell(((child.get('search') or {}).get('lexical') or {}).get('p50_ms'))} ms "
                 "p50): " + ("under 1 s." if lex["wall_p50_s"] < 1 else "over the 1 s target.")
+            )
+    for kind, p in (data.get("plan") or capacity_plan(data)).items():
+        total = (p.get("estimate_1m") or {}).get("run_wall_s")
+        if total is not None:
+            steps = p["estimate_1m"]["steps_wall_s"]
+            out.append(
+                f"{kind}: a 1M-chunk run would take about {total / 3600:.1f} h on this machine "
+                "at this load (" + ", ".join(f"{k} {_cell(v)} s" for k, v in steps.items()) + ")."
             )
     return [f"- {line}" for line in out]
 

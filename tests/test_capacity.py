@@ -81,6 +81,9 @@ def test_capacity_plan_by_hand():
     assert p["estimate_1m"]["build_cpu_s"] == pytest.approx(2000.0)
     assert p["estimate_1m"]["commit_cpu_s"] == pytest.approx(100.0)
     assert p["estimate_1m"]["cli_lexical_cpu_s"] == pytest.approx(25.0)
+    steps = p["estimate_1m"]["steps_wall_s"]
+    assert steps["build"] == pytest.approx(1000.0) and steps["cli_search"] == pytest.approx(100.0)
+    assert steps["open_full"] is None and "run_wall_s" not in p["estimate_1m"]  # not measured
 
 
 def test_power_fit_keeps_at_least_linear_growth():
