@@ -630,16 +630,19 @@ def _marginal(points: list[tuple[int, float]]) -> float | None:
     return None
 
 
-def _power_fit(points: list[tuple[int, float]], at: int) -> float | None:
-    """Extrapolate v(at) through the two largest points as v = c n^b (b >= 1 kept)."""
+def _extrapolate(points: list[tuple[int, float]], at: int) -> float | None:
+    """v(at) from the two largest points: a cost that grew faster than the size (v2/v1 above
+    n2/n1) as v = c n^b, b > 1; else as a fixed part plus a part per chunk, v = a + m n
+    (m >= 0), so that start-up costs such as importing torch are not multiplied."""
     points = [(n, v) for n, v in points if isinstance(v, (int, float)) and v > 0]
     if len(points) < 2:
         return None
     (n1, v1), (n2, v2) = points[-2], points[-1]
     if n2 <= n1:
         return None
-    b = max(1.0, math.log(v2 / v1) / math.log(n2 / n1))
-    return v2 * (at / n2) ** b
+    if v2 / v1 > n2 / n1:
+        return v2 * (at / n2) ** (math.log(v2 / v1) / math.log(n2 / n1))
+    return v2 + max(0.0, (v2 - v1) / (n2 - n1)) * (at - n2)
 
 
 def _step_wall(step: dict) -> float | None:
@@ -718,7 +721,7 @@ def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
                 "note": "encoding not included: with the default model it dominates the build",
             },
             "estimate_1m": {
-                key: _r(_power_fit(series(get), 10**6))
+                key: _r(_extrapolate(series(get), 10**6))
                 for key, get in (
                     ("build_wall_s", lambda s: s["build"]["wall_s"]),
                     ("build_cpu_s", lambda s: s["build"]["cpu_s"]),
@@ -734,15 +737,18 @@ def capacity_plan(data: dict, dim: int = DEFAULT_DIM) -> dict:
                     ),
                 )
             }
-            | {"method": f"v = c n^b through the two largest sizes (b >= 1), up to {largest_n:,}"},
+            | {
+                "method": "through the two largest sizes (`_extrapolate`), up to "
+                + f"{largest_n:,}"
+            },
         }
         # the wall time of a whole run of this kind at 1M (shards, then every step), to size
         # --max-seconds-per-step and the sitting
         steps_1m = {
-            step: _power_fit(series(lambda s, step=step: _step_wall(s[step])), 10**6)
+            step: _extrapolate(series(lambda s, step=step: _step_wall(s[step])), 10**6)
             for step in STEPS
         }
-        steps_1m["shards"] = _power_fit(
+        steps_1m["shards"] = _extrapolate(
             [
                 (n, (data.get("shards") or {}).get(size, {}).get("wall_s"))
                 for n, size in _chunks_by_size(data, kind)
@@ -911,7 +917,7 @@ def tables(data: dict) -> list[str]:
 
 
 def plan_lines(data: dict) -> list[str]:
-    plan = data.get("plan") or capacity_plan(data)
+    plan = capacity_plan(data)  # from the runs, by this code (not a copy the file may hold)
     if not plan:
         return ["No finished build: no capacity plan."]
     dim_key = f"dim{DEFAULT_DIM}"
@@ -990,7 +996,7 @@ def findings(data: dict) -> list[str]:
                 f"{_cell(((child.get('search') or {}).get('lexical') or {}).get('p50_ms'))} ms "
                 "p50): " + ("under 1 s." if lex["wall_p50_s"] < 1 else "over the 1 s target.")
             )
-    for kind, p in (data.get("plan") or capacity_plan(data)).items():
+    for kind, p in capacity_plan(data).items():
         total = (p.get("estimate_1m") or {}).get("run_wall_s")
         if total is not None:
             steps = p["estimate_1m"]["steps_wall_s"]
@@ -1044,6 +1050,11 @@ def render_docs(path: Path, docs: Path = DOCS) -> None:
         "",
         *tables(data),
         "",
+        *(
+            [f"Plot: [{png.name}](../benchmarks/results/{png.name}).", ""]
+            if (png := path.with_suffix(".png")).exists()
+            else []
+        ),
         "The capacity plan derived from it:",
         "",
         *plan_lines(data),

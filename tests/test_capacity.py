@@ -86,12 +86,15 @@ def test_capacity_plan_by_hand():
     assert steps["open_full"] is None and "run_wall_s" not in p["estimate_1m"]  # not measured
 
 
-def test_power_fit_keeps_at_least_linear_growth():
+def test_extrapolate_superlinear_as_power_else_fixed_plus_per_chunk():
     # a cost that grows as n^2 between the points is extrapolated as n^2
-    assert capacity._power_fit([(10, 1.0), (100, 100.0)], 1000) == pytest.approx(10_000.0)
-    # one that grew less than linearly (noise) is extrapolated linearly, never flatter
-    assert capacity._power_fit([(10, 1.0), (100, 2.0)], 1000) == pytest.approx(20.0)
-    assert capacity._power_fit([(10, 1.0)], 1000) is None
+    assert capacity._extrapolate([(10, 1.0), (100, 100.0)], 1000) == pytest.approx(10_000.0)
+    # one that grew less than the size: a fixed part plus 1/90 a chunk
+    assert capacity._extrapolate([(10, 1.0), (100, 2.0)], 1000) == pytest.approx(12.0)
+    # linear growth stays linear; a cost that fell (noise) stays where it is
+    assert capacity._extrapolate([(10, 1.0), (100, 10.0)], 1000) == pytest.approx(100.0)
+    assert capacity._extrapolate([(10, 3.0), (100, 2.0)], 1000) == pytest.approx(2.0)
+    assert capacity._extrapolate([(10, 1.0)], 1000) is None
 
 
 def test_percentiles_nearest_rank():
