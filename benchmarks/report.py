@@ -27,6 +27,8 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks import capacity
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 OUTPUT = PROJECT_ROOT / "benchmarks" / "RESULTS.md"
@@ -44,6 +46,7 @@ KINDS = (
     "startup",
     "dtype_cpu",
     "cpu_backends",
+    "capacity",
 )
 MODEL_ORDER = (
     "bm25",
@@ -1636,6 +1639,7 @@ def build_report(results_dir: Path, output: Path, plots_dir: Path) -> str:
     lines += index_section(found["index"], base)
     lines += server_section(found["server"], base)
     lines += startup_section(found["startup"], base)
+    lines += capacity.section(found["capacity"])
     lines += train_section(found["train"], base, plots, found["quality"])
     if skipped:
         lines += ["## Skipped files", ""] + [f"- `{name}`: {why}" for name, why in skipped] + [""]
