@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,10 +103,10 @@ def make_env(kind: str, wheels: Path, site_root: Path, log=print) -> dict:
     env = {"python": sys.executable, "pythonpath": [str(site)]}
     made = stamp.is_file() and json.loads(stamp.read_text()) == want
     if not made:
+        # --upgrade replaces what an earlier install put there and keeps the rest (packages
+        # staged by earlier calls: docs/gpu.md)
         log(f"installing {len(want['files'])} wheels of {folder} into {site}")
-        if site.exists():
-            shutil.rmtree(site)
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--upgrade"]
         cmd += ["--no-cache-dir", "--disable-pip-version-check", "--target", str(site)]
         r = subprocess.run(
             cmd + [str(folder / f) for f in want["files"]], capture_output=True, text=True
