@@ -139,6 +139,19 @@ def test_official_python_says_why_it_is_skipped(tmp_path):
     assert py is None and "no official llm2vec venv at" in why
 
 
+def test_entry_points_import_without_third_party_packages():
+    # the GPU machine starts them with a bare python3: the packages come with the wheels later
+    blocked = ["torch", "transformers", "numpy", "peft", "llm2vec_retrieval", "llm2vec"]
+    code = (
+        "import sys\n"
+        f"for m in {blocked!r}: sys.modules[m] = None\n"
+        "import benchmarks.gpu.measure, benchmarks.gpu.recipe, benchmarks.gpu.wheels\n"
+        "print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
+
+
 # ------------------------------------------------------------------------------ errors
 def test_measure_names_what_is_missing(tmp_path):
     r = _run(["benchmarks.gpu.measure", "--out", str(tmp_path), "--shapes", str(tmp_path / "x")])

@@ -28,15 +28,26 @@ from benchmarks.speed import prepare_texts
 
 def documents(sentences: list[str], tokenizer, n: int, max_tokens: int, seed: int = 0) -> list[str]:
     """`n` documents of consecutive sentences, each up to a length drawn between 16 and
-    `max_tokens` tokens (a mix of short and long texts, as a corpus has)."""
+    `max_tokens` tokens (a mix of short and long texts, as a corpus has). Sentences are
+    tokenized 1,024 at a time, as far as the documents need."""
     rng = random.Random(seed)
-    counts = [len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]]
+    counts: list[int] = []
+
+    def count(i: int) -> int:
+        while i >= len(counts):
+            start = len(counts)
+            chunk = [sentences[j % len(sentences)] for j in range(start, start + 1024)]
+            counts.extend(
+                len(ids) for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]
+            )
+        return counts[i]
+
     docs, i = [], 0
     while len(docs) < n:
         target, parts, size = rng.randint(16, max_tokens), [], 0
         while size < target:
             parts.append(sentences[i % len(sentences)])
-            size += counts[i % len(sentences)] + 1
+            size += count(i) + 1
             i += 1
         docs.append(" ".join(parts))
     return docs
