@@ -8,6 +8,10 @@ For each model: `LLM2Vec.encode_documents` with token-budget batches (`--budgets
 tokens, `--repeats` timed passes each (ours after a 500-document warm-up). Writes
 benchmarks/results/gpu_speed_<timestamp>.json. The official llm2vec is not part of this run:
 it needs transformers 4.44.2 (its own environment), which has no Gemma 3.
+
+Kept to reproduce gpu_speed_20261122-232000.json. Its successor is `benchmarks.gpu.measure`
+(docs/gpu.md): one offline command with the official arm on a Mistral-7B shape, MFU, and
+sentences rather than SciFact (a test set) as its text.
 """
 
 from __future__ import annotations
