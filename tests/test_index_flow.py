@@ -155,15 +155,16 @@ def test_each_file_is_read_and_hashed_once(tiny_llama, tmp_path, opens):
     def reads() -> dict[str, int]:
         return {p.name: opens.get(str(p), 0) for p in files}
 
+    opens.clear()  # the writes above
     run_index(tmp_path / "idx", [corpus], model=tiny_llama, **common)
     assert reads() == {"s0.txt": 1, "s1.txt": 1, "s2.txt": 1, "r.jsonl": 1, "big.txt": 2}
-    opens.clear()
     small[1].write_text("Small file 1 changed. " + "Mountains rise. " * 8)
+    opens.clear()
     report = run_index(tmp_path / "idx", [corpus], **common).report
     assert report.indexed == ["c/s1.txt"] and report.unchanged == 4
     assert reads() == {"s0.txt": 1, "s1.txt": 1, "s2.txt": 1, "r.jsonl": 1, "big.txt": 1}
-    opens.clear()
     big.write_text("Cells make proteins from genes. " * 400)
+    opens.clear()
     report = run_index(tmp_path / "idx", [corpus], **common).report
     assert report.indexed == ["c/big.txt"] and reads()["big.txt"] == 2
     # and the chunks are those of a clean index of the same files
