@@ -286,17 +286,19 @@ class IndexRun:
                 self.report.removed.append(c.src)
             return
         except SkipFile as exc:
-            read, skip = None, exc
-        else:
-            if unchanged(c.entry, read.sha256, self.rechunk_all):
-                self.report.unchanged += 1
-                return
-            try:
-                self._index_file(c, read)
-                return
-            except (SkipFile, ReadError) as exc:
-                skip = exc
-        self.report.skipped.append((c.src, str(skip)))
+            self._skip(c, plan, exc)
+            return
+        if unchanged(c.entry, read.sha256, self.rechunk_all):
+            self.report.unchanged += 1
+            return
+        try:
+            self._index_file(c, read)
+        except (SkipFile, ReadError) as exc:
+            self._skip(c, plan, exc)
+
+    def _skip(self, c: Candidate, plan: Plan, reason: Exception) -> None:
+        """A file that cannot be indexed: skipped, and what the index held of it dropped."""
+        self.report.skipped.append((c.src, str(reason)))
         if c.src in plan.recorded or self.committer.has(c.src):
             self._drop(c.src)
 
