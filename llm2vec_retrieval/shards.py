@@ -242,13 +242,15 @@ class ShardWriter:
         name: str,
         rows: int,
         sha256: str,
-        files: dict[str, dict[str, Any]],
+        files: dict[str, FileEntry] | dict[str, dict[str, Any]],
         position: int = 0,
         skipped: dict[str, str] | None = None,
     ) -> None:
         """Record a shard whose file is written (`write_shard_file`). ``files``: source ->
-        ``sha256``, ``chunks``, ``bytes``, ``tokens`` of each file in it. A source already
-        in another shard is refused (a file belongs to exactly one shard)."""
+        the `FileEntry` of each file in it (or its JSON, as the Ray workers send it). A
+        source already in another shard is refused (a file belongs to exactly one shard)."""
+        from .ingest.manifest import FileEntry
+
         if self._lock is None:
             raise RuntimeError("ShardWriter.commit outside its `with` block")
         owners = self.manifest["files"]
@@ -267,14 +269,15 @@ class ShardWriter:
             "position": int(position),
         }
         for src, entry in files.items():
-            owners[src] = {**entry, "shard": name}
+            as_json = entry.to_json() if isinstance(entry, FileEntry) else dict(entry)
+            owners[src] = {**as_json, "shard": name}
         self.manifest.setdefault("skipped", {}).update(skipped or {})
         self._save()
 
     def write(
         self,
         name: str,
-        files: dict[str, dict[str, Any]],
+        files: dict[str, FileEntry] | dict[str, dict[str, Any]],
         ids: Sequence[str],
         texts: Sequence[str],
         metadatas: Sequence[dict[str, Any]],

@@ -89,6 +89,25 @@ def test_manifest_and_entries_round_trip_the_json_earlier_versions_wrote():
     assert list(files_from_json(body)) == ["ok"]
 
 
+def test_shard_manifests_take_typed_entries(tmp_path):
+    """`ShardWriter` records a `FileEntry` (what `FileRecords.entry` gives) as the JSON the
+    Ray workers send."""
+    pytest.importorskip("pyarrow")
+    import numpy as np
+
+    from llm2vec_retrieval.shards import ShardWriter, open_shards
+
+    header = {"embedder": {}, "fingerprint": {}, "dimension": 4, "chunking": {}}
+    header |= {"query_instruction": None, "source_root": str(tmp_path)}
+    typed = FileEntry("ab" * 32, chunks=1, tokens=3, bytes=10)
+    with ShardWriter(tmp_path / "out", header) as w:
+        w.write("s1", {"a.txt": typed}, ["a.txt#0"], ["t"], [{}], np.ones((1, 4)))
+        w.write("s2", {"b.txt": typed.to_json()}, ["b.txt#0"], ["t"], [{}], np.ones((1, 4)))
+    files = open_shards(tmp_path / "out").manifest["files"]
+    want = {"sha256": "ab" * 32, "chunks": 1, "tokens": 3, "bytes": 10}
+    assert files == {"a.txt": {**want, "shard": "s1"}, "b.txt": {**want, "shard": "s2"}}
+
+
 def test_an_index_in_the_previous_format_is_used_as_it_is(tiny_llama, tmp_path):
     """An index whose llm2vec-index.json lacks what later versions added (no lexical,
     hybrid, follow_symlinks; a key this version does not know) and whose files.json is
