@@ -33,13 +33,16 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._io import LockedError, atomic_open, atomic_write_json, file_lock, sha256_file
 from .errors import UserError
 from .index.errors import IndexCorruptedError, as_saved, check_fingerprint, fingerprint_diff
+
+if TYPE_CHECKING:
+    from .ingest.manifest import FileEntry, IndexManifest
 
 FORMAT = "llm2vec-retrieval-shards"
 VERSION = 1
@@ -239,13 +242,15 @@ class ShardWriter:
         name: str,
         rows: int,
         sha256: str,
-        files: dict[str, dict[str, Any]],
+        files: dict[str, FileEntry] | dict[str, dict[str, Any]],
         position: int = 0,
         skipped: dict[str, str] | None = None,
     ) -> None:
         """Record a shard whose file is written (`write_shard_file`). ``files``: source ->
-        ``sha256``, ``chunks``, ``bytes``, ``tokens`` of each file in it. A source already
-        in another shard is refused (a file belongs to exactly one shard)."""
+        the `FileEntry` of each file in it (or its JSON, as the Ray workers send it). A
+        source already in another shard is refused (a file belongs to exactly one shard)."""
+        from .ingest.manifest import FileEntry
+
         if self._lock is None:
             raise RuntimeError("ShardWriter.commit outside its `with` block")
         owners = self.manifest["files"]
@@ -264,14 +269,15 @@ class ShardWriter:
             "position": int(position),
         }
         for src, entry in files.items():
-            owners[src] = {**entry, "shard": name}
+            as_json = entry.to_json() if isinstance(entry, FileEntry) else dict(entry)
+            owners[src] = {**as_json, "shard": name}
         self.manifest.setdefault("skipped", {}).update(skipped or {})
         self._save()
 
     def write(
         self,
         name: str,
-        files: dict[str, dict[str, Any]],
+        files: dict[str, FileEntry] | dict[str, dict[str, Any]],
         ids: Sequence[str],
         texts: Sequence[str],
         metadatas: Sequence[dict[str, Any]],
@@ -425,7 +431,7 @@ def build_index_from_shards(
     batch_rows: int = 4096,
     seed: int = 0,
     show_progress_bar: bool | None = None,
-) -> dict[str, Any]:
+) -> IndexManifest:
     """Build the index folder ``llm2vec-retrieval index`` writes (``llm2vec-index.json``,
     ``files.json``, ``store/``) from shards, without encoding anything; returns its manifest.
 
@@ -437,6 +443,7 @@ def build_index_from_shards(
     from .index.kinds import KINDS
     from .ingest.folder import LOCK_FILE as INDEX_LOCK
     from .ingest.folder import IndexFolder, now
+    from .ingest.manifest import Chunking, IndexManifest
 
     if kind not in KINDS:
         raise ShardError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
@@ -458,8 +465,42 @@ def build_index_from_shards(
         **chosen,
     )
     bar = _bar(shards.count, show_progress_bar)
+    try:
+        _add_rows(store, shards, chosen.get("train_threshold"), batch_rows, seed, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    created = now()
+    manifest = IndexManifest(
+        embedder=m["embedder"],
+        kind=kind,
+        root=m["source_root"],
+        chunking=Chunking.from_json(m.get("chunking")),
+        lexical=bool(lexical),
+        query_instruction=m.get("query_instruction"),
+        created_at=created,
+        updated_at=created,
+        from_shards=str(shards.path),
+    )
+    files = _file_entries(shards, created)
+    p.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        try:  # as `index` does: one writer per index folder
+            stack.enter_context(file_lock(p / INDEX_LOCK))
+        except LockedError:
+            raise ShardError(f"another process is indexing {p}") from None
+        folder.save_manifest(manifest)
+        store.save(folder.store_path)
+        folder.save_files(files)
+    return manifest
+
+
+def _add_rows(
+    store: Any, shards: ShardSet, threshold: int | None, batch_rows: int, seed: int, bar: Any
+) -> None:
+    """Every row into ``store``: a random sample of ``threshold`` rows first (an IVF store
+    trains on exactly it), then the rest in source order."""
     sample: set[str] = set()
-    threshold = chosen.get("train_threshold")
     if threshold is not None and threshold < shards.count:
         picked = np.random.default_rng(seed).choice(shards.count, size=threshold, replace=False)
         wanted = np.zeros(shards.count, dtype=bool)
@@ -484,42 +525,21 @@ def build_index_from_shards(
             store.add(b.ids, b.vectors, b.texts, b.metadatas)
         if bar is not None:
             bar.update(len(b))
-    if bar is not None:
-        bar.close()
-    created = now()
-    chunking = {"text_field": "text", "text_column": "text", **m.get("chunking", {})}
-    manifest = {
-        "lexical": bool(lexical),
-        "embedder": m["embedder"],
-        "query_instruction": m.get("query_instruction"),
-        "kind": kind,
-        "metric": "cosine",
-        "chunking": chunking,
-        "root": m["source_root"],
-        "created_at": created,
-        "updated_at": created,
-        "from_shards": str(shards.path),
-    }
-    files = {
-        src: {
-            "sha256": e["sha256"],
-            "bytes": e.get("bytes"),
-            "chunks": e["chunks"],
-            "tokens": e.get("tokens", 0),
-            "indexed_at": created,
-        }
-        for src, e in m["files"].items()
-    }
-    p.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        try:  # as `index` does: one writer per index folder
-            stack.enter_context(file_lock(p / INDEX_LOCK))
-        except LockedError:
-            raise ShardError(f"another process is indexing {p}") from None
-        folder.write_manifest(manifest)
-        store.save(folder.store_path)
-        folder.write_files(files)
-    return folder.read_manifest()
+
+
+def _file_entries(shards: ShardSet, indexed_at: str) -> dict[str, FileEntry]:
+    """The files.json entries of the files in the shards (what ``index`` would record)."""
+    from .ingest.manifest import FileEntry
+
+    entries = {}
+    for src, e in shards.manifest["files"].items():
+        entry = FileEntry.from_json(e)
+        if entry is None:
+            path = manifest_path(shards.path)
+            raise ShardCorruptedError(f"{path}: the entry of {src} is not readable", str(path))
+        entry.indexed_at = indexed_at
+        entries[src] = entry
+    return entries
 
 
 def _take(b: ShardBatch, rows: np.ndarray) -> ShardBatch:

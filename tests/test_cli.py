@@ -368,17 +368,11 @@ def test_kill_during_index_then_resume(tmp_path, model):
     common = ["--model", model, "--root", str(tmp_path), "--chunk-tokens", "16", "--overlap", "4"]
     # float32: bf16 vectors depend on how texts are batched, and a resumed run batches differently
     common += ["--dtype", "float32"]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP": "0.3",
-    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "llm2vec_retrieval",
+            *HOOKED_INDEX_COMMIT,
+            "0.3",  # seconds paused after each commit
             "index",
             str(corpus),
             "--index",
@@ -766,9 +760,18 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _popen_index(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+# the CLI paused SECONDS after each commit, printing "llm2vec-index-commit: ..." first
+HOOKED_INDEX_COMMIT = [sys.executable, str(Path(__file__).parent / "hooked_cli.py"), "index-commit"]
+
+
+def _popen_index(
+    args: list[str], cwd: Path, env: dict | None = None, pause_after_commit: float | None = None
+) -> subprocess.Popen:
+    head = [sys.executable, "-m", "llm2vec_retrieval"]
+    if pause_after_commit is not None:
+        head = [*HOOKED_INDEX_COMMIT, str(pause_after_commit)]
     return subprocess.Popen(
-        [sys.executable, "-m", "llm2vec_retrieval", "index", *args],
+        [*head, "index", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})},
         stdout=subprocess.PIPE,
@@ -879,9 +882,7 @@ def test_ctrl_c_says_what_was_committed(tmp_path, model):
     assert "interrupted before anything was committed: no index was written" in err
     assert "committed files are kept" not in err and not (tmp_path / "idx").exists()
     # after commits: it says how many were kept
-    proc = _popen_index(
-        [*base, "--commit-every", "1"], tmp_path, {"LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP": "30"}
-    )
+    proc = _popen_index([*base, "--commit-every", "1"], tmp_path, pause_after_commit=30)
     try:
         _wait_stderr(proc, "llm2vec-index-commit:")
         proc.send_signal(signal.SIGINT)
@@ -909,7 +910,7 @@ def test_killed_inside_a_large_file_continues_there(tmp_path, model, capsys):
     proc = _popen_index(
         ["corpus", "--index", "idx", *common, "--commit-every", "64"],
         tmp_path,
-        {"LLM2VEC_RETRIEVAL_INDEX_COMMIT_SLEEP": "0.2"},
+        pause_after_commit=0.2,
     )
     try:
         for _ in range(3):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,6 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("faiss")
 
 from llm2vec_retrieval import cli  # noqa: E402
-from llm2vec_retrieval.distributed.runner import SHARD_SLEEP_ENV  # noqa: E402
 from llm2vec_retrieval.index import FingerprintMismatchError, IndexStore  # noqa: E402
 from llm2vec_retrieval.ingest import IndexFolder  # noqa: E402
 from llm2vec_retrieval.shards import open_shards  # noqa: E402
@@ -95,9 +95,11 @@ def resumed(cluster, indexed, tmp_path_factory):
     table = make_parquet(root / "docs")
     out = tmp_path_factory.mktemp("enc") / "out"
     args = encode_args(tiny, root, [corpus, table], out, cluster, "--id-column", "doc")
-    env = {**os.environ, SHARD_SLEEP_ENV: "60", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # tests/hooked_cli.py: the driver pauses 60 s after recording each shard
+    hooked = [sys.executable, str(Path(__file__).parent / "hooked_cli.py"), "shard-commit", "60"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llm2vec_retrieval", *args],
+        [*hooked, *args],
         env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

@@ -2,7 +2,8 @@
 and special files among the sources, a damaged store, the memory of chunking a large file.
 
 Real subprocesses killed with SIGKILL at the save stages the code announces (the
-``PAUSE_ENV`` hook of `index.persistence`, which the indexer extends), real files, links,
+``PAUSE_ENV`` hook of `index.persistence`, which the indexer extends) and right after a
+commit (tests/hooked_cli.py), real files, links,
 FIFOs and index folders on the tiny random model.
 """
 
@@ -33,9 +34,17 @@ def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def popen_index(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+def popen_index(
+    args: list[str], cwd: Path, env: dict, pause_after_commit: float | None = None
+) -> subprocess.Popen:
+    """`index` in a child process; with ``pause_after_commit``, through tests/hooked_cli.py
+    (paused that many seconds after each commit, "llm2vec-index-commit: ..." printed first)."""
+    head = [sys.executable, "-m", "llm2vec_retrieval"]
+    if pause_after_commit is not None:
+        head = [sys.executable, str(Path(__file__).parent / "hooked_cli.py"), "index-commit"]
+        head.append(str(pause_after_commit))
     return subprocess.Popen(
-        [sys.executable, "-m", "llm2vec_retrieval", "index", *args],
+        [*head, "index", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env},
         stdout=subprocess.DEVNULL,
@@ -103,7 +112,6 @@ def test_rebuild_killed_at_any_save_stage_is_finished_by_the_next_run(
     N unchanged" and kept the old chunks. Now the next plain `index` gives what a clean
     build with the new options gives (same ids, texts and metadata)."""
     from llm2vec_retrieval.index.persistence import PAUSE_ENV
-    from llm2vec_retrieval.ingest.indexer import COMMIT_SLEEP_ENV
 
     work, corpus = rebuild_case
     idx = tmp_path / "idx"
@@ -111,10 +119,10 @@ def test_rebuild_killed_at_any_save_stage_is_finished_by_the_next_run(
     args = [str(corpus), "--index", str(idx), "--no-progress", "--rebuild"]
     args += ["--chunk-tokens", "24", "--overlap", "4", "--commit-every", "1"]
     if stage == "after_commit":
-        env, marker = {COMMIT_SLEEP_ENV: "60"}, "llm2vec-index-commit:"
+        env, pause, marker = {}, 60.0, "llm2vec-index-commit:"
     else:
-        env, marker = {PAUSE_ENV: f"{stage}:60"}, f"llm2vec-save-stage: {stage}"
-    proc = popen_index(args, work, env)
+        env, pause, marker = {PAUSE_ENV: f"{stage}:60"}, None, f"llm2vec-save-stage: {stage}"
+    proc = popen_index(args, work, env, pause_after_commit=pause)
     try:
         wait_stderr(proc, marker)
     finally:

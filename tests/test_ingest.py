@@ -176,8 +176,7 @@ def test_large_file_is_streamed_and_committed_inside(tiny_llama, tmp_path):
         [corpus],
         tiny_llama,
         window_chars=4096,
-        commit_every=200,
-        commit_share=1.0,  # no spacing of commits: one every 200 chunks
+        commit_every=200,  # one commit every 200 chunks
         **common,
     )
     whole = run_index(tmp_path / "b", [corpus], tiny_llama, window_chars=10**9, **common)

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             report = Indexer(folder, settings).run([docs])
     for src, reason in report.skipped:
         eprint(f"skipped {src}: {reason}")
-    print(summary(report, folder, folder.read_manifest()))
+    print(summary(report, folder))
     with reading_inputs():
         searcher = Searcher(folder.path, model=args.model)
     enc = searcher.encoder

@@ -149,12 +149,11 @@ def run(args: argparse.Namespace) -> int:
         eprint(f"skipped {src}: {reason}")
     for src, note in report.notes:
         eprint(f"note {src}: {note}")
-    manifest = folder.read_manifest()
     if args.json:
         print_json(
             {
                 "index": str(folder.path),
-                "model": describe_embedder(manifest["embedder"]),
+                "model": describe_embedder(report.manifest.embedder) if report.manifest else None,
                 "indexed": report.indexed,
                 "unchanged": report.unchanged,
                 "removed": report.removed,
@@ -169,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(summary(report, folder, manifest))
+        print(summary(report, folder))
     if report.total_chunks == 0:
         eprint("warning: the index holds no chunks")
     return 0

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ingest.indexer import relative_source
+from ..ingest.plan import relative_source
 from ..ingest.readers import SUPPORTED_SUFFIXES, discover, display_path
 from ..shards import shard_name
 

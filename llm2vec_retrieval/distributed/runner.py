@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +29,6 @@ from ..shards import SHARD_DIR, ShardWriter
 from .plan import Group, find_sources, plan_groups
 from .work import ShardJob
 
-# Test/debug hook: seconds the driver sleeps after recording each shard (it prints
-# "llm2vec-shard-commit: NAME" to stderr first).
-SHARD_SLEEP_ENV = "LLM2VEC_RETRIEVAL_SHARD_SLEEP"
 RAY_HINT = "encode-corpus needs Ray: pip install 'llm2vec-retrieval[ray]'"
 
 
@@ -178,7 +174,6 @@ def encode_corpus(
                 report.devices[str(result["pid"])] = f"{result['device']} {result['dtype']}"
                 if on_shard is not None:
                     on_shard(result)
-                _pause_hook(result["name"])
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -242,11 +237,3 @@ def _remove_temp_files(shard_dir: Path) -> None:
             p.unlink()
         except OSError:
             pass
-
-
-def _pause_hook(name: str) -> None:
-    sleep = os.environ.get(SHARD_SLEEP_ENV)
-    if sleep:
-        sys.stderr.write(f"llm2vec-shard-commit: {name}\n")
-        sys.stderr.flush()
-        time.sleep(float(sleep))

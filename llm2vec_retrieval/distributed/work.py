@@ -111,7 +111,7 @@ class ShardJob:
             except SkipFile as exc:
                 skipped[f.src] = str(exc)
                 continue
-            files[f.src] = fr.entry()
+            files[f.src] = fr.entry().to_json()
             records += fr.records
             notes += [(f.src, n) for n in fr.notes]
         vectors = self.encode([t for _, t, _ in records])

@@ -12,6 +12,10 @@ Layout of ``DIR/``::
                          the embedder fingerprint), saved atomically
     .lock                held by a running ``index`` (one writer at a time)
 
+Their contents are typed in :mod:`.manifest` (`IndexManifest`, `FileEntry`):
+`load_manifest`/`save_manifest` and `load_files`/`save_files` read and write them
+(`read_manifest`/`read_files` give the JSON itself).
+
 All JSON, no pickle. Every JSON file is replaced atomically (write, fsync, rename), with
 the mode a plain new file gets (0666 less the umask, as the store's files). While a save
 of the store is between its two renames the store sits in ``.store.bak``: readers read it
@@ -30,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._io import atomic_write_json
 from ..errors import UserError
+from .manifest import REBUILD_KEY as REBUILD_KEY  # the searcher reads it from here
+from .manifest import FileEntry, IndexManifest, files_from_json, files_to_json
 
 if TYPE_CHECKING:
     from ..encoder import LLM2Vec
@@ -42,9 +48,6 @@ STORE_DIR = "store"
 LOCK_FILE = ".lock"
 FORMAT = "llm2vec-retrieval-index"
 FORMAT_VERSION = 1
-#: Set in the manifest by a --rebuild (the options of the new index are already there)
-#: until its first commit has saved the new store and files.json.
-REBUILD_KEY = "rebuild_unfinished"
 
 
 class IndexFolderError(UserError):
@@ -159,24 +162,37 @@ class IndexFolder:
             self.manifest_path, {"format": FORMAT, "format_version": FORMAT_VERSION, **data}
         )
 
+    def load_manifest(self) -> IndexManifest:
+        """The manifest as `IndexManifest` (`read_manifest`'s checks)."""
+        return IndexManifest.from_json(self.read_manifest())
+
+    def save_manifest(self, manifest: IndexManifest) -> None:
+        self.write_manifest(manifest.to_json())
+
     def read_files(self) -> dict[str, dict[str, Any]]:
-        """The entries of files.json ({} when missing); IndexFolderError when unreadable."""
+        """The entries of files.json as JSON ({} when missing); IndexFolderError when
+        unreadable. `load_files` gives them typed."""
+        return {src: e.to_json() for src, e in self.load_files().items()}
+
+    def load_files(self) -> dict[str, FileEntry]:
+        """The usable entries of files.json ({} when missing); IndexFolderError when
+        unreadable."""
         if not self.files_path.is_file():
             return {}
-        data = _read_json(
-            self.files_path,
-            "the store is intact: run `llm2vec-retrieval index` on this folder again to rebuild "
-            "it from the store (files whose chunks are all stored are not re-embedded)",
-        )
-        files = data.get("files") if isinstance(data, dict) else None
-        return (
-            {k: v for k, v in files.items() if isinstance(v, dict)}
-            if isinstance(files, dict)
-            else {}
+        return files_from_json(
+            _read_json(
+                self.files_path,
+                "the store is intact: run `llm2vec-retrieval index` on this folder again to "
+                "rebuild it from the store (files whose chunks are all stored are not "
+                "re-embedded)",
+            )
         )
 
     def write_files(self, files: dict[str, dict[str, Any]]) -> None:
         write_json_atomic(self.files_path, {"files": dict(sorted(files.items()))})
+
+    def save_files(self, files: dict[str, FileEntry]) -> None:
+        write_json_atomic(self.files_path, files_to_json(files))
 
     def read_store_manifest(self) -> dict[str, Any] | None:
         """The store's own manifest.json (kind, count, fingerprint...) without loading FAISS."""

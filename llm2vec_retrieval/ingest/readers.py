@@ -118,13 +118,19 @@ def special_file_reason(path: Path) -> str | None:
 
 
 class _Walk:
-    """The link and file-type policy of `discover` (see there)."""
+    """One `discover` walk: the link and file-type policy (see there) and what it found."""
 
-    def __init__(self, roots: Sequence[Path], exclude: Sequence[Path], follow: bool):
+    def __init__(
+        self, roots: Sequence[Path], exclude: Sequence[Path], follow: bool, suffixes: tuple
+    ):
         self.roots = roots  # the sources, links resolved
         self.excluded = [Path(os.path.abspath(p)) for p in exclude]
         self.excluded += [Path(os.path.realpath(p)) for p in self.excluded]
         self.follow = follow
+        self.suffixes = suffixes
+        self.found: dict[Path, None] = {}
+        self.refused: list[tuple[Path, str]] = []
+        self.seen: set[Path] = set()  # real folders walked (a followed link may lead back)
 
     def is_excluded(self, p: Path) -> bool:
         return any(p == e or e in p.parents for e in self.excluded)
@@ -145,6 +151,91 @@ class _Walk:
             target = display_path(os.fspath(real))
             return None, f"symbolic link to a {what} outside the sources ({target}); {FOLLOW_HINT}"
         return real, None
+
+    def add_file(self, p: Path) -> None:
+        reason = special_file_reason(p)
+        if reason is not None:
+            self.refused.append((p, reason))
+        elif has_surrogates(os.fspath(p)):
+            self.refused.append((p, BAD_NAME))
+        else:
+            self.found[p] = None
+
+    def add_source(self, path: Path) -> None:
+        """A source named directly: a file is tried whatever its suffix (another is
+        reported), a folder is walked depth first, in name order."""
+        if self.is_excluded(path):
+            return
+        if not path.is_dir():
+            reason = index_folder_reason(path.parent)
+            if reason is not None:
+                self.refused.append((path, f"inside {reason.split(':')[0]}"))
+            elif path.suffix.lower() in self.suffixes:
+                self.add_file(path)
+            else:
+                supported = ", ".join(self.suffixes)
+                kind = path.suffix or "(none)"
+                self.refused.append(
+                    (path, f"unsupported file type {kind!r}; supported: {supported}")
+                )
+            return
+        reason = index_folder_reason(path)
+        if reason is not None:
+            self.refused.append((path, reason))
+            return
+        stack = [path]  # no recursion: any depth
+        while stack:
+            stack += reversed(self.walk_dir(stack.pop()))
+
+    def walk_dir(self, folder: Path) -> list[Path]:
+        """Take in the files of ``folder``; its sub-folders to walk, in order."""
+        real = Path(os.path.realpath(folder))
+        if real in self.seen or self.is_excluded(real):  # walked, or the index (via a link)
+            return []
+        self.seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            self.refused.append((folder, f"unreadable ({exc.strerror or type(exc).__name__})"))
+            return []
+        subdirs = []
+        for entry in entries:
+            p = folder / entry.name
+            if is_hidden(entry.name) or self.is_excluded(p):
+                continue
+            if self.walk_entry(entry, p):
+                subdirs.append(p)
+        return subdirs
+
+    def walk_entry(self, entry: os.DirEntry, p: Path) -> bool:
+        """Take in one entry of a walked folder; whether it is a folder to walk."""
+        is_link = entry.is_symlink()
+        try:
+            is_dir = entry.is_dir()  # links followed
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if is_link:
+                target, reason = self.link_reason(p, "folder")
+                if reason is not None:
+                    self.refused.append((p, reason))
+                if target is None:
+                    return False
+            reason = index_folder_reason(p)
+            if reason is not None:
+                self.refused.append((p, reason))
+                return False
+            return True
+        if p.suffix.lower() not in self.suffixes:
+            return False
+        if is_link and special_file_reason(p) is None:
+            target, reason = self.link_reason(p, "file")
+            if target is None:
+                if reason is not None:
+                    self.refused.append((p, reason))
+                return False
+        self.add_file(p)
+        return False
 
 
 def discover(
@@ -170,99 +261,16 @@ def discover(
     loops, FIFOs, devices and sockets are refused (`special_file_reason`): reading one
     could block or never end. A source that does not exist raises FileNotFoundError.
     """
-    suffixes = tuple(s.lower() for s in suffixes)
     named = [Path(os.path.abspath(os.path.expanduser(os.fspath(src)))) for src in sources]
     for src, path in zip(sources, named, strict=True):
         if not path.exists():
             reason = special_file_reason(path) if os.path.islink(path) else None
             raise FileNotFoundError(f"source not found: {src}" + (f" ({reason})" if reason else ""))
-    walk = _Walk([Path(os.path.realpath(p)) for p in named], exclude, follow_symlinks)
-    found: dict[Path, None] = {}
-    refused: list[tuple[Path, str]] = []
-    seen: set[Path] = set()  # real folders walked (a followed link may lead back)
-
-    def add_file(p: Path) -> None:
-        reason = special_file_reason(p)
-        if reason is not None:
-            refused.append((p, reason))
-        elif has_surrogates(os.fspath(p)):
-            refused.append((p, BAD_NAME))
-        else:
-            found[p] = None
-
-    def walk_dir(folder: Path) -> list[Path]:
-        """Take in the files of ``folder``; its sub-folders to walk, in order."""
-        real = Path(os.path.realpath(folder))
-        if real in seen or walk.is_excluded(real):  # walked, or the index (through a link)
-            return []
-        seen.add(real)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            refused.append((folder, f"unreadable ({exc.strerror or type(exc).__name__})"))
-            return []
-        subdirs = []
-        for entry in entries:
-            p = folder / entry.name
-            if is_hidden(entry.name) or walk.is_excluded(p):
-                continue
-            is_link = entry.is_symlink()
-            try:
-                is_dir = entry.is_dir()  # links followed
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if is_link:
-                    target, reason = walk.link_reason(p, "folder")
-                    if reason is not None:
-                        refused.append((p, reason))
-                    if target is None:
-                        continue
-                reason = index_folder_reason(p)
-                if reason is not None:
-                    refused.append((p, reason))
-                else:
-                    subdirs.append(p)
-                continue
-            if p.suffix.lower() not in suffixes:
-                continue
-            if is_link and special_file_reason(p) is None:
-                target, reason = walk.link_reason(p, "file")
-                if target is None:
-                    if reason is not None:
-                        refused.append((p, reason))
-                    continue
-            add_file(p)
-        return subdirs
-
+    roots = [Path(os.path.realpath(p)) for p in named]
+    walk = _Walk(roots, exclude, follow_symlinks, tuple(s.lower() for s in suffixes))
     for path in named:
-        if not path.is_dir():
-            if walk.is_excluded(path):
-                continue
-            reason = index_folder_reason(path.parent)
-            if reason is not None:
-                refused.append((path, f"inside {reason.split(':')[0]}"))
-            elif path.suffix.lower() in suffixes:
-                add_file(path)
-            else:
-                refused.append(
-                    (
-                        path,
-                        f"unsupported file type {path.suffix or '(none)'!r}; supported: "
-                        + ", ".join(suffixes),
-                    )
-                )
-            continue
-        if walk.is_excluded(path):
-            continue
-        reason = index_folder_reason(path)
-        if reason is not None:
-            refused.append((path, reason))
-            continue
-        stack = [path]  # depth first, in name order (no recursion: any depth)
-        while stack:
-            stack += reversed(walk_dir(stack.pop()))
-    return sorted(found), refused
+        walk.add_source(path)
+    return sorted(walk.found), walk.refused
 
 
 def _decode(data: bytes) -> str:

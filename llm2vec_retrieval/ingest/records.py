@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .chunking import DEFAULT_WINDOW_CHARS, Chunk, iter_chunks
+from .manifest import FileEntry
 from .readers import ReadOptions, SkipFile, read_segments
 
 
@@ -41,8 +42,8 @@ def chunk_record(
 
 @dataclass
 class FileRecords:
-    """One file read and chunked: its entry (``sha256``, ``bytes``, ``chunks``, ``tokens``),
-    its records, and notes about it (e.g. repaired text)."""
+    """One file read and chunked: its `FileEntry` (``sha256``, ``bytes``, ``chunks``,
+    ``tokens``), its records, and notes about it (e.g. repaired text)."""
 
     src: str
     sha256: str
@@ -54,13 +55,8 @@ class FileRecords:
     def tokens(self) -> int:
         return sum(int(m["tokens"]) for _, _, m in self.records)
 
-    def entry(self) -> dict[str, Any]:
-        return {
-            "sha256": self.sha256,
-            "bytes": self.size,
-            "chunks": len(self.records),
-            "tokens": self.tokens,
-        }
+    def entry(self) -> FileEntry:
+        return FileEntry(self.sha256, chunks=len(self.records), tokens=self.tokens, bytes=self.size)
 
 
 def iter_records(
