@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -30,6 +31,9 @@ from ..config import EncoderConfig
 from ..errors import InvalidInputError
 from .folders import patch_json, staged_folder
 from .modeling import load_training_base
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ST_POOLING = {
     "mean": "mean",
@@ -70,7 +74,7 @@ def export_model(
     saved = EncoderConfig.read_saved(adapters[-1])
     saved.pop("enable_bidirectional", None)
     enc_cfg = EncoderConfig.from_dict({**saved, "enable_bidirectional": True})
-    merged = encoder.model
+    merged = cast("PreTrainedModel", encoder.model)  # a transformers model
     set_bidirectional(merged, True)
     if not is_bidirectional(merged):
         raise RuntimeError("the merged model is not bidirectional after setting is_causal=False")

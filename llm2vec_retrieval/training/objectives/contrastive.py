@@ -10,7 +10,7 @@ each group is embedded in its sorted order and put back in batch order before th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -23,6 +23,8 @@ from .base import MicroStep, Objective
 
 if TYPE_CHECKING:
     from ...encoder import LLM2Vec
+
+CC = TypeVar("CC", bound=ContrastiveConfig)
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Groups:
     distill_weight: float = 0.0
 
 
-class ContrastiveObjective(Objective):
+class ContrastiveObjective(Objective[CC]):
     config_class = ContrastiveConfig
 
     def encoder_kwargs(self) -> dict:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 @register_objective
-class MNTPObjective(Objective):
+class MNTPObjective(Objective[MNTPConfig]):
     config_class = MNTPConfig
 
     def prepare_base(self, encoder: LLM2Vec) -> None:
