@@ -279,6 +279,7 @@ class _Tokens:
 
     @property
     def keep_from(self) -> int:
+        assert self.cur is not None, "no window left: keep up to the text's end"
         return self.cur.start
 
     def next_batch(self) -> tuple[int, list[tuple[int, int]]] | None:

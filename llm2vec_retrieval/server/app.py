@@ -487,7 +487,7 @@ def _guarded_protocol(max_connections: int, read_timeout: float) -> type:
 
         _timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:
                 self.connections.discard(self)

@@ -99,10 +99,11 @@ def set_attention_dropout(model: torch.nn.Module, p: float) -> None:
         )
     for c in configs:
         if hasattr(c, "attention_dropout"):
-            c.attention_dropout = p
+            setattr(c, "attention_dropout", p)  # noqa: B010 (not every config class declares it)
     for module in model.modules():
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = p  # a plain float the attention module cached
+            # a plain float the attention module cached (Module.__setattr__ is typed for tensors)
+            setattr(module, "attention_dropout", p)  # noqa: B010
 
 
 def add_lora(model: torch.nn.Module, cfg: TrainConfig) -> PeftModel:
@@ -166,13 +167,18 @@ def weights_folder(encoder: LLM2Vec) -> str:
     return loading.resolve_model_path(inner) if inner is not None else path
 
 
+def input_embeddings(model: torch.nn.Module) -> torch.nn.Embedding:
+    """The token embedding table of a transformers model."""
+    return cast(torch.nn.Embedding, cast("PreTrainedModel", model).get_input_embeddings())
+
+
 def load_lm_head(encoder: LLM2Vec) -> torch.nn.Linear:
     """The frozen causal LM head of the encoder's checkpoint (MNTP needs token predictions)."""
     model = cast("PreTrainedModel", encoder.model)
     config = (
         model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     )
-    embeddings = model.get_input_embeddings()
+    embeddings = input_embeddings(model)
     vocab, hidden = embeddings.weight.shape
     head = torch.nn.Linear(hidden, vocab, bias=False)
     if getattr(config, "tie_word_embeddings", False):

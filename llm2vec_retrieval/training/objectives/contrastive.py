@@ -10,7 +10,7 @@ each group is embedded in its sorted order and put back in batch order before th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
@@ -71,7 +71,7 @@ class ContrastiveObjective(Objective[CC]):
 
     def micro_step(self, step: MicroStep, batch: Any) -> tuple[float, int]:
         cfg = self.cfg
-        embedder = step.unwrapped()
+        embedder = cast(Embedder, step.unwrapped())  # what build_module returned
         g = self.groups(batch)
         chunking = cfg.mini_batch_size and cfg.mini_batch_size < len(batch)
         tokens = 0
