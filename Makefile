@@ -70,4 +70,4 @@ format:  ## ruff format the code
 	$(PY) -m ruff format $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache
