@@ -48,23 +48,26 @@ pgvector:  ## install PostgreSQL + pgvector for the vector-database tests (does 
 demo: $(VENV)/.installed  ## create the venv, install, run the main job on the embedded default model
 	$(PY) -m llm2vec_retrieval demo
 
-test: $(VENV)/.dev pgvector lint  ## install test needs, lint, and run the whole suite (fast tests, then slow ones on the real default model)
+test: $(VENV)/.dev pgvector lint  ## install test needs, lint, and run the whole suite (unit, integration and slow tests on the real default model)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.dev pgvector  ## the fast suite only (tiny random models)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+# Unit tests on tiny random models: no Ray cluster, no PostgreSQL, no SIGKILLed subprocesses and
+# no real model (those are marked integration or slow), so no pgvector install either.
+test-fast: $(VENV)/.dev  ## the fast suite only: unit tests on tiny random models (under 2 minutes)
+	$(PY) -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
 bench: $(VENV)/.dev  ## quality, speed, index and server benchmarks -> benchmarks/results, RESULTS.md, plots (BENCH_ARGS=--full for full sets)
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 LINT_PATHS := llm2vec_retrieval integrations benchmarks tests
-lint: $(VENV)/.dev  ## ruff check and ruff format --check (make test runs it first)
+lint: $(VENV)/.dev  ## ruff check, ruff format --check, mypy on the core package (make test runs it first)
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m mypy
 
 format:  ## ruff format the code
 	$(PY) -m ruff format $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

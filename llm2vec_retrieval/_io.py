@@ -76,7 +76,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def fsync_tree(root: str | os.PathLike) -> None:
+def fsync_tree(root: str | os.PathLike[str]) -> None:
     """fsync every regular file and directory under `root` (symlinks are not followed)."""
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:

@@ -11,9 +11,14 @@ refused with `UnsupportedModelError` rather than silently staying causal.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 # Architectures checked by the test suite on tiny random configs.
 SUPPORTED_MODEL_TYPES = (
@@ -59,10 +64,11 @@ def is_bidirectional(model: torch.nn.Module) -> bool:
     params = next(model.parameters())
     if params.device.type == "meta":
         return True  # offloaded weights: cannot probe cheaply, trust the flags
+    config = cast("PretrainedConfig", model.config)  # a transformers model's
     vocab = (
-        model.config.get_text_config().vocab_size
-        if hasattr(model.config, "get_text_config")
-        else model.config.vocab_size
+        config.get_text_config().vocab_size
+        if hasattr(config, "get_text_config")
+        else config.vocab_size
     )
     a = torch.tensor(
         [[min(5, vocab - 1), min(6, vocab - 1), min(7, vocab - 1)]], device=params.device

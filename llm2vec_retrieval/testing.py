@@ -66,7 +66,8 @@ def tiny_config(arch: str = "llama", vocab_size: int = 384, **overrides: Any) ->
     """A transformers config of hidden size 32, 2 layers, for the given architecture."""
     import transformers
 
-    common = dict(
+    cfg: PretrainedConfig
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,

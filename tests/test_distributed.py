@@ -25,6 +25,9 @@ from llm2vec_retrieval.ingest import IndexFolder  # noqa: E402
 from llm2vec_retrieval.shards import open_shards  # noqa: E402
 from llm2vec_retrieval.testing import make_small_corpus  # noqa: E402
 
+# a local Ray cluster and runs SIGKILLed midway: make test runs them, make test-fast skips them
+pytestmark = pytest.mark.integration
+
 CHUNKING = ["--chunk-tokens", "24", "--overlap", "4", "--dtype", "float32"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -131,35 +130,44 @@ def test_threads_through_the_lock_match_serial(tiny_encoder):
         np.testing.assert_allclose(results[k][1], serial[1], atol=1e-6)
 
 
-def test_encode_waits_for_the_lock_and_shared_alias_is_it(tiny_encoder):
+def test_encode_waits_for_the_lock_and_shared_alias_is_it(tiny_encoder, watched_lock):
     from llm2vec_retrieval.shared import encoder_lock
 
     assert encoder_lock(tiny_encoder) is tiny_encoder.lock
+    moved = threading.Event()  # the call either finished or started waiting for the lock
+    lock = watched_lock(tiny_encoder, moved)
+    assert encoder_lock(tiny_encoder) is lock
     done = threading.Event()
     thread = threading.Thread(
-        target=lambda: (tiny_encoder.encode_documents(["waiting"]), done.set())
+        target=lambda: (tiny_encoder.encode_documents(["waiting"]), done.set(), moved.set())
     )
-    with tiny_encoder.lock:
+    with lock:
         thread.start()
-        time.sleep(0.3)
+        assert moved.wait(60)
         assert not done.is_set(), "encode ran while another caller held encoder.lock"
     thread.join(timeout=60)
     assert done.is_set()
 
 
-def test_server_holds_the_encoder_lock_for_its_tokenizer_calls(tiny_encoder):
+def test_server_holds_the_encoder_lock_for_its_tokenizer_calls(tiny_encoder, watched_lock):
     from llm2vec_retrieval.server import EmbeddingService
 
+    moved = threading.Event()  # the request either finished or started waiting for the lock
+    lock = watched_lock(tiny_encoder, moved)
     service = EmbeddingService(tiny_encoder, truncate=True, max_input_tokens=4)
     try:
         out = []
-        thread = threading.Thread(
-            target=lambda: out.append(service.embeddings({"input": "one two three four five six"}))
-        )
-        with tiny_encoder.lock:
+
+        def call():
+            out.append(service.embeddings({"input": "one two three four five six"}))
+            moved.set()
+
+        thread = threading.Thread(target=call)
+        with lock:
             thread.start()
-            time.sleep(0.3)
-            assert not out
+            assert moved.wait(60)
+            assert not out, "the service tokenized while another caller held encoder.lock"
+            assert lock.waiters == [thread]  # its tokenizer call waits, not only the batcher
         thread.join(timeout=60)
         assert out and len(out[0]["data"]) == 1
     finally:

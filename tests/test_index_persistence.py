@@ -438,6 +438,7 @@ STAGES = {
 }
 
 
+@pytest.mark.integration  # real processes SIGKILLed; make test runs it, make test-fast skips it
 def test_save_killed_at_each_stage_keeps_an_index(tmp_path):
     """One child per save stage (run side by side), SIGKILLed while paused there: the
     index at the path is the previous one, or the new one once the swap is done."""
@@ -468,6 +469,7 @@ def test_save_killed_at_each_stage_keeps_an_index(tmp_path):
         assert len(IndexStore.load(d / "ix")) == len(t)
 
 
+@pytest.mark.integration  # real processes SIGKILLed; make test runs it, make test-fast skips it
 def test_save_killed_at_random_moments(tmp_path):
     """A child saves a ~5 MB flat index in a loop; SIGKILL it at random times."""
     rng = np.random.default_rng(42)
@@ -528,6 +530,7 @@ def _reader(tmp_path, trigger, mode):
     )
 
 
+@pytest.mark.integration  # a saving process beside a loading one; make test-fast skips it
 def test_reader_never_moves_the_backup_of_a_save_in_progress(tmp_path):
     """Issue 14.7: a load during a save's swap used to rename `.ix.bak` back under the
     writer, whose own rename then failed ("Directory not empty"). Two real processes: the
@@ -572,6 +575,7 @@ def test_reader_never_moves_the_backup_of_a_save_in_progress(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "ix"]
 
 
+@pytest.mark.integration  # a saving process beside a loading one; make test-fast skips it
 def test_loads_beside_a_saving_process_always_see_one_version(tmp_path):
     """A writer process saves new versions in a loop while a reader process loads in a loop:
     every load sees one whole version, and the writer never fails."""

@@ -130,6 +130,7 @@ with file_lock(sys.argv[1]):
 """
 
 
+@pytest.mark.integration  # real processes SIGKILLed; make test runs it, make test-fast skips it
 def test_file_lock_excludes_other_processes_and_lock_objects(tmp_path):
     lock = tmp_path / ".lock"
     with _io.file_lock(lock):

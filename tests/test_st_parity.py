@@ -23,6 +23,9 @@ import torch
 from llm2vec_retrieval import LLM2Vec
 from llm2vec_retrieval.st_compat import quantize_embeddings
 
+# the real all-MiniLM-L6-v2 weights and sentence-transformers: make test-fast skips it
+pytestmark = pytest.mark.slow
+
 st = pytest.importorskip("sentence_transformers")
 st_quantize = pytest.importorskip("sentence_transformers.util").quantize_embeddings
 

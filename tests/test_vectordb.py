@@ -223,6 +223,7 @@ def pg_rows(url: str, collection: str = COLLECTION):
 
 
 # ------------------------------------------------------------------ PostgreSQL
+@pytest.mark.integration  # a PostgreSQL server; make test runs it, make test-fast skips it
 def test_postgres_langchain_and_llamaindex_match_faiss(
     pg_url, shards, expected, lc_embeddings, li_embeddings
 ):
@@ -270,6 +271,7 @@ def result_dim(shards: Path) -> int:
     return json.loads((shards / "shards.json").read_text())["dimension"]
 
 
+@pytest.mark.integration  # a PostgreSQL server; make test runs it, make test-fast skips it
 def test_postgres_idempotent_and_guarded(pg_url, shards, tmp_path):
     col = "docs_again"
     load_shards(shards, pg_url, collection=col, show_progress_bar=False)
@@ -453,6 +455,7 @@ def kill_mid_load(shards: Path, target: str, collection: str, rows: int, batch_r
     return seen
 
 
+@pytest.mark.integration  # a loader SIGKILLed midway (and PostgreSQL); make test-fast skips it
 @pytest.mark.parametrize("kind", ["postgresql", "qdrant", "lancedb"])
 def test_rerun_after_kill_completes_without_duplicates(kind, tmp_path, request):
     rows, batch_rows = KILL_LOADS[kind]
@@ -529,7 +532,9 @@ def stored_metadata(kind: str, target: str, path: Path) -> dict[str, dict]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "qdrant", "lancedb"])
+@pytest.mark.parametrize(
+    "kind", [pytest.param("postgresql", marks=pytest.mark.integration), "qdrant", "lancedb"]
+)
 def test_integers_beyond_64_bits_are_stored_exactly_as_text(
     kind, wide_shards, tmp_path, request, capsys
 ):

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     with reading_inputs():
         searcher = Searcher(folder.path, model=args.model)
     enc = searcher.encoder
+    assert enc is not None  # opened with a model (not lexical-only)
     print(
         f"model: {enc.source.get('model')}  dim: {enc.embedding_dim}  pooling: {enc.config.pooling_mode}"
     )

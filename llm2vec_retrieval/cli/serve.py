@@ -48,7 +48,7 @@ def register(sub: Subparsers) -> None:
         epilog="example: llm2vec-retrieval serve --index my-index --port 8000\n"
         '  curl -s localhost:8000/v1/embeddings -d \'{"input": ["hello"], "input_type": "query"}\'',
     )
-    sv.error = _serve_error  # type: ignore[method-assign]
+    sv.error = _serve_error
     sv.add_argument(
         "--index",
         default=None,
@@ -187,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
             opened = signature(IndexFolder(args.index))  # before the load: a commit meanwhile
             searcher = open_searcher(args)  # is picked up by the first request
             encoder = searcher.encoder
+            assert encoder is not None  # open_searcher loads the model (never lexical-only)
             index = LiveIndex(
                 searcher, opened=opened, allow_fingerprint_mismatch=args.allow_mismatch
             )

@@ -159,7 +159,7 @@ def evaluate_beir_store(
     store = IndexStore(int(doc_emb.shape[1]), kind="flat", metric="cosine")
     store.add(doc_ids, doc_emb, data.documents())
     t2 = time.perf_counter()
-    out = {"_timing_s": {"encode": t1 - t0, "build_store": t2 - t1}}
+    out: dict[str, Any] = {"_timing_s": {"encode": t1 - t0, "build_store": t2 - t1}}
     for name, kw in searches.items():
         t = time.perf_counter()
         lexical_only = kw.get("mode", "dense") == "lexical"

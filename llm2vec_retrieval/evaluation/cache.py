@@ -126,10 +126,11 @@ def encode_cached(
     """
     texts = list(texts)
     fingerprint = get_fingerprint(embedder) if cache is not None else None
-    key = None
-    if fingerprint is not None:
+    key = meta = None
+    if cache is not None and fingerprint is not None:
         data_checksum = checksum_texts(texts)
         key = cache_key(fingerprint, data_checksum, side, instruction)
+        meta = _key_payload(fingerprint, data_checksum, side, instruction)
         hit = cache.get(key)
         if hit is not None and hit.shape[0] == len(texts):
             return hit, True
@@ -142,8 +143,7 @@ def encode_cached(
     emb = _to_numpy(emb)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
         raise ValueError(f"embedder returned shape {emb.shape} for {len(texts)} texts")
-    if key is not None:
-        meta = _key_payload(fingerprint, data_checksum, side, instruction)
+    if cache is not None and key is not None and meta is not None:
         meta.update({"n_texts": len(texts), "shape": list(emb.shape)})
         cache.put(key, emb, meta)
     return emb, False

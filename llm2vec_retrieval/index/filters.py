@@ -122,55 +122,7 @@ def _bad(msg: str) -> ValueError:
 
 
 def _compile_field_ops(key: str, spec: Mapping[str, Any]) -> Predicate:
-    preds: list[Predicate] = []
-    for op, operand in spec.items():
-        if op not in FIELD_OPERATORS:
-            raise _bad(
-                f"unknown operator {op!r} on key {key!r}; valid: {', '.join(FIELD_OPERATORS)}"
-            )
-        if op == "$eq":
-            preds.append(lambda m, v=operand: _json_eq(m.get(key, _MISSING), v))
-        elif op == "$ne":
-            preds.append(lambda m, v=operand: not _json_eq(m.get(key, _MISSING), v))
-        elif op in ("$gt", "$gte", "$lt", "$lte"):
-            if not (_is_number(operand) or isinstance(operand, str)):
-                raise _bad(
-                    f"{op} on key {key!r} needs a number or a string, got {type(operand).__name__}"
-                )
-            preds.append(lambda m, o=op, v=operand: _ordered(o, m.get(key, _MISSING), v))
-        elif op in ("$in", "$nin"):
-            if not isinstance(operand, (list, tuple, set, frozenset)):
-                raise _bad(f"{op} on key {key!r} needs a list, got {type(operand).__name__}")
-            values = list(operand)
-            if op == "$in":
-                preds.append(
-                    lambda m, vs=values: (
-                        (x := m.get(key, _MISSING)) is not _MISSING
-                        and any(_json_eq(x, v) for v in vs)
-                    )
-                )
-            else:
-                preds.append(
-                    lambda m, vs=values: (
-                        (x := m.get(key, _MISSING)) is _MISSING
-                        or not any(_json_eq(x, v) for v in vs)
-                    )
-                )
-        elif op == "$exists":
-            if not isinstance(operand, bool):
-                raise _bad(f"$exists on key {key!r} needs true or false, got {operand!r}")
-            preds.append(lambda m, v=operand: (key in m) == v)
-        else:  # $contains
-
-            def contains(m: Mapping[str, Any], v: Any = operand) -> bool:
-                x = m.get(key, _MISSING)
-                if isinstance(x, (list, tuple)):
-                    return any(_json_eq(e, v) for e in x)
-                if isinstance(x, str) and isinstance(v, str):
-                    return v in x
-                return False
-
-            preds.append(contains)
+    preds = [_field_op(key, op, operand) for op, operand in spec.items()]
     if not preds:
         raise _bad(f"empty operator dict on key {key!r}")
     if len(preds) == 1:
@@ -178,41 +130,80 @@ def _compile_field_ops(key: str, spec: Mapping[str, Any]) -> Predicate:
     return lambda m: all(p(m) for p in preds)
 
 
+def _field_op(key: str, op: str, v: Any) -> Predicate:
+    """The predicate of one operator on one key (its own scope: each closure keeps its operand)."""
+    if op not in FIELD_OPERATORS:
+        raise _bad(f"unknown operator {op!r} on key {key!r}; valid: {', '.join(FIELD_OPERATORS)}")
+    if op == "$eq":
+        return lambda m: _json_eq(m.get(key, _MISSING), v)
+    if op == "$ne":
+        return lambda m: not _json_eq(m.get(key, _MISSING), v)
+    if op in ("$gt", "$gte", "$lt", "$lte"):
+        if not (_is_number(v) or isinstance(v, str)):
+            raise _bad(f"{op} on key {key!r} needs a number or a string, got {type(v).__name__}")
+        return lambda m: _ordered(op, m.get(key, _MISSING), v)
+    if op in ("$in", "$nin"):
+        if not isinstance(v, (list, tuple, set, frozenset)):
+            raise _bad(f"{op} on key {key!r} needs a list, got {type(v).__name__}")
+        values = list(v)
+        if op == "$in":
+            return lambda m: (
+                (x := m.get(key, _MISSING)) is not _MISSING and any(_json_eq(x, e) for e in values)
+            )
+        return lambda m: (
+            (x := m.get(key, _MISSING)) is _MISSING or not any(_json_eq(x, e) for e in values)
+        )
+    if op == "$exists":
+        if not isinstance(v, bool):
+            raise _bad(f"$exists on key {key!r} needs true or false, got {v!r}")
+        return lambda m: (key in m) == v
+
+    def contains(m: Mapping[str, Any]) -> bool:  # $contains
+        x = m.get(key, _MISSING)
+        if isinstance(x, (list, tuple)):
+            return any(_json_eq(e, v) for e in x)
+        if isinstance(x, str) and isinstance(v, str):
+            return v in x
+        return False
+
+    return contains
+
+
 def _compile(f: Any, where: str) -> Predicate:
     if not isinstance(f, Mapping):
         raise _bad(f"{where} must be a dict, got {type(f).__name__}")
-    preds: list[Predicate] = []
-    for key, value in f.items():
-        if not isinstance(key, str):
-            raise _bad(f"keys must be strings, got {key!r}")
-        if key.startswith("$"):
-            if key in ("$and", "$or"):
-                if not isinstance(value, (list, tuple)) or not value:
-                    raise _bad(f"{key} needs a non-empty list of filters")
-                subs = [_compile(v, f"{key}[{i}]") for i, v in enumerate(value)]
-                if key == "$and":
-                    preds.append(lambda m, s=subs: all(p(m) for p in s))
-                else:
-                    preds.append(lambda m, s=subs: any(p(m) for p in s))
-            elif key == "$not":
-                sub = _compile(value, "$not")
-                preds.append(lambda m, s=sub: not s(m))
-            else:
-                raise _bad(
-                    f"unknown top-level operator {key!r}; valid: {', '.join(LOGICAL_OPERATORS)}"
-                    f" (field operators like {FIELD_OPERATORS[0]} go inside {{'key': {{...}}}})"
-                )
-        elif isinstance(value, Mapping) and value and any(str(k).startswith("$") for k in value):
-            if not all(isinstance(k, str) and k.startswith("$") for k in value):
-                raise _bad(f"value of key {key!r} mixes operators and plain keys: {dict(value)!r}")
-            preds.append(_compile_field_ops(key, value))
-        else:
-            preds.append(lambda m, k=key, v=value: _json_eq(m.get(k, _MISSING), v))
+    preds = [_key_predicate(key, value) for key, value in f.items()]
     if not preds:
         return lambda m: True
     if len(preds) == 1:
         return preds[0]
     return lambda m: all(p(m) for p in preds)
+
+
+def _key_predicate(key: Any, value: Any) -> Predicate:
+    """One entry of a filter dict: a logical operator, a key with operators, or key == value."""
+    if not isinstance(key, str):
+        raise _bad(f"keys must be strings, got {key!r}")
+    if key.startswith("$"):
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise _bad(f"{key} needs a non-empty list of filters")
+            subs = [_compile(v, f"{key}[{i}]") for i, v in enumerate(value)]
+            if key == "$and":
+                return lambda m: all(p(m) for p in subs)
+            return lambda m: any(p(m) for p in subs)
+        if key == "$not":
+            sub = _compile(value, "$not")
+            return lambda m: not sub(m)
+        raise _bad(
+            f"unknown top-level operator {key!r}; valid: {', '.join(LOGICAL_OPERATORS)}"
+            f" (field operators like {FIELD_OPERATORS[0]} go inside {{'key': {{...}}}})"
+        )
+    if isinstance(value, Mapping) and value and any(str(k).startswith("$") for k in value):
+        if not all(isinstance(k, str) and k.startswith("$") for k in value):
+            raise _bad(f"value of key {key!r} mixes operators and plain keys: {dict(value)!r}")
+        return _compile_field_ops(key, value)
+    return lambda m: _json_eq(m.get(key, _MISSING), value)
 
 
 def compile_filter(filter: Any) -> Predicate | None:

@@ -26,7 +26,7 @@ class FloatStore:
         return self._n * self.dim * 4
 
     def clear(self) -> None:
-        self.__init__(self.dim)
+        FloatStore.__init__(self, self.dim)
 
     def _reserve(self, n: int) -> None:
         if n <= len(self._data):

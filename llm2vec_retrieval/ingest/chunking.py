@@ -20,7 +20,7 @@ where chunking continues, so that an interrupted file can be resumed there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -149,6 +149,7 @@ class _Text:
     """A text of which the characters [base, end) are in memory."""
 
     def __init__(self, source: str | CharSource):
+        self._read: Callable[[int], str] | None
         if isinstance(source, str):
             self.buf, self.eof, self._read = source, True, None
         else:
@@ -161,6 +162,7 @@ class _Text:
 
     def fill(self, upto: int) -> None:
         while not self.eof and self.end < upto:
+            assert self._read is not None  # a str source is at eof from the start
             piece = self._read(max(upto - self.end, 1 << 16))
             if piece:
                 self.buf += piece
@@ -217,9 +219,10 @@ def _join(cur: _Window, nxt: _Window, t0: int, limit: int, after: int) -> tuple[
             break
         if s <= after or nxt.offs[j - 1][0] == s:
             continue
-        i = first.get(s)
-        if i is None:
+        found = first.get(s)
+        if found is None:
             continue
+        i = found
         if i + _SYNC_TOKENS > len(cur.offs) or j + _SYNC_TOKENS > len(nxt.offs):
             continue
         if all(
@@ -241,6 +244,7 @@ class _Tokens:
         self.tokenizer, self.text, self.window = tokenizer, text, window
         self.edge = max(1, min(window // 8, 16384))
         self.index = token  # absolute index of cur.offs[t0]
+        self.cur: _Window | None  # None once the last window is handed out
         if char == 0 and token == 0:
             self.cur, self.t0 = _Window(tokenizer, text, 0, window), 0
             return
@@ -275,6 +279,7 @@ class _Tokens:
 
     @property
     def keep_from(self) -> int:
+        assert self.cur is not None, "no window left: keep up to the text's end"
         return self.cur.start
 
     def next_batch(self) -> tuple[int, list[tuple[int, int]]] | None:

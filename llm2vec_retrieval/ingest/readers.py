@@ -331,7 +331,7 @@ def _repair_segments(segments: list[Segment], notes: list[str]) -> list[Segment]
 
 
 def _scalar_fields(record: dict[str, Any], text_key: str) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in record.items():
         if key == text_key or key in RESERVED_KEYS or not isinstance(key, str):
             continue

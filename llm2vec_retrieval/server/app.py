@@ -55,9 +55,11 @@ try:
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
+    from starlette.routing import Route
     from uvicorn.protocols.http.h11_impl import H11Protocol
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -161,7 +163,7 @@ class _MetricsMiddleware:
             self.metrics.request(route, status, time.perf_counter() - start)
 
 
-def _body_schema(model: type) -> dict[str, Any]:
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
@@ -239,7 +241,7 @@ def create_app(
             routes = ", ".join(
                 f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path.replace(':path', '')}"
                 for r in app.routes
-                if getattr(r, "include_in_schema", False) and getattr(r, "methods", None)
+                if isinstance(r, Route) and r.include_in_schema and r.methods
             )
             # with a key, a caller who may not have it learns nothing beyond /docs
             hint = f"routes: {routes}" if api_key is None else "see /docs"
@@ -345,7 +347,7 @@ def create_app(
         # in the thread pool: a new commit of the index is loaded there first
         return _json(await run_in_threadpool(service.health, details))
 
-    post = {"methods": ["POST"], "dependencies": dependencies, "responses": _ERRORS}
+    post: dict[str, Any] = {"methods": ["POST"], "dependencies": dependencies, "responses": _ERRORS}
     app.add_api_route(
         "/v1/embeddings",
         embeddings,
@@ -371,7 +373,7 @@ def create_app(
         openapi_extra=_body_schema(EmbedRequest),
         **post,
     )
-    get = {"methods": ["GET"], "dependencies": dependencies}
+    get: dict[str, Any] = {"methods": ["GET"], "dependencies": dependencies}
     app.add_api_route("/v1/models", models, response_model=ModelList, summary="List models", **get)
     app.add_api_route(
         "/v1/models/{model_id:path}",
@@ -485,7 +487,7 @@ def _guarded_protocol(max_connections: int, read_timeout: float) -> type:
 
         _timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:
                 self.connections.discard(self)

@@ -127,8 +127,9 @@ class MicroBatcher:
                 job = self.queue.get_nowait() if timeout <= 0 else self.queue.get(timeout=timeout)
             except queue.Empty:
                 return True
-            if not self._admit(job):
+            if job is None:  # the stop sentinel
                 return False
+            self._admit(job)
             tokens += job.remaining_tokens
         return True
 

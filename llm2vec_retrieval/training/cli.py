@@ -64,8 +64,8 @@ def _optional_float(text: str):
 def _default_text(f) -> str:
     if f.default is not dataclasses.MISSING:
         return f" (default: {f.default})"
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        value = f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
         return f" (default: {' '.join(map(str, value)) if value else 'none'})"
     return ""
 

@@ -44,6 +44,7 @@ LoRA settings but use batch sizes and lengths that run on a laptop CPU. `preset=
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import typing
@@ -85,7 +86,7 @@ def _f(default, help: str, paper: Any = dataclasses.MISSING, **kw):
     if paper is not dataclasses.MISSING:
         meta["paper"] = paper
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+        return field(default_factory=functools.partial(type(default), default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
@@ -444,10 +445,12 @@ STAGE_CONFIGS: dict[str, type[TrainConfig]] = {
 }
 
 
-def config_class(stage: str) -> type[TrainConfig]:
-    if stage not in STAGE_CONFIGS:
+def config_class(stage: object) -> type[TrainConfig]:
+    """The config class of a stage name (as read from a file: any value, checked here)."""
+    cls = STAGE_CONFIGS.get(stage) if isinstance(stage, str) else None
+    if cls is None:
         raise InvalidInputError(f"unknown stage {stage!r}. Valid stages are: {', '.join(STAGES)}")
-    return STAGE_CONFIGS[stage]
+    return cls
 
 
 def read_config_file(path: str | os.PathLike) -> dict:

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, MissingInputError
 
@@ -214,14 +214,14 @@ def read_texts(
         else:
             try:
                 obj = json.loads(line)
-                text = obj["text"] if isinstance(obj, dict) else None
+                raw = obj["text"] if isinstance(obj, dict) else None
             except (json.JSONDecodeError, KeyError):
-                text = None
-            if not isinstance(text, str):
+                raw = None
+            if not isinstance(raw, str):
                 if stats is not None:
                     stats.malformed += 1
                 continue
-            text = text.strip()
+            text = raw.strip()
             if not text:
                 if stats is not None:
                     stats.empty += 1
@@ -402,7 +402,7 @@ def buffered_shuffle(items: Iterable, buffer_size: int, rng: random.Random) -> I
     if buffer_size <= 1:
         yield from items
         return
-    buf = []
+    buf: list[Any] = []
     for item in items:
         if len(buf) < buffer_size:
             buf.append(item)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -29,7 +30,10 @@ from ..bidirectional import is_bidirectional, set_bidirectional
 from ..config import EncoderConfig
 from ..errors import InvalidInputError
 from .folders import patch_json, staged_folder
-from .modeling import load_training_base
+from .modeling import input_embeddings, load_training_base
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ST_POOLING = {
     "mean": "mean",
@@ -70,18 +74,18 @@ def export_model(
     saved = EncoderConfig.read_saved(adapters[-1])
     saved.pop("enable_bidirectional", None)
     enc_cfg = EncoderConfig.from_dict({**saved, "enable_bidirectional": True})
-    merged = encoder.model
-    set_bidirectional(merged, True)
-    if not is_bidirectional(merged):
+    loaded = encoder.model
+    set_bidirectional(loaded, True)
+    if not is_bidirectional(loaded):
         raise RuntimeError("the merged model is not bidirectional after setting is_causal=False")
-    merged = merged.to(torch_dtype)
+    merged = cast("PreTrainedModel", loaded.to(torch_dtype))  # a transformers model
 
     with staged_folder(output) as tmp:
         merged.save_pretrained(tmp)
         patch_json(tmp / "config.json", {"is_causal": False})
         encoder.tokenizer.save_pretrained(tmp)
         enc_cfg.save(tmp)
-        hidden = int(merged.get_input_embeddings().weight.shape[1])
+        hidden = int(input_embeddings(merged).weight.shape[1])
         (tmp / "modules.json").write_text(
             json.dumps(
                 [

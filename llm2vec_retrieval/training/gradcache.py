@@ -80,8 +80,11 @@ def grad_cache_step(
     for idx, (g, k) in enumerate(jobs):
         start = sum(sizes[g][:k])
         n = sizes[g][k]
-        sync_off = no_sync is not None and idx < len(jobs) - 1
-        with no_sync() if sync_off else contextlib.nullcontext(), states[g][k].restore():
+        # all but the last backward skip the gradient all-reduce
+        quiet = (
+            no_sync() if no_sync is not None and idx < len(jobs) - 1 else contextlib.nullcontext()
+        )
+        with quiet, states[g][k].restore():
             emb = embed(groups[g][k])
             surrogate = (emb * cached[g][start : start + n].to(emb.dtype)).sum()
             backward(surrogate)

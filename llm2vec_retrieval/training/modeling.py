@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -34,6 +35,7 @@ from .losses import mntp_loss
 
 if TYPE_CHECKING:
     from peft import PeftModel
+    from transformers import PretrainedConfig, PreTrainedModel
 
     from .config import TrainConfig
 
@@ -58,7 +60,7 @@ def check_adapter_folder(path: str) -> None:
 
 def load_training_base(
     model: str | None,
-    init_adapters: list[str] = (),
+    init_adapters: Sequence[str] = (),
     *,
     hf_kwargs: dict | None = None,
     **encoder_kwargs,
@@ -86,23 +88,25 @@ def load_training_base(
 
 def set_attention_dropout(model: torch.nn.Module, p: float) -> None:
     """Attention dropout `p` on the config and on every attention module that cached it."""
-    configs = [model.config]
-    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
-    if text is not None and text is not model.config:
+    config = cast("PretrainedConfig", model.config)  # a transformers model's
+    configs = [config]
+    text = config.get_text_config() if hasattr(config, "get_text_config") else None
+    if text is not None and text is not config:
         configs.append(text)
     if not any(hasattr(c, "attention_dropout") for c in configs):
         raise UnsupportedModelError(
-            f"{getattr(model.config, 'model_type', '?')} has no attention_dropout setting; set attention_dropout to null"
+            f"{getattr(config, 'model_type', '?')} has no attention_dropout setting; set attention_dropout to null"
         )
     for c in configs:
         if hasattr(c, "attention_dropout"):
-            c.attention_dropout = p
+            setattr(c, "attention_dropout", p)  # noqa: B010 (not every config class declares it)
     for module in model.modules():
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = p
+            # a plain float the attention module cached (Module.__setattr__ is typed for tensors)
+            setattr(module, "attention_dropout", p)  # noqa: B010
 
 
-def add_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+def add_lora(model: torch.nn.Module, cfg: TrainConfig) -> PeftModel:
     """Wrap `model` (the base AutoModel) in a PEFT LoRA model; only LoRA weights train."""
     from peft import LoraConfig, get_peft_model
 
@@ -124,7 +128,7 @@ def add_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
         )
     lora = LoraConfig(
         r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
+        lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; a float works
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         bias="none",
@@ -134,11 +138,11 @@ def add_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
         warnings.filterwarnings(
             "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
         )
-        return get_peft_model(model, lora)
+        return cast("PeftModel", get_peft_model(model, lora))  # not a mixed model: one adapter
 
 
 def enable_gradient_checkpointing(peft_model: PeftModel) -> None:
-    base = peft_model.get_base_model()
+    base = cast("PreTrainedModel", peft_model.get_base_model())
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise UnsupportedModelError(
             f"{type(base).__name__} does not support gradient checkpointing"
@@ -146,8 +150,9 @@ def enable_gradient_checkpointing(peft_model: PeftModel) -> None:
     kwargs = {
         "use_reentrant": False
     }  # non-reentrant: works with frozen inputs, keeps RNG state for dropout
-    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
-        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    enable = getattr(base, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if hasattr(base, "config"):
@@ -156,17 +161,24 @@ def enable_gradient_checkpointing(peft_model: PeftModel) -> None:
 
 def weights_folder(encoder: LLM2Vec) -> str:
     path = encoder.source.get("model_path")
+    if not path:
+        raise UnsupportedModelError("the encoder records no model_path: its weights cannot be read")
     inner = loading.read_adapter_base(path) if path and os.path.isdir(path) else None
     return loading.resolve_model_path(inner) if inner is not None else path
 
 
+def input_embeddings(model: torch.nn.Module) -> torch.nn.Embedding:
+    """The token embedding table of a transformers model."""
+    return cast(torch.nn.Embedding, cast("PreTrainedModel", model).get_input_embeddings())
+
+
 def load_lm_head(encoder: LLM2Vec) -> torch.nn.Linear:
     """The frozen causal LM head of the encoder's checkpoint (MNTP needs token predictions)."""
-    model = encoder.model
+    model = cast("PreTrainedModel", encoder.model)
     config = (
         model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     )
-    embeddings = model.get_input_embeddings()
+    embeddings = input_embeddings(model)
     vocab, hidden = embeddings.weight.shape
     head = torch.nn.Linear(hidden, vocab, bias=False)
     if getattr(config, "tie_word_embeddings", False):
@@ -188,8 +200,8 @@ def load_lm_head(encoder: LLM2Vec) -> torch.nn.Linear:
     return head.to(embeddings.weight.device)
 
 
-def _read_tensor(folder: str, key: str) -> torch.Tensor | None:
-    folder = Path(folder)
+def _read_tensor(weights: str, key: str) -> torch.Tensor | None:
+    folder = Path(weights)
     files: list[Path] = []
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -271,7 +283,7 @@ def save_adapter(
     """Official layout: adapter_config.json + adapter_model.safetensors, tokenizer, llm2vec_config.json."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(directory)
+    peft_model.save_pretrained(str(directory))
     patch_json(directory / "adapter_config.json", {"base_model_name_or_path": base_ref})
     encoder.tokenizer.save_pretrained(directory)
     encoder_config.save(directory)

@@ -351,7 +351,7 @@ class Trainer:
         checkpoints = list_checkpoints(self.out) if cfg.resume else []
         resume_state = self._read_checkpoint_state(checkpoints[-1][1]) if checkpoints else None
         self._setup()
-        if checkpoints:
+        if resume_state is not None:
             self._load_checkpoint(checkpoints[-1][1], resume_state)
             print(
                 f"{cfg.stage}: resuming from {checkpoints[-1][1]} (step {self.step})",

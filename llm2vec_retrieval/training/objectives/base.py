@@ -13,7 +13,7 @@ import contextlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ...encoder import LLM2Vec
 
 MakeBatches = Callable[[int, random.Random, bool], Iterator]
+# the config class of an objective: `self.cfg` is typed as the stage's own TrainConfig subclass
+C = TypeVar("C", bound=TrainConfig)
 
 
 @dataclass
@@ -65,14 +67,14 @@ class MicroStep:
         return self.accelerator.unwrap_model(self.module)
 
 
-class Objective:
+class Objective(Generic[C]):
     """A training stage. The loop calls, in order: `check_data`, `encoder_kwargs`,
     `prepare_base` (before LoRA), `encoder_config`, `build_module` (after LoRA), `batches`,
     `start_fields`, then `micro_step` for every micro-batch."""
 
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: C):
         self.cfg = cfg
 
     def check_data(self) -> None:
@@ -110,16 +112,17 @@ class Objective:
         raise NotImplementedError
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
+OBJECTIVES: dict[str, type[Objective[Any]]] = {}
+Obj = TypeVar("Obj", bound=Objective[Any])
 
 
-def register_objective(cls: type[Objective]) -> type[Objective]:
+def register_objective(cls: type[Obj]) -> type[Obj]:
     """Make `cls` the objective of its config's stage (usable as a class decorator)."""
     OBJECTIVES[cls.config_class.stage] = cls
     return cls
 
 
-def objective_for(cfg: TrainConfig) -> Objective:
+def objective_for(cfg: TrainConfig) -> Objective[Any]:
     """The registered objective of `cfg.stage`, built for `cfg`."""
     cls = OBJECTIVES.get(cfg.stage)
     if cls is None:

@@ -10,7 +10,7 @@ each group is embedded in its sorted order and put back in batch order before th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
@@ -23,6 +23,8 @@ from .base import MicroStep, Objective
 
 if TYPE_CHECKING:
     from ...encoder import LLM2Vec
+
+CC = TypeVar("CC", bound=ContrastiveConfig)
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Groups:
     distill_weight: float = 0.0
 
 
-class ContrastiveObjective(Objective):
+class ContrastiveObjective(Objective[CC]):
     config_class = ContrastiveConfig
 
     def encoder_kwargs(self) -> dict:
@@ -69,7 +71,7 @@ class ContrastiveObjective(Objective):
 
     def micro_step(self, step: MicroStep, batch: Any) -> tuple[float, int]:
         cfg = self.cfg
-        embedder = step.unwrapped()
+        embedder = cast(Embedder, step.unwrapped())  # what build_module returned
         g = self.groups(batch)
         chunking = cfg.mini_batch_size and cfg.mini_batch_size < len(batch)
         tokens = 0

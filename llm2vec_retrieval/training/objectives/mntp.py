@@ -8,7 +8,7 @@ uninterrupted one. See `losses.mask_tokens` for the 80/10/10 and all-mask modes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -16,7 +16,7 @@ from ...errors import InvalidInputError
 from .. import data as data_mod
 from ..config import MNTPConfig
 from ..losses import mask_tokens
-from ..modeling import MNTPModel, load_lm_head
+from ..modeling import MNTPModel, input_embeddings, load_lm_head
 from .base import MakeBatches, MicroStep, Objective, register_objective
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 @register_objective
-class MNTPObjective(Objective):
+class MNTPObjective(Objective[MNTPConfig]):
     config_class = MNTPConfig
 
     def prepare_base(self, encoder: LLM2Vec) -> None:
@@ -33,7 +33,7 @@ class MNTPObjective(Objective):
     def build_module(self, encoder: LLM2Vec) -> torch.nn.Module:
         cfg, tok = self.cfg, encoder.tokenizer
         token = cfg.mask_token or tok.mask_token or "_"
-        ids = tok.convert_tokens_to_ids([token])
+        ids = cast("list[int]", tok.convert_tokens_to_ids([token]))  # a list in, a list out
         mask_id = ids[0] if ids else None
         if mask_id is None or mask_id == tok.unk_token_id:
             encoded = tok(token, add_special_tokens=False)["input_ids"]
@@ -44,7 +44,7 @@ class MNTPObjective(Objective):
             mask_id = encoded[0]
         self.mask_token, self.mask_token_id = token, int(mask_id)
         self.special_ids = torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.long)
-        self.vocab_size = int(encoder.model.get_input_embeddings().weight.shape[0])
+        self.vocab_size = int(input_embeddings(encoder.model).weight.shape[0])
         return MNTPModel(encoder.model, self.lm_head)
 
     def batches(self, encoder: LLM2Vec, stats: data_mod.DataStats) -> MakeBatches:

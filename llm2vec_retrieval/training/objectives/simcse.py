@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @register_objective
-class SimCSEObjective(ContrastiveObjective):
+class SimCSEObjective(ContrastiveObjective[SimCSEConfig]):
     config_class = SimCSEConfig
 
     def batches(self, encoder: LLM2Vec, stats: data_mod.DataStats) -> MakeBatches:

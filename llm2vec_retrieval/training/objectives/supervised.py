@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 @register_objective
-class SupervisedObjective(ContrastiveObjective):
+class SupervisedObjective(ContrastiveObjective[SupervisedConfig]):
     config_class = SupervisedConfig
 
     def __init__(self, cfg: SupervisedConfig):
