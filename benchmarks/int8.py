@@ -386,6 +386,7 @@ def render(report: dict) -> list[str]:
                     arm,
                     f"{r['tokens_per_s']:.0f}",
                     f"x{r['tokens_per_s'] / sp['arms']['bfloat16']['tokens_per_s']:.2f}",
+                    f"{r['tokens_per_cpu_s']:.0f}" if "tokens_per_cpu_s" in r else "-",
                     *[f"{scores[s]:.2f}" if s in scores else "not scored" for s in sets],
                     "-"
                     if v is None
@@ -394,7 +395,7 @@ def render(report: dict) -> list[str]:
             )
             + " |"
         )
-    head = ["arm", "tokens/s", "vs bf16", *sets, "rule"]
+    head = ["arm", "tokens/s", "vs bf16", "tokens/CPU-s", *sets, "rule"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, ""]
     ds = report.get("dev_sets") or {}
     lines.append(

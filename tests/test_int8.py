@@ -149,3 +149,46 @@ def test_auto_picks_int8_only_on_a_listed_cpu_class():
     assert hardware.cpu_dtype(measured, int8_cpus=listed)[0] == "bfloat16"
     assert hardware.resolve_dtype("int8").name == "int8"
     assert hardware.resolve_dtype(torch.int8).name == "int8"
+
+
+def test_benchmark_rule_needs_both_speed_and_quality():
+    from benchmarks.int8 import decide, render
+
+    def arm(tps):
+        return {"tokens_per_s": tps, "tokens_per_cpu_s": tps, "seconds": [1.0]}
+
+    report = {
+        "threads": 1,
+        "speed": {
+            "documents": 2,
+            "tokens": 600,
+            "loadavg_1min_around_rounds": [1.0, 1.2],
+            "arms": {
+                "float32": arm(50.0),
+                "bfloat16": arm(100.0),
+                "int8": arm(160.0),  # fast, but loses 0.6 on one set
+                "int8-keep-ends": arm(151.0),  # fast enough and close: passes
+                "int8-per-tensor": arm(140.0),  # close but too slow
+            },
+        },
+        "quality": {
+            "float32": {"stsb-dev": 80.0, "wikiqa": 90.0},
+            "bfloat16": {"stsb-dev": 80.0, "wikiqa": 90.0},
+            "int8": {"stsb-dev": 79.4, "wikiqa": 90.1},
+            "int8-keep-ends": {"stsb-dev": 79.6, "wikiqa": 89.5},
+            "int8-per-tensor": {"stsb-dev": 80.0, "wikiqa": 90.0},
+        },
+    }
+    d = decide(report)
+    assert d["chosen_arm"] == "int8-keep-ends" and d["auto_picks_int8"]
+    assert d["arms"]["int8"]["fails_because"] == ["stsb-dev -0.60 points (limit -0.5)"]
+    assert d["arms"]["int8-per-tensor"]["fails_because"] == [
+        "x1.40 bfloat16's tokens/s (needs x1.5)"
+    ]
+    del report["quality"]["int8-keep-ends"]  # a run cut short cannot pass an unscored arm
+    d = decide(report)
+    assert d["chosen_arm"] is None
+    assert "dev sets not scored (run cut short)" in d["arms"]["int8-keep-ends"]["fails_because"]
+    text = "\n".join(render(report))
+    assert "| int8-keep-ends | 151 | x1.51 | 151 | not scored | not scored |" in text
+    assert "auto does not pick int8" in text
