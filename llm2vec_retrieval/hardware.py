@@ -56,7 +56,8 @@ X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ARM_BF16_FLAGS = ("bf16",)
 #: CPU classes (each a set of flags the CPU must all have) on which "auto" picks int8: where
 #: benchmarks/int8.py measured int8 at least 1.5x bfloat16's tokens/s and within 0.5 points
-#: of it on the dev sets. Empty until a class passes.
+#: of it on the dev sets. Empty: on AMD EPYC (avx512_vnni + avx512_bf16, no AMX) every int8 arm
+#: failed both bars (benchmarks/results/int8_20261207-233015.json); AMX-INT8 is unmeasured.
 INT8_AUTO_CPUS: tuple[frozenset[str], ...] = ()
 
 
