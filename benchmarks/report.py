@@ -761,53 +761,23 @@ def gpu_section(files, base: Path) -> list[str]:
 
 
 def int8_section(files, base: Path) -> list[str]:
-    """benchmarks/int8_check.py results: int8 dynamic quantization against fp32 on SciFact."""
+    """int8 on CPU (rendered by benchmarks.int8): the newest run and the superseded ones."""
+    from benchmarks.int8 import render
+
     if not files:
         return []
     lines = [
-        "## int8 dynamic quantization",
+        "## int8 on CPU: should `--dtype auto` pick it?",
         "",
-        "SciFact test subset nDCG@10 of the encoder in fp32 and with int8 dynamic quantization of its linear "
-        "layers; int8 would be offered as a mode only within 0.5 points of fp32.",
+        "`benchmarks/int8.py`: tokens/s of `encode_documents` and dev-set scores (STS-B dev, "
+        "HealthVer, WikiQA; SciFact and STS-B test play no part) for float32, bfloat16 and each "
+        "int8 arm. Rule: auto picks an int8 arm only at >= 1.5x bfloat16's tokens/s and within "
+        "0.5 points of bfloat16 on every dev set.",
         "",
     ]
-    rows = []
-    for path, d in files:
-        r = d.get("rows") or {}
-        fp, q = r.get("float32") or {}, r.get("int8-dynamic") or {}
-        cos = d.get("doc_cosine_to_fp32") or {}
-        data = d.get("data") or {}
-        rows.append(
-            [
-                path.name,
-                str(d.get("model")),
-                f"{data.get('queries', '?')} q / {data.get('docs', '?')} docs",
-                _fmt(fp.get("ndcg@10"), ".4f"),
-                _fmt(q.get("ndcg@10"), ".4f"),
-                _fmt(d.get("ndcg@10_drop"), "+.4f"),
-                _fmt(cos.get("min"), ".3f"),
-                _fmt(fp.get("seconds"), ".0f") + " / " + _fmt(q.get("seconds"), ".0f"),
-                "passes" if d.get("passes") else "fails",
-            ]
-        )
-    return (
-        lines
-        + _table(
-            [
-                "file",
-                "model",
-                "data",
-                "fp32",
-                "int8",
-                "drop",
-                "min doc cosine",
-                "seconds fp32 / int8",
-                "rule",
-            ],
-            rows,
-        )
-        + [""]
-    )
+    for path, data in reversed(files):
+        lines += render(data) + [f"- {source_line(path, data)}", ""]
+    return lines
 
 
 def index_section(files, base: Path) -> list[str]:

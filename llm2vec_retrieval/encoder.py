@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import hardware, loading, packing, st_compat
+from . import hardware, loading, packing, quantize, st_compat
 from .batching import token_budget_batches
 from .bidirectional import (
     SUPPORTED_MODEL_TYPES,
@@ -216,6 +216,12 @@ class LLM2Vec(torch.nn.Module):
         encoder_kwargs = {k: v for k, v in encoder_kwargs.items() if v is not None}
         encoder_kwargs.pop("enable_bidirectional", None)
         hf_kwargs = _hf_kwargs(kwargs)
+        int8 = hf_kwargs["dtype"] == torch.int8
+        if int8:  # load float32, then quantize the linear layers (llm2vec_retrieval.quantize)
+            reason = quantize.int8_unavailable(hardware.load_device(hf_kwargs))
+            if reason:
+                raise hardware.DtypeUnavailableError(reason)
+            hf_kwargs["dtype"] = torch.float32
 
         base_path = loading.resolve_model_path(base_model_name_or_path)
         peft_path = (
@@ -226,7 +232,7 @@ class LLM2Vec(torch.nn.Module):
 
         model, tokenizer, inner_adapter = _load_base(base_path, hf_kwargs)
         if peft_path is not None:
-            model = loading.apply_adapter(model, peft_path, merge=merge_peft)
+            model = loading.apply_adapter(model, peft_path, merge=merge_peft or int8)
         model.eval()
         declared = getattr(model.config, "is_causal", None)  # set by exported LLM2Vec checkpoints
         if declared is None and is_bidirectional(model):
@@ -238,6 +244,8 @@ class LLM2Vec(torch.nn.Module):
             make_bidirectional(model)
         else:
             set_bidirectional(model, False)
+        if int8:
+            quantize.quantize_linears(model)
 
         saved = EncoderConfig.read_saved(peft_path if peft_path is not None else base_path)
         saved.pop("enable_bidirectional", None)

@@ -1,5 +1,5 @@
 """Which dtype to encode in on this machine: bfloat16 where the hardware runs it natively,
-float32 elsewhere.
+float32 elsewhere; int8 (CPU only) when asked.
 
 bf16 matmuls are native on x86 CPUs with ``avx512_bf16`` or AMX (``amx_bf16``), on ARM CPUs
 with the ARMv8.6 BF16 extension (``bf16`` in /proc/cpuinfo's Features) and on CUDA GPUs that
@@ -9,7 +9,13 @@ far slower than float32, so "auto" picks float32 there.
 The flag logic is pure (``parse_cpuinfo``, ``cpu_dtype``) so that it is tested on any
 machine; ``read_cpu_features`` reads /proc/cpuinfo (Linux) or sysctl (macOS). Nothing here
 loads a model: ``resolve_dtype`` turns a user's choice ("auto", "float32", "bfloat16",
-"float16") into a `DtypeChoice`. "auto" (`DEFAULT_DTYPE`) is the default of every entry
+"float16", "int8") into a `DtypeChoice`.
+
+"int8" loads float32 weights and quantizes the linear layers (`llm2vec_retrieval.quantize`:
+int8 weights per output channel, int8 activations per call, VNNI/AMX kernels). "auto" picks it
+only on a CPU class listed in `INT8_AUTO_CPUS`, where ``benchmarks/int8.py`` measured it at
+least 1.5x bfloat16's tokens/s and within 0.5 points of bfloat16 on every dev set (the
+int8 section of benchmarks/RESULTS.md). "auto" (`DEFAULT_DTYPE`) is the default of every entry
 point: the CLI, `load_encoder`, the integrations and ``LLM2Vec.from_pretrained``, which
 resolves it here before transformers sees it (transformers reads "auto" as "the
 checkpoint's dtype").
@@ -28,9 +34,11 @@ __all__ = [
     "ARM_BF16_FLAGS",
     "DEFAULT_DTYPE",
     "DTYPE_CHOICES",
+    "INT8_AUTO_CPUS",
     "X86_BF16_FLAGS",
     "CpuFeatures",
     "DtypeChoice",
+    "DtypeUnavailableError",
     "cpu_dtype",
     "load_device",
     "parse_cpuinfo",
@@ -39,12 +47,22 @@ __all__ = [
     "resolve_dtype",
 ]
 
-#: What a user may ask for; "auto" picks by hardware (`pick_dtype`).
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+#: What a user may ask for; "auto" picks by hardware (`pick_dtype`). "int8": CPU only, the
+#: linear layers quantized when the encoder loads (`llm2vec_retrieval.quantize`).
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "int8")
 #: What every entry point (Python API, CLI, integrations) encodes in unless told otherwise.
 DEFAULT_DTYPE = "auto"
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ARM_BF16_FLAGS = ("bf16",)
+#: CPU classes (each a set of flags the CPU must all have) on which "auto" picks int8: where
+#: benchmarks/int8.py measured int8 at least 1.5x bfloat16's tokens/s and within 0.5 points
+#: of it on the dev sets. Empty: on AMD EPYC (avx512_vnni + avx512_bf16, no AMX) every int8 arm
+#: failed both bars (benchmarks/results/int8_20261207-233015.json); AMX-INT8 is unmeasured.
+INT8_AUTO_CPUS: tuple[frozenset[str], ...] = ()
+
+
+class DtypeUnavailableError(ValueError):
+    """A valid dtype that cannot run here (int8 without CPU int8 kernels, or on a GPU)."""
 
 
 @dataclass(frozen=True)
@@ -145,10 +163,19 @@ def read_cpu_features() -> CpuFeatures | None:
     return None
 
 
-def cpu_dtype(features: CpuFeatures | None) -> tuple[str, str]:
-    """(dtype name, reason) for encoding on a CPU with these features."""
+def cpu_dtype(
+    features: CpuFeatures | None, int8_cpus: tuple[frozenset[str], ...] | None = None
+) -> tuple[str, str]:
+    """(dtype name, reason) for encoding on a CPU with these features. ``int8_cpus``: the
+    classes on which int8 passed the rule (default `INT8_AUTO_CPUS`)."""
     if features is None or features.arch == "unknown":
         return "float32", "unknown CPU features"
+    for needed in INT8_AUTO_CPUS if int8_cpus is None else int8_cpus:
+        if needed <= features.flags:
+            from .quantize import int8_unavailable
+
+            if int8_unavailable("cpu") is None:
+                return "int8", f"CPU has {', '.join(sorted(needed))}, where int8 was measured"
     found = features.bf16_flags
     if found:
         return "bfloat16", f"CPU has {', '.join(found)}"
@@ -229,6 +256,12 @@ def resolve_dtype(
     if key == "auto":
         name, reason = _auto(device, features)
         return DtypeChoice(name, "auto", reason)
+    if key == "int8":
+        from .quantize import int8_unavailable
+
+        why = int8_unavailable(device)
+        if why:
+            raise DtypeUnavailableError(why)
     caveat = None
     if key == "bfloat16" and _device_type(device) == "cpu":
         features = features if features is not None else read_cpu_features()
@@ -238,9 +271,15 @@ def resolve_dtype(
 
 
 def compute_dtype(encoder: Any) -> str | None:
-    """The dtype an encoder's (or a torch module's) weights compute in ("bfloat16", ...);
-    None when it has no weights here (a remote encoder)."""
+    """The dtype an encoder's (or a torch module's) weights compute in ("bfloat16", ...,
+    "int8" for a model quantized by `llm2vec_retrieval.quantize`); None when it has no
+    weights here (a remote encoder)."""
+    from .quantize import QUANTIZED_ATTR
+
     model = getattr(encoder, "model", encoder)
+    quantized = getattr(model, QUANTIZED_ATTR, None)
+    if isinstance(quantized, str):
+        return quantized
     try:
         return str(next(model.parameters()).dtype).removeprefix("torch.")
     except (AttributeError, StopIteration, TypeError):

@@ -974,7 +974,7 @@ def test_dtype_auto_is_said_and_explicit_is_honoured(built, tmp_path):
     bad = run_cli("search", str(idx), "rivers", "--dtype", "bogus", cwd=work)
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
-        "error: unknown --dtype 'bogus'; valid choices: auto, float32, bfloat16, float16"
+        "error: unknown --dtype 'bogus'; valid choices: auto, float32, bfloat16, float16, int8"
     )
     # runs that embed nothing say nothing about the dtype
     again = run_cli("index", "corpus", "--index", str(idx), cwd=work)
@@ -985,7 +985,7 @@ def test_dtype_auto_is_said_and_explicit_is_honoured(built, tmp_path):
 
 
 def test_dtype_on_every_model_command(tmp_path, model, capsys):
-    choices = "valid choices: auto, float32, bfloat16, float16"
+    choices = "valid choices: auto, float32, bfloat16, float16, int8"
     for argv in (
         ["demo"],
         ["index", str(tmp_path), "--index", str(tmp_path / "i")],

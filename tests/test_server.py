@@ -1100,7 +1100,7 @@ def test_bad_dtype_is_one_line_before_binding():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: unknown --dtype 'fp8'; valid choices: auto, float32, bfloat16, float16"
+        "error: unknown --dtype 'fp8'; valid choices: auto, float32, bfloat16, float16, int8"
     )
 
 

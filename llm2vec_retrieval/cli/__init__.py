@@ -176,10 +176,12 @@ def _dtype_scope(args: argparse.Namespace) -> Any:
     if choice is None:
         return contextlib.nullcontext()
     from ..encoders import encoder_dtype
-    from ..hardware import DTYPE_CHOICES, resolve_dtype
+    from ..hardware import DTYPE_CHOICES, DtypeUnavailableError, resolve_dtype
 
     try:
         args.dtype_choice = resolve_dtype(choice)
+    except DtypeUnavailableError as exc:  # int8 without CPU int8 kernels
+        raise UserError(str(exc)) from None
     except ValueError:
         raise UserError(
             f"unknown --dtype {choice!r}; valid choices: {', '.join(DTYPE_CHOICES)}"

@@ -242,7 +242,7 @@ def add_dtype_arg(p: argparse.ArgumentParser) -> None:
         default="auto",
         metavar="{" + ",".join(DTYPE_CHOICES) + "}",
         help="compute dtype; auto: bfloat16 where the CPU runs it natively (avx512_bf16, AMX, "
-        "ARM bf16), else float32 (default: auto)",
+        "ARM bf16), else float32; int8: CPU only, linear layers quantized (default: auto)",
     )
 
 

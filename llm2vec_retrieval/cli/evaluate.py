@@ -97,8 +97,9 @@ class _DtypeKeyed:
         return getattr(self._encoder, name)
 
     def fingerprint(self) -> dict:
-        dtype = next(self._encoder.model.parameters()).dtype
-        return {**self._encoder.fingerprint(), "dtype": str(dtype).removeprefix("torch.")}
+        from ..hardware import compute_dtype  # "int8" for a quantized model (float32 params)
+
+        return {**self._encoder.fingerprint(), "dtype": compute_dtype(self._encoder)}
 
 
 def _print_eval(result: dict[str, Any], as_json: bool, title: str) -> None:
