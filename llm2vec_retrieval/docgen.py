@@ -196,7 +196,7 @@ PROSE_DEFAULTS: tuple[ProseDefault, ...] = (
     ),
     ProseDefault(
         "docs/training.md",
-        r"default model's untrained base, `([\w.-]+)` \(`loading.DEFAULT_BASE`\)",
+        r"default model's untrained base, `([\w.-]+)` \(`sources.DEFAULT_BASE`\)",
         _const("llm2vec_retrieval.loading:DEFAULT_BASE"),
     ),
     ProseDefault(

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import hardware, loading, packing, st_compat
+from . import fingerprint, hardware, merge_cache, packing, sources, st_compat
 from .batching import token_budget_batches
 from .bidirectional import (
     SUPPORTED_MODEL_TYPES,
@@ -217,7 +217,7 @@ class LLM2Vec(torch.nn.Module):
         encoder_kwargs.pop("enable_bidirectional", None)
         hf_kwargs = _hf_kwargs(kwargs)
 
-        base_path = loading.resolve_model_path(base_model_name_or_path)
+        base_path = sources.resolve_model_path(base_model_name_or_path)
         peft_path = (
             os.fspath(peft_model_name_or_path) if peft_model_name_or_path is not None else None
         )
@@ -226,7 +226,7 @@ class LLM2Vec(torch.nn.Module):
 
         model, tokenizer, inner_adapter = _load_base(base_path, hf_kwargs)
         if peft_path is not None:
-            model = loading.apply_adapter(model, peft_path, merge=merge_peft)
+            model = sources.apply_adapter(model, peft_path, merge=merge_peft)
         model.eval()
         declared = getattr(model.config, "is_causal", None)  # set by exported LLM2Vec checkpoints
         if declared is None and is_bidirectional(model):
@@ -246,10 +246,10 @@ class LLM2Vec(torch.nn.Module):
         source = {
             "model": _model_label(base_model_name_or_path, base_path),
             "model_path": base_path,
-            "model_digest": loading.folder_digest(base_path),
+            "model_digest": fingerprint.folder_digest(base_path),
             "inner_adapter": inner_adapter,
             "adapter": peft_path,
-            "adapter_digest": loading.folder_digest(peft_path, ("adapter_model.*",))
+            "adapter_digest": fingerprint.folder_digest(peft_path, ("adapter_model.*",))
             if peft_path
             else None,
         }
@@ -283,21 +283,9 @@ class LLM2Vec(torch.nn.Module):
         return next(self.model.parameters()).device
 
     def fingerprint(self) -> dict:
-        """What determines the vectors: compare two fingerprints to know if indexes are compatible."""
-        return {
-            "model": self.source.get("model"),
-            "model_digest": self.source.get("model_digest"),
-            "adapter_digest": self.source.get("adapter_digest"),
-            "pooling_mode": self.config.pooling_mode,
-            "bidirectional": self.config.enable_bidirectional,
-            "skip_instruction": self.config.skip_instruction,
-            "query_instruction": self.config.query_instruction,
-            "document_instruction": self.config.document_instruction,
-            "normalize": self.config.normalize,
-            "max_length": self.config.max_length,
-            "doc_max_length": self.config.doc_max_length,
-            "dim": self.embedding_dim,
-        }
+        """What determines the vectors: compare two fingerprints to know if indexes are
+        compatible (see `llm2vec_retrieval.fingerprint.encoder_fingerprint`)."""
+        return fingerprint.encoder_fingerprint(self)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts of `texts` without special tokens (lone surrogates count as U+FFFD)."""
@@ -946,13 +934,13 @@ def _load_base(path: str, hf_kwargs: dict):
     """Base model + tokenizer; an adapter folder (official MNTP layout) is merged into its base."""
     from transformers import AutoModel, AutoTokenizer
 
-    inner_base = loading.read_adapter_base(path) if os.path.isdir(path) else None
-    weights_path = loading.resolve_model_path(inner_base) if inner_base is not None else path
-    with loading.quiet_transformers():
+    inner_base = sources.read_adapter_base(path) if os.path.isdir(path) else None
+    weights_path = sources.resolve_model_path(inner_base) if inner_base is not None else path
+    with sources.quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(path if _has_tokenizer(path) else weights_path)
         try:
             model = (
-                loading.load_merged(path, weights_path, hf_kwargs)
+                merge_cache.load_merged(path, weights_path, hf_kwargs)
                 if inner_base is not None
                 else AutoModel.from_pretrained(weights_path, **hf_kwargs)
             )
@@ -993,8 +981,8 @@ def _has_tokenizer(path: str) -> bool:
 
 def _model_label(requested, resolved: str) -> str:
     if requested is None:
-        return loading.DEFAULT_MODEL
-    key = loading.embedded_name(os.fspath(requested))
+        return sources.DEFAULT_MODEL
+    key = sources.embedded_name(os.fspath(requested))
     if key is not None:
         return key
     name = _recorded_name(resolved)

@@ -39,7 +39,8 @@ import numpy as np
 
 from ._io import LockedError, atomic_open, atomic_write_json, file_lock, sha256_file
 from .errors import UserError
-from .index.errors import IndexCorruptedError, as_saved, check_fingerprint, fingerprint_diff
+from .fingerprint import as_saved, check_fingerprint, fingerprint_diff
+from .index.errors import IndexCorruptedError
 
 FORMAT = "llm2vec-retrieval-shards"
 VERSION = 1

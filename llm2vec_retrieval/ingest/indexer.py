@@ -35,7 +35,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,10 +220,18 @@ class Indexer:
         folder: IndexFolder,
         settings: IndexSettings,
         show_progress_bar: bool | None = None,
+        *,
+        dtype: Any = None,
+        on_encode: Callable[[], None] | None = None,
     ):
+        """``dtype``: the encoder's compute dtype, as `models.load_encoder` takes it (None:
+        "auto"). ``on_encode``: called once, right before the run's first text is encoded
+        (the CLI says which dtype runs; a run that embeds nothing calls it never)."""
         self.folder = folder
         self.settings = settings
         self.show_progress_bar = show_progress_bar
+        self.dtype = dtype
+        self.on_encode = on_encode
         #: The report of the current (or last) run; its ``commits`` say what an interrupted
         #: run kept.
         self.report = IndexReport()
@@ -352,8 +360,8 @@ class Indexer:
             pass
 
     def _run(self, sources: Sequence[str | os.PathLike]) -> IndexReport:
+        from ..fingerprint import check_fingerprint
         from ..index import IndexStore
-        from ..index.errors import check_fingerprint
 
         t0 = time.perf_counter()
         report = self.report
@@ -388,7 +396,7 @@ class Indexer:
             if encoder is None:
                 from .folder import encoder_from_spec
 
-                encoder = encoder_from_spec(manifest["embedder"])
+                encoder = encoder_from_spec(manifest["embedder"], self.dtype)
                 limit = encoder.config.doc_max_length
                 if chunking["chunk_tokens"] > limit:
                     raise InvalidInputError(
@@ -521,7 +529,11 @@ class Indexer:
             while buffer and (all_ or len(buffer) >= ENCODE_BATCH):
                 batch = buffer[:ENCODE_BATCH]
                 del buffer[:ENCODE_BATCH]
-                vectors = get_encoder().encode_documents([t for _, t, _ in batch])
+                enc = get_encoder()
+                if self.on_encode is not None:
+                    self.on_encode, said = None, self.on_encode
+                    said()
+                vectors = enc.encode_documents([t for _, t, _ in batch])
                 store.add(
                     [i for i, _, _ in batch],
                     vectors,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .. import loading
+from .. import sources
 from ..bidirectional import UnsupportedModelError
 from ..config import EncoderConfig
 from ..encoder import LLM2Vec
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 def base_reference(model: str | None) -> str:
     """What to record as the adapter's base: an embedded name, or an absolute folder path."""
     if model is None:
-        return loading.DEFAULT_BASE
-    key = loading.embedded_name(model)
+        return sources.DEFAULT_BASE
+    key = sources.embedded_name(model)
     if key is not None:
         return key
     return os.path.abspath(model) if os.path.exists(model) else model
@@ -65,20 +65,20 @@ def load_training_base(
 ) -> LLM2Vec:
     """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode.
 
-    `model=None` is the default model's untrained base (`loading.DEFAULT_BASE`): training starts
+    `model=None` is the default model's untrained base (`sources.DEFAULT_BASE`): training starts
     from a base, not from the shipped adapter (name `gemma3-270m-llm2vec` to continue from it).
     Loaded in float32 unless `hf_kwargs` names a dtype: training and export want full
     precision, whatever the encoder's default ("auto", bfloat16 on native-bf16 hardware).
     """
     if model is None:
-        model = loading.DEFAULT_BASE
+        model = sources.DEFAULT_BASE
     for a in init_adapters:
         check_adapter_folder(a)
     hf_kwargs = {"dtype": torch.float32, **(hf_kwargs or {})}
     encoder = LLM2Vec.from_pretrained(model, **encoder_kwargs, **hf_kwargs)
     if init_adapters:
         for a in init_adapters:
-            encoder.model = loading.apply_adapter(encoder.model, a)
+            encoder.model = sources.apply_adapter(encoder.model, a)
         encoder.source["init_adapters"] = [os.path.abspath(a) for a in init_adapters]
     encoder.model.eval()
     return encoder
@@ -156,8 +156,8 @@ def enable_gradient_checkpointing(peft_model: PeftModel) -> None:
 
 def weights_folder(encoder: LLM2Vec) -> str:
     path = encoder.source.get("model_path")
-    inner = loading.read_adapter_base(path) if path and os.path.isdir(path) else None
-    return loading.resolve_model_path(inner) if inner is not None else path
+    inner = sources.read_adapter_base(path) if path and os.path.isdir(path) else None
+    return sources.resolve_model_path(inner) if inner is not None else path
 
 
 def load_lm_head(encoder: LLM2Vec) -> torch.nn.Linear:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..index.errors import check_fingerprint
+from ..fingerprint import check_fingerprint
 from .rows import storable_metadata, wide_int_note
 from .targets import Target, check_collection, parse_target
 

@@ -11,8 +11,8 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from llm2vec_retrieval.encoders import load_encoder
 from llm2vec_retrieval.hardware import resolve_dtype
+from llm2vec_retrieval.models import load_encoder
 from llm2vec_retrieval.shared import encoder_lock, split_dtype
 from llm2vec_retrieval.text import check_query
 

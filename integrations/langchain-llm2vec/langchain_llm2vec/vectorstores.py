@@ -594,7 +594,7 @@ class LLM2VecVectorStore(VectorStore):
         lexical/hybrid searches raise ValueError until
         `vector_store.store.build_lexical()` (then `save_local` to keep it).
         """
-        from llm2vec_retrieval.index.errors import check_fingerprint
+        from llm2vec_retrieval.fingerprint import check_fingerprint
         from llm2vec_retrieval.index.persistence import MANIFEST_FILE
 
         folder = Path(folder_path)

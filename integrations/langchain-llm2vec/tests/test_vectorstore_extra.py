@@ -320,7 +320,7 @@ def test_load_refuses_embeddings_without_a_fingerprint(emb: LLM2VecEmbeddings, t
     """Issue 25: `load_local(dir, FakeEmbeddings(size=...))` loaded with no check, so the
     store was searched with another model. Embeddings that cannot show what they make are
     refused by a store that records its embedder, unless the caller opts out."""
-    from llm2vec_retrieval.index.errors import UnverifiedEmbedderError
+    from llm2vec_retrieval.fingerprint import UnverifiedEmbedderError
 
     LLM2VecVectorStore.from_texts(["rivers flood", "fox"], emb).save_local(tmp_path / "idx")
     fake = DeterministicFakeEmbedding(size=32)  # the stored dimension: only the model differs

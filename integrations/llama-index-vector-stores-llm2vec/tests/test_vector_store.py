@@ -348,7 +348,7 @@ def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp
     # an embed_model without a fingerprint cannot show what it makes: refused (issue 25)
     from llama_index.core.embeddings import MockEmbedding
 
-    from llm2vec_retrieval.index.errors import UnverifiedEmbedderError
+    from llm2vec_retrieval.fingerprint import UnverifiedEmbedderError
 
     mock = MockEmbedding(embed_dim=32)
     with pytest.raises(UnverifiedEmbedderError) as err:

@@ -14,11 +14,11 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 __all__ = ["LLM2VecEmbedding"]
 
-from llm2vec_retrieval.encoders import load_encoder as _load_encoder
 from llm2vec_retrieval.hardware import resolve_dtype as _resolve_dtype
-from llm2vec_retrieval.loading import DEFAULT_MODEL
+from llm2vec_retrieval.models import load_encoder as _load_encoder
 from llm2vec_retrieval.shared import encoder_lock as _encoder_lock
 from llm2vec_retrieval.shared import split_dtype as _split_dtype
+from llm2vec_retrieval.sources import DEFAULT_MODEL
 from llm2vec_retrieval.text import check_query as _check_query
 
 # The name this class used for the default model before it took the core's name (issue 25).

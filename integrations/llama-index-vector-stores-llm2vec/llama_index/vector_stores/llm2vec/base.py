@@ -520,7 +520,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         (`UnverifiedEmbedderError`), unless `allow_fingerprint_mismatch=True`. With neither,
         nothing is checked here: pass the `embed_model` the index will be queried with.
         """
-        from llm2vec_retrieval.index.errors import check_fingerprint
+        from llm2vec_retrieval.fingerprint import check_fingerprint
         from llm2vec_retrieval.index.persistence import MANIFEST_FILE
 
         _check_local_fs(fs)
