@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import fingerprint, hardware, merge_cache, packing, sources, st_compat
 from .batching import token_budget_batches
@@ -45,6 +44,7 @@ from .bidirectional import enable_bidirectional as make_bidirectional
 from .config import EncoderConfig
 from .instructions import get_instruction
 from .pooling import pool
+from .progress import progress_bar
 from .text import repair_surrogates, repair_texts, warn_repaired
 
 if TYPE_CHECKING:
@@ -625,9 +625,7 @@ class LLM2Vec(torch.nn.Module):
             lengths = [len(ids) for ids in rows["input_ids"]]
             batches = token_budget_batches(lengths, self.config.max_batch_tokens, batch_size)
             device = self.device
-            with tqdm(
-                total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar
-            ) as bar:
+            with progress_bar(len(pairs), "Encoding", "text", bool(show_progress_bar)) as bar:
                 for batch in batches:
                     features = self._collate(
                         [rows["input_ids"][i] for i in batch],
@@ -908,24 +906,18 @@ def _as_pairs(sentences) -> list[tuple[str, str]]:
 
 
 def _hf_kwargs(kwargs: dict) -> dict:
-    """transformers' keyword arguments, the dtype a torch dtype: "auto" (the default, also
-    None) is resolved here by hardware for the device the model loads on (see
-    `hardware.resolve_dtype`), never handed to transformers, where it means the checkpoint's."""
+    """transformers' keyword arguments, the dtype a torch dtype: a name is parsed by
+    `hardware.resolve_dtype`, "auto" (the default, also None) resolved by hardware for the
+    device the model loads on, never handed to transformers, where it means the checkpoint's."""
     hf = dict(kwargs)
     if "torch_dtype" in hf:  # transformers 5 renamed it
         hf.setdefault("dtype", hf.pop("torch_dtype"))
-    dtype = hf.get("dtype", hardware.DEFAULT_DTYPE)
-    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
-        choice = hardware.resolve_dtype("auto", hardware.load_device(hf))
-        logger.info("%s", choice.describe("dtype="))
+    dtype = hf.get("dtype")
+    if not isinstance(dtype, torch.dtype):
+        choice = hardware.resolve_dtype(dtype, hardware.load_device(hf))
+        if choice.asked == "auto":
+            logger.info("%s", choice.describe("dtype="))
         dtype = choice.dtype
-    elif isinstance(dtype, str):
-        try:
-            dtype = getattr(torch, dtype)
-        except AttributeError:
-            raise ValueError(
-                f"Unknown dtype {dtype!r}. Use e.g. 'float32', 'bfloat16', 'float16' or 'auto'"
-            ) from None
     hf["dtype"] = dtype
     return hf
 

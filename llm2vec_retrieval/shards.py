@@ -41,6 +41,7 @@ from ._io import LockedError, atomic_open, atomic_write_json, file_lock, sha256_
 from .errors import UserError
 from .fingerprint import as_saved, check_fingerprint, fingerprint_diff
 from .index.errors import IndexCorruptedError
+from .progress import progress_bar
 
 FORMAT = "llm2vec-retrieval-shards"
 VERSION = 1
@@ -458,7 +459,7 @@ def build_index_from_shards(
         lexical=lexical,
         **chosen,
     )
-    bar = _bar(shards.count, show_progress_bar)
+    bar = progress_bar(shards.count, "Indexing shards", "chunk", show_progress_bar)
     sample: set[str] = set()
     threshold = chosen.get("train_threshold")
     if threshold is not None and threshold < shards.count:
@@ -529,21 +530,4 @@ def _take(b: ShardBatch, rows: np.ndarray) -> ShardBatch:
         texts=[b.texts[i] for i in rows],
         metadatas=[b.metadatas[i] for i in rows],
         vectors=b.vectors[rows],
-    )
-
-
-def _bar(total: int, enabled: bool | None):
-    if enabled is False:
-        return None
-    import sys
-
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        unit="chunk",
-        desc="Indexing shards",
-        disable=None if enabled is None else False,
-        file=sys.stderr,
-        dynamic_ncols=True,
     )

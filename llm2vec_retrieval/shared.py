@@ -58,6 +58,16 @@ def split_dtype(dtype: Any, model_kwargs: dict[str, Any]) -> tuple[Any, dict[str
     return given[0], kwargs
 
 
+def check_dimension(store: Any, vectors: Any) -> None:
+    """ValueError naming both dimensions when the rows of `vectors` (n, dim) do not fit
+    `store`; a store made without a dimension (``IndexStore(None)``) takes the first add's."""
+    dim = int(vectors.shape[1])
+    if store.dim not in (None, dim):
+        raise ValueError(
+            f"Embedding dimension {dim} does not match the index dimension {store.dim}"
+        )
+
+
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object saved by an integration beside its index (sidecar, manifest), or
     `IndexCorruptedError` naming the file in one line (also for JSON nested too deeply)."""

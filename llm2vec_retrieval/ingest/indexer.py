@@ -45,6 +45,7 @@ from ..errors import InvalidInputError, UserError
 from ..hardware import compute_dtype
 from ..index.fusion import default_hybrid, recorded_hybrid
 from ..index.persistence import pause_stage
+from ..progress import progress_bar
 from .chunking import DEFAULT_WINDOW_CHARS, Position, ResumeError, check_chunking, iter_chunks
 from .folder import (
     FILES_FILE,
@@ -522,7 +523,15 @@ class Indexer:
         tokens_done = 0
         t_start = time.perf_counter()
 
-        bar = _progress_bar(sum(size for _, _, size in todo), self.show_progress_bar)
+        total = sum(size for _, _, size in todo)
+        bar = progress_bar(
+            total,
+            "Indexing",
+            "B",
+            self.show_progress_bar if total else False,
+            unit_scale=True,
+            unit_divisor=1024,
+        )
 
         def flush(all_: bool) -> None:
             nonlocal tokens_done
@@ -863,23 +872,6 @@ class _Committer:
             k: v for k, v in old.items() if k not in ("format", "format_version", "updated_at")
         } != body:
             self.folder.write_manifest({**body, "updated_at": now()})
-
-
-def _progress_bar(total: int, enabled: bool | None):
-    if enabled is False or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc="Indexing",
-        disable=None if enabled is None else False,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
 
 
 def summary(

@@ -1,6 +1,6 @@
 """Models for training, built from the encoder's own loading, tokenization and pooling code.
 
-- `load_training_base(cfg)`: `LLM2Vec.from_pretrained` (the same supported-model checks, GGUF
+- `load_training_base(cfg)`: `models.load_encoder` in float32 (the same supported-model checks, GGUF
   defaults, official MNTP-folder bases and bidirectional switch as inference), then the
   `init_adapter` folders merged in order (each stage starts from the previous stage's
   adapter merged into the base, as in the paper).
@@ -29,6 +29,7 @@ from ..bidirectional import UnsupportedModelError
 from ..config import EncoderConfig
 from ..encoder import LLM2Vec
 from ..errors import MissingInputError
+from ..models import load_encoder
 from .folders import patch_json
 from .losses import mntp_loss
 
@@ -63,7 +64,8 @@ def load_training_base(
     hf_kwargs: dict | None = None,
     **encoder_kwargs,
 ) -> LLM2Vec:
-    """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode.
+    """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode: a
+    thin caller of `models.load_encoder` (the one way to get an encoder; never downloads).
 
     `model=None` is the default model's untrained base (`sources.DEFAULT_BASE`): training starts
     from a base, not from the shipped adapter (name `gemma3-270m-llm2vec` to continue from it).
@@ -74,8 +76,9 @@ def load_training_base(
         model = sources.DEFAULT_BASE
     for a in init_adapters:
         check_adapter_folder(a)
-    hf_kwargs = {"dtype": torch.float32, **(hf_kwargs or {})}
-    encoder = LLM2Vec.from_pretrained(model, **encoder_kwargs, **hf_kwargs)
+    hf_kwargs = dict(hf_kwargs or {})
+    dtype = hf_kwargs.pop("dtype", hf_kwargs.pop("torch_dtype", torch.float32))
+    encoder = load_encoder(model, dtype=dtype, **encoder_kwargs, **hf_kwargs)
     if init_adapters:
         for a in init_adapters:
             encoder.model = sources.apply_adapter(encoder.model, a)

@@ -23,10 +23,11 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+from llm2vec_retrieval.fingerprint import embedder_fingerprint
 from llm2vec_retrieval.index import NO_LEXICAL_MESSAGE
 from llm2vec_retrieval.index.fusion import resolve_fusion
 from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
-from llm2vec_retrieval.shared import read_json_object, write_json_object
+from llm2vec_retrieval.shared import check_dimension, read_json_object, write_json_object
 from llm2vec_retrieval.text import repair_texts, warn_repaired
 
 __all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
@@ -227,9 +228,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         **kwargs: Any,
     ) -> None:
         if kwargs.get("fingerprint") is None and embed_model is not None:
-            method = getattr(embed_model, "fingerprint", None)
-            if callable(method):
-                kwargs["fingerprint"] = method()
+            kwargs["fingerprint"] = embedder_fingerprint(embed_model)
         if store is not None:  # its own settings are the ones in force
             kwargs["index_kind"] = store.kind
             kwargs["metric"] = store.metric
@@ -264,20 +263,15 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         # "was one given" (LlamaIndex's StorageContext.from_defaults does).
         return True
 
-    def _ensure_store(self, dim: int) -> IndexStore:
-        if self._state.store is None:
-            self._state.store = _index_store_cls()(
-                dim,
-                kind=self.index_kind,
-                metric=self.metric,
-                fingerprint=self.fingerprint,
-                **self.index_params,
-            )
-        elif self._state.store.dim not in (None, dim):  # None: the first add fixes it
-            raise ValueError(
-                f"Embedding dimension {dim} does not match the index dimension {self._state.store.dim}"
-            )
-        return self._state.store
+    def _new_store(self) -> IndexStore:
+        """An empty store with this wrapper's settings; the first add fixes its dimension."""
+        return _index_store_cls()(
+            None,
+            kind=self.index_kind,
+            metric=self.metric,
+            fingerprint=self.fingerprint,
+            **self.index_params,
+        )
 
     # -- writes ------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -305,7 +299,10 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             texts, metas = [texts[i] for i in keep], [metas[i] for i in keep]
         matrix = np.asarray(vectors, dtype=np.float32)
         with self._state.lock:
-            self._ensure_store(int(matrix.shape[1])).add(ids, matrix, texts=texts, metadatas=metas)
+            if self._state.store is None:
+                self._state.store = self._new_store()
+            check_dimension(self._state.store, matrix)
+            self._state.store.add(ids, matrix, texts=texts, metadatas=metas)
         return ids
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
@@ -484,13 +481,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         with self._state.lock:
             store = self._state.store
             if store is None:  # nothing added yet: an empty store still records the embedder
-                store = _index_store_cls()(
-                    None,
-                    kind=self.index_kind,
-                    metric=self.metric,
-                    fingerprint=self.fingerprint,
-                    **self.index_params,
-                )
+                store = self._new_store()
             extra = {**store.extra, _EXTRA_KEY: {"flat_metadata": self.flat_metadata}}
             store.save(index_dir, extra=extra)
         pointer = {
