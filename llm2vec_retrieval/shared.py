@@ -68,6 +68,34 @@ def check_dimension(store: Any, vectors: Any) -> None:
         )
 
 
+def load_store(
+    folder: str | os.PathLike,
+    fingerprint: dict[str, Any] | None,
+    *,
+    allow_fingerprint_mismatch: bool,
+    unverified: str | None,
+) -> Any:
+    """The `IndexStore` saved in `folder`, checked against the embedder in use: its
+    ``fingerprint`` (`IndexStore.load`), or, for an embedder without one (``unverified``
+    names it), refused when the store records one unless ``allow_fingerprint_mismatch``
+    (`fingerprint.check_fingerprint`)."""
+    from llm2vec_retrieval.fingerprint import check_fingerprint
+    from llm2vec_retrieval.index import IndexStore
+
+    store = IndexStore.load(
+        folder, fingerprint=fingerprint, allow_fingerprint_mismatch=allow_fingerprint_mismatch
+    )
+    check_fingerprint(
+        store.fingerprint,
+        None,
+        allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+        path=folder,
+        unverified=unverified,
+        stacklevel=4,
+    )
+    return store
+
+
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object saved by an integration beside its index (sidecar, manifest), or
     `IndexCorruptedError` naming the file in one line (also for JSON nested too deeply)."""

@@ -199,8 +199,6 @@ def open_searcher(args: argparse.Namespace) -> Searcher:
         raise mismatch(
             exc, args.dir, "pass --allow-mismatch to use it anyway, or re-index with --rebuild"
         ) from None
-    if getattr(args, "says_dtype", True):  # next: the query is encoded
-        say_dtype(args)
     return searcher
 
 

@@ -27,7 +27,7 @@ from llm2vec_retrieval.index import (
     NO_LEXICAL_MESSAGE,
 )
 from llm2vec_retrieval.index.fusion import resolve_fusion
-from llm2vec_retrieval.shared import check_dimension
+from llm2vec_retrieval.shared import check_dimension, load_store
 from llm2vec_retrieval.text import check_query, repair_texts, warn_repaired
 
 __all__ = ["LLM2VecRetriever", "LLM2VecVectorStore", "embeddings_fingerprint"]
@@ -572,21 +572,12 @@ class LLM2VecVectorStore(VectorStore):
         lexical/hybrid searches raise ValueError until
         `vector_store.store.build_lexical()` (then `save_local` to keep it).
         """
-        from llm2vec_retrieval.fingerprint import check_fingerprint
-
-        folder = Path(folder_path)
         fingerprint = embeddings_fingerprint(embeddings)
-        store = _index_store_cls().load(
-            folder,
-            fingerprint=fingerprint,
-            allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-        )
         # embeddings without a fingerprint are refused by a store that records one
-        check_fingerprint(
-            store.fingerprint,
-            None,
+        store = load_store(
+            Path(folder_path),
+            fingerprint,
             allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-            path=folder,
             unverified=type(embeddings).__name__ if fingerprint is None else None,
         )
         settings = store.extra.get(_EXTRA_KEY) or {}

@@ -27,7 +27,12 @@ from llm2vec_retrieval.fingerprint import embedder_fingerprint
 from llm2vec_retrieval.index import NO_LEXICAL_MESSAGE
 from llm2vec_retrieval.index.fusion import resolve_fusion
 from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
-from llm2vec_retrieval.shared import check_dimension, read_json_object, write_json_object
+from llm2vec_retrieval.shared import (
+    check_dimension,
+    load_store,
+    read_json_object,
+    write_json_object,
+)
 from llm2vec_retrieval.text import repair_texts, warn_repaired
 
 __all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
@@ -522,24 +527,17 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         if pointer.get("format") != _FORMAT:
             raise ValueError(f"{path} is not an LLM2VecVectorStore manifest")
         if fingerprint is None and embed_model is not None:
-            method = getattr(embed_model, "fingerprint", None)
-            fingerprint = method() if callable(method) else None
+            fingerprint = embedder_fingerprint(embed_model)
         # an embed_model without a fingerprint is refused by an index that records one
         unverified = (
             type(embed_model).__name__ if fingerprint is None and embed_model is not None else None
         )
         index_dir = path.with_name(Path(str(pointer.get("index_dir") or "")).name or "-")
         if (index_dir / MANIFEST_FILE).exists() or pointer.get("format_version", 1) >= 2:
-            store = _index_store_cls().load(
+            store = load_store(
                 index_dir,
-                fingerprint=fingerprint,
+                fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-            )
-            check_fingerprint(
-                store.fingerprint,
-                None,
-                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-                path=index_dir,
                 unverified=unverified,
             )
             flat = store.extra.get(_EXTRA_KEY, {}).get(
