@@ -188,3 +188,38 @@ def test_index_built_in_one_dtype_searches_in_the_other(tmp_path, tiny_llama):
     (corpus / "d.txt").write_text("Mountains rise above the clouds.")
     report = Indexer(folder, IndexSettings(), dtype="bfloat16").run([corpus])
     assert report.indexed == ["corpus/d.txt"]
+
+
+def test_dtype_names_are_parsed_in_one_table():
+    """Issue 24.3: every dtype name (the encoder's, export's, combine's, the training CLI's)
+    goes through hardware's table."""
+    from llm2vec_retrieval.hardware import (
+        DTYPES,
+        WEIGHT_DTYPES,
+        dtype_name,
+        torch_dtype,
+        weight_dtype,
+    )
+
+    assert dtype_name(" BFloat16 ") == "bfloat16" and dtype_name(torch.float16) == "float16"
+    assert dtype_name("auto", allow_auto=True) == "auto"
+    with pytest.raises(ValueError, match="valid choices: float32, bfloat16, float16"):
+        dtype_name("auto")
+    assert torch_dtype("float32") is torch.float32 and set(WEIGHT_DTYPES) <= set(DTYPES)
+    assert weight_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(ValueError, match="Valid choices are: float32, bfloat16, float16"):
+        weight_dtype("fp8")
+
+
+def test_progress_bars_go_to_stderr_and_a_disabled_one_does_nothing(capsys):
+    from llm2vec_retrieval.progress import progress_bar
+
+    off = progress_bar(3, "Quiet", "item", enabled=False)
+    off.update(3)
+    off.close()
+    on = progress_bar(3, "Loud", "item", enabled=True)
+    on.update(3)
+    on.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "Loud" in err and "Quiet" not in err
+    assert list(progress_bar(None, "Iter", "x", False, iterable=range(3))) == [0, 1, 2]

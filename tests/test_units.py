@@ -176,3 +176,23 @@ def test_a_digest_of_other_files_is_a_plain_mismatch(tmp_path):
     )
     assert "\n" not in str(err) and "allow_fingerprint_mismatch=True" in str(err)
     assert not hasattr(fingerprint, "legacy_folder_digest")
+
+
+def test_the_index_store_does_not_import_the_weight_loader():
+    """Issue 24.3: index/ compares fingerprints through `fingerprint`, which knows nothing
+    of where weights come from (sources, merge_cache, models): no module of index/ or
+    fingerprint.py imports them."""
+    import ast
+
+    import llm2vec_retrieval
+
+    root = Path(llm2vec_retrieval.__file__).parent
+    files = [*sorted((root / "index").glob("*.py")), root / "fingerprint.py"]
+    loader = {"sources", "merge_cache", "models", "loading", "encoder"}
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = {(node.module or "").rsplit(".", 1)[-1]} | {a.name for a in node.names}
+                found += [f"{path.name}: {n}" for n in sorted(names & loader)]
+    assert len(files) > 5 and found == []
