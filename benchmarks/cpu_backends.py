@@ -120,7 +120,7 @@ class Runner:
         torch = self.torch
         import onnxruntime as ort
 
-        from llm2vec_retrieval import loading
+        from llm2vec_retrieval import cachedir
 
         class Hidden(torch.nn.Module):
             def __init__(self, model):
@@ -131,7 +131,7 @@ class Runner:
                 return self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
 
         self.encoder.config.packing = "off"
-        folder = loading.cache_dir() / "onnx-bench"
+        folder = cachedir.cache_dir() / "onnx-bench"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "model.onnx"
         f = self.encoder.tokenize(self.texts[:2])
@@ -165,10 +165,10 @@ def main(argv=None) -> int:
         os.environ.setdefault(name, "1")
     started, machine = _dt.datetime.now(), machine_info()
     threads = args.threads or default_threads()
-    from llm2vec_retrieval import loading
+    from llm2vec_retrieval import cachedir, sources
 
     # inductor reads its cache folder when torch loads: set it first, under our cache dir
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(loading.cache_dir() / "inductor"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cachedir.cache_dir() / "inductor"))
     import numpy as np
     import torch
 
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     from llm2vec_retrieval import LLM2Vec
     from llm2vec_retrieval.evaluation.data import default_data_dir
 
-    encoder = LLM2Vec.from_pretrained(loading.resolve_model_path(REFERENCE_MODEL), dtype=args.dtype)
+    encoder = LLM2Vec.from_pretrained(sources.resolve_model_path(REFERENCE_MODEL), dtype=args.dtype)
     corpus = Path(default_data_dir()) / "scifact" / "corpus.jsonl"
     _, raw = load_documents(corpus, args.n_docs)
     texts, counts, _ = prepare_texts(encoder.tokenizer, raw)

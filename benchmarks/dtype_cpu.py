@@ -39,7 +39,7 @@ WORKER = r"""
 import json, sys, time
 import numpy as np, torch
 from llm2vec_retrieval import LLM2Vec
-from llm2vec_retrieval.loading import resolve_model_path
+from llm2vec_retrieval.sources import resolve_model_path
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 texts = args["texts"]
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
 
     from transformers import AutoTokenizer
 
-    from llm2vec_retrieval.loading import resolve_model_path
+    from llm2vec_retrieval.sources import resolve_model_path
 
     data = Path(args.data_dir) if args.data_dir else default_data_dir()
     _, texts = load_documents(data / "scifact" / "corpus.jsonl", args.docs)

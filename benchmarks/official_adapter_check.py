@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     import torch
 
     from llm2vec_retrieval import LLM2Vec
-    from llm2vec_retrieval.loading import resolve_model_path
+    from llm2vec_retrieval.sources import resolve_model_path
 
     python = Path(args.official_venv) / "bin" / "python"
     if not python.is_file():

@@ -258,7 +258,7 @@ class OfficialEmbedder:
         self, model: str, dtype: str | None, venv: str | None, threads: int | None, batch_size: int
     ):
         from benchmarks import speed
-        from llm2vec_retrieval.loading import resolve_model_path
+        from llm2vec_retrieval.sources import resolve_model_path
 
         venv_path = Path(
             venv or os.environ.get(speed.OFFICIAL_VENV_ENV) or speed.DEFAULT_OFFICIAL_VENV

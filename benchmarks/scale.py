@@ -61,16 +61,18 @@ def child(args: argparse.Namespace) -> dict:
     corpus, out = Path(args.corpus), Path(args.out)
     if args.child == "index":
         torch.set_num_threads(2)
-        from llm2vec_retrieval.encoders import encoder_dtype
+        from llm2vec_retrieval.hardware import resolve_dtype
         from llm2vec_retrieval.ingest import Indexer, IndexFolder, IndexSettings
         from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
-        with encoder_dtype(args.dtype) as choice:
-            t_load = time.perf_counter()
-            encoder_from_spec(embedder_spec(args.model, None))  # cached: the Indexer reuses it
-            load_s = time.perf_counter() - t_load
-            settings = IndexSettings(model=args.model, root=str(corpus))
-            report = Indexer(IndexFolder(out), settings, show_progress_bar=False).run([corpus])
+        choice = resolve_dtype(args.dtype)
+        t_load = time.perf_counter()
+        # cached: the Indexer reuses it
+        encoder_from_spec(embedder_spec(args.model, None), args.dtype)
+        load_s = time.perf_counter() - t_load
+        settings = IndexSettings(model=args.model, root=str(corpus))
+        indexer = Indexer(IndexFolder(out), settings, show_progress_bar=False, dtype=args.dtype)
+        report = indexer.run([corpus])
         return {
             "model_load_s": load_s,
             "run_s": report.seconds,  # the model is already loaded: chunk, encode, add, save

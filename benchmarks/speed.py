@@ -704,13 +704,13 @@ def main(argv=None) -> int:
 
     from transformers import AutoTokenizer
 
-    from llm2vec_retrieval import loading
+    from llm2vec_retrieval import sources
     from llm2vec_retrieval.evaluation.data import default_data_dir
 
     model_path = (
         str(Path(args.model).resolve())
         if args.model
-        else loading.resolve_model_path(REFERENCE_MODEL)
+        else sources.resolve_model_path(REFERENCE_MODEL)
     )
     config = json.loads((Path(model_path) / "config.json").read_text())
     corpus = (

@@ -61,11 +61,11 @@ def mark(name):
 import torch; mark("import torch")
 import transformers, transformers.modeling_utils; from transformers import AutoModel, AutoTokenizer; mark("import transformers")
 import bm25s, faiss
-from llm2vec_retrieval import LLM2Vec, loading
+from llm2vec_retrieval import LLM2Vec, sources
 from llm2vec_retrieval.hardware import resolve_dtype
 from llm2vec_retrieval.ingest import Searcher; mark("import the rest (llm2vec_retrieval, faiss, bm25s)")
 dtype = resolve_dtype("auto").dtype
-base = loading.resolve_model_path(loading.DEFAULT_BASE)
+base = sources.resolve_model_path(sources.DEFAULT_BASE)
 tok = AutoTokenizer.from_pretrained(base); mark("tokenizer (AutoTokenizer, alone)")
 enc = LLM2Vec.from_pretrained(dtype=dtype); mark("encoder load (tokenizer, merged weights, probes)")
 s = Searcher(sys.argv[1], encoder=enc); mark("index load")
@@ -257,7 +257,7 @@ def build_index(parent: Path, cache: Path) -> Path:
 
 def main(argv=None) -> int:
     from benchmarks.speed import result_header
-    from llm2vec_retrieval.loading import cache_dir
+    from llm2vec_retrieval.cachedir import cache_dir
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.startup", description=__doc__.split("\n")[0]

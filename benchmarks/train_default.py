@@ -259,7 +259,7 @@ class Runner:
         """Copy the fold into the package's adapter folder (the files the official layout needs)."""
         import shutil
 
-        from llm2vec_retrieval.loading import shipped_adapter_dir
+        from llm2vec_retrieval.sources import shipped_adapter_dir
 
         if not self.shippable:
             raise SystemExit(

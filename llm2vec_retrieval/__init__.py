@@ -12,15 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .cachedir import cache_dir
 from .config import POOLING_MODES, EncoderConfig
 from .instructions import DEFAULT_QUERY_INSTRUCTION, INSTRUCTIONS, STS_INSTRUCTION, get_instruction
-from .loading import (
-    DEFAULT_MODEL,
-    EMBEDDED_MODELS,
-    SHIPPED_ADAPTERS,
-    ModelNotInstalledError,
-    cache_dir,
-)
+from .sources import DEFAULT_MODEL, EMBEDDED_MODELS, SHIPPED_ADAPTERS, ModelNotInstalledError
 
 __version__ = "0.1.0"
 
@@ -28,8 +23,7 @@ _LAZY = {
     "LLM2Vec": ".encoder",
     "UnsupportedModelError": ".bidirectional",
     "SUPPORTED_MODEL_TYPES": ".bidirectional",
-    "load_encoder": ".encoders",
-    "encoder_dtype": ".encoders",
+    "load_encoder": ".models",
 }
 
 __all__ = [
@@ -47,7 +41,6 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "cache_dir",
-    "encoder_dtype",
     "get_instruction",
     "load_encoder",
 ]
@@ -55,7 +48,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .bidirectional import SUPPORTED_MODEL_TYPES, UnsupportedModelError
     from .encoder import LLM2Vec
-    from .encoders import encoder_dtype, load_encoder
+    from .models import load_encoder
 
 
 def __getattr__(name: str):

@@ -1,5 +1,5 @@
 """File I/O that survives a crash, in one place: atomic writes, a staged directory swap,
-sha256 of files, an inter-process lock; and row-wise L2 normalization.
+sha256 of files, an inter-process lock, the one JSON reader; and row-wise L2 normalization.
 
 Atomic write (`atomic_open`, `atomic_write_bytes`/`_text`/`_json`): the bytes go to a
 unique temporary file in the target's directory (``tempfile``, so two processes never
@@ -15,6 +15,11 @@ leaves only the backup: readers find it with `locate_dir` and read it in place; 
 the next writer moves it back (`restore_backup`). Temporary directories of dead
 processes are removed by the next swap. Two writers swapping one path at the same time
 are not supported: hold a `file_lock`.
+
+JSON reader (`read_json`, `parse_json`): any malformed input, JSON nested deeper than the
+parser goes included (Python raises RecursionError there), is one `JSONReadError` whose
+``reason`` is a few words for a one-line message (``nested too deeply``, ``not a JSON
+object``, ``UnicodeDecodeError``, ...).
 
 Not here: what a file means or what to do when one is corrupt (the callers decide).
 """
@@ -247,6 +252,33 @@ def sha256_and_size(path: str | os.PathLike) -> tuple[str, int]:
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes, read in blocks."""
     return sha256_and_size(path)[0]
+
+
+# ----------------------------------------------------------------- JSON
+class JSONReadError(ValueError):
+    """Bytes or a file that are not the JSON asked for; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_json(data: bytes | str, *, want_object: bool = False) -> Any:
+    """The JSON value in ``data`` (UTF-8 bytes or text); with ``want_object`` a dict.
+    `JSONReadError` for anything else, also for JSON nested too deeply to parse."""
+    try:
+        value = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
+        raise JSONReadError(reason) from None
+    if want_object and not isinstance(value, dict):
+        raise JSONReadError("not a JSON object")
+    return value
+
+
+def read_json(path: str | os.PathLike, *, want_object: bool = False) -> Any:
+    """`parse_json` of a file's bytes (OSError as ``open`` raises it)."""
+    return parse_json(Path(path).read_bytes(), want_object=want_object)
 
 
 # ----------------------------------------------------------------- lock

@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ._io import JSONReadError, parse_json
 from .errors import UserError
 from .server import API_KEY_ENV, FINGERPRINT_FIELD
 
@@ -239,8 +240,8 @@ class RemoteEncoder:
                 )
             raise ServerUnavailableError(f"{self.url} answered {what} with HTTP {status}: {detail}")
         try:
-            return json.loads(payload)
-        except (ValueError, RecursionError):
+            return parse_json(payload)
+        except JSONReadError:
             raise self._malformed(what, "not JSON") from None
 
     def _too_slow(self, what: str) -> ServerUnavailableError:

@@ -196,18 +196,18 @@ PROSE_DEFAULTS: tuple[ProseDefault, ...] = (
     ),
     ProseDefault(
         "docs/training.md",
-        r"default model's untrained base, `([\w.-]+)` \(`loading.DEFAULT_BASE`\)",
-        _const("llm2vec_retrieval.loading:DEFAULT_BASE"),
+        r"default model's untrained base, `([\w.-]+)` \(`sources.DEFAULT_BASE`\)",
+        _const("llm2vec_retrieval.sources:DEFAULT_BASE"),
     ),
     ProseDefault(
         "README.md",
         r"`([\w.-]+)`, the default \(`llm2vec_retrieval.DEFAULT_MODEL`\)",
-        _const("llm2vec_retrieval.loading:DEFAULT_MODEL"),
+        _const("llm2vec_retrieval.sources:DEFAULT_MODEL"),
     ),
     ProseDefault(
         "docs/cli.md",
         r"\| `--model M`, `--adapter A` \| `([\w.-]+)`, none \|",
-        _const("llm2vec_retrieval.loading:DEFAULT_MODEL"),
+        _const("llm2vec_retrieval.sources:DEFAULT_MODEL"),
     ),
     ProseDefault("docs/hybrid.md", r"`rrf_k = (\d+)`", _const(f"{_INDEX}:DEFAULT_RRF_K")),
     ProseDefault(

@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from . import hardware, loading, packing, quantize, st_compat
+from . import fingerprint, hardware, merge_cache, packing, quantize, sources, st_compat
 from .batching import token_budget_batches
 from .bidirectional import (
     SUPPORTED_MODEL_TYPES,
@@ -45,6 +44,7 @@ from .bidirectional import enable_bidirectional as make_bidirectional
 from .config import EncoderConfig
 from .instructions import get_instruction
 from .pooling import pool
+from .progress import progress_bar
 from .text import repair_surrogates, repair_texts, warn_repaired
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class LLM2Vec(torch.nn.Module):
                 raise hardware.DtypeUnavailableError(reason)
             hf_kwargs["dtype"] = torch.float32
 
-        base_path = loading.resolve_model_path(base_model_name_or_path)
+        base_path = sources.resolve_model_path(base_model_name_or_path)
         peft_path = (
             os.fspath(peft_model_name_or_path) if peft_model_name_or_path is not None else None
         )
@@ -232,7 +232,7 @@ class LLM2Vec(torch.nn.Module):
 
         model, tokenizer, inner_adapter = _load_base(base_path, hf_kwargs)
         if peft_path is not None:
-            model = loading.apply_adapter(model, peft_path, merge=merge_peft or int8)
+            model = sources.apply_adapter(model, peft_path, merge=merge_peft or int8)
         model.eval()
         declared = getattr(model.config, "is_causal", None)  # set by exported LLM2Vec checkpoints
         if declared is None and is_bidirectional(model):
@@ -254,10 +254,10 @@ class LLM2Vec(torch.nn.Module):
         source = {
             "model": _model_label(base_model_name_or_path, base_path),
             "model_path": base_path,
-            "model_digest": loading.folder_digest(base_path),
+            "model_digest": fingerprint.folder_digest(base_path),
             "inner_adapter": inner_adapter,
             "adapter": peft_path,
-            "adapter_digest": loading.folder_digest(peft_path, ("adapter_model.*",))
+            "adapter_digest": fingerprint.folder_digest(peft_path, ("adapter_model.*",))
             if peft_path
             else None,
         }
@@ -291,21 +291,9 @@ class LLM2Vec(torch.nn.Module):
         return next(self.model.parameters()).device
 
     def fingerprint(self) -> dict:
-        """What determines the vectors: compare two fingerprints to know if indexes are compatible."""
-        return {
-            "model": self.source.get("model"),
-            "model_digest": self.source.get("model_digest"),
-            "adapter_digest": self.source.get("adapter_digest"),
-            "pooling_mode": self.config.pooling_mode,
-            "bidirectional": self.config.enable_bidirectional,
-            "skip_instruction": self.config.skip_instruction,
-            "query_instruction": self.config.query_instruction,
-            "document_instruction": self.config.document_instruction,
-            "normalize": self.config.normalize,
-            "max_length": self.config.max_length,
-            "doc_max_length": self.config.doc_max_length,
-            "dim": self.embedding_dim,
-        }
+        """What determines the vectors: compare two fingerprints to know if indexes are
+        compatible (see `llm2vec_retrieval.fingerprint.encoder_fingerprint`)."""
+        return fingerprint.encoder_fingerprint(self)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts of `texts` without special tokens (lone surrogates count as U+FFFD)."""
@@ -645,9 +633,7 @@ class LLM2Vec(torch.nn.Module):
             lengths = [len(ids) for ids in rows["input_ids"]]
             batches = token_budget_batches(lengths, self.config.max_batch_tokens, batch_size)
             device = self.device
-            with tqdm(
-                total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar
-            ) as bar:
+            with progress_bar(len(pairs), "Encoding", "text", bool(show_progress_bar)) as bar:
                 for batch in batches:
                     features = self._collate(
                         [rows["input_ids"][i] for i in batch],
@@ -928,24 +914,18 @@ def _as_pairs(sentences) -> list[tuple[str, str]]:
 
 
 def _hf_kwargs(kwargs: dict) -> dict:
-    """transformers' keyword arguments, the dtype a torch dtype: "auto" (the default, also
-    None) is resolved here by hardware for the device the model loads on (see
-    `hardware.resolve_dtype`), never handed to transformers, where it means the checkpoint's."""
+    """transformers' keyword arguments, the dtype a torch dtype: a name is parsed by
+    `hardware.resolve_dtype`, "auto" (the default, also None) resolved by hardware for the
+    device the model loads on, never handed to transformers, where it means the checkpoint's."""
     hf = dict(kwargs)
     if "torch_dtype" in hf:  # transformers 5 renamed it
         hf.setdefault("dtype", hf.pop("torch_dtype"))
-    dtype = hf.get("dtype", hardware.DEFAULT_DTYPE)
-    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
-        choice = hardware.resolve_dtype("auto", hardware.load_device(hf))
-        logger.info("%s", choice.describe("dtype="))
+    dtype = hf.get("dtype")
+    if not isinstance(dtype, torch.dtype):
+        choice = hardware.resolve_dtype(dtype, hardware.load_device(hf))
+        if choice.asked == "auto":
+            logger.info("%s", choice.describe("dtype="))
         dtype = choice.dtype
-    elif isinstance(dtype, str):
-        try:
-            dtype = getattr(torch, dtype)
-        except AttributeError:
-            raise ValueError(
-                f"Unknown dtype {dtype!r}. Use e.g. 'float32', 'bfloat16', 'float16' or 'auto'"
-            ) from None
     hf["dtype"] = dtype
     return hf
 
@@ -954,13 +934,13 @@ def _load_base(path: str, hf_kwargs: dict):
     """Base model + tokenizer; an adapter folder (official MNTP layout) is merged into its base."""
     from transformers import AutoModel, AutoTokenizer
 
-    inner_base = loading.read_adapter_base(path) if os.path.isdir(path) else None
-    weights_path = loading.resolve_model_path(inner_base) if inner_base is not None else path
-    with loading.quiet_transformers():
+    inner_base = sources.read_adapter_base(path) if os.path.isdir(path) else None
+    weights_path = sources.resolve_model_path(inner_base) if inner_base is not None else path
+    with sources.quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(path if _has_tokenizer(path) else weights_path)
         try:
             model = (
-                loading.load_merged(path, weights_path, hf_kwargs)
+                merge_cache.load_merged(path, weights_path, hf_kwargs)
                 if inner_base is not None
                 else AutoModel.from_pretrained(weights_path, **hf_kwargs)
             )
@@ -1001,8 +981,8 @@ def _has_tokenizer(path: str) -> bool:
 
 def _model_label(requested, resolved: str) -> str:
     if requested is None:
-        return loading.DEFAULT_MODEL
-    key = loading.embedded_name(os.fspath(requested))
+        return sources.DEFAULT_MODEL
+    key = sources.embedded_name(os.fspath(requested))
     if key is not None:
         return key
     name = _recorded_name(resolved)

@@ -9,7 +9,10 @@ far slower than float32, so "auto" picks float32 there.
 The flag logic is pure (``parse_cpuinfo``, ``cpu_dtype``) so that it is tested on any
 machine; ``read_cpu_features`` reads /proc/cpuinfo (Linux) or sysctl (macOS). Nothing here
 loads a model: ``resolve_dtype`` turns a user's choice ("auto", "float32", "bfloat16",
-"float16", "int8") into a `DtypeChoice`.
+"float16", "int8") into a `DtypeChoice`. Dtype names are parsed here only: `DTYPES` is the
+table of names (a new one is a row there), `dtype_name` reads a name or a torch dtype,
+`torch_dtype` gives the torch dtype and `weight_dtype` checks a dtype to save weights in
+(training's export and combine).
 
 "int8" loads float32 weights and quantizes the linear layers (`llm2vec_retrieval.quantize`:
 int8 weights per output channel, int8 activations per call, VNNI/AMX kernels). "auto" picks it
@@ -39,17 +42,27 @@ __all__ = [
     "CpuFeatures",
     "DtypeChoice",
     "DtypeUnavailableError",
+    "DTYPES",
+    "WEIGHT_DTYPES",
+    "compute_dtype",
     "cpu_dtype",
+    "dtype_name",
     "load_device",
     "parse_cpuinfo",
     "pick_dtype",
     "read_cpu_features",
     "resolve_dtype",
+    "torch_dtype",
+    "weight_dtype",
 ]
 
-#: What a user may ask for; "auto" picks by hardware (`pick_dtype`). "int8": CPU only, the
-#: linear layers quantized when the encoder loads (`llm2vec_retrieval.quantize`).
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "int8")
+#: Dtype name -> the torch attribute it names: the one table of dtype names. "int8": CPU only,
+#: the linear layers quantized when the encoder loads (`llm2vec_retrieval.quantize`).
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "int8": "int8"}
+#: What a user may ask for; "auto" picks by hardware (`pick_dtype`).
+DTYPE_CHOICES = ("auto", *DTYPES)
+#: What trained weights may be saved in (`weight_dtype`).
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 #: What every entry point (Python API, CLI, integrations) encodes in unless told otherwise.
 DEFAULT_DTYPE = "auto"
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -92,9 +105,7 @@ class DtypeChoice:
     @property
     def dtype(self) -> Any:
         """The torch dtype (imports torch)."""
-        import torch
-
-        return getattr(torch, self.name)
+        return torch_dtype(self.name)
 
     def describe(self, option: str = "--dtype") -> str:
         """One line for a start-up message, e.g. ``encoding in bfloat16 (CPU has avx512_bf16;
@@ -241,18 +252,7 @@ def resolve_dtype(
     ``choice``: one of `DTYPE_CHOICES` or a torch dtype; None means `DEFAULT_DTYPE`
     ("auto"). ValueError, listing the valid choices, for anything else.
     """
-    if choice is None:
-        choice = DEFAULT_DTYPE
-    if not isinstance(choice, str):  # a torch dtype
-        name = str(choice).removeprefix("torch.")
-        if name not in DTYPE_CHOICES[1:]:
-            raise ValueError(
-                f"unsupported dtype {choice!r}; valid choices: {', '.join(DTYPE_CHOICES)}"
-            )
-        choice = name
-    key = choice.strip().lower()
-    if key not in DTYPE_CHOICES:
-        raise ValueError(f"unknown dtype {choice!r}; valid choices: {', '.join(DTYPE_CHOICES)}")
+    key = dtype_name(DEFAULT_DTYPE if choice is None else choice, allow_auto=True)
     if key == "auto":
         name, reason = _auto(device, features)
         return DtypeChoice(name, "auto", reason)
@@ -268,6 +268,36 @@ def resolve_dtype(
         if features is not None and features.arch != "unknown" and not features.bf16_flags:
             caveat = cpu_dtype(features)[1]
     return DtypeChoice(key, key, "as asked", caveat)
+
+
+def dtype_name(value: Any, allow_auto: bool = False) -> str:
+    """The name in `DTYPES` of ``value``: a name (any case; "auto" too with ``allow_auto``)
+    or a torch dtype. ValueError, listing the valid choices, for anything else."""
+    choices = DTYPE_CHOICES if allow_auto else tuple(DTYPES)
+    if not isinstance(value, str):  # a torch dtype
+        name = str(value).removeprefix("torch.")
+        if name not in DTYPES:
+            raise ValueError(f"unsupported dtype {value!r}; valid choices: {', '.join(choices)}")
+        return name
+    key = value.strip().lower()
+    if key not in choices:
+        raise ValueError(f"unknown dtype {value!r}; valid choices: {', '.join(choices)}")
+    return key
+
+
+def torch_dtype(value: Any) -> Any:
+    """The torch dtype a name in `DTYPES` (or a torch dtype) names (imports torch)."""
+    import torch
+
+    return getattr(torch, DTYPES[dtype_name(value)])
+
+
+def weight_dtype(value: Any) -> Any:
+    """The torch dtype to save trained weights in, for a name in `WEIGHT_DTYPES`; ValueError
+    listing them for anything else."""
+    if not isinstance(value, str) or value not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown dtype {value!r}. Valid choices are: {', '.join(WEIGHT_DTYPES)}")
+    return torch_dtype(value)
 
 
 def compute_dtype(encoder: Any) -> str | None:

@@ -39,7 +39,9 @@ import numpy as np
 
 from ._io import LockedError, atomic_open, atomic_write_json, file_lock, sha256_file
 from .errors import UserError
-from .index.errors import IndexCorruptedError, as_saved, check_fingerprint, fingerprint_diff
+from .fingerprint import as_saved, check_fingerprint, fingerprint_diff
+from .index.errors import IndexCorruptedError
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from .ingest.manifest import FileEntry, IndexManifest
@@ -464,7 +466,7 @@ def build_index_from_shards(
         lexical=lexical,
         **chosen,
     )
-    bar = _bar(shards.count, show_progress_bar)
+    bar = progress_bar(shards.count, "Indexing shards", "chunk", show_progress_bar)
     try:
         _add_rows(store, shards, chosen.get("train_threshold"), batch_rows, seed, bar)
     finally:
@@ -548,21 +550,4 @@ def _take(b: ShardBatch, rows: np.ndarray) -> ShardBatch:
         texts=[b.texts[i] for i in rows],
         metadatas=[b.metadatas[i] for i in rows],
         vectors=b.vectors[rows],
-    )
-
-
-def _bar(total: int, enabled: bool | None):
-    if enabled is False:
-        return None
-    import sys
-
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        unit="chunk",
-        desc="Indexing shards",
-        disable=None if enabled is None else False,
-        file=sys.stderr,
-        dynamic_ncols=True,
     )

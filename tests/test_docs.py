@@ -132,8 +132,8 @@ def test_stale_table_fails_the_check_and_is_rewritten(docs_copy: Path, capsys):
         # the trainer's default model
         (
             "docs/training.md",
-            "untrained base, `gemma3-270m` (`loading.DEFAULT_BASE`)",
-            "untrained base, `gemma3-270m-llm2vec` (`loading.DEFAULT_BASE`)",
+            "untrained base, `gemma3-270m` (`sources.DEFAULT_BASE`)",
+            "untrained base, `gemma3-270m-llm2vec` (`sources.DEFAULT_BASE`)",
             "quotes gemma3-270m-llm2vec, the code says gemma3-270m",
         ),
     ],

@@ -127,38 +127,39 @@ def _dtype_of(encoder) -> torch.dtype:
     return next(encoder.model.parameters()).dtype
 
 
-def test_encoder_cache_is_per_dtype(tiny_llama):
-    from llm2vec_retrieval.encoders import encoder_dtype
+def test_encoder_cache_is_per_dtype(tiny_llama, tmp_path):
+    from llm2vec_retrieval.ingest import Indexer, IndexFolder, IndexSettings
     from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
     spec = embedder_spec(tiny_llama, None)
-    default = encoder_from_spec(spec)  # outside a scope: "auto", the default everywhere
+    default = encoder_from_spec(spec)  # no dtype given: "auto", the default everywhere
     assert _dtype_of(default) == resolve_dtype("auto").dtype
     fp32 = encoder_from_spec(spec, "float32")
     assert _dtype_of(fp32) == torch.float32
     bf16 = encoder_from_spec(spec, "bfloat16")
     assert _dtype_of(bf16) == torch.bfloat16 and bf16 is not fp32
+    half = encoder_from_spec(spec, "float16")
+    assert encoder_from_spec(spec, "float16") is half and _dtype_of(half) == torch.float16
+    # the Indexer takes the dtype as an argument and says it once, before it first encodes
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"{i}.txt").write_text(f"text number {i} about rivers")
     seen = []
-    with encoder_dtype("float16", on_encode=seen.append) as choice:
-        assert choice.name == "float16"
-        half = encoder_from_spec(spec)
-        assert encoder_from_spec(spec) is half and not seen  # said before encoding, not on load
-        half.encode_documents(["one"])
-        half.encode_documents(["two"])
-    assert _dtype_of(half) == torch.float16 and [c.name for c in seen] == ["float16"]
-    with encoder_dtype("float16", on_encode=seen.append):
-        encoder_from_spec(spec)  # loaded, never used: nothing said, and the hook is gone after
-    half.encode_documents(["three"])
-    assert len(seen) == 1
+    folder = IndexFolder(tmp_path / "idx")
+    settings = IndexSettings(model=tiny_llama, root=str(tmp_path))
+    indexer = Indexer(folder, settings, dtype="float16", on_encode=lambda: seen.append(1))
+    assert indexer.run([corpus]).indexed and seen == [1]  # said once, for several files
+    assert encoder_from_spec(spec, "float16") is half  # the Indexer loaded the same one
+    again = Indexer(folder, settings, dtype="float16", on_encode=lambda: seen.append(2))
+    assert again.run([corpus]).indexed == [] and seen == [1]  # nothing embedded: nothing said
     with pytest.raises(ValueError, match="valid choices"):
-        with encoder_dtype("bogus"):
-            pass
+        encoder_from_spec(spec, "bogus")
 
 
 def test_index_built_in_one_dtype_searches_in_the_other(tmp_path, tiny_llama):
     """The dtype is not part of the fingerprint: float32 and bfloat16 vectors of one model
     agree closely, so neither refuses the other's index (a different model still is)."""
-    from llm2vec_retrieval.encoders import encoder_dtype
     from llm2vec_retrieval.ingest import Indexer, IndexFolder, IndexSettings, Searcher
 
     corpus = tmp_path / "corpus"
@@ -171,8 +172,9 @@ def test_index_built_in_one_dtype_searches_in_the_other(tmp_path, tiny_llama):
     for name, text in texts.items():
         (corpus / name).write_text(text)
     folder = IndexFolder(tmp_path / "idx")
-    with encoder_dtype("float32"):
-        Indexer(folder, IndexSettings(model=tiny_llama, root=str(tmp_path))).run([corpus])
+    Indexer(folder, IndexSettings(model=tiny_llama, root=str(tmp_path)), dtype="float32").run(
+        [corpus]
+    )
     fp32 = Searcher(folder.path, dtype="float32")
     bf16 = Searcher(folder.path, dtype="bfloat16")  # no FingerprintMismatchError
     assert _dtype_of(bf16.encoder) == torch.bfloat16
@@ -184,6 +186,40 @@ def test_index_built_in_one_dtype_searches_in_the_other(tmp_path, tiny_llama):
     assert ids32[0] == ids16[0]
     # adding to the index in the other dtype is not refused either
     (corpus / "d.txt").write_text("Mountains rise above the clouds.")
-    with encoder_dtype("bfloat16"):
-        report = Indexer(folder, IndexSettings()).run([corpus])
+    report = Indexer(folder, IndexSettings(), dtype="bfloat16").run([corpus])
     assert report.indexed == ["corpus/d.txt"]
+
+
+def test_dtype_names_are_parsed_in_one_table():
+    """Issue 24.3: every dtype name (the encoder's, export's, combine's, the training CLI's)
+    goes through hardware's table."""
+    from llm2vec_retrieval.hardware import (
+        DTYPES,
+        WEIGHT_DTYPES,
+        dtype_name,
+        torch_dtype,
+        weight_dtype,
+    )
+
+    assert dtype_name(" BFloat16 ") == "bfloat16" and dtype_name(torch.float16) == "float16"
+    assert dtype_name("auto", allow_auto=True) == "auto"
+    with pytest.raises(ValueError, match="valid choices: float32, bfloat16, float16"):
+        dtype_name("auto")
+    assert torch_dtype("float32") is torch.float32 and set(WEIGHT_DTYPES) <= set(DTYPES)
+    assert weight_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(ValueError, match="Valid choices are: float32, bfloat16, float16"):
+        weight_dtype("fp8")
+
+
+def test_progress_bars_go_to_stderr_and_a_disabled_one_does_nothing(capsys):
+    from llm2vec_retrieval.progress import progress_bar
+
+    off = progress_bar(3, "Quiet", "item", enabled=False)
+    off.update(3)
+    off.close()
+    on = progress_bar(3, "Loud", "item", enabled=True)
+    on.update(3)
+    on.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "Loud" in err and "Quiet" not in err
+    assert list(progress_bar(None, "Iter", "x", False, iterable=range(3))) == [0, 1, 2]

@@ -318,25 +318,24 @@ def test_fingerprint_mismatch_and_override(tmp_path):
     assert IndexStore.load(tmp_path / "nofp", fingerprint=other).fingerprint == other
 
 
-def test_index_with_an_old_model_digest(tmp_path):
-    """Issue 13.1: digests now cover whole weight files. An index saved with the old
-    (first-MiB) digest of a folder whose later bytes that digest never saw is a one-line
-    error saying what to do. (Old digests that provably name the same files: test_units.)"""
-    from llm2vec_retrieval import loading
-
+def test_index_with_another_model_digest(tmp_path):
+    """An index saved with the digest of other weight files is a one-line error saying what
+    to do, and loads with allow_fingerprint_mismatch (a warning), keeping its own."""
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "model.safetensors").write_bytes(bytes(range(256)) * 8192)  # 2 MiB
-    now = {**FP, "model_digest": loading.folder_digest(ckpt), "dim": DIM}
-    old = {**now, "model_digest": loading.legacy_folder_digest(ckpt)[0]}
+    from llm2vec_retrieval import fingerprint
+
+    now = {**FP, "model_digest": fingerprint.folder_digest(ckpt), "dim": DIM}
+    old = {**now, "model_digest": "0123456789abcdef"}
     s, _ = build("flat", n=10, fingerprint=old)
     s.save(tmp_path / "ix2")
     with pytest.raises(FingerprintMismatchError) as info:
         IndexStore.load(tmp_path / "ix2", fingerprint=now)
-    assert info.value.differing_keys == info.value.legacy_keys == ["model_digest"]
+    assert info.value.differing_keys == ["model_digest"]
     message = str(info.value)
-    assert "\n" not in message and "first MiB" in message and "--rebuild" in message
-    with pytest.warns(UserWarning, match="first MiB"):
+    assert "\n" not in message and "allow_fingerprint_mismatch=True" in message
+    with pytest.warns(UserWarning, match="loading anyway"):
         t = IndexStore.load(tmp_path / "ix2", fingerprint=now, allow_fingerprint_mismatch=True)
     assert t.fingerprint == old
 
@@ -661,7 +660,7 @@ def test_snapshot_round_trip_keeps_everything(tmp_path):
 
 
 def test_check_fingerprint_is_the_one_comparison():
-    from llm2vec_retrieval.index.errors import DimensionMismatchError, check_fingerprint
+    from llm2vec_retrieval.fingerprint import DimensionMismatchError, check_fingerprint
 
     saved = {"model": "a", "dim": 8}
     assert check_fingerprint(saved, None) == saved

@@ -179,3 +179,25 @@ def test_indexer_refuses_a_folder_another_indexer_holds(tmp_path):
         indexer = Indexer(IndexFolder(tmp_path / "idx"), IndexSettings(model="unused"))
         with pytest.raises(IndexFolderError, match="another process is indexing"):
             indexer.run([tmp_path / "docs"])
+
+
+# -- the one JSON reader (issue 24.3) -----------------------------------------------
+def test_read_json_says_why_in_a_few_words(tmp_path):
+    from llm2vec_retrieval._io import JSONReadError, parse_json, read_json
+
+    path = tmp_path / "x.json"
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path, want_object=True) == {"a": [1, 2]}
+    assert parse_json(b"[1]") == [1]
+    for data, reason in (
+        ("[" * 100_000, "nested too deeply"),
+        ("{not json", "JSONDecodeError"),
+        (b"\xff", "UnicodeDecodeError"),
+    ):
+        with pytest.raises(JSONReadError) as info:
+            parse_json(data)
+        assert info.value.reason == reason and isinstance(info.value, ValueError)
+    with pytest.raises(JSONReadError, match="not a JSON object"):
+        parse_json("[1, 2]", want_object=True)
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "missing.json")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import llm2vec_retrieval
-from llm2vec_retrieval import loading
+from llm2vec_retrieval import sources
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEGRATIONS = {
@@ -92,7 +92,7 @@ def test_core_wheel_ships_py_typed_license_and_notice(core_wheel):
     assert "\nLicense-Expression: MIT AND LicenseRef-Gemma-Terms-of-Use\n" in meta
     assert "\nLicense-File: LICENSE\n" in meta and "\nLicense-File: NOTICE\n" in meta
     assert "License :: " not in meta  # no license classifier beside the expression (PEP 639)
-    default = loading.EMBEDDED_MODELS[loading.DEFAULT_BASE].distribution
+    default = sources.EMBEDDED_MODELS[sources.DEFAULT_BASE].distribution
     assert re.search(rf'Requires-Dist: {default}>=[\d.]+; extra == "default-model"', meta)
 
 
@@ -108,7 +108,7 @@ def test_notice_names_the_gemma_terms():
         "ai.google.dev/gemma/terms.",
     ):
         assert needed in " ".join(notice.split()), needed
-    adapter = loading.shipped_adapter_dir(loading.DEFAULT_MODEL) / "README.md"
+    adapter = sources.shipped_adapter_dir(sources.DEFAULT_MODEL) / "README.md"
     for text in ((ROOT / "README.md").read_text(), adapter.read_text()):
         assert "https://ai.google.dev/gemma/terms" in text
         assert "https://ai.google.dev/gemma/prohibited_use_policy" in text

@@ -9,21 +9,21 @@ import json
 
 import pytest
 
-from llm2vec_retrieval import DEFAULT_MODEL, SHIPPED_ADAPTERS, loading
+from llm2vec_retrieval import DEFAULT_MODEL, SHIPPED_ADAPTERS, sources
 
 MAX_BYTES = 20 * 1000 * 1000  # issue 7: at most 20 MB inside the package
 
 
 @pytest.fixture(params=sorted(SHIPPED_ADAPTERS))
 def adapter(request):
-    return request.param, loading.shipped_adapter_dir(request.param)
+    return request.param, sources.shipped_adapter_dir(request.param)
 
 
 def test_default_model_is_a_shipped_adapter_on_an_embedded_base():
     assert DEFAULT_MODEL in SHIPPED_ADAPTERS
-    assert SHIPPED_ADAPTERS[DEFAULT_MODEL] in loading.EMBEDDED_MODELS
-    assert loading.resolve_model_path(None) == str(loading.shipped_adapter_dir(DEFAULT_MODEL))
-    assert loading.embedded_name(None) == DEFAULT_MODEL
+    assert SHIPPED_ADAPTERS[DEFAULT_MODEL] in sources.EMBEDDED_MODELS
+    assert sources.resolve_model_path(None) == str(sources.shipped_adapter_dir(DEFAULT_MODEL))
+    assert sources.embedded_name(None) == DEFAULT_MODEL
 
 
 def test_official_layout_and_size(adapter):
@@ -40,7 +40,7 @@ def test_official_layout_and_size(adapter):
     cfg = json.loads((folder / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA"
     assert cfg["base_model_name_or_path"] == SHIPPED_ADAPTERS[name]
-    assert loading.read_adapter_base(str(folder)) == SHIPPED_ADAPTERS[name]
+    assert sources.read_adapter_base(str(folder)) == SHIPPED_ADAPTERS[name]
     official = json.loads((folder / "llm2vec_config.json").read_text())
     assert set(official) == {"pooling_mode", "max_length", "doc_max_length", "skip_instruction"}
     assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.bin"))

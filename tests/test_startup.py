@@ -1,4 +1,4 @@
-"""Fast start (issue 16.2): the merged-adapter cache of `loading.load_merged`.
+"""Fast start (issue 16.2): the merged-adapter cache of `merge_cache.load_merged`.
 
 An official-layout adapter folder (adapter + the base named in adapter_config.json) is
 merged into its base once per dtype and read back from the cache afterwards. The cached
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm2vec_retrieval import LLM2Vec, loading
+from llm2vec_retrieval import LLM2Vec, cachedir, merge_cache, sources
 from llm2vec_retrieval.hardware import resolve_dtype
 
 TEXTS = ["how do I resume training", "Rivers flood after heavy rain."]
@@ -53,8 +53,8 @@ def _lora_folder(base: str, out, seed: int = 0) -> str:
 def cache(tmp_path, monkeypatch):
     """A private cache root; every adapter folder counts as shipped (merge cached)."""
     root = tmp_path / "cache"
-    monkeypatch.setenv(loading.CACHE_ENV, str(root))
-    monkeypatch.setattr(loading, "caches_merge", lambda folder: True)
+    monkeypatch.setenv(cachedir.CACHE_ENV, str(root))
+    monkeypatch.setattr(merge_cache, "caches_merge", lambda folder: True)
     return root
 
 
@@ -73,7 +73,7 @@ def _encode(folder: str, dtype) -> np.ndarray:
 
 def _uncached(folder: str, dtype, monkeypatch) -> np.ndarray:
     with monkeypatch.context() as m:
-        m.setattr(loading, "caches_merge", lambda f: False)
+        m.setattr(merge_cache, "caches_merge", lambda f: False)
         return _encode(folder, dtype)
 
 
@@ -86,13 +86,13 @@ def test_cached_merge_gives_the_uncached_vectors(tiny_llama, tmp_path, cache, mo
     built = _encode(folder, dtype)  # merges and writes the entry
     (entry,) = _entries(cache)
     assert f"-{str(dtype).removeprefix('torch.')}-" in entry
-    info = json.loads((cache / "merged" / entry / loading.MERGED_MARKER).read_text())
-    assert info["dtype"] == str(dtype) and info["format"] == loading.MERGED_FORMAT
+    info = json.loads((cache / "merged" / entry / merge_cache.MERGED_MARKER).read_text())
+    assert info["dtype"] == str(dtype) and info["format"] == merge_cache.MERGED_FORMAT
 
     def no_merge(*a, **k):
         raise AssertionError("a cached merge must not merge again")
 
-    monkeypatch.setattr(loading, "apply_adapter", no_merge)
+    monkeypatch.setattr(merge_cache, "apply_adapter", no_merge)
     loaded = LLM2Vec.from_pretrained(folder, torch_dtype=dtype)
     hit = loaded.encode_queries(TEXTS)
     np.testing.assert_array_equal(built, reference)
@@ -128,7 +128,7 @@ def test_damaged_entry_is_merged_again(tiny_llama, tmp_path, cache, caplog):
     weights = cache / "merged" / entry / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
 
-    with caplog.at_level("WARNING", logger=loading.__name__):
+    with caplog.at_level("WARNING", logger=merge_cache.__name__):
         again = _encode(folder, torch.float32)
     np.testing.assert_array_equal(again, good)
     assert "merging again" in caplog.text
@@ -155,21 +155,21 @@ def test_unwritable_cache_still_loads(tiny_llama, tmp_path, cache, monkeypatch):
 
 
 def test_only_shipped_adapters_are_cached(tmp_path):
-    assert loading.caches_merge(loading.shipped_adapter_dir(loading.DEFAULT_MODEL))
-    assert not loading.caches_merge(tmp_path)
+    assert merge_cache.caches_merge(sources.shipped_adapter_dir(sources.DEFAULT_MODEL))
+    assert not merge_cache.caches_merge(tmp_path)
 
 
 def test_a_cached_merge_loads_without_peft(tiny_llama, tmp_path, cache):
     """A second process reads the merged weights: peft (and its imports) stay out."""
     folder = _lora_folder(tiny_llama, tmp_path / "adapter")
     code = (
-        "import sys, llm2vec_retrieval.loading as L\n"
+        "import sys, llm2vec_retrieval.merge_cache as L\n"
         "L.caches_merge = lambda f: True\n"
         "from llm2vec_retrieval import LLM2Vec\n"
         f"v = LLM2Vec.from_pretrained({folder!r}).encode_queries(['hi'])\n"
         "print('peft' in sys.modules, v.shape)\n"
     )
-    env = {**os.environ, loading.CACHE_ENV: str(cache), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, cachedir.CACHE_ENV: str(cache), "OMP_NUM_THREADS": "1"}
     runs = [
         subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
@@ -186,15 +186,15 @@ def test_a_cached_merge_loads_without_peft(tiny_llama, tmp_path, cache):
 def test_default_model_cached_merge_gives_the_uncached_query_vector(tmp_path, monkeypatch):
     """The real default (bf16, as `search` runs it here): cached merge == merge at load."""
     try:
-        base = loading.resolve_model_path(loading.DEFAULT_BASE)
-    except loading.ModelNotInstalledError as exc:
+        base = sources.resolve_model_path(sources.DEFAULT_BASE)
+    except sources.ModelNotInstalledError as exc:
         pytest.skip(str(exc))
     root = tmp_path / "cache"
     (root / "models").mkdir(parents=True)
-    os.symlink(base, root / "models" / loading.DEFAULT_BASE)  # the dequantized base, reused
-    monkeypatch.setenv(loading.CACHE_ENV, str(root))
+    os.symlink(base, root / "models" / sources.DEFAULT_BASE)  # the dequantized base, reused
+    monkeypatch.setenv(cachedir.CACHE_ENV, str(root))
     with monkeypatch.context() as m:
-        m.setattr(loading, "caches_merge", lambda f: False)
+        m.setattr(merge_cache, "caches_merge", lambda f: False)
         reference = LLM2Vec.from_pretrained(dtype=torch.bfloat16).encode_queries(TEXTS)
     built = LLM2Vec.from_pretrained(dtype=torch.bfloat16).encode_queries(TEXTS)
     assert len(_entries(root)) == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm2vec_retrieval import loading
+from llm2vec_retrieval import fingerprint, sources
 from llm2vec_retrieval.batching import token_budget_batches
 from llm2vec_retrieval.config import EncoderConfig
 from llm2vec_retrieval.instructions import (
@@ -86,24 +86,26 @@ def test_folder_digest_covers_whole_files(tmp_path):
     built with one loaded silently against the other."""
     a = _checkpoint(tmp_path / "a", b"\x02")
     b = _checkpoint(tmp_path / "b", b"\x03")
-    cache = loading.DigestCache()  # memory only
-    assert loading.legacy_folder_digest(a)[0] == loading.legacy_folder_digest(b)[0]  # the bug
-    da, db = loading.folder_digest(a, cache=cache), loading.folder_digest(b, cache=cache)
+    cache = fingerprint.DigestCache()  # memory only
+    assert (a / "model.safetensors").read_bytes()[:MIB] == (b / "model.safetensors").read_bytes()[
+        :MIB
+    ]
+    da, db = fingerprint.folder_digest(a, cache=cache), fingerprint.folder_digest(b, cache=cache)
     assert da != db
     assert len(da) == 16 and int(da, 16) >= 0
-    assert loading.folder_digest(tmp_path / "missing") is None
+    assert fingerprint.folder_digest(tmp_path / "missing") is None
 
 
 def test_digest_cache_reads_each_file_once(tmp_path):
     folder = _checkpoint(tmp_path / "ckpt", b"\x02")
     cache_file = tmp_path / "cache" / "digests.json"
-    cache = loading.DigestCache(cache_file)
-    first = loading.folder_digest(folder, cache=cache)
+    cache = fingerprint.DigestCache(cache_file)
+    first = fingerprint.folder_digest(folder, cache=cache)
     assert cache.hashed == 2  # config.json and model.safetensors
-    assert loading.folder_digest(folder, cache=cache) == first and cache.hashed == 2
+    assert fingerprint.folder_digest(folder, cache=cache) == first and cache.hashed == 2
     # another process (a fresh cache on the same file) reads nothing either
-    again = loading.DigestCache(cache_file)
-    assert loading.folder_digest(folder, cache=again) == first and again.hashed == 0
+    again = fingerprint.DigestCache(cache_file)
+    assert fingerprint.folder_digest(folder, cache=again) == first and again.hashed == 0
     saved = json.loads(cache_file.read_text())["files"]
     assert set(saved) == {str(folder / "config.json"), str(folder / "model.safetensors")}
 
@@ -114,8 +116,8 @@ def test_digest_cache_misses_a_rewrite_that_keeps_size_and_mtime(tmp_path):
     again, whether it replaced the file (new inode) or was written into it (new ctime)."""
     folder = _checkpoint(tmp_path / "ckpt", b"\x02")
     weights = folder / "model.safetensors"
-    cache = loading.DigestCache(tmp_path / "digests.json")
-    seen = {loading.folder_digest(folder, cache=cache)}
+    cache = fingerprint.DigestCache(tmp_path / "digests.json")
+    seen = {fingerprint.folder_digest(folder, cache=cache)}
     for tail, in_place in ((b"\x04", False), (b"\x05", True)):
         st = weights.stat()
         time.sleep(0.05)  # past the kernel's timestamp granularity
@@ -131,7 +133,7 @@ def test_digest_cache_misses_a_rewrite_that_keeps_size_and_mtime(tmp_path):
         now = weights.stat()
         assert (now.st_size, now.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
         assert (now.st_ino == st.st_ino) == in_place
-        digest = loading.folder_digest(folder, cache=cache)
+        digest = fingerprint.folder_digest(folder, cache=cache)
         assert digest not in seen
         seen.add(digest)
     assert cache.hashed == 4  # 2 files, then model.safetensors twice
@@ -139,54 +141,58 @@ def test_digest_cache_misses_a_rewrite_that_keeps_size_and_mtime(tmp_path):
 
 def test_corrupt_digest_cache_is_ignored_and_rewritten(tmp_path):
     folder = _checkpoint(tmp_path / "ckpt", b"\x02")
-    expected = loading.folder_digest(folder, cache=loading.DigestCache())
+    expected = fingerprint.folder_digest(folder, cache=fingerprint.DigestCache())
     cache_file = tmp_path / "digests.json"
     for garbage in ("{not json", "[" * 100_000, '{"format": 1, "files": {"x": [1]}}', "\xff"):
         cache_file.write_text(garbage, encoding="utf-8", errors="surrogateescape")
-        cache = loading.DigestCache(cache_file)
-        assert loading.folder_digest(folder, cache=cache) == expected and cache.hashed == 2
+        cache = fingerprint.DigestCache(cache_file)
+        assert fingerprint.folder_digest(folder, cache=cache) == expected and cache.hashed == 2
         assert len(json.loads(cache_file.read_text())["files"]) == 2
     # an entry that lies about a file's hash but has its current stat is believed: the
     # cache is keyed by the stat, never by content (so it reads nothing)
     data = json.loads(cache_file.read_text())
     data["files"][str(folder / "model.safetensors")][4] = "0" * 64
     cache_file.write_text(json.dumps(data))
-    assert loading.folder_digest(folder, cache=loading.DigestCache(cache_file)) != expected
+    assert fingerprint.folder_digest(folder, cache=fingerprint.DigestCache(cache_file)) != expected
 
 
-def test_old_digests_of_indexes_built_before_whole_file_hashing(tmp_path):
-    """A digest saved by an older version matches when it provably names the same files
-    (the shipped default adapter; folders whose files all fit in the first MiB), and is a
-    one-line "rebuild or allow" error when it cannot tell."""
-    from llm2vec_retrieval.index import FingerprintMismatchError
-    from llm2vec_retrieval.index.errors import fingerprint_diff
+def test_a_digest_of_other_files_is_a_plain_mismatch(tmp_path):
+    """Digests are compared as they are: no older digest scheme is recognised any more (the
+    package was never released with one), so an index whose saved digest names other files
+    is a one-line mismatch that says how to load it anyway."""
+    from llm2vec_retrieval.fingerprint import FingerprintMismatchError, fingerprint_diff
 
-    # An index built with the v1 default (old digest 65aa..., whose full digest is listed in
-    # SHIPPED_LEGACY_DIGESTS) no longer matches: the shipped adapter was retrained since.
-    shipped = loading.shipped_adapter_dir(loading.DEFAULT_MODEL)
-    current = loading.folder_digest(shipped)
-    assert loading.SHIPPED_LEGACY_DIGESTS["65aa107b6bea08d9"] != current
-    old_fp = {"model": loading.DEFAULT_MODEL, "model_digest": "65aa107b6bea08d9", "dim": 640}
+    shipped = sources.shipped_adapter_dir(sources.DEFAULT_MODEL)
+    current = fingerprint.folder_digest(shipped)
+    old_fp = {"model": sources.DEFAULT_MODEL, "model_digest": "65aa107b6bea08d9", "dim": 640}
     assert fingerprint_diff(old_fp, {**old_fp, "model_digest": current}) == ["model_digest"]
-    # ...while that v1 digest still names v1's files exactly
-    assert loading.compare_digest("65aa107b6bea08d9", "f08e9ab4f34e83a5") == "same"
-
-    small = tmp_path / "small"
-    small.mkdir()
-    (small / "model.safetensors").write_bytes(b"\x05" * 1000)
-    old = loading.legacy_folder_digest(small)[0]
-    assert (
-        fingerprint_diff({"model_digest": old}, {"model_digest": loading.folder_digest(small)})
-        == []
-    )
-
     big = _checkpoint(tmp_path / "big", b"\x02")
-    old, new = loading.legacy_folder_digest(big)[0], loading.folder_digest(big)
-    assert loading.compare_digest(old, new) == "legacy"
-    diff = fingerprint_diff({"model_digest": old}, {"model_digest": new})
+    new = fingerprint.folder_digest(big)
+    assert fingerprint_diff({"model_digest": new}, {"model_digest": new}) == []
+    diff = fingerprint_diff({"model_digest": "0123456789abcdef"}, {"model_digest": new})
     assert diff == ["model_digest"]
-    err = FingerprintMismatchError({"model_digest": old}, {"model_digest": new}, diff)
-    assert err.legacy_keys == ["model_digest"] and "\n" not in str(err)
-    assert "--rebuild" in str(err) and "allow_fingerprint_mismatch=True" in str(err)
-    # an unrelated digest stays a plain mismatch
-    assert loading.compare_digest("0123456789abcdef", new) == "different"
+    err = FingerprintMismatchError(
+        {"model_digest": "0123456789abcdef"}, {"model_digest": new}, diff
+    )
+    assert "\n" not in str(err) and "allow_fingerprint_mismatch=True" in str(err)
+    assert not hasattr(fingerprint, "legacy_folder_digest")
+
+
+def test_the_index_store_does_not_import_the_weight_loader():
+    """Issue 24.3: index/ compares fingerprints through `fingerprint`, which knows nothing
+    of where weights come from (sources, merge_cache, models): no module of index/ or
+    fingerprint.py imports them."""
+    import ast
+
+    import llm2vec_retrieval
+
+    root = Path(llm2vec_retrieval.__file__).parent
+    files = [*sorted((root / "index").glob("*.py")), root / "fingerprint.py"]
+    loader = {"sources", "merge_cache", "models", "loading", "encoder"}
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = {(node.module or "").rsplit(".", 1)[-1]} | {a.name for a in node.names}
+                found += [f"{path.name}: {n}" for n in sorted(names & loader)]
+    assert len(files) > 5 and found == []

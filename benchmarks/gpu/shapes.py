@@ -67,11 +67,11 @@ def write_shapes(out: Path) -> dict:
     """config + tokenizer of each embedded model, and the Mistral-7B shape (SmolLM2's tokenizer)."""
     from transformers import AutoTokenizer, MistralConfig
 
-    from llm2vec_retrieval import loading
+    from llm2vec_retrieval import sources
 
     sizes = {}
     for name in EMBEDDED:
-        src, dst = Path(loading.resolve_model_path(name)), out / name
+        src, dst = Path(sources.resolve_model_path(name)), out / name
         dst.mkdir(parents=True, exist_ok=True)
         for f in SHAPE_FILES:
             if (src / f).is_file():

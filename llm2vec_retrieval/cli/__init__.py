@@ -22,15 +22,13 @@ they encode. Heavy imports (torch, transformers, faiss, FastAPI) happen inside t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import traceback
-from typing import Any
 
 from .. import __version__
 from ..errors import UserError
-from ..index.filters import FilterSyntaxError, parse_filter_expressions
+from ..index.filters import FilterSyntaxError
 from . import (
     cache,
     demo,
@@ -44,20 +42,15 @@ from . import (
     serve,
     train,
 )
-from .common import CommandParser, add_global_args, eprint, say_dtype, wrap
-from .demo import DEMO_CORPUS, DEMO_SEARCHES, PROJECT_ROOT
+from .common import CommandParser, add_global_args, eprint, wrap
 from .info import index_info
 
 __all__ = [
-    "DEMO_CORPUS",
-    "DEMO_SEARCHES",
-    "PROJECT_ROOT",
     "FilterSyntaxError",
     "UserError",
     "build_parser",
     "index_info",
     "main",
-    "parse_filters",
 ]
 
 COMMANDS = (
@@ -79,9 +72,6 @@ BUG_HINT = (
     "(this is a bug in llm2vec-retrieval, not a problem with your input: please report it "
     "with the traceback above; --debug shows tracebacks of one-line errors too)"
 )
-
-#: `--filter` expressions -> a store filter; the parser lives with the filter language.
-parse_filters = parse_filter_expressions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,13 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        with _dtype_scope(args):
-            if train.is_training_command(args.func):
-                rc = train.run(args.func, args)
-            else:
-                rc = args.func(args)
-            sys.stdout.flush()  # here, so that a reader gone away is seen below
-            return rc
+        _check_dtype(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone away is seen below
+        return rc
     except KeyboardInterrupt:
         eprint("interrupted")
         return 130
@@ -167,15 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _dtype_scope(args: argparse.Namespace) -> Any:
-    """For a command that loads a model: its --dtype resolved (UserError for a bad one) for
-    every encoder it loads (`args.dtype_choice`), and one stderr line saying which dtype runs
-    and why, before the first text is encoded (an error before that stays one line; a run
-    that embeds nothing says nothing). `serve` says it in its start-up log instead."""
+def _check_dtype(args: argparse.Namespace) -> None:
+    """For a command that loads a model: its --dtype resolved (`args.dtype_choice`, for the
+    stderr line `say_dtype` prints before the first text is encoded); a bad one is a
+    `UserError` before anything loads. Each command hands ``args.encoder_dtype`` to the
+    encoder it loads."""
     choice = getattr(args, "encoder_dtype", None)
     if choice is None:
-        return contextlib.nullcontext()
-    from ..encoders import encoder_dtype
+        return
     from ..hardware import DTYPE_CHOICES, DtypeUnavailableError, resolve_dtype
 
     try:
@@ -186,8 +172,6 @@ def _dtype_scope(args: argparse.Namespace) -> Any:
         raise UserError(
             f"unknown --dtype {choice!r}; valid choices: {', '.join(DTYPE_CHOICES)}"
         ) from None
-    say = (lambda _: say_dtype(args)) if getattr(args, "says_dtype", True) else None
-    return encoder_dtype(choice, on_encode=say)
 
 
 if __name__ == "__main__":

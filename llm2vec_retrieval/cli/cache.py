@@ -1,6 +1,6 @@
 """`cache info` and `cache clear`: what the model cache holds, and freeing it.
 
-The cache (`loading.cache_dir()`: $LLM2VEC_RETRIEVAL_CACHE, else
+The cache (`cachedir.cache_dir()`: $LLM2VEC_RETRIEVAL_CACHE, else
 $XDG_CACHE_HOME/llm2vec_retrieval, else ~/.cache/llm2vec_retrieval) holds what the model
 loader writes: `models/NAME` (an embedded or local GGUF model dequantized to safetensors),
 `merged/ADAPTER-DTYPE-KEY` (the shipped adapter merged into its base, one per compute
@@ -130,7 +130,7 @@ def remove_entry(root: Path, entry: CacheEntry) -> None:
 
 
 def register(sub: Subparsers) -> None:
-    from ..loading import CACHE_ENV
+    from ..cachedir import CACHE_ENV
 
     cache = sub.add_parser(
         "cache",
@@ -172,7 +172,7 @@ def register(sub: Subparsers) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..loading import cache_dir
+    from ..cachedir import cache_dir
     from .info import format_bytes
 
     root = cache_dir()
@@ -203,7 +203,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    from ..loading import cache_dir
+    from ..cachedir import cache_dir
     from .info import format_bytes
 
     root = cache_dir()

@@ -182,11 +182,12 @@ def open_searcher(args: argparse.Namespace) -> Searcher:
 
     try:
         with reading_inputs():
-            return Searcher(
+            searcher = Searcher(
                 args.dir,
                 model=args.model,
                 adapter=args.adapter,
                 allow_fingerprint_mismatch=args.allow_mismatch,
+                dtype=args.encoder_dtype,
             )
     except DimensionMismatchError as exc:
         raise UserError(
@@ -198,6 +199,7 @@ def open_searcher(args: argparse.Namespace) -> Searcher:
         raise mismatch(
             exc, args.dir, "pass --allow-mismatch to use it anyway, or re-index with --rebuild"
         ) from None
+    return searcher
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):

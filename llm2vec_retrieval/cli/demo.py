@@ -19,6 +19,7 @@ from .common import (
     eprint,
     print_results,
     reading_inputs,
+    say_dtype,
     wrap,
 )
 
@@ -39,7 +40,7 @@ def demo_sources() -> tuple[Path, Path, Path]:
     The project's ``docs/`` in a source checkout (a ``pyproject.toml`` of this project beside
     the package: a ``docs`` folder some other distribution put in site-packages is not
     ours), else the corpus shipped in the package."""
-    from ..loading import cache_dir
+    from ..cachedir import cache_dir
 
     pyproject = PROJECT_ROOT / "pyproject.toml"
     docs = PROJECT_ROOT / "docs"
@@ -93,17 +94,19 @@ def run(args: argparse.Namespace) -> int:
     folder = IndexFolder(index_dir)
     print(f"indexing {docs} into {folder.path}")
     settings = IndexSettings(model=args.model, root=str(root), rebuild=args.rebuild)
+    options = {"dtype": args.encoder_dtype, "on_encode": lambda: say_dtype(args)}
     with reading_inputs():
         try:
-            report = Indexer(folder, settings).run([docs])
+            report = Indexer(folder, settings, **options).run([docs])
         except FingerprintMismatchError:  # built with another model: start over
             settings.rebuild = True
-            report = Indexer(folder, settings).run([docs])
+            report = Indexer(folder, settings, **options).run([docs])
     for src, reason in report.skipped:
         eprint(f"skipped {src}: {reason}")
     print(summary(report, folder))
     with reading_inputs():
-        searcher = Searcher(folder.path, model=args.model)
+        searcher = Searcher(folder.path, model=args.model, dtype=args.encoder_dtype)
+    say_dtype(args)  # next: the queries are encoded
     enc = searcher.encoder
     assert enc is not None  # opened with a model (not lexical-only)
     print(

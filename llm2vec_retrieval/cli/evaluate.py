@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import UserError
-from .common import Formatter, Subparsers, add_model_args, reading_inputs, wrap
+from ..hardware import compute_dtype
+from .common import Formatter, Subparsers, add_model_args, reading_inputs, say_dtype, wrap
 
 
 def register(sub: Subparsers) -> None:
@@ -82,7 +83,9 @@ def _eval_encoder(args: argparse.Namespace):
     from ..ingest.folder import embedder_spec, encoder_from_spec
 
     with reading_inputs():
-        return _DtypeKeyed(encoder_from_spec(embedder_spec(args.model, args.adapter)))
+        encoder = encoder_from_spec(embedder_spec(args.model, args.adapter), args.encoder_dtype)
+    say_dtype(args)  # next: the first texts are encoded
+    return _DtypeKeyed(encoder)
 
 
 class _DtypeKeyed:
@@ -97,8 +100,6 @@ class _DtypeKeyed:
         return getattr(self._encoder, name)
 
     def fingerprint(self) -> dict:
-        from ..hardware import compute_dtype  # "int8" for a quantized model (float32 params)
-
         return {**self._encoder.fingerprint(), "dtype": compute_dtype(self._encoder)}
 
 

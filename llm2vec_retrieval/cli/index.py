@@ -13,6 +13,7 @@ from .common import (
     mismatch,
     print_json,
     reading_inputs,
+    say_dtype,
     wrap,
 )
 
@@ -134,7 +135,13 @@ def run(args: argparse.Namespace) -> int:
         follow_symlinks=args.follow_symlinks,
     )
     existed = folder.exists()
-    indexer = Indexer(folder, settings, show_progress_bar=args.progress)
+    indexer = Indexer(
+        folder,
+        settings,
+        show_progress_bar=args.progress,
+        dtype=args.encoder_dtype,
+        on_encode=lambda: say_dtype(args),
+    )
     try:
         with reading_inputs():
             report = indexer.run(args.sources)

@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..hardware import compute_dtype
 from ..index.filters import compile_filter, parse_filter_expressions
 from ..server import SERVER_ENV
 from ..text import check_query
@@ -21,6 +22,7 @@ from .common import (
     open_searcher,
     print_results,
     reading_inputs,
+    say_dtype,
     wrap,
 )
 
@@ -169,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     fusion, alpha = resolve_fusion(args.fusion, args.alpha, searcher.hybrid_default)
 
     def query(s: Searcher):
+        if mode != "lexical" and compute_dtype(s.encoder) is not None:
+            say_dtype(args)  # a model loaded here encodes the query next
         return s.search(
             args.query,
             k=args.k,

@@ -195,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
             from ..ingest.folder import embedder_spec, encoder_from_spec
 
             with reading_inputs():
-                encoder = encoder_from_spec(embedder_spec(args.model, args.adapter))
+                encoder = encoder_from_spec(
+                    embedder_spec(args.model, args.adapter), args.encoder_dtype
+                )
         try:
             service = srv.EmbeddingService(
                 encoder,

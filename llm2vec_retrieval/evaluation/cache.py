@@ -9,7 +9,7 @@ of a JSON key made of:
   different file never hits another entry's vectors);
 - the side (``"query"`` or ``"document"``) and the instruction (``None`` allowed).
 
-Embedders without a ``fingerprint()`` method are never cached: nothing would tell two of them
+Embedders without a ``fingerprint()`` method (`fingerprint.embedder_fingerprint` is None) are never cached: nothing would tell two of them
 apart. A small ``.json`` file next to each ``.npy`` records the key for inspection.
 
 Default folder: ``benchmarks/.cache/`` in the project checkout, overridden by the environment
@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_open, atomic_write_json
+from ..fingerprint import embedder_fingerprint
 from .data import checksum_texts
 
-__all__ = ["EmbeddingCache", "cache_key", "default_cache_dir", "encode_cached", "get_fingerprint"]
+__all__ = ["EmbeddingCache", "cache_key", "default_cache_dir", "encode_cached"]
 
 CACHE_ENV = "LLM2VEC_BENCH_CACHE"
 SIDES = ("query", "document")
@@ -44,19 +45,6 @@ def default_cache_dir() -> Path:
     if not (project_root / "pyproject.toml").exists():  # installed, not a checkout
         project_root = Path.cwd()
     return project_root / "benchmarks" / ".cache"
-
-
-def get_fingerprint(embedder: Any) -> dict | None:
-    """The embedder's ``fingerprint()`` dict, or None when it has none (or returns None)."""
-    fp = getattr(embedder, "fingerprint", None)
-    if fp is None or not callable(fp):
-        return None
-    value = fp()
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise TypeError(f"fingerprint() must return a dict, got {type(value).__name__}")
-    return value
 
 
 def _key_payload(fingerprint: dict, data_checksum: str, side: str, instruction: str | None) -> dict:
@@ -125,7 +113,7 @@ def encode_cached(
     Returns ``(embeddings as float32 [n, dim], whether it came from the cache)``.
     """
     texts = list(texts)
-    fingerprint = get_fingerprint(embedder) if cache is not None else None
+    fingerprint = embedder_fingerprint(embedder) if cache is not None else None
     key = meta = None
     if cache is not None and fingerprint is not None:
         data_checksum = checksum_texts(texts)

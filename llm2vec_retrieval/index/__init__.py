@@ -12,12 +12,12 @@ loading an ``IndexStore`` then raises ``ImportError`` with the install hint.
     store.save("my_index"); store = IndexStore.load("my_index", fingerprint=embedder_fp)
 """
 
-from .errors import (
+from ..fingerprint import (
     DimensionMismatchError,
     FingerprintMismatchError,
-    IndexCorruptedError,
     UnverifiedEmbedderError,
 )
+from .errors import IndexCorruptedError
 from .filters import compile_filter
 from .fusion import DEFAULT_RRF_K, FUSIONS
 from .kinds import DEFAULT_PARAMS, KINDS, METRICS, check_index_config

@@ -71,8 +71,9 @@ from .._io import (
     sha256_and_size,
     staged_dir,
 )
+from ..fingerprint import as_saved, check_fingerprint
 from ._faiss import get_faiss
-from .errors import IndexCorruptedError, as_saved, check_fingerprint
+from .errors import IndexCorruptedError
 from .kinds import KINDS, METRICS, make_backend, resolve_params
 from .snapshot import StoredDoc, StoreSnapshot
 

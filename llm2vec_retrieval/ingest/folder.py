@@ -243,11 +243,10 @@ def embedder_spec(model: str | None, adapter: str | None) -> dict[str, Any]:
 
 
 def encoder_from_spec(spec: dict[str, Any], dtype: Any = None) -> LLM2Vec:
-    """The encoder an embedder spec records (`embedder_spec`), via `encoders.load_encoder`
-    with its per-process cache: the recorded local paths when they still exist, else the
-    names as given. ``dtype``: as `load_encoder` takes it (None: the enclosing
-    `encoder_dtype` block's, else float32)."""
-    from ..encoders import load_encoder
+    """The encoder an embedder spec records (`embedder_spec`): `models.load_encoder` with
+    its per-process cache, on the recorded local paths when they still exist, else the
+    names as given. ``dtype``: as `load_encoder` takes it (None: "auto")."""
+    from ..models import load_encoder
 
     def pick(path_key: str, name_key: str) -> str | None:
         path = spec.get(path_key)
@@ -259,7 +258,7 @@ def encoder_from_spec(spec: dict[str, Any], dtype: Any = None) -> LLM2Vec:
 
 
 def describe_embedder(spec: dict[str, Any]) -> str:
-    from ..loading import DEFAULT_MODEL
+    from ..sources import DEFAULT_MODEL
 
     text = spec.get("model") or f"{DEFAULT_MODEL} (default)"
     if spec.get("adapter"):

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._io import LockedError, file_lock
 from .chunking import DEFAULT_WINDOW_CHARS
@@ -161,10 +162,18 @@ class Indexer:
         folder: IndexFolder,
         settings: IndexSettings,
         show_progress_bar: bool | None = None,
+        *,
+        dtype: Any = None,
+        on_encode: Callable[[], None] | None = None,
     ):
+        """``dtype``: the encoder's compute dtype, as `models.load_encoder` takes it (None:
+        "auto"). ``on_encode``: called once, right before the run's first text is encoded
+        (the CLI says which dtype runs; a run that embeds nothing calls it never)."""
         self.folder = folder
         self.settings = settings
         self.show_progress_bar = show_progress_bar
+        self.dtype = dtype
+        self.on_encode = on_encode
         #: The report of the current (or last) run; its ``commits`` say what an interrupted
         #: run kept.
         self.report = IndexReport()
@@ -192,7 +201,12 @@ class Indexer:
                 raise IndexFolderError(f"another process is indexing {self.folder.path}") from None
             try:
                 return IndexRun(
-                    self.folder, self.settings, self.report, self.show_progress_bar
+                    self.folder,
+                    self.settings,
+                    self.report,
+                    self.show_progress_bar,
+                    dtype=self.dtype,
+                    on_encode=self.on_encode,
                 ).execute(sources)
             finally:
                 if not existed and not self.report.commits and not self.folder.has_store():

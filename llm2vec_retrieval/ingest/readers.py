@@ -440,11 +440,3 @@ def _read_pdf(path: Path, data: bytes) -> tuple[list[Segment], list[str]]:
     except Exception as exc:  # pypdf raises many types on damaged files
         raise SkipFile(f"unreadable PDF ({type(exc).__name__}: {str(exc)[:100]})") from None
     return segments, []
-
-
-def pdf_supported() -> bool:
-    try:
-        import pypdf  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -23,9 +23,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .._io import sha256_and_size
 from ..errors import InvalidInputError, UserError
 from ..hardware import compute_dtype
+from ..progress import progress_bar
 from .chunking import Position, ResumeError, check_chunking, iter_chunks
 from .committer import Committer
 from .folder import FILES_FILE, IndexFolder, IndexFolderError
@@ -114,11 +114,15 @@ class IndexRun:
         settings: IndexSettings,
         report: IndexReport,
         show_progress_bar: bool | None = None,
+        dtype: Any = None,
+        on_encode: Callable[[], None] | None = None,
     ):
         self.folder = folder
         self.settings = settings
         self.report = report
         self.show_progress_bar = show_progress_bar
+        self.dtype = dtype  # as `models.load_encoder` takes it (None: "auto")
+        self.on_encode = on_encode  # called once, right before the first text is encoded
         self.store: IndexStore | None = None
         self.buffer: list[tuple[str, str, dict[str, Any]]] = []  # (id, text, metadata)
         self.stored: Stored = {}  # the chunks the store holds, per source
@@ -175,10 +179,10 @@ class IndexRun:
     def encoder(self) -> LLM2Vec:
         """The embedder, loaded on first need and checked against the index."""
         if self._encoder is None:
-            from ..index.errors import check_fingerprint
+            from ..fingerprint import check_fingerprint
             from .folder import encoder_from_spec
 
-            encoder = encoder_from_spec(self.manifest.embedder)
+            encoder = encoder_from_spec(self.manifest.embedder, self.dtype)
             limit, chunk_tokens = encoder.config.doc_max_length, self.manifest.chunking.chunk_tokens
             if chunk_tokens > limit:
                 raise InvalidInputError(
@@ -424,7 +428,11 @@ class IndexRun:
         while self.buffer and (all_ or len(self.buffer) >= ENCODE_BATCH):
             batch = self.buffer[:ENCODE_BATCH]
             del self.buffer[:ENCODE_BATCH]
-            vectors = self.encoder().encode_documents([t for _, t, _ in batch])
+            encoder = self.encoder()
+            if self.on_encode is not None:
+                self.on_encode, said = None, self.on_encode
+                said()
+            vectors = encoder.encode_documents([t for _, t, _ in batch])
             self.store.add(
                 [i for i, _, _ in batch], vectors, [t for _, t, _ in batch], [m for *_, m in batch]
             )
@@ -490,18 +498,7 @@ class _CountingReader:
         return text
 
 
-def _progress_bar(total: int, enabled: bool | None):
-    if enabled is False or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc="Indexing",
-        disable=None if enabled is None else False,
-        dynamic_ncols=True,
-        file=sys.stderr,
+def _progress_bar(total: int, enabled: bool | None) -> Any:
+    return progress_bar(
+        total, "Indexing", "B", enabled if total else False, unit_scale=True, unit_divisor=1024
     )

@@ -52,7 +52,7 @@ class Searcher:
     The embedder is the one recorded in the folder unless ``model``/``adapter`` are given;
     its fingerprint must match the store's (FingerprintMismatchError otherwise, unless
     ``allow_fingerprint_mismatch``). ``dtype`` is the encoder's compute dtype ("auto", "float32",
-    "bfloat16", "float16"; None: the enclosing ``encoder_dtype`` block's, else float32); it
+    "bfloat16", "float16"; None: "auto"); it
     is not part of the fingerprint, so an index built in one dtype is searched in another.
 
     ``lexical_only``: open the index for lexical (BM25) searches only, without loading the

@@ -16,6 +16,7 @@ import dataclasses
 import typing
 from typing import Any
 
+from ..hardware import WEIGHT_DTYPES
 from .config import STAGES, TrainConfig, build_config, config_class
 
 _ALIASES = {"lr": ["--learning-rate"], "data": [], "output": ["-o"]}
@@ -113,7 +114,7 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "--dtype",
         default="float32",
-        choices=["float32", "bfloat16", "float16"],
+        choices=WEIGHT_DTYPES,
         help="saved weight dtype",
     )
     export.add_argument(
@@ -141,7 +142,7 @@ def register(subparsers: Any) -> None:
     combine.add_argument(
         "--dtype",
         default="float32",
-        choices=["float32", "bfloat16", "float16"],
+        choices=WEIGHT_DTYPES,
         help="saved weight dtype",
     )
     combine.add_argument(

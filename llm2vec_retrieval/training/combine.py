@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from ..errors import InvalidInputError, MissingInputError
+from ..hardware import weight_dtype
 from .folders import staged_folder
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])(?:\.default)?\.weight$")
 # copied from the last stage next to the combined weights (tokenizer, encoder configs, ...)
 _SKIP = {
@@ -101,8 +101,10 @@ def combine_adapters(
     """
     if not adapters:
         raise InvalidInputError("combine needs at least one adapter folder")
-    if dtype not in DTYPES:
-        raise InvalidInputError(f"unknown dtype {dtype!r}. Valid choices are: {', '.join(DTYPES)}")
+    try:
+        saved_dtype = weight_dtype(dtype)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
     if rank is not None and (not isinstance(rank, int) or rank <= 0):
         raise InvalidInputError(f"rank must be a positive integer or None (exact), got {rank!r}")
     output = Path(output)
@@ -146,8 +148,8 @@ def combine_adapters(
             total = float(s.pow(2).sum())
             err = float(s[new_rank:].pow(2).sum() / total) ** 0.5 if total > 0 else 0.0
         errors.append(err)
-        tensors[f"{name}.lora_A.weight"] = a_new.to(DTYPES[dtype]).contiguous()
-        tensors[f"{name}.lora_B.weight"] = b_new.to(DTYPES[dtype]).contiguous()
+        tensors[f"{name}.lora_A.weight"] = a_new.to(saved_dtype).contiguous()
+        tensors[f"{name}.lora_B.weight"] = b_new.to(saved_dtype).contiguous()
 
     last_cfg = read[-1][0]
     cfg = dict(last_cfg)

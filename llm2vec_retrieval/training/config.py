@@ -54,7 +54,7 @@ from typing import Any
 
 from .._io import atomic_write_json
 from ..errors import InvalidInputError, MissingExtraError, MissingInputError
-from ..loading import DEFAULT_BASE, DEFAULT_MODEL
+from ..sources import DEFAULT_BASE, DEFAULT_MODEL
 
 STAGES = ("mntp", "simcse", "supervised")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -24,11 +24,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import torch
-
 from ..bidirectional import is_bidirectional, set_bidirectional
 from ..config import EncoderConfig
 from ..errors import InvalidInputError
+from ..hardware import weight_dtype
 from .folders import patch_json, staged_folder
 from .modeling import input_embeddings, load_training_base
 
@@ -61,15 +60,10 @@ def export_model(
         raise InvalidInputError(
             f"output folder {output} is not empty (pass --overwrite to replace it)"
         )
-    torch_dtype = {
-        "float32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "float16": torch.float16,
-    }.get(dtype)
-    if torch_dtype is None:
-        raise InvalidInputError(
-            f"unknown dtype {dtype!r}. Valid choices are: float32, bfloat16, float16"
-        )
+    try:
+        torch_dtype = weight_dtype(dtype)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
     encoder = load_training_base(model, adapters)
     saved = EncoderConfig.read_saved(adapters[-1])
     saved.pop("enable_bidirectional", None)

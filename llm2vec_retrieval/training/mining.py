@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..progress import progress_bar
 from .data import Example
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -83,8 +84,6 @@ def mine_hard_negatives(
 
 
 def _mine_source(examples, out, rows, max_ratio, depth, stats, source, progress) -> None:
-    from tqdm.auto import tqdm
-
     from ..index.lexical import LexicalIndex
 
     # the pool: every distinct positive text of this source; pool index = lexical iid = row
@@ -103,9 +102,8 @@ def _mine_source(examples, out, rows, max_ratio, depth, stats, source, progress)
     lex.add(range(len(texts)), lex.tokenize(texts))
     depth = min(depth, len(texts))
     batch = 512
-    for start in tqdm(
-        range(0, len(rows), batch), desc=f"mining {source}", unit="batch", disable=not progress
-    ):
+    starts = range(0, len(rows), batch)
+    for start in progress_bar(None, f"mining {source}", "batch", progress, iterable=starts):
         chunk = rows[start : start + batch]
         for i, qids in zip(chunk, lex.query_ids([examples[i].query for i in chunk]), strict=True):
             ex = examples[i]

@@ -1,6 +1,6 @@
 """Models for training, built from the encoder's own loading, tokenization and pooling code.
 
-- `load_training_base(cfg)`: `LLM2Vec.from_pretrained` (the same supported-model checks, GGUF
+- `load_training_base(cfg)`: `models.load_encoder` in float32 (the same supported-model checks, GGUF
   defaults, official MNTP-folder bases and bidirectional switch as inference), then the
   `init_adapter` folders merged in order (each stage starts from the previous stage's
   adapter merged into the base, as in the paper).
@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from .. import loading
+from .. import sources
 from ..bidirectional import UnsupportedModelError
 from ..config import EncoderConfig
 from ..encoder import LLM2Vec
 from ..errors import MissingInputError
+from ..models import load_encoder
 from .folders import patch_json
 from .losses import mntp_loss
 
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
 def base_reference(model: str | None) -> str:
     """What to record as the adapter's base: an embedded name, or an absolute folder path."""
     if model is None:
-        return loading.DEFAULT_BASE
-    key = loading.embedded_name(model)
+        return sources.DEFAULT_BASE
+    key = sources.embedded_name(model)
     if key is not None:
         return key
     return os.path.abspath(model) if os.path.exists(model) else model
@@ -65,22 +66,24 @@ def load_training_base(
     hf_kwargs: dict | None = None,
     **encoder_kwargs,
 ) -> LLM2Vec:
-    """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode.
+    """The encoder of `model` with `init_adapters` merged, bidirectional, in eval mode: a
+    thin caller of `models.load_encoder` (the one way to get an encoder; never downloads).
 
-    `model=None` is the default model's untrained base (`loading.DEFAULT_BASE`): training starts
+    `model=None` is the default model's untrained base (`sources.DEFAULT_BASE`): training starts
     from a base, not from the shipped adapter (name `gemma3-270m-llm2vec` to continue from it).
     Loaded in float32 unless `hf_kwargs` names a dtype: training and export want full
     precision, whatever the encoder's default ("auto", bfloat16 on native-bf16 hardware).
     """
     if model is None:
-        model = loading.DEFAULT_BASE
+        model = sources.DEFAULT_BASE
     for a in init_adapters:
         check_adapter_folder(a)
-    hf_kwargs = {"dtype": torch.float32, **(hf_kwargs or {})}
-    encoder = LLM2Vec.from_pretrained(model, **encoder_kwargs, **hf_kwargs)
+    hf_kwargs = dict(hf_kwargs or {})
+    dtype = hf_kwargs.pop("dtype", hf_kwargs.pop("torch_dtype", torch.float32))
+    encoder = load_encoder(model, dtype=dtype, **encoder_kwargs, **hf_kwargs)
     if init_adapters:
         for a in init_adapters:
-            encoder.model = loading.apply_adapter(encoder.model, a)
+            encoder.model = sources.apply_adapter(encoder.model, a)
         encoder.source["init_adapters"] = [os.path.abspath(a) for a in init_adapters]
     encoder.model.eval()
     return encoder
@@ -163,8 +166,8 @@ def weights_folder(encoder: LLM2Vec) -> str:
     path = encoder.source.get("model_path")
     if not path:
         raise UnsupportedModelError("the encoder records no model_path: its weights cannot be read")
-    inner = loading.read_adapter_base(path) if path and os.path.isdir(path) else None
-    return loading.resolve_model_path(inner) if inner is not None else path
+    inner = sources.read_adapter_base(path) if path and os.path.isdir(path) else None
+    return sources.resolve_model_path(inner) if inner is not None else path
 
 
 def input_embeddings(model: torch.nn.Module) -> torch.nn.Embedding:

@@ -51,6 +51,7 @@ import torch
 from .._io import atomic_write_json, atomic_write_text, restore_backup, staged_dir
 from ..config import EncoderConfig
 from ..errors import InvalidInputError
+from ..progress import progress_bar
 from . import data as data_mod
 from .config import TrainConfig
 from .modeling import (
@@ -374,17 +375,9 @@ class Trainer:
         return self._finish()
 
     def _train_loop(self) -> None:
-        from tqdm.auto import tqdm
-
         cfg, acc = self.cfg, self.accelerator
-        bar = tqdm(
-            total=cfg.max_steps,
-            initial=self.step,
-            desc=cfg.stage,
-            unit="step",
-            disable=not (cfg.progress and acc.is_main_process),
-            dynamic_ncols=True,
-        )
+        enabled = cfg.progress and acc.is_main_process
+        bar = progress_bar(cfg.max_steps, cfg.stage, "step", enabled, initial=self.step)
         try:
             while self.step < cfg.max_steps:
                 t0 = time.perf_counter()

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..index.errors import check_fingerprint
+from ..fingerprint import check_fingerprint
+from ..progress import progress_bar
 from .rows import storable_metadata, wide_int_note
 from .targets import Target, check_collection, parse_target
 
@@ -131,7 +132,7 @@ def load_shards(
             sink.plan(shards, batch_rows)
         # a collection keeps the manifest of its first load (also under allow_fingerprint_mismatch)
         sink.create(collection_meta(shards) if stored is None else stored)
-        bar = _bar(shards.count, show_progress_bar, f"Loading into {parsed.kind}")
+        bar = progress_bar(shards.count, f"Loading into {parsed.kind}", "row", show_progress_bar)
         # LanceDB's plan names the keys that are text in every row (one type per column)
         planned_text = frozenset(getattr(sink, "text_keys", ()))
         text_keys: set[str] = set(planned_text)
@@ -154,18 +155,3 @@ def load_shards(
         print(wide_int_note(text_keys), file=sys.stderr)
     seconds = time.perf_counter() - start
     return LoadResult(parsed.describe(), collection, rows, count, seconds, sorted(text_keys))
-
-
-def _bar(total: int, enabled: bool | None, desc: str) -> Any:
-    if enabled is False:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        unit="row",
-        desc=desc,
-        disable=None if enabled is None else False,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )

@@ -11,8 +11,9 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from llm2vec_retrieval.encoders import load_encoder
+from llm2vec_retrieval.fingerprint import encoder_fingerprint
 from llm2vec_retrieval.hardware import resolve_dtype
+from llm2vec_retrieval.models import load_encoder
 from llm2vec_retrieval.shared import encoder_lock, split_dtype
 from llm2vec_retrieval.text import check_query
 
@@ -108,12 +109,12 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
         The encoder's own fingerprint (model digest, pooling, lengths, ...) with the
         instructions and normalisation this wrapper actually uses.
         """
-        return {
-            **self.encoder.fingerprint(),
-            "query_instruction": self.query_instruction,
-            "document_instruction": self.document_instruction,
-            "normalize": bool(self.normalize),
-        }
+        return encoder_fingerprint(
+            self.encoder,
+            query_instruction=self.query_instruction,
+            document_instruction=self.document_instruction,
+            normalize=bool(self.normalize),
+        )
 
     @staticmethod
     def _to_lists(vectors: Any) -> list[list[float]]:

@@ -6,7 +6,6 @@ import json
 import math
 import threading
 import uuid
-import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,13 +20,14 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
+from llm2vec_retrieval.fingerprint import embedder_fingerprint
 from llm2vec_retrieval.index import (
     DEFAULT_TEXT_MODE,
     MODES,
     NO_LEXICAL_MESSAGE,
 )
 from llm2vec_retrieval.index.fusion import resolve_fusion
-from llm2vec_retrieval.shared import read_json_object
+from llm2vec_retrieval.shared import check_dimension, load_store
 from llm2vec_retrieval.text import check_query, repair_texts, warn_repaired
 
 __all__ = ["LLM2VecRetriever", "LLM2VecVectorStore", "embeddings_fingerprint"]
@@ -44,24 +44,18 @@ def _index_store_cls() -> type[IndexStore]:
 
 
 # `save_local` keeps the wrapper's own settings in the store's checksummed manifest, under
-# this key of `IndexStore.save(extra=...)`. Folders saved before that kept them in a sidecar
-# JSON file beside the store (`_LEGACY_SIDECAR`): read only when the manifest has no settings
-# of ours (an older save), ignored with a warning beside a newer save, removed by the next save.
+# this key of `IndexStore.save(extra=...)`.
 _EXTRA_KEY = "langchain_llm2vec"
 _FORMAT_VERSION = 2
-_LEGACY_SIDECAR = "langchain_llm2vec.json"
 
 
 def embeddings_fingerprint(embedding: Embeddings) -> dict[str, Any] | None:
     """The embedder fingerprint recorded in saved indexes, or None when unknown.
 
     Embeddings that describe themselves (`LLM2VecEmbeddings.fingerprint()`) get one;
-    any other `Embeddings` is not checked.
+    any other `Embeddings` is not checked (`llm2vec_retrieval.fingerprint.embedder_fingerprint`).
     """
-    method = getattr(embedding, "fingerprint", None)
-    if callable(method):
-        return method()
-    return None
+    return embedder_fingerprint(embedding)
 
 
 # What a search on an index without a BM25 part says, with the LangChain way to add it.
@@ -199,20 +193,15 @@ class LLM2VecVectorStore(VectorStore):
         # "was one given" (LlamaIndex's StorageContext.from_defaults does).
         return True
 
-    def _ensure_store(self, dim: int) -> IndexStore:
-        if self._store is None:
-            self._store = _index_store_cls()(
-                dim,
-                kind=self.index_kind,
-                metric=self.metric,
-                fingerprint=embeddings_fingerprint(self.embedding),
-                **self.index_params,
-            )
-        elif self._store.dim not in (None, dim):  # None: the first add fixes it
-            raise ValueError(
-                f"Embedding dimension {dim} does not match the index dimension {self._store.dim}"
-            )
-        return self._store
+    def _new_store(self) -> IndexStore:
+        """An empty store with this wrapper's settings; the first add fixes its dimension."""
+        return _index_store_cls()(
+            None,
+            kind=self.index_kind,
+            metric=self.metric,
+            fingerprint=embeddings_fingerprint(self.embedding),
+            **self.index_params,
+        )
 
     # -- writes ------------------------------------------------------------------------
     @staticmethod
@@ -264,8 +253,10 @@ class LLM2VecVectorStore(VectorStore):
             metas = [metas[i] for i in keep]
             vectors = vectors[keep]
         with self._lock:
-            store = self._ensure_store(int(vectors.shape[1]))
-            store.add(ids, vectors, texts=texts, metadatas=metas)
+            if self._store is None:
+                self._store = self._new_store()
+            check_dimension(self._store, vectors)
+            self._store.add(ids, vectors, texts=texts, metadatas=metas)
 
     def add_texts(
         self,
@@ -549,24 +540,13 @@ class LLM2VecVectorStore(VectorStore):
         """
         folder = Path(folder_path)
         with self._lock:
-            store = self._store
-            if store is None:  # nothing added yet: an empty store still records the embedder
-                store = _index_store_cls()(
-                    None,
-                    kind=self.index_kind,
-                    metric=self.metric,
-                    fingerprint=embeddings_fingerprint(self.embedding),
-                    **self.index_params,
-                )
+            # nothing added yet: an empty store still records the embedder
+            store = self._store if self._store is not None else self._new_store()
             extra = {
                 **store.extra,
                 _EXTRA_KEY: {"format_version": _FORMAT_VERSION, "search_mode": self.search_mode},
             }
             store.save(folder, extra=extra)
-            # the legacy sidecar was carried into the new version: it says nothing now
-            legacy_file = folder / _LEGACY_SIDECAR
-            if legacy_file.is_file() or legacy_file.is_symlink():
-                legacy_file.unlink(missing_ok=True)
 
     @classmethod
     def load_local(
@@ -587,63 +567,20 @@ class LLM2VecVectorStore(VectorStore):
         (`UnverifiedEmbedderError`, a `FingerprintMismatchError`) unless
         `allow_fingerprint_mismatch=True`; then a query of another dimension than the stored
         vectors is still refused, by the first search (ValueError). The saved `search_mode`
-        comes back unless `search_mode=` is given. A folder saved by an older version (its
-        settings in a `langchain_llm2vec.json` beside the store) loads too; beside a newer
-        save such a file is left unread, with a warning. An index saved before hybrid search
+        comes back unless `search_mode=` is given. An index saved before hybrid search
         existed loads too, without its BM25 part: its default mode is then dense, and
         lexical/hybrid searches raise ValueError until
         `vector_store.store.build_lexical()` (then `save_local` to keep it).
         """
-        from llm2vec_retrieval.index.errors import check_fingerprint
-        from llm2vec_retrieval.index.persistence import MANIFEST_FILE
-
-        folder = Path(folder_path)
         fingerprint = embeddings_fingerprint(embeddings)
         # embeddings without a fingerprint are refused by a store that records one
-        unverified = type(embeddings).__name__ if fingerprint is None else None
-        legacy_file = folder / _LEGACY_SIDECAR
-        has_manifest = (folder / MANIFEST_FILE).exists()
-        legacy = {}
-        if not has_manifest and legacy_file.exists():
-            legacy = read_json_object(legacy_file)
-        if has_manifest or not legacy:
-            store = _index_store_cls().load(
-                folder,
-                fingerprint=fingerprint,
-                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-            )
-            check_fingerprint(
-                store.fingerprint,
-                None,
-                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-                path=folder,
-                unverified=unverified,
-            )
-            settings = store.extra.get(_EXTRA_KEY)
-            if settings is None:  # saved by a version that kept its settings in the sidecar
-                settings = read_json_object(legacy_file) if legacy_file.exists() else {}
-            elif legacy_file.exists():  # a leftover (copied back, restored): not read
-                warnings.warn(
-                    f"ignoring {legacy_file}: a settings file of an older version; this "
-                    "folder keeps its settings in its manifest (save_local removes the file)",
-                    stacklevel=2,
-                )
-        else:  # a legacy folder saved before anything was added: the sidecar alone
-            check_fingerprint(
-                legacy.get("fingerprint"),
-                fingerprint,
-                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-                path=folder,
-                unverified=unverified,
-            )
-            store = _index_store_cls()(
-                None,
-                kind=legacy.get("index_kind", "flat"),
-                metric=legacy.get("metric", "cosine"),
-                fingerprint=legacy.get("fingerprint") or fingerprint,
-                **legacy.get("index_params", {}),
-            )
-            settings = legacy
+        store = load_store(
+            Path(folder_path),
+            fingerprint,
+            allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+            unverified=type(embeddings).__name__ if fingerprint is None else None,
+        )
+        settings = store.extra.get(_EXTRA_KEY) or {}
         search_mode = kwargs.pop("search_mode", settings.get("search_mode"))
         return cls(embeddings, store=store, search_mode=search_mode, **kwargs)
 

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -320,7 +321,7 @@ def test_load_refuses_embeddings_without_a_fingerprint(emb: LLM2VecEmbeddings, t
     """Issue 25: `load_local(dir, FakeEmbeddings(size=...))` loaded with no check, so the
     store was searched with another model. Embeddings that cannot show what they make are
     refused by a store that records its embedder, unless the caller opts out."""
-    from llm2vec_retrieval.index.errors import UnverifiedEmbedderError
+    from llm2vec_retrieval.fingerprint import UnverifiedEmbedderError
 
     LLM2VecVectorStore.from_texts(["rivers flood", "fox"], emb).save_local(tmp_path / "idx")
     fake = DeterministicFakeEmbedding(size=32)  # the stored dimension: only the model differs
@@ -446,48 +447,31 @@ def test_add_texts_repairs_lone_surrogates(emb: LLM2VecEmbeddings) -> None:
     )
 
 
-def test_an_edited_legacy_sidecar_cannot_empty_the_store(emb: LLM2VecEmbeddings, tmp_path) -> None:
+def test_an_edited_sidecar_file_cannot_empty_the_store(emb: LLM2VecEmbeddings, tmp_path) -> None:
     """Issue 13.2: a sidecar edited to "has_store": false made load_local return an empty
-    store, and the next save_local deleted the saved documents. Folders saved by older
-    versions still have that sidecar: the store's own manifest now decides."""
+    store, and the next save_local deleted the saved documents. The store's own manifest
+    decides: a file of that name is never read."""
     store = LLM2VecVectorStore.from_texts(["a", "b", "c"], emb, search_mode="dense")
     store.save_local(tmp_path / "ix")
     legacy = {"format_version": 1, "has_store": False, "search_mode": "lexical"}
     (tmp_path / "ix" / "langchain_llm2vec.json").write_text(json.dumps(legacy))
-    with pytest.warns(UserWarning, match="ignoring"):  # not even read
-        loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
+    loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
     assert len(loaded) == 3 and loaded.search_mode == "dense"  # the manifest's, not the file's
-    loaded.save_local(tmp_path / "ix")  # removes the legacy file, keeps every document
-    assert not (tmp_path / "ix" / "langchain_llm2vec.json").exists()
+    loaded.save_local(tmp_path / "ix")  # keeps every document
     assert len(LLM2VecVectorStore.load_local(tmp_path / "ix", emb)) == 3
 
 
-def test_legacy_folder_saved_empty_still_loads(emb: LLM2VecEmbeddings, tmp_path) -> None:
-    """A folder an older version saved before anything was added holds only its sidecar."""
-    from llm2vec_retrieval.index import FingerprintMismatchError
-
-    (tmp_path / "old").mkdir()
-    legacy = {"format_version": 1, "has_store": False, "index_kind": "flat", "metric": "ip"}
-    legacy |= {"index_params": {}, "fingerprint": emb.fingerprint(), "search_mode": None}
-    (tmp_path / "old" / "langchain_llm2vec.json").write_text(json.dumps(legacy))
-    loaded = LLM2VecVectorStore.load_local(tmp_path / "old", emb)
-    assert len(loaded) == 0 and loaded.metric == "ip"
-    loaded.add_texts(["rivers flood"], ids=["r"])
-    assert [d.id for d in loaded.similarity_search("rivers", k=1)] == ["r"]
-    with pytest.raises(FingerprintMismatchError):
-        LLM2VecVectorStore.load_local(tmp_path / "old", LLM2VecEmbeddings(model=tiny_checkpoint(1)))
-
-
-def test_deeply_nested_sidecar_is_a_one_line_error(emb: LLM2VecEmbeddings, tmp_path) -> None:
-    """Issue 14.5: a saved file nested 100k deep gave a RecursionError traceback (here the
-    legacy sidecar of a folder an older version saved: its settings are read from it)."""
-    from llm2vec_retrieval.index import IndexCorruptedError
-
+def test_a_store_saved_without_settings_loads_with_the_defaults(
+    emb: LLM2VecEmbeddings, tmp_path
+) -> None:
+    """Issue 14.5: a file nested 100k deep beside the store gave a RecursionError traceback;
+    a store saved by `IndexStore.save` (no settings of the wrapper) loads with the defaults,
+    whatever lies beside it."""
     store = LLM2VecVectorStore.from_texts(["a", "b"], emb)
-    store.store.save(tmp_path / "ix")  # as older versions saved: no settings in the manifest
+    store.store.save(tmp_path / "ix")  # no settings in the manifest
     (tmp_path / "ix" / "langchain_llm2vec.json").write_text("[" * 100_000)
-    with pytest.raises(IndexCorruptedError, match="langchain_llm2vec.json: not valid JSON"):
-        LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
+    loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
+    assert len(loaded) == 2 and loaded.search_mode is None
 
 
 @pytest.mark.parametrize(
@@ -501,12 +485,12 @@ def test_deeply_nested_sidecar_is_a_one_line_error(emb: LLM2VecEmbeddings, tmp_p
         None,  # a folder of that name
     ],
 )
-def test_stray_legacy_sidecar_beside_a_new_save_is_ignored(
+def test_stray_sidecar_file_beside_a_save_is_ignored(
     emb: LLM2VecEmbeddings, tmp_path, stray
 ) -> None:
-    """Issue 23.9: a legacy langchain_llm2vec.json left beside a new-format save (restored from
-    a backup, copied along) made load_local fail; the manifest holds the settings, so the
-    file is not read: the folder loads with a warning, and the next save removes it."""
+    """Issue 23.9: a langchain_llm2vec.json left beside a save (restored from a backup,
+    copied along) made load_local fail; the manifest holds the settings, so the file is
+    not read, and not touched."""
     store = LLM2VecVectorStore.from_texts(["a", "b", "c"], emb, ids=["a", "b", "c"])
     store.search_mode = "dense"
     store.save_local(tmp_path / "ix")
@@ -515,10 +499,10 @@ def test_stray_legacy_sidecar_beside_a_new_save_is_ignored(
         legacy.mkdir()
     else:
         legacy.write_text(stray)
-    with pytest.warns(UserWarning, match="ignoring .*langchain_llm2vec.json: a settings file") as w:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not read: nothing to warn about
         loaded = LLM2VecVectorStore.load_local(tmp_path / "ix", emb)
-    assert len(w) == 1
     assert len(loaded) == 3 and loaded.search_mode == "dense"  # the manifest's settings
     assert [d.id for d in loaded.similarity_search("a", k=3)] != []
     loaded.save_local(tmp_path / "ix")
-    assert legacy.exists() == (stray is None)  # a file is removed; a folder is not ours
+    assert legacy.exists()  # not ours: left alone

@@ -348,7 +348,7 @@ def test_vector_store_index_end_to_end(embed: LLM2VecEmbedding, checkpoints, tmp
     # an embed_model without a fingerprint cannot show what it makes: refused (issue 25)
     from llama_index.core.embeddings import MockEmbedding
 
-    from llm2vec_retrieval.index.errors import UnverifiedEmbedderError
+    from llm2vec_retrieval.fingerprint import UnverifiedEmbedderError
 
     mock = MockEmbedding(embed_dim=32)
     with pytest.raises(UnverifiedEmbedderError) as err:
@@ -409,23 +409,6 @@ def test_missing_framework_gives_install_hint() -> None:
 
     message = import_error_without("llama_index.vector_stores.llm2vec", "llama_index.core")
     assert "pip install ./integrations/llama-index-vector-stores-llm2vec" in message
-
-
-def test_deprecated_import_name_reexports(monkeypatch) -> None:
-    """`llama_index_llm2vec` (the name before the package split) warns and re-exports."""
-    import importlib
-    import sys
-
-    import llama_index.embeddings.llm2vec as embeddings
-    import llama_index.vector_stores.llm2vec as vector_stores
-
-    monkeypatch.delitem(sys.modules, "llama_index_llm2vec", raising=False)
-    with pytest.warns(DeprecationWarning, match="llama_index.vector_stores.llm2vec"):
-        old = importlib.import_module("llama_index_llm2vec")
-    assert old.LLM2VecEmbedding is embeddings.LLM2VecEmbedding
-    assert old.LLM2VecVectorStore is vector_stores.LLM2VecVectorStore
-    with pytest.raises(AttributeError):
-        old.embedding  # noqa: B018 - the old submodules are gone
 
 
 # -- issue 14 hardening ------------------------------------------------------------------

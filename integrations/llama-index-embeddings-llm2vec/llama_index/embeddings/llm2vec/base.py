@@ -14,11 +14,12 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 __all__ = ["LLM2VecEmbedding"]
 
-from llm2vec_retrieval.encoders import load_encoder as _load_encoder
+from llm2vec_retrieval.fingerprint import encoder_fingerprint
 from llm2vec_retrieval.hardware import resolve_dtype as _resolve_dtype
-from llm2vec_retrieval.loading import DEFAULT_MODEL
+from llm2vec_retrieval.models import load_encoder as _load_encoder
 from llm2vec_retrieval.shared import encoder_lock as _encoder_lock
 from llm2vec_retrieval.shared import split_dtype as _split_dtype
+from llm2vec_retrieval.sources import DEFAULT_MODEL
 from llm2vec_retrieval.text import check_query as _check_query
 
 # The name this class used for the default model before it took the core's name (issue 25).
@@ -123,12 +124,12 @@ class LLM2VecEmbedding(BaseEmbedding):
     def fingerprint(self) -> dict[str, Any]:
         """JSON description of this embedder (the encoder's fingerprint with the
         instructions and normalisation this wrapper uses), recorded in saved indexes."""
-        return {
-            **self.encoder.fingerprint(),
-            "query_instruction": self.query_instruction,
-            "document_instruction": self.text_instruction,
-            "normalize": bool(self.normalize),
-        }
+        return encoder_fingerprint(
+            self.encoder,
+            query_instruction=self.query_instruction,
+            document_instruction=self.text_instruction,
+            normalize=bool(self.normalize),
+        )
 
     # -- encoding ----------------------------------------------------------------------
     @staticmethod

@@ -23,10 +23,16 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+from llm2vec_retrieval.fingerprint import embedder_fingerprint
 from llm2vec_retrieval.index import NO_LEXICAL_MESSAGE
 from llm2vec_retrieval.index.fusion import resolve_fusion
 from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
-from llm2vec_retrieval.shared import read_json_object, write_json_object
+from llm2vec_retrieval.shared import (
+    check_dimension,
+    load_store,
+    read_json_object,
+    write_json_object,
+)
 from llm2vec_retrieval.text import repair_texts, warn_repaired
 
 __all__ = ["LLM2VecVectorStore", "metadata_filters_to_dict"]
@@ -227,9 +233,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         **kwargs: Any,
     ) -> None:
         if kwargs.get("fingerprint") is None and embed_model is not None:
-            method = getattr(embed_model, "fingerprint", None)
-            if callable(method):
-                kwargs["fingerprint"] = method()
+            kwargs["fingerprint"] = embedder_fingerprint(embed_model)
         if store is not None:  # its own settings are the ones in force
             kwargs["index_kind"] = store.kind
             kwargs["metric"] = store.metric
@@ -264,20 +268,15 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         # "was one given" (LlamaIndex's StorageContext.from_defaults does).
         return True
 
-    def _ensure_store(self, dim: int) -> IndexStore:
-        if self._state.store is None:
-            self._state.store = _index_store_cls()(
-                dim,
-                kind=self.index_kind,
-                metric=self.metric,
-                fingerprint=self.fingerprint,
-                **self.index_params,
-            )
-        elif self._state.store.dim not in (None, dim):  # None: the first add fixes it
-            raise ValueError(
-                f"Embedding dimension {dim} does not match the index dimension {self._state.store.dim}"
-            )
-        return self._state.store
+    def _new_store(self) -> IndexStore:
+        """An empty store with this wrapper's settings; the first add fixes its dimension."""
+        return _index_store_cls()(
+            None,
+            kind=self.index_kind,
+            metric=self.metric,
+            fingerprint=self.fingerprint,
+            **self.index_params,
+        )
 
     # -- writes ------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -305,7 +304,10 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             texts, metas = [texts[i] for i in keep], [metas[i] for i in keep]
         matrix = np.asarray(vectors, dtype=np.float32)
         with self._state.lock:
-            self._ensure_store(int(matrix.shape[1])).add(ids, matrix, texts=texts, metadatas=metas)
+            if self._state.store is None:
+                self._state.store = self._new_store()
+            check_dimension(self._state.store, matrix)
+            self._state.store.add(ids, matrix, texts=texts, metadatas=metas)
         return ids
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
@@ -484,13 +486,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         with self._state.lock:
             store = self._state.store
             if store is None:  # nothing added yet: an empty store still records the embedder
-                store = _index_store_cls()(
-                    None,
-                    kind=self.index_kind,
-                    metric=self.metric,
-                    fingerprint=self.fingerprint,
-                    **self.index_params,
-                )
+                store = self._new_store()
             extra = {**store.extra, _EXTRA_KEY: {"flat_metadata": self.flat_metadata}}
             store.save(index_dir, extra=extra)
         pointer = {
@@ -520,7 +516,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         (`UnverifiedEmbedderError`), unless `allow_fingerprint_mismatch=True`. With neither,
         nothing is checked here: pass the `embed_model` the index will be queried with.
         """
-        from llm2vec_retrieval.index.errors import check_fingerprint
+        from llm2vec_retrieval.fingerprint import check_fingerprint
         from llm2vec_retrieval.index.persistence import MANIFEST_FILE
 
         _check_local_fs(fs)
@@ -531,24 +527,17 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
         if pointer.get("format") != _FORMAT:
             raise ValueError(f"{path} is not an LLM2VecVectorStore manifest")
         if fingerprint is None and embed_model is not None:
-            method = getattr(embed_model, "fingerprint", None)
-            fingerprint = method() if callable(method) else None
+            fingerprint = embedder_fingerprint(embed_model)
         # an embed_model without a fingerprint is refused by an index that records one
         unverified = (
             type(embed_model).__name__ if fingerprint is None and embed_model is not None else None
         )
         index_dir = path.with_name(Path(str(pointer.get("index_dir") or "")).name or "-")
         if (index_dir / MANIFEST_FILE).exists() or pointer.get("format_version", 1) >= 2:
-            store = _index_store_cls().load(
+            store = load_store(
                 index_dir,
-                fingerprint=fingerprint,
+                fingerprint,
                 allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-            )
-            check_fingerprint(
-                store.fingerprint,
-                None,
-                allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-                path=index_dir,
                 unverified=unverified,
             )
             flat = store.extra.get(_EXTRA_KEY, {}).get(

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from llm2vec_retrieval import encoder_dtype, load_encoder
+from llm2vec_retrieval import load_encoder
 from llm2vec_retrieval.errors import MissingInputError, UserError
+from llm2vec_retrieval.hardware import resolve_dtype
 
 
 def test_unknown_model_is_a_one_line_user_error_and_never_a_download(tmp_path):
@@ -57,12 +58,10 @@ def test_dtype_auto_is_float32_without_native_bf16(tiny_llama, cpu_without_bf16)
     assert LLM2Vec.from_pretrained(tiny_llama).model.dtype == torch.float32
 
 
-def test_dtype_explicit_scope_or_auto(tiny_llama):
+def test_dtype_explicit_or_auto(tiny_llama):
     assert load_encoder(tiny_llama, dtype="float32").model.dtype == torch.float32
     assert load_encoder(tiny_llama, dtype="bfloat16").model.dtype == torch.bfloat16
-    with encoder_dtype("bfloat16"):
-        assert load_encoder(tiny_llama).model.dtype == torch.bfloat16  # the block's choice
-        assert load_encoder(tiny_llama, dtype="float32").model.dtype == torch.float32
+    assert load_encoder(tiny_llama).model.dtype == resolve_dtype("auto").dtype  # no dtype: auto
     assert load_encoder(tiny_llama, torch_dtype=torch.bfloat16).model.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="pass the dtype once"):
         load_encoder(tiny_llama, dtype="float32", torch_dtype=torch.float32)
