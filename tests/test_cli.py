@@ -221,11 +221,10 @@ def test_the_index_records_the_fusion_its_searches_use(tmp_path, model, capsys):
 
 
 def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
-    out = {}
-    for line in (idx / "store" / "docstore.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["id"]] = (rec["text"], rec["metadata"])
-    return out
+    from llm2vec_retrieval.index import IndexStore
+
+    store = IndexStore.load(idx / "store")
+    return {r.id: (r.text, r.metadata) for r in store.get(store.ids, include_vectors=False)}
 
 
 def test_reindex_after_edit_and_delete(tmp_path, model, capsys):
@@ -766,9 +765,13 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _popen_index(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+def _popen_index(
+    args: list[str], cwd: Path, env: dict | None = None, pause: str | None = None
+) -> subprocess.Popen:
+    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS`` (see tests/pause_at_stage.py)."""
+    wrap = [] if pause is None else [str(ROOT / "tests" / "pause_at_stage.py"), pause]
     return subprocess.Popen(
-        [sys.executable, "-m", "llm2vec_retrieval", "index", *args],
+        [sys.executable, *wrap, "-m", "llm2vec_retrieval", "index", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})},
         stdout=subprocess.PIPE,
@@ -815,14 +818,12 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
     under the writer, whose rename then failed. Real processes: the indexer pauses with its
     previous store in `.store.bak`; a search reads it there and the indexer finishes.
     Issue 14.15: `info` said 0 chunks while a killed save left the store in `.store.bak`."""
-    from llm2vec_retrieval.index.persistence import PAUSE_ENV
-
     corpus = write_corpus(tmp_path / "corpus")
     base = ["corpus", "--index", "idx", "--model", model, "--no-progress"]
     assert run_cli("index", *base, cwd=tmp_path).returncode == 0
     chunks = json.loads((tmp_path / "idx" / "store" / "manifest.json").read_text())["count"]
     (corpus / "new.txt").write_text("A new file about mountains and glaciers.")
-    writer = _popen_index(base, tmp_path, {PAUSE_ENV: "backed_up:20"})
+    writer = _popen_index(base, tmp_path, pause="backed_up:20")
     try:
         _wait_stderr(writer, "llm2vec-save-stage: backed_up")
         assert not (tmp_path / "idx" / "store").exists()
@@ -839,7 +840,7 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
             writer.wait()
     # now kill a save between its renames: info still counts the chunks (in .store.bak)
     (corpus / "newer.txt").write_text("Another new file about deserts.")
-    writer = _popen_index(base, tmp_path, {PAUSE_ENV: "backed_up:60"})
+    writer = _popen_index(base, tmp_path, pause="backed_up:60")
     try:
         _wait_stderr(writer, "llm2vec-save-stage: backed_up")
         writer.send_signal(signal.SIGKILL)
@@ -862,11 +863,9 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
 @pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_ctrl_c_says_what_was_committed(tmp_path, model):
     """Issue 14.15: Ctrl-C printed "committed files are kept" even when nothing was."""
-    from llm2vec_retrieval.index.persistence import PAUSE_ENV
-
     write_corpus(tmp_path / "corpus")
     base = ["corpus", "--index", "idx", "--model", model, "--no-progress"]
-    proc = _popen_index(base, tmp_path, {PAUSE_ENV: "index_written:60"})
+    proc = _popen_index(base, tmp_path, pause="index_written:60")
     try:
         _wait_stderr(proc, "llm2vec-save-stage: index_written")  # inside the first commit
         proc.send_signal(signal.SIGINT)

@@ -1,8 +1,8 @@
 """Reliability of folder indexing (issue 23): a --rebuild killed at any save stage, links
 and special files among the sources, a damaged store, the memory of chunking a large file.
 
-Real subprocesses killed with SIGKILL at the save stages the code announces (the
-``PAUSE_ENV`` hook of `index.persistence`, which the indexer extends), real files, links,
+Real subprocesses killed with SIGKILL at the save stages of `index.persistence` and the
+indexer (made to pause there by ``tests/pause_at_stage.py``), real files, links,
 FIFOs and index folders on the tiny random model.
 """
 
@@ -26,16 +26,19 @@ pytest.importorskip("faiss")
 
 
 def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
-    out = {}
-    for line in (idx / "store" / "docstore.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["id"]] = (rec["text"], rec["metadata"])
-    return out
+    from llm2vec_retrieval.index import IndexStore
+
+    store = IndexStore.load(idx / "store")
+    return {r.id: (r.text, r.metadata) for r in store.get(store.ids, include_vectors=False)}
 
 
-def popen_index(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+def popen_index(
+    args: list[str], cwd: Path, env: dict, pause: str | None = None
+) -> subprocess.Popen:
+    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS`` (see tests/pause_at_stage.py)."""
+    wrap = [] if pause is None else [str(ROOT / "tests" / "pause_at_stage.py"), pause]
     return subprocess.Popen(
-        [sys.executable, "-m", "llm2vec_retrieval", "index", *args],
+        [sys.executable, *wrap, "-m", "llm2vec_retrieval", "index", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env},
         stdout=subprocess.DEVNULL,
@@ -102,7 +105,6 @@ def test_rebuild_killed_at_any_save_stage_is_finished_by_the_next_run(
     options in llm2vec-index.json beside the old store; the next `index` said "0 indexed,
     N unchanged" and kept the old chunks. Now the next plain `index` gives what a clean
     build with the new options gives (same ids, texts and metadata)."""
-    from llm2vec_retrieval.index.persistence import PAUSE_ENV
     from llm2vec_retrieval.ingest.indexer import COMMIT_SLEEP_ENV
 
     work, corpus = rebuild_case
@@ -111,10 +113,10 @@ def test_rebuild_killed_at_any_save_stage_is_finished_by_the_next_run(
     args = [str(corpus), "--index", str(idx), "--no-progress", "--rebuild"]
     args += ["--chunk-tokens", "24", "--overlap", "4", "--commit-every", "1"]
     if stage == "after_commit":
-        env, marker = {COMMIT_SLEEP_ENV: "60"}, "llm2vec-index-commit:"
+        env, pause, marker = {COMMIT_SLEEP_ENV: "60"}, None, "llm2vec-index-commit:"
     else:
-        env, marker = {PAUSE_ENV: f"{stage}:60"}, f"llm2vec-save-stage: {stage}"
-    proc = popen_index(args, work, env)
+        env, pause, marker = {}, f"{stage}:60", f"llm2vec-save-stage: {stage}"
+    proc = popen_index(args, work, env, pause)
     try:
         wait_stderr(proc, marker)
     finally:

@@ -1,0 +1,54 @@
+"""Test helper: run a Python command with the save stages pausing where a test asks.
+
+``python tests/pause_at_stage.py STAGES:SECONDS -m MODULE ARGS...`` (or ``-c CODE ARGS...``)
+runs the command after replacing the stage functions (``pause_stage``) of
+`llm2vec_retrieval.index.persistence` and `llm2vec_retrieval.ingest.indexer`, which do
+nothing in the library, by one that, at each stage named in ``STAGES`` (comma-separated,
+or ``*``), prints ``llm2vec-save-stage: <stage>`` to stderr and sleeps ``SECONDS``: a
+test waits for that line, then kills the process or reads beside it.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import time
+
+
+def pausing(spec: str):
+    """The stage function for ``STAGES:SECONDS``."""
+    stages, _, seconds = spec.rpartition(":")
+    names = set(stages.split(","))
+
+    def pause(stage: str) -> None:
+        if stages == "*" or stage in names:
+            sys.stderr.write(f"llm2vec-save-stage: {stage}\n")
+            sys.stderr.flush()
+            time.sleep(float(seconds or 0))
+
+    return pause
+
+
+def install(spec: str) -> None:
+    """Make the save stages of this process pause as ``spec`` says."""
+    import llm2vec_retrieval.index.persistence as persistence
+    import llm2vec_retrieval.ingest.indexer as indexer  # it imports the function by name
+
+    persistence.pause_stage = indexer.pause_stage = pausing(spec)
+
+
+def main() -> None:
+    spec, how, target, *rest = sys.argv[1:]
+    sys.argv = [target, *rest]
+    install(spec)
+    if how == "-m":
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    elif how == "-c":
+        sys.argv[0] = "-c"
+        exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+    else:
+        raise SystemExit("usage: pause_at_stage.py STAGES:SECONDS (-m MODULE | -c CODE) ARGS...")
+
+
+if __name__ == "__main__":
+    main()
