@@ -204,9 +204,9 @@ def _file(d: Path, name: str) -> Path:
 )
 @pytest.mark.parametrize("kind, name", CORRUPTIONS)
 def test_corrupted_files_raise_index_corrupted(tmp_path, kind, name, how):
-    """Every damage is found by `verify_store` (``info --verify``); `load` finds it too,
-    except a changed byte inside a segment file, which load memory-maps without reading
-    (its size and header are checked; a record is checked when read)."""
+    """Every damage is found by `verify_store` (``info --verify``); `load` and a first dense
+    search find it too, except a changed byte inside a segment file, which load
+    memory-maps without reading (its size and header are checked; a record when read)."""
     from llm2vec_retrieval.index.persistence import verify_store
 
     s, _ = build(kind, n=200)
@@ -224,7 +224,8 @@ def test_corrupted_files_raise_index_corrupted(tmp_path, kind, name, how):
         target.unlink()
     checks = [lambda: verify_store(tmp_path / "ix")]
     if not (target.name.endswith(".arr") and how in ("flip-middle", "flip-end")):
-        checks.append(lambda: IndexStore.load(tmp_path / "ix"))
+        # the FAISS files are read (and checksummed) on first use: a dense search
+        checks.append(lambda: IndexStore.load(tmp_path / "ix").search(np.ones(DIM), k=1))
     for check in checks:
         with pytest.raises(IndexCorruptedError) as info:
             check()
@@ -241,8 +242,9 @@ def test_random_garbage_never_reaches_faiss(tmp_path):
         s.save(tmp_path / kind)
         p = tmp_path / kind / "index.faiss"
         p.write_bytes(np.random.default_rng(0).bytes(p.stat().st_size))
+        loaded = IndexStore.load(tmp_path / kind)  # FAISS reads the index on first use
         with pytest.raises(IndexCorruptedError, match="index.faiss: checksum mismatch"):
-            IndexStore.load(tmp_path / kind)
+            loaded.search(np.ones(DIM), k=1)
 
 
 def test_manifest_edits_and_missing_dir(tmp_path):

@@ -88,7 +88,7 @@ from ._faiss import get_faiss
 from .docstore import DocStore
 from .docstore import check_segment as check_docs_segment
 from .errors import IndexCorruptedError, as_saved, check_fingerprint
-from .kinds import KINDS, METRICS, make_backend, resolve_params
+from .kinds import KINDS, METRICS, Backend, make_backend, resolve_params
 from .segments import ArrayFileError, Segment, locate, map_arrays, parse_arrays, write_arrays
 from .snapshot import StoreSnapshot
 
@@ -502,7 +502,7 @@ def load_store(
     fingerprint compared by `check_fingerprint` (the same embedder: its fingerprint as
     written now is kept, so newer digest spellings replace older ones)."""
     path = Path(path).absolute()
-    d, manifest, blobs, segments = _read_files(path)
+    d, manifest, blobs, segments, deferred = _read_files(path)
     stored_fp = check_fingerprint(
         manifest["fingerprint"],
         fingerprint,
@@ -523,56 +523,23 @@ def load_store(
     if count and (vec_iids.min() < 0 or vec_iids.max() >= next_iid):
         raise _corrupt(d / MANIFEST_FILE, "internal ids out of range")
 
-    # vectors
-    vectors = None
-    if VECTORS_FILE in blobs:
-        vpath = d / VECTORS_FILE
-        try:
-            vectors = np.load(io.BytesIO(blobs.pop(VECTORS_FILE)), allow_pickle=False)
-        except Exception as exc:
-            raise _corrupt(vpath, f"unreadable .npy ({type(exc).__name__})") from None
-        if vectors.dtype != np.float32 or vectors.shape != (count, dim):
-            raise _corrupt(
-                vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32"
-            )
-
     kind, metric = manifest["kind"], manifest["metric"]
-    backend = None
+    open_backend = None
     if dim is not None:
         try:
-            backend = make_backend(kind, dim, metric, resolve_params(kind, dim, manifest["params"]))
+            params = resolve_params(kind, dim, manifest["params"])
         except ValueError as exc:
             raise _corrupt(d / MANIFEST_FILE, f"invalid parameters ({exc})") from None
-    elif INDEX_FILE in blobs or VECTORS_FILE in blobs:
+        if INDEX_FILE not in deferred and (
+            kind in ("flat", "hnsw", "binary") or manifest["state"].get("trained")
+        ):
+            raise _corrupt(d / INDEX_FILE, "missing from the manifest")
+
+        def open_backend() -> Backend:
+            return _read_backend(d, manifest, params, deferred, vec_iids)
+
+    elif deferred:
         raise _corrupt(d / MANIFEST_FILE, "vector files listed but no vector dimension")
-    index = None
-    if INDEX_FILE in blobs:
-        ipath = d / INDEX_FILE
-        try:
-            index = backend.read(np.frombuffer(blobs.pop(INDEX_FILE), dtype=np.uint8))
-        except Exception as exc:  # checksum matched, so this is a version/format problem
-            raise _corrupt(
-                ipath, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})"
-            ) from None
-    elif dim is not None and (
-        kind in ("flat", "hnsw", "binary") or manifest["state"].get("trained")
-    ):
-        raise _corrupt(d / INDEX_FILE, "missing from the manifest")
-    if backend is not None:
-        try:
-            backend.restore(index, manifest["state"])
-        except Exception as exc:
-            raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
-        needs_floats = kind == "binary" or (
-            kind.startswith("ivf_") and (backend.params.get("keep_vectors") or index is None)
-        )
-        if needs_floats and count and vectors is None:
-            raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")
-        if vectors is not None:
-            backend.fs.add(vec_iids, vectors)
-        msg = backend.validate(vec_iids)
-        if msg:
-            raise _corrupt(d / INDEX_FILE, msg)
     return StoreSnapshot(
         dim=dim,
         kind=kind,
@@ -581,10 +548,83 @@ def load_store(
         fingerprint=stored_fp,
         next_iid=next_iid,
         docs=docs,
-        backend=backend,
+        backend=None,
         lexical=lexical,
         extra=manifest["extra"],
+        open_backend=open_backend,
     )
+
+
+class _Deferred:
+    """A file of the directory version being loaded: opened (and its size checked) now,
+    read and checksummed when first needed, whatever happened to the directory since."""
+
+    def __init__(self, d: Path, name: str, fd: int, info: dict[str, Any]):
+        self.path, self.fd, self.info = d / name, fd, info
+        _check_size(d, name, os.fstat(fd).st_size, info)
+
+    def read(self) -> bytes:
+        with os.fdopen(os.dup(self.fd), "rb") as f:
+            f.seek(0)
+            data = f.read()
+        _check_size(self.path.parent, self.path.name, len(data), self.info)
+        if hashlib.sha256(data).hexdigest() != self.info["sha256"]:
+            raise _corrupt(self.path, "checksum mismatch (corrupted)")
+        return data
+
+    def __del__(self) -> None:
+        os.close(self.fd)
+
+
+def _read_backend(
+    d: Path,
+    manifest: dict[str, Any],
+    params: dict[str, Any],
+    deferred: dict[str, _Deferred],
+    iids: np.ndarray,
+) -> Backend:
+    """The FAISS side of a loaded store (``iids``: the live documents, the rows of the
+    float vectors): every byte verified before FAISS reads it, then checked against the
+    documents."""
+    count, dim = manifest["count"], manifest["dim"]
+    kind, metric = manifest["kind"], manifest["metric"]
+    vectors = None
+    if VECTORS_FILE in deferred:
+        vpath = d / VECTORS_FILE
+        data = deferred[VECTORS_FILE].read()
+        try:
+            vectors = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            raise _corrupt(vpath, f"unreadable .npy ({type(exc).__name__})") from None
+        if vectors.dtype != np.float32 or vectors.shape != (count, dim):
+            raise _corrupt(
+                vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32"
+            )
+    backend = make_backend(kind, dim, metric, params)
+    index = None
+    if INDEX_FILE in deferred:
+        data = deferred[INDEX_FILE].read()
+        try:
+            index = backend.read(np.frombuffer(data, dtype=np.uint8))
+        except Exception as exc:  # checksum matched, so this is a version/format problem
+            raise _corrupt(
+                d / INDEX_FILE, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})"
+            ) from None
+    try:
+        backend.restore(index, manifest["state"])
+    except Exception as exc:
+        raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
+    needs_floats = kind == "binary" or (
+        kind.startswith("ivf_") and (backend.params.get("keep_vectors") or index is None)
+    )
+    if needs_floats and count and vectors is None:
+        raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")
+    if vectors is not None:
+        backend.fs.add(iids, vectors)
+    msg = backend.validate(iids)
+    if msg:
+        raise _corrupt(d / INDEX_FILE, msg)
+    return backend
 
 
 def _read_segments(
@@ -791,11 +831,10 @@ def _read_one_version(path: Path, read: Callable[[Path, _DirReader], T]) -> T:
     )
 
 
-def _read_files(
-    path: Path,
-) -> tuple[Path, dict[str, Any], dict[str, bytes], dict[str, Segment]]:
-    """(directory read, its checked manifest, the verified bytes of every file it lists but
-    the segments, the segments memory-mapped), all from one directory version."""
+def _read_files(path: Path):
+    """(directory read, its checked manifest, the verified bytes of every small file it
+    lists, the segments memory-mapped, the FAISS files opened as `_Deferred`), all from one
+    directory version."""
 
     def read(d: Path, reader: _DirReader):
         manifest = _read_manifest(d, reader)
@@ -810,12 +849,20 @@ def _read_files(
             for name, info in files.items()
             if _is_streamed(name)
         }
+        deferred = {}
+        for name in (INDEX_FILE, VECTORS_FILE):
+            if name in files:
+                info = _file_info(d, name, files[name])
+                fd = reader.open(name)
+                if fd is None:
+                    raise _corrupt(d / name, "missing")
+                deferred[name] = _Deferred(d, name, fd, info)
         blobs = {
             name: _read_verified(d, reader, name, info)
             for name, info in files.items()
-            if not _is_streamed(name)
+            if not _is_streamed(name) and name not in deferred
         }
-        return d, manifest, blobs, segments
+        return d, manifest, blobs, segments, deferred
 
     return _read_one_version(path, read)
 

@@ -7,6 +7,7 @@ builds it from verified files). Neither side reads the other's attributes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ class StoreSnapshot:
     backend: Backend | None
     lexical: LexicalIndex | None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a loaded store's FAISS side, still on disk (``backend`` is then None): reads,
+    #: verifies and returns it; `IndexStore` calls it on first use
+    open_backend: Callable[[], Backend] | None = None
 
     @property
     def iids(self) -> np.ndarray:

@@ -141,7 +141,8 @@ class IndexStore:
         self._fingerprint: dict[str, Any] | None = fingerprint
         self._given_params = dict(params)  # resolved again when the first add fixes dim
         self._params = resolve_params(kind, self._dim, params)
-        self._backend: Backend | None = None
+        self._backend_obj: Backend | None = None
+        self._open_backend: Callable[[], Backend] | None = None  # a loaded store's, until used
         if self._dim is not None:
             self._backend = make_backend(kind, self._dim, metric, self._params)
         self._extra: dict[str, Any] = {}
@@ -152,6 +153,21 @@ class IndexStore:
         self._lock = threading.RLock()
 
     # -- properties ---------------------------------------------------------------
+    @property
+    def _backend(self) -> Backend | None:
+        """The FAISS side; a loaded store reads it from disk on first use (a lexical search
+        never does)."""
+        if self._open_backend is not None:
+            with self._lock:
+                if self._open_backend is not None:
+                    self._backend_obj = self._open_backend()
+                    self._open_backend = None
+        return self._backend_obj
+
+    @_backend.setter
+    def _backend(self, backend: Backend | None) -> None:
+        self._backend_obj = backend
+
     @property
     def dim(self) -> int | None:
         """The vector dimension; None until the first add when the store was made without."""
@@ -686,9 +702,12 @@ class IndexStore:
         if snap.dim is not None:
             store._dim = snap.dim
             store._params = resolve_params(snap.kind, snap.dim, snap.params)
-            store._backend = snap.backend or make_backend(
-                snap.kind, snap.dim, snap.metric, store._params
-            )
+            if snap.open_backend is not None:
+                store._open_backend = snap.open_backend
+            else:
+                store._backend = snap.backend or make_backend(
+                    snap.kind, snap.dim, snap.metric, store._params
+                )
         store._docs = snap.docs
         store._next_iid = snap.next_iid
         store._lexical = snap.lexical
