@@ -48,11 +48,12 @@ into the new directory (hard links, else copies); a directory that is not a save
 index and has sub-directories is refused, so a mistyped path cannot swap a big tree.
 
 Integrity: every file's sha256 is computed when it is written. Load verifies the
-manifest checksum, every file's size, the sha256 of every file it reads whole (the
-FAISS index and float vectors *before* any bytes reach FAISS, which can crash on
-garbage; the vocabulary; the deletion marks) and the structure of the segment files,
-which it memory-maps instead of reading (a search reads the records of its hits only,
-and a damaged record is reported when read). ``verify_store`` (``llm2vec-retrieval info
+manifest checksum, every file's size, the sha256 of the small files it reads whole (the
+vocabulary, the deletion marks) and the structure of the segment files, which it
+memory-maps instead of reading (a search reads the records of its hits only, and a
+damaged record is reported when read). It opens the FAISS index and float vectors and
+reads them on first use (a lexical search never does), their sha256 verified *before*
+any byte reaches FAISS, which can crash on garbage. ``verify_store`` (``llm2vec-retrieval info
 --verify``) checks the sha256 of every file. Any failure raises ``IndexCorruptedError``
 naming the file. An expected fingerprint whose ``dim`` differs from the saved vectors'
 raises ``DimensionMismatchError``, even with ``allow_fingerprint_mismatch``: such vectors

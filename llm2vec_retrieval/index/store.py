@@ -721,8 +721,11 @@ class IndexStore:
         fingerprint: dict[str, Any] | None = None,
         allow_fingerprint_mismatch: bool = False,
     ) -> IndexStore:
-        """Load a saved store. Checksums are verified before FAISS reads anything:
-        missing, truncated, corrupted or inconsistent files raise ``IndexCorruptedError``.
+        """Open a saved store (lazily: the documents and BM25 postings are memory-mapped,
+        the FAISS index is read on first use; see :mod:`.persistence`). Missing, truncated,
+        corrupted or inconsistent files raise ``IndexCorruptedError`` naming the file, at
+        load or when the damaged part is first read (checksums are verified before FAISS
+        reads anything; ``persistence.verify_store`` checks every file).
         If ``fingerprint`` and the saved one are both given and differ:
         ``FingerprintMismatchError`` (unless ``allow_fingerprint_mismatch``: then a
         warning, and the store keeps the saved fingerprint)."""
