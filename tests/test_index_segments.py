@@ -204,3 +204,27 @@ def test_info_verify_checks_every_checksum(tmp_path, tiny_llama, capsys):
     assert cli.main(["info", "--index", str(idx), "--verify"]) == 2  # a user error
     err = capsys.readouterr().err.strip()
     assert seg.name in err and "checksum mismatch" in err and "\n" not in err
+
+
+def test_reading_every_record_and_every_metadata(tmp_path):
+    """`get` of most of a segment parses it at once; `metadata()` reads no text."""
+    rng = np.random.default_rng(3)
+    store = IndexStore(4)
+    n = 600
+    texts = [f"text {i} \ud800 é" for i in range(n)]
+    metas = [{"source": f"f{i // 7}", "n": [i, {"deep": i % 3}]} for i in range(n)]
+    store.add([f"d{i}" for i in range(n)], rng.standard_normal((n, 4)), texts, metas)
+    store.save(tmp_path / "ix")
+    store.delete(["d0", "d9"])
+    store.add(["d5", "new"], rng.standard_normal((2, 4)), ["five", "new"], [{"v": 5}, None])
+    expected = {f"d{i}": (texts[i], metas[i]) for i in range(n) if i not in (0, 9)}
+    expected |= {"d5": ("five", {"v": 5}), "new": ("new", {})}
+    store.save(tmp_path / "ix")  # the marks and the new segment
+    for s in (store, IndexStore.load(tmp_path / "ix")):
+        got = s.get(s.ids, include_vectors=False)
+        assert {r.id: (r.text, r.metadata) for r in got} == expected
+        assert s.ids[:3] == ["d1", "d2", "d3"] and s.ids[-1] == "new"
+        md = s.metadata()
+        assert md == {i: m for i, (_, m) in expected.items()}
+        md["d1"]["source"] = "changed"  # a copy
+        assert s.metadata()["d1"]["source"] == "f0"

@@ -234,10 +234,30 @@ class DocStore:
                 out[k] = (d[0], d[2], json_copy(d[3]))
         if rest:
             segs, rows = locate(self.segments, iids[rest])
+            if (segs < 0).any():
+                raise KeyError(int(iids[rest][segs < 0][0]))
+            whole: dict[int, tuple[list, list]] = {}  # segments most of which is asked for
+            for j, c in zip(*np.unique(segs, return_counts=True), strict=True):
+                if c > 64 and c > len(self.segments[j]) // 8:
+                    whole[int(j)] = (self._parse(int(j), "records"), self._parse(int(j), "meta"))
             for k, j, r in zip(rest, segs.tolist(), rows.tolist(), strict=True):
-                if j < 0:
-                    raise KeyError(int(iids[k]))
-                out[k] = self._record(j, r, int(iids[k]))
+                if j in whole:
+                    recs, metas = whole[j]
+                    out[k] = self._checked(j, recs[r], metas[r], int(iids[k]))
+                else:
+                    out[k] = self._record(j, r, int(iids[k]))
+        return out
+
+    def _parse(self, j: int, blob: str) -> list[Any]:
+        """Every line of a segment's ``records`` or ``meta`` blob, parsed at once."""
+        seg = self.segments[j]
+        text = seg.arrays[blob].tobytes().decode("utf-8", "replace").rstrip("\n")
+        try:
+            out = json.loads("[" + text.replace("\n", ",") + "]") if len(seg) else []
+        except (ValueError, RecursionError):
+            raise self._corrupt(seg, f"its {blob} are unreadable") from None
+        if len(out) != len(seg):
+            raise self._corrupt(seg, f"its {blob} do not match its documents")
         return out
 
     def _record(self, j: int, r: int, iid: int) -> tuple[str, str | None, dict[str, Any]]:
@@ -248,6 +268,10 @@ class DocStore:
             meta = json.loads(a["meta"][a["meta_offsets"][r] : a["meta_offsets"][r + 1]].tobytes())
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise self._corrupt(seg, f"the record of internal id {iid} is unreadable") from None
+        return self._checked(j, rec, meta, iid)
+
+    def _checked(self, j: int, rec: Any, meta: Any, iid: int) -> tuple[str, str | None, dict]:
+        """(id, text, metadata) of a parsed record, or IndexCorruptedError."""
         if (
             not isinstance(rec, dict)
             or rec.get("iid") != iid
@@ -255,7 +279,9 @@ class DocStore:
             or not (rec.get("text") is None or isinstance(rec.get("text"), str))
             or not isinstance(meta, dict)
         ):
-            raise self._corrupt(seg, f"the record of internal id {iid} is not a document")
+            raise self._corrupt(
+                self.segments[j], f"the record of internal id {iid} is not a document"
+            )
         return rec["id"], rec["text"], meta
 
     def live_iids(self) -> np.ndarray:
@@ -274,19 +300,32 @@ class DocStore:
         return sealed, np.fromiter(sorted(self._pending), np.int64, len(self._pending))
 
     def _metadata(self, j: int) -> list[dict[str, Any]]:
+        """A segment's metadata, parsed once (the filters read them at every search)."""
         seg = self.segments[j]
         cached = self._meta_cache.get(seg.name)
         if cached is None:
-            a = seg.arrays
-            text = a["meta"].tobytes().decode("utf-8").rstrip("\n")
-            try:
-                cached = json.loads("[" + text.replace("\n", ",") + "]") if len(seg) else []
-            except (ValueError, RecursionError):
-                raise self._corrupt(seg, "its metadata is unreadable") from None
-            if len(cached) != len(seg):
-                raise self._corrupt(seg, "its metadata does not match its documents")
-            self._meta_cache[seg.name] = cached
+            cached = self._meta_cache[seg.name] = self._parse(j, "meta")
         return cached
+
+    def metadata_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """(id, metadata) of every live document, segment by segment (not in insertion
+        order): copies, the caller's to change."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        dead = self.dead
+        for j, seg in enumerate(self.segments):
+            cached = self._meta_cache.get(seg.name)
+            metas = self._parse(j, "meta") if cached is None else json_copy(cached)
+            ids = self._ids_of(j)
+            if dead:
+                out += [
+                    (i, m)
+                    for i, iid, m in zip(ids, seg.iids.tolist(), metas, strict=True)
+                    if iid not in dead
+                ]
+            else:
+                out += zip(ids, metas, strict=True)
+        out += [(d[0], json_copy(d[3])) for d in self._pending.values()]
+        return out
 
     def matching(self, pred: Callable[[Mapping[str, Any]], bool]) -> np.ndarray:
         """iids of the live documents whose metadata ``pred`` accepts."""
