@@ -766,10 +766,17 @@ def _default_sigint() -> None:
 
 
 def _popen_index(
-    args: list[str], cwd: Path, env: dict | None = None, pause: str | None = None
+    args: list[str],
+    cwd: Path,
+    env: dict | None = None,
+    pause: str | None = None,
+    until: Path | None = None,
 ) -> subprocess.Popen:
-    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS`` (see tests/pause_at_stage.py)."""
+    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS``, ``until``: a file that ends
+    the pause (see tests/pause_at_stage.py)."""
     wrap = [] if pause is None else [str(ROOT / "tests" / "pause_at_stage.py"), pause]
+    if until is not None:
+        wrap += ["--until", str(until)]
     return subprocess.Popen(
         [sys.executable, *wrap, "-m", "llm2vec_retrieval", "index", *args],
         cwd=cwd,
@@ -823,7 +830,8 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
     assert run_cli("index", *base, cwd=tmp_path).returncode == 0
     chunks = json.loads((tmp_path / "idx" / "store" / "manifest.json").read_text())["count"]
     (corpus / "new.txt").write_text("A new file about mountains and glaciers.")
-    writer = _popen_index(base, tmp_path, pause="backed_up:20")
+    go = tmp_path / "go"  # the writer waits for it: a slow search cannot outlast the pause
+    writer = _popen_index(base, tmp_path, pause="backed_up:300", until=go)
     try:
         _wait_stderr(writer, "llm2vec-save-stage: backed_up")
         assert not (tmp_path / "idx" / "store").exists()
@@ -831,6 +839,7 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
         assert search.returncode == 0, search.stderr
         assert len(json.loads(search.stdout)["results"]) == 2
         assert (tmp_path / "idx" / ".store.bak").is_dir()  # the reader moved nothing
+        go.touch()
         out, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err
         assert "indexed 1 file(s)" in out
