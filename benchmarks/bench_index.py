@@ -155,7 +155,7 @@ def bench_kind(kind: str, x, q, truth, truth_f, truth_h, bucket, args, tmp: Path
     save_s = time.perf_counter() - t0
     index_bytes = (path / "index.faiss").stat().st_size if (path / "index.faiss").exists() else 0
     float_bytes = (path / "vectors.npy").stat().st_size if (path / "vectors.npy").exists() else 0
-    docstore_bytes = (path / "docstore.jsonl").stat().st_size
+    docstore_bytes = sum(f.stat().st_size for f in path.glob("seg-*.docs.arr"))
     params = store.params
     with store.snapshot() as snap:
         nlist = getattr(snap.backend, "nlist", None)

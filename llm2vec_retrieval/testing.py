@@ -177,18 +177,14 @@ HYBRID_QUERIES = [
 
 
 def make_pre_hybrid(store_dir: str | os.PathLike) -> None:
-    """Rewrite a saved IndexStore folder as format 1: as saved before the BM25 part existed."""
-    from .index.persistence import manifest_checksum
+    """Save the IndexStore at ``store_dir`` again without its BM25 part: what an index saved
+    before hybrid search existed (or made with ``lexical=False``) holds. The format that
+    had no BM25 part at all (format 1) no longer loads."""
+    from .index import IndexStore
 
-    folder = Path(store_dir)
-    m = json.loads((folder / "manifest.json").read_text())
-    m["format_version"] = 1
-    m.pop("lexical")
-    for name in ("lexical.npz", "lexical_vocab.json"):
-        m["files"].pop(name)
-        (folder / name).unlink()
-    m["manifest_sha256"] = manifest_checksum(m)
-    (folder / "manifest.json").write_text(json.dumps(m))
+    store = IndexStore.load(store_dir)
+    store.drop_lexical()
+    store.save(store_dir)
 
 
 def import_error_without(module: str, blocked: str) -> str:

@@ -221,11 +221,10 @@ def test_the_index_records_the_fusion_its_searches_use(tmp_path, model, capsys):
 
 
 def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
-    out = {}
-    for line in (idx / "store" / "docstore.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["id"]] = (rec["text"], rec["metadata"])
-    return out
+    from llm2vec_retrieval.index import IndexStore
+
+    store = IndexStore.load(idx / "store")
+    return {r.id: (r.text, r.metadata) for r in store.get(store.ids, include_vectors=False)}
 
 
 def test_reindex_after_edit_and_delete(tmp_path, model, capsys):
@@ -765,11 +764,23 @@ HOOKED_INDEX_COMMIT = [sys.executable, str(Path(__file__).parent / "hooked_cli.p
 
 
 def _popen_index(
-    args: list[str], cwd: Path, env: dict | None = None, pause_after_commit: float | None = None
+    args: list[str],
+    cwd: Path,
+    env: dict | None = None,
+    pause: str | None = None,
+    until: Path | None = None,
+    pause_after_commit: float | None = None,
 ) -> subprocess.Popen:
-    head = [sys.executable, "-m", "llm2vec_retrieval"]
+    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS``, ``until``: a file that ends
+    the pause (see tests/pause_at_stage.py); ``pause_after_commit``: seconds to pause after
+    each commit (tests/hooked_cli.py)."""
     if pause_after_commit is not None:
         head = [*HOOKED_INDEX_COMMIT, str(pause_after_commit)]
+    else:
+        wrap = [] if pause is None else [str(ROOT / "tests" / "pause_at_stage.py"), pause]
+        if until is not None:
+            wrap += ["--until", str(until)]
+        head = [sys.executable, *wrap, "-m", "llm2vec_retrieval"]
     return subprocess.Popen(
         [*head, "index", *args],
         cwd=cwd,
@@ -818,14 +829,13 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
     under the writer, whose rename then failed. Real processes: the indexer pauses with its
     previous store in `.store.bak`; a search reads it there and the indexer finishes.
     Issue 14.15: `info` said 0 chunks while a killed save left the store in `.store.bak`."""
-    from llm2vec_retrieval.index.persistence import PAUSE_ENV
-
     corpus = write_corpus(tmp_path / "corpus")
     base = ["corpus", "--index", "idx", "--model", model, "--no-progress"]
     assert run_cli("index", *base, cwd=tmp_path).returncode == 0
     chunks = json.loads((tmp_path / "idx" / "store" / "manifest.json").read_text())["count"]
     (corpus / "new.txt").write_text("A new file about mountains and glaciers.")
-    writer = _popen_index(base, tmp_path, {PAUSE_ENV: "backed_up:20"})
+    go = tmp_path / "go"  # the writer waits for it: a slow search cannot outlast the pause
+    writer = _popen_index(base, tmp_path, pause="backed_up:300", until=go)
     try:
         _wait_stderr(writer, "llm2vec-save-stage: backed_up")
         assert not (tmp_path / "idx" / "store").exists()
@@ -833,6 +843,7 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
         assert search.returncode == 0, search.stderr
         assert len(json.loads(search.stdout)["results"]) == 2
         assert (tmp_path / "idx" / ".store.bak").is_dir()  # the reader moved nothing
+        go.touch()
         out, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err
         assert "indexed 1 file(s)" in out
@@ -842,7 +853,7 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
             writer.wait()
     # now kill a save between its renames: info still counts the chunks (in .store.bak)
     (corpus / "newer.txt").write_text("Another new file about deserts.")
-    writer = _popen_index(base, tmp_path, {PAUSE_ENV: "backed_up:60"})
+    writer = _popen_index(base, tmp_path, pause="backed_up:60")
     try:
         _wait_stderr(writer, "llm2vec-save-stage: backed_up")
         writer.send_signal(signal.SIGKILL)
@@ -865,11 +876,9 @@ def test_search_while_index_commits_and_info_after_a_kill(tmp_path, model):
 @pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
 def test_ctrl_c_says_what_was_committed(tmp_path, model):
     """Issue 14.15: Ctrl-C printed "committed files are kept" even when nothing was."""
-    from llm2vec_retrieval.index.persistence import PAUSE_ENV
-
     write_corpus(tmp_path / "corpus")
     base = ["corpus", "--index", "idx", "--model", model, "--no-progress"]
-    proc = _popen_index(base, tmp_path, {PAUSE_ENV: "index_written:60"})
+    proc = _popen_index(base, tmp_path, pause="index_written:60")
     try:
         _wait_stderr(proc, "llm2vec-save-stage: index_written")  # inside the first commit
         proc.send_signal(signal.SIGINT)

@@ -29,8 +29,10 @@ def run_index(idx: Path, sources, **settings) -> Indexer:
 
 
 def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
-    lines = (idx / "store" / "docstore.jsonl").read_text().splitlines()
-    return {r["id"]: (r["text"], r["metadata"]) for r in map(json.loads, lines)}
+    from llm2vec_retrieval.index import IndexStore
+
+    store = IndexStore.load(idx / "store")
+    return {r.id: (r.text, r.metadata) for r in store.get(store.ids, include_vectors=False)}
 
 
 # ---------------------------------------------------------------------- the typed JSON

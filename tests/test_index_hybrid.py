@@ -342,26 +342,23 @@ def test_index_without_lexical_part_loads_and_says_how_to_add_it(tmp_path):
 
 
 def test_inconsistent_lexical_arrays_are_refused(tmp_path):
+    from llm2vec_retrieval.index.lexical import make_segment
+    from llm2vec_retrieval.index.segments import write_arrays
+
     s = make_store()
     s.save(tmp_path / "ix")
-    # a well-formed, correctly checksummed npz whose offsets do not fit the documents
-    import io
-
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        iids=np.arange(len(TEXTS)),
-        tokens=np.zeros(3, np.int32),
-        offsets=np.array([0, 3], np.int64),
-    )
-    blob = buf.getvalue()
-    (tmp_path / "ix" / "lexical.npz").write_bytes(blob)
+    # a well-formed, correctly checksummed segment whose documents are not the docstore's
     m = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    m["files"]["lexical.npz"] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    (name,) = [n for n in m["files"] if n.endswith(".lex.arr")]
+    seg = make_segment("x", np.arange(3), [np.zeros(2, np.int32)] * 3, 1)
+    with open(tmp_path / "ix" / name, "wb") as f:
+        write_arrays(f, seg.arrays)
+    blob = (tmp_path / "ix" / name).read_bytes()
+    m["files"][name] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
     m["manifest_sha256"] = manifest_checksum(m)
     (tmp_path / "ix" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(
-        IndexCorruptedError, match="lexical.npz: inconsistent lexical index"
+        IndexCorruptedError, match=r"lex\.arr: its documents are not the docstore's"
     ) as info:
         IndexStore.load(tmp_path / "ix")
     assert "\n" not in str(info.value)

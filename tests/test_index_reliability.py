@@ -1,9 +1,9 @@
 """Reliability of folder indexing (issue 23): a --rebuild killed at any save stage, links
 and special files among the sources, a damaged store, the memory of chunking a large file.
 
-Real subprocesses killed with SIGKILL at the save stages the code announces (the
-``PAUSE_ENV`` hook of `index.persistence`, which the indexer extends) and right after a
-commit (tests/hooked_cli.py), real files, links,
+Real subprocesses killed with SIGKILL at the save stages of `index.persistence` and the
+indexer (made to pause there by ``tests/pause_at_stage.py``) and right after a commit
+(tests/hooked_cli.py), real files, links,
 FIFOs and index folders on the tiny random model.
 """
 
@@ -27,22 +27,28 @@ pytest.importorskip("faiss")
 
 
 def chunks_of(idx: Path) -> dict[str, tuple[str, dict]]:
-    out = {}
-    for line in (idx / "store" / "docstore.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["id"]] = (rec["text"], rec["metadata"])
-    return out
+    from llm2vec_retrieval.index import IndexStore
+
+    store = IndexStore.load(idx / "store")
+    return {r.id: (r.text, r.metadata) for r in store.get(store.ids, include_vectors=False)}
 
 
 def popen_index(
-    args: list[str], cwd: Path, env: dict, pause_after_commit: float | None = None
+    args: list[str],
+    cwd: Path,
+    env: dict,
+    pause: str | None = None,
+    pause_after_commit: float | None = None,
 ) -> subprocess.Popen:
-    """`index` in a child process; with ``pause_after_commit``, through tests/hooked_cli.py
-    (paused that many seconds after each commit, "llm2vec-index-commit: ..." printed first)."""
-    head = [sys.executable, "-m", "llm2vec_retrieval"]
+    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS`` (see tests/pause_at_stage.py);
+    ``pause_after_commit``: seconds to pause after each commit (tests/hooked_cli.py, which
+    prints "llm2vec-index-commit: ..." first)."""
     if pause_after_commit is not None:
         head = [sys.executable, str(Path(__file__).parent / "hooked_cli.py"), "index-commit"]
         head.append(str(pause_after_commit))
+    else:
+        wrap = [] if pause is None else [str(ROOT / "tests" / "pause_at_stage.py"), pause]
+        head = [sys.executable, *wrap, "-m", "llm2vec_retrieval"]
     return subprocess.Popen(
         [*head, "index", *args],
         cwd=cwd,
@@ -111,7 +117,6 @@ def test_rebuild_killed_at_any_save_stage_is_finished_by_the_next_run(
     options in llm2vec-index.json beside the old store; the next `index` said "0 indexed,
     N unchanged" and kept the old chunks. Now the next plain `index` gives what a clean
     build with the new options gives (same ids, texts and metadata)."""
-    from llm2vec_retrieval.index.persistence import PAUSE_ENV
 
     work, corpus = rebuild_case
     idx = tmp_path / "idx"
@@ -119,10 +124,10 @@ def test_rebuild_killed_at_any_save_stage_is_finished_by_the_next_run(
     args = [str(corpus), "--index", str(idx), "--no-progress", "--rebuild"]
     args += ["--chunk-tokens", "24", "--overlap", "4", "--commit-every", "1"]
     if stage == "after_commit":
-        env, pause, marker = {}, 60.0, "llm2vec-index-commit:"
+        env, pause, after, marker = {}, None, 60.0, "llm2vec-index-commit:"
     else:
-        env, pause, marker = {PAUSE_ENV: f"{stage}:60"}, None, f"llm2vec-save-stage: {stage}"
-    proc = popen_index(args, work, env, pause_after_commit=pause)
+        env, pause, after, marker = {}, f"{stage}:60", None, f"llm2vec-save-stage: {stage}"
+    proc = popen_index(args, work, env, pause, pause_after_commit=after)
     try:
         wait_stderr(proc, marker)
     finally:

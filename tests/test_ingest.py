@@ -241,7 +241,7 @@ def full_tokenizer(model: str):
 
 def test_index_folders_among_the_sources_are_skipped(tiny_llama, tmp_path, capsys):
     """Issue 14.2: another index folder (or a saved store) inside a source was indexed as
-    documents (its docstore.jsonl); every one is now skipped with a reason."""
+    documents (its files); every one is now skipped with a reason."""
     import numpy as np
 
     from llm2vec_retrieval.index import IndexStore
@@ -267,12 +267,12 @@ def test_index_folders_among_the_sources_are_skipped(tiny_llama, tmp_path, capsy
     assert sources == {"corpus/b.md", "corpus/notes/a.txt"}
     # named directly: the store's own file is refused too
     capsys.readouterr()
-    doc = corpus / "old-index" / "store" / "docstore.jsonl"
+    doc = corpus / "old-index" / "store" / "manifest.json"
     assert (
         cli.main(["index", str(doc), str(corpus / "b.md"), "--index", str(tmp_path / "i2"), *model])
         == 0
     )
-    assert "docstore.jsonl: inside a saved index store" in capsys.readouterr().err
+    assert "manifest.json: inside a saved index store" in capsys.readouterr().err
 
 
 def test_lone_surrogates_in_jsonl_are_repaired(tiny_llama, tmp_path, capsys):
@@ -416,7 +416,7 @@ def test_index_files_get_the_mode_of_plain_new_files(tiny_llama, tmp_path):
         p.relative_to(tmp_path / "idx").as_posix(): p.stat().st_mode & 0o777
         for p in (tmp_path / "idx").rglob("*")
     }
-    assert modes["files.json"] == modes["llm2vec-index.json"] == modes["store/docstore.jsonl"]
+    assert modes["files.json"] == modes["llm2vec-index.json"] == modes["store/manifest.json"]
     assert {m for name, m in modes.items() if (tmp_path / "idx" / name).is_file()} == {0o640}
     assert {m for name, m in modes.items() if (tmp_path / "idx" / name).is_dir()} == {0o750}
 

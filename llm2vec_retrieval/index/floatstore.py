@@ -21,10 +21,6 @@ class FloatStore:
     def __contains__(self, iid: int) -> bool:
         return int(iid) in self._row
 
-    @property
-    def nbytes(self) -> int:
-        return self._n * self.dim * 4
-
     def clear(self) -> None:
         FloatStore.__init__(self, self.dim)
 

@@ -5,11 +5,27 @@ Snowball English stemmer from PyStemmer): the settings of the BM25 baseline in
 ``benchmarks/quality.py``, so a store searched in ``lexical`` mode scores exactly as that
 baseline does (nDCG@10 0.686 on SciFact).
 
-What is kept: each document's stemmed tokens as ids into one growing vocabulary (the
-source of truth, cheap to update), and bm25s's score matrix built from them. BM25 scores
-depend on the whole corpus (document frequencies, average length), so an add or delete
-marks the matrix stale and the next search rebuilds it from the kept tokens (no
-re-tokenization). A saved index stores both, so loading needs no rebuild.
+Segments, as Lucene and Tantivy keep them: the documents of each commit are one immutable
+segment (``segments.Segment``) holding their stemmed tokens as ids into one growing
+vocabulary, and the postings built from them (term -> rows and term frequencies).
+Deleting marks a document (``dead``); merging a run of segments rewrites it without the
+marked ones. No score is precomputed: BM25 depends on the whole corpus (document
+frequencies, average length), so the index keeps those statistics over the live
+documents of every segment, updates them on each add and delete, and scores a query
+from the postings of its terms with them. Each score is computed as bm25s computes it
+(the idf in float32, the term-frequency part in float64, their product rounded to
+float32, the terms summed in float32 in query order), so scores equal those of a
+single bm25s index built from the live documents.
+
+bm25s's own ``save``/``load`` is not used: it writes the score matrix (which a segment
+cannot keep, the statistics change with every commit) and the vocabulary as JSON
+beside it, and it cannot store segments or deletion marks; the arrays here are plain
+numbers in ``segments``' array files (no pickle).
+
+Segment arrays: ``iids`` (int64, ascending), ``lengths`` (int32, tokens per document),
+``tokens`` (int32, each document's token ids, concatenated) with ``tok_offsets``
+(int64, rows + 1), and the postings ``post_ptr`` (int64, one more than the vocabulary
+had when the segment was made), ``post_rows`` (int32) and ``post_tf`` (int32).
 
 Not here: fusion with the vector scores (``fusion.py``) and the store's locking (the
 store calls in under its lock).
@@ -17,12 +33,14 @@ store calls in under its lock).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..text import repair_surrogates
+from .segments import Segment, locate
 
 LEXICAL_MISSING_MESSAGE = (
     "the lexical (BM25) index needs bm25s and PyStemmer: pip install 'llm2vec-retrieval[faiss]'"
@@ -38,6 +56,7 @@ SETTINGS: dict[str, Any] = {
     "stemmer": "english",
     "lowercase": True,
 }
+SEGMENT_ARRAYS = ("iids", "lengths", "tokens", "tok_offsets", "post_ptr", "post_rows", "post_tf")
 
 
 def _bm25s():
@@ -76,6 +95,55 @@ class Tokenizer:
         )
 
 
+def make_segment(name: str, iids: np.ndarray, docs: Sequence[np.ndarray], n_vocab: int) -> Segment:
+    """A segment of documents (token-id arrays) under ascending ``iids``."""
+    n = len(iids)
+    lengths = np.fromiter((len(d) for d in docs), np.int32, n)
+    tok_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=tok_offsets[1:])
+    tokens = np.concatenate(docs).astype(np.int32) if n else np.empty(0, np.int32)
+    # postings: one (term, row) pair per distinct term of each document, with its count
+    rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    key = tokens.astype(np.int64) * max(n, 1) + rows
+    uniq, tf = np.unique(key, return_counts=True)
+    terms = uniq // max(n, 1)
+    post_ptr = np.zeros(n_vocab + 1, np.int64)
+    np.cumsum(np.bincount(terms, minlength=n_vocab), out=post_ptr[1:])
+    return Segment(
+        name,
+        {
+            "iids": np.asarray(iids, np.int64),
+            "lengths": lengths,
+            "tokens": tokens,
+            "tok_offsets": tok_offsets,
+            "post_ptr": post_ptr,
+            "post_rows": (uniq % max(n, 1)).astype(np.int32),
+            "post_tf": tf.astype(np.int32),
+        },
+    )
+
+
+def check_segment(seg: Segment, n_vocab: int) -> str | None:
+    """What is structurally wrong with a loaded segment (cheap checks), or None."""
+    a = seg.arrays
+    for name in SEGMENT_ARRAYS:
+        if name not in a or a[name].ndim != 1 or a[name].dtype.kind != "i":
+            return f"array {name!r} missing or not integers"
+    n = len(a["iids"])
+    if n and (np.diff(a["iids"]) <= 0).any():
+        return "internal ids not ascending"
+    o, p = a["tok_offsets"], a["post_ptr"]
+    if len(a["lengths"]) != n or len(o) != n + 1 or o[0] != 0 or o[-1] != len(a["tokens"]):
+        return "token offsets do not match the documents"
+    if not np.array_equal(np.diff(o), a["lengths"]):
+        return "token offsets do not match the lengths"
+    if not 1 <= len(p) <= n_vocab + 1 or p[0] != 0 or p[-1] != len(a["post_rows"]):
+        return "postings do not match the vocabulary"
+    if len(a["post_tf"]) != len(a["post_rows"]) or (np.diff(p) < 0).any():
+        return "postings are inconsistent"
+    return None
+
+
 class LexicalIndex:
     """BM25 over documents keyed by int64 internal ids (the store's)."""
 
@@ -84,76 +152,139 @@ class LexicalIndex:
         if self.settings.get("library") != "bm25s" or self.settings.get("method") != "lucene":
             raise ValueError(f"unsupported lexical settings {self.settings!r}")
         self.tokenizer = Tokenizer(self.settings)
-        self._vocab: dict[str, int] = {}
-        self._tokens: dict[int, np.ndarray] = {}  # iid -> int32 token ids, insertion order
-        self._retriever: Any = None
-        self._row_iids = np.empty(0, np.int64)  # score-matrix row -> iid
-        self._row_of: dict[int, int] = {}
+        self.k1, self.b = float(self.settings["k1"]), float(self.settings["b"])
+        self.segments: list[Segment] = []
+        self.dead: set[int] = set()  # iids of segment documents deleted since
+        self._pending: dict[int, np.ndarray] = {}  # iid -> token ids, added since the last seal
+        #: the vocabulary files, in id order: ``{"name", "count", "info", "source"}`` (as
+        #: `Segment`'s); a save writes the tokens added since the last one as a new part
+        self.vocab_parts: list[dict[str, Any]] = []
+        self._terms: list[str] = []
+        self._vocab: dict[str, int] | None = {}
+        self._df = np.zeros(0, np.int64)  # live documents holding each term
+        self._n = 0  # live documents
+        self._total = 0  # their tokens
+        self._cache: dict[str, Any] | None = None  # rows, iids, dead mask, pending segment
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return self._n
 
-    # -- mutation ---------------------------------------------------------------------
+    # -- vocabulary ---------------------------------------------------------------------
+    @property
+    def vocab(self) -> dict[str, int]:
+        if self._vocab is None:
+            self._vocab = {t: i for i, t in enumerate(self._terms)}
+        return self._vocab
+
+    @property
+    def n_terms(self) -> int:
+        return len(self._terms)
+
+    @property
+    def terms(self) -> list[str]:
+        return self._terms
+
     def _ids(self, tokens: list[str]) -> np.ndarray:
-        vocab = self._vocab
-        return np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), np.int32, len(tokens))
+        vocab, terms = self.vocab, self._terms
+        out = np.empty(len(tokens), np.int32)
+        for k, t in enumerate(tokens):
+            i = vocab.get(t)
+            if i is None:
+                i = vocab[t] = len(terms)
+                terms.append(t)
+            out[k] = i
+        return out
 
+    # -- mutation -----------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str | None]) -> list[list[str]]:
         """Tokens of each text; call before changing anything, then ``add`` them."""
         return self.tokenizer(list(texts))
 
+    def _count(self, docs: Sequence[np.ndarray], sign: int) -> None:
+        if len(self._df) < len(self._terms):
+            self._df = np.concatenate(
+                [self._df, np.zeros(max(len(self._terms) - len(self._df), 1024), np.int64)]
+            )
+        for d in docs:
+            self._df[np.unique(d)] += sign
+            self._total += sign * len(d)
+        self._n += sign * len(docs)
+        self._cache = None
+
     def add(self, iids: Sequence[int], tokens: Sequence[list[str]]) -> None:
         """Index tokenized texts under new iids (the store removes replaced iids itself)."""
-        for iid, toks in zip(iids, tokens, strict=True):
-            self._tokens[int(iid)] = self._ids(toks)
-        self._retriever = None
+        docs = [self._ids(t) for t in tokens]
+        for iid, d in zip(iids, docs, strict=True):
+            self._pending[int(iid)] = d
+        self._count(docs, +1)
 
     def remove(self, iids: Sequence[int]) -> None:
-        for iid in iids:
-            self._tokens.pop(int(iid), None)
-        self._retriever = None
+        gone = [d for d in (self._pending.pop(int(i), None) for i in iids) if d is not None]
+        rest = np.asarray([int(i) for i in iids if int(i) not in self.dead], np.int64)
+        segs, rows = locate(self.segments, rest)
+        for j, r, iid in zip(segs.tolist(), rows.tolist(), rest.tolist(), strict=True):
+            if j >= 0 and iid not in self.dead:
+                a = self.segments[j].arrays
+                gone.append(a["tokens"][a["tok_offsets"][r] : a["tok_offsets"][r + 1]])
+                self.dead.add(iid)
+        self._count(gone, -1)
 
-    # -- scoring ----------------------------------------------------------------------
-    def _build(self) -> None:
-        bm25s, _ = _bm25s()
-        retriever = bm25s.BM25(method="lucene", k1=self.settings["k1"], b=self.settings["b"])
-        # rows in iid order: a tie is broken the same way before and after a reload
-        self._row_iids = np.sort(np.fromiter(self._tokens, np.int64, len(self._tokens)))
-        retriever.scores = None
-        if any(len(t) for t in self._tokens.values()):  # no tokens at all: nothing can score
-            # every vocabulary id is a column (ids of deleted documents have df 0 and never score)
-            retriever.scores = retriever.build_index_from_ids(
-                list(range(len(self._vocab))),
-                [self._tokens[i].tolist() for i in self._row_iids.tolist()],
-                show_progress=False,
-            )
-        self._retriever = retriever
-        self._row_of = {int(i): r for r, i in enumerate(self._row_iids.tolist())}
-
-    def _ensure(self) -> None:
-        if self._retriever is None:
-            self._build()
+    # -- scoring ------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        """Rows over every segment then the pending documents (in iid order): their iids,
+        which are deleted, and the pending documents as a segment (rebuilt after changes)."""
+        if self._cache is None:
+            parts = list(self.segments)
+            if self._pending:
+                piids = np.fromiter(sorted(self._pending), np.int64, len(self._pending))
+                parts.append(
+                    make_segment(
+                        "", piids, [self._pending[i] for i in piids.tolist()], len(self._terms)
+                    )
+                )
+            iids = np.concatenate([s.iids for s in parts]) if parts else np.empty(0, np.int64)
+            dead = np.zeros(len(iids), bool)
+            if self.dead:
+                dead = np.isin(iids, np.fromiter(self.dead, np.int64, len(self.dead)))
+            self._cache = {"parts": parts, "iids": iids, "dead": dead}
+        return self._cache
 
     def query_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Known token ids of each query text (unknown words cannot score and are dropped)."""
-        vocab = self._vocab
+        vocab = self.vocab
         return [
             np.asarray([vocab[t] for t in toks if t in vocab], np.int32)
             for toks in self.tokenizer(list(texts))
         ]
 
     def scores(self, query_ids: np.ndarray) -> np.ndarray:
-        """BM25 score of every document (in ``row_iids`` order) for one tokenized query."""
-        self._ensure()
-        n = len(self._row_iids)
-        if n == 0 or len(query_ids) == 0 or self._retriever.scores is None:
-            return np.zeros(n, np.float32)
-        return np.asarray(self._retriever.get_scores_from_ids(query_ids), np.float32)
-
-    @property
-    def row_iids(self) -> np.ndarray:
-        self._ensure()
-        return self._row_iids
+        """BM25 score of every row (see `_state`; deleted rows score 0) for one query."""
+        st = self._state()
+        out = np.zeros(len(st["iids"]), np.float32)
+        if self._n == 0 or len(query_ids) == 0:
+            return out
+        n, k1, b = self._n, self.k1, self.b
+        avgdl = np.float64(self._total) / n  # as numpy's mean of the lengths
+        qids = np.asarray(query_ids, np.int64)
+        idf = [  # bm25s's Lucene idf, kept in float32 as its idf array is
+            np.float32(math.log(1 + (n - int(df) + 0.5) / (int(df) + 0.5)))
+            for df in self._df[qids].tolist()
+        ]
+        base = 0
+        for seg in st["parts"]:
+            a = seg.arrays
+            ptr = a["post_ptr"]
+            for t, w in zip(qids.tolist(), idf, strict=True):
+                if t + 1 >= len(ptr) or ptr[t] == ptr[t + 1]:
+                    continue
+                rows = a["post_rows"][ptr[t] : ptr[t + 1]]
+                tf = a["post_tf"][ptr[t] : ptr[t + 1]].astype(np.float32)
+                dl = a["lengths"][rows]
+                tfc = tf / (k1 * ((1 - b) + b * dl / avgdl) + tf)  # float64, as bm25s
+                out[base + rows] += (np.float64(w) * tfc).astype(np.float32)
+            base += len(seg)
+        out[st["dead"]] = 0
+        return out
 
     def top_k(
         self,
@@ -169,19 +300,15 @@ class LexicalIndex:
         the order they were added, an upsert counting as new), or not at all with
         ``positive_only``.
         """
-        self._ensure()
-        rows_allowed = None
+        st = self._state()
+        all_iids, live = st["iids"], ~st["dead"]
+        rows = np.flatnonzero(live)
         if allowed is not None:
-            rows_allowed = np.fromiter(
-                (self._row_of[int(i)] for i in allowed), np.int64, len(allowed)
-            )
-            rows_allowed.sort()
+            rows = rows[np.isin(all_iids[rows], np.asarray(allowed, np.int64))]
         out_s = np.full((len(texts), k), -np.inf, np.float32)
         out_i = np.full((len(texts), k), -1, np.int64)
         for r, qids in enumerate(self.query_ids(texts)):
-            s = self.scores(qids)
-            rows = np.arange(len(s)) if rows_allowed is None else rows_allowed
-            s = s[rows]
+            s = self.scores(qids)[rows]
             hit = np.flatnonzero(s > 0)
             if len(hit) > k:
                 hit = hit[np.argpartition(-s[hit], k - 1)[:k]]
@@ -189,51 +316,97 @@ class LexicalIndex:
             if not positive_only and len(hit) < k:  # then the non-matching ones, by iid
                 hit = np.concatenate([hit, np.flatnonzero(s <= 0)[: k - len(hit)]])
             out_s[r, : len(hit)] = s[hit]
-            out_i[r, : len(hit)] = self._row_iids[rows[hit]]
+            out_i[r, : len(hit)] = all_iids[rows[hit]]
         return out_s, out_i
 
-    # -- persistence --------------------------------------------------------------------
-    def snapshot(self) -> tuple[list[str], dict[str, np.ndarray]]:
-        """(vocabulary in id order, arrays): ``iids`` (int64, ascending), each one's
-        ``tokens`` (int32, concatenated) and ``offsets`` (int64, len(iids) + 1), and
-        bm25s's score matrix (``data``, ``indices``, ``indptr``; rows in ``iids`` order)."""
-        self._ensure()
-        iids = self._row_iids
-        parts = [self._tokens[int(i)] for i in iids]
-        offsets = np.zeros(len(parts) + 1, np.int64)
-        np.cumsum([len(p) for p in parts], out=offsets[1:])
-        tokens = np.concatenate(parts) if parts else np.empty(0, np.int32)
-        arrays = {"iids": iids, "tokens": tokens.astype(np.int32, copy=False), "offsets": offsets}
-        sc = self._retriever.scores
-        if sc is not None:
-            arrays.update(
-                data=np.asarray(sc["data"]),
-                indices=np.asarray(sc["indices"]),
-                indptr=np.asarray(sc["indptr"]),
-            )
-        vocab = [""] * len(self._vocab)
-        for t, i in self._vocab.items():
-            vocab[i] = t
-        return vocab, arrays
+    # -- segments -----------------------------------------------------------------------
+    def seal(self, name: str) -> None:
+        """Turn the documents added since the last seal into segment ``name``."""
+        iids = np.fromiter(sorted(self._pending), np.int64, len(self._pending))
+        docs = [self._pending[i] for i in iids.tolist()]
+        self.segments.append(make_segment(name, iids, docs, len(self._terms)))
+        self._pending.clear()
+        self._cache = None
+
+    def merge(self, start: int, end: int, name: str | None) -> None:
+        """Replace segments [start, end) by one named ``name`` without their deleted
+        documents (None: by nothing, when the store has no document of them left)."""
+        run = self.segments[start:end]
+        dead = np.fromiter(self.dead, np.int64, len(self.dead))
+        iids, docs = [], []
+        for seg in run:
+            a = seg.arrays
+            gone = np.isin(seg.iids, dead)
+            self.dead.difference_update(seg.iids[gone].tolist())
+            o = a["tok_offsets"]
+            for r in np.flatnonzero(~gone).tolist():
+                iids.append(int(seg.iids[r]))
+                docs.append(a["tokens"][o[r] : o[r + 1]])
+        merged = (
+            []
+            if name is None
+            else [make_segment(name, np.asarray(iids, np.int64), docs, len(self._terms))]
+        )
+        self.segments[start:end] = merged
+        self._cache = None
 
     @classmethod
-    def restore(
+    def opened(
         cls,
         settings: dict[str, Any],
-        vocab: list[str],
-        arrays: dict[str, np.ndarray],
-        live: np.ndarray,
+        terms: list[str],
+        vocab_parts: list[dict[str, Any]],
+        segments: list[Segment],
+        dead: set[int],
     ) -> LexicalIndex:
-        """Inverse of ``snapshot``; ``live``: the store's iids, which the saved ones must
-        equal. ValueError on inconsistent data."""
+        """A lexical index over loaded segments and the vocabulary (``terms`` in id order,
+        read from ``vocab_parts``); ``dead``: the store's deleted iids (those the segments
+        hold are marked). The statistics are computed from the postings. ValueError on data
+        that does not fit together."""
         lex = cls(settings)
-        iids = arrays["iids"]
-        if iids.shape != (len(live),) or not np.array_equal(iids, np.sort(live)):
-            raise ValueError("its documents are not the docstore's")
-        if len(set(vocab)) != len(vocab):
+        if sum(p["count"] for p in vocab_parts) != len(terms):
+            raise ValueError("the vocabulary parts do not add up")
+        lex.vocab_parts = vocab_parts
+        lex._terms = terms
+        lex._vocab = None  # built on first use
+        lex.segments = segments
+        nv = len(lex._terms)
+        df = np.zeros(nv, np.int64)
+        total = n = 0
+        for seg in segments:
+            msg = check_segment(seg, nv)
+            if msg:
+                raise ValueError(f"segment {seg.name}: {msg}")
+            p = seg.arrays["post_ptr"]
+            df[: len(p) - 1] += np.diff(p)
+            total += int(seg.arrays["tok_offsets"][-1])
+            n += len(seg)
+        lex._df, lex._n, lex._total = df, n, total
+        marked = np.fromiter(dead, np.int64, len(dead))
+        segs, rows = locate(segments, marked)
+        gone = []
+        for j, r, iid in zip(segs.tolist(), rows.tolist(), marked.tolist(), strict=True):
+            if j >= 0:
+                a = segments[j].arrays
+                gone.append(a["tokens"][a["tok_offsets"][r] : a["tok_offsets"][r + 1]])
+                lex.dead.add(iid)
+        lex._count(gone, -1)
+        return lex
+
+    @classmethod
+    def from_tokens(
+        cls,
+        settings: dict[str, Any],
+        terms: list[str],
+        iids: np.ndarray,
+        tokens: np.ndarray,
+        offsets: np.ndarray,
+    ) -> LexicalIndex:
+        """An index holding documents as token ids (those of an older save: they become
+        pending, sealed into a segment by the next save). ValueError on inconsistent data."""
+        lex = cls(settings)
+        if len(set(terms)) != len(terms):
             raise ValueError("duplicate tokens in the vocabulary")
-        lex._vocab = {t: i for i, t in enumerate(vocab)}
-        tokens, offsets = arrays["tokens"], arrays["offsets"]
         if (
             offsets.shape != (len(iids) + 1,)
             or offsets[0] != 0
@@ -241,35 +414,11 @@ class LexicalIndex:
             or (np.diff(offsets) < 0).any()
         ):
             raise ValueError("token offsets do not match the documents")
-        if len(tokens) and (tokens.min() < 0 or tokens.max() >= len(vocab)):
+        if len(tokens) and (tokens.min() < 0 or tokens.max() >= len(terms)):
             raise ValueError("token ids out of the vocabulary")
-        lex._tokens = {
-            int(i): tokens[offsets[j] : offsets[j + 1]] for j, i in enumerate(iids.tolist())
-        }
-        if "data" in arrays and len(iids):
-            bm25s, _ = _bm25s()
-            indptr = arrays["indptr"]
-            if (
-                indptr.shape != (len(vocab) + 1,)
-                or indptr[-1] != len(arrays["data"])
-                or len(arrays["indices"]) != len(arrays["data"])
-            ):
-                raise ValueError("the BM25 score matrix does not match the vocabulary")
-            if len(arrays["indices"]) and (
-                arrays["indices"].min() < 0 or arrays["indices"].max() >= len(iids)
-            ):
-                raise ValueError("the BM25 score matrix does not match the documents")
-            retriever = bm25s.BM25(method="lucene", k1=settings["k1"], b=settings["b"])
-            retriever.scores = {
-                "data": arrays["data"],
-                "indices": arrays["indices"],
-                "indptr": indptr,
-                "num_docs": len(iids),
-            }
-            retriever.nonoccurrence_array = (
-                None  # Lucene BM25 has none (as build_index_from_ids sets)
-            )
-            lex._retriever = retriever
-            lex._row_iids = np.asarray(iids, np.int64)
-            lex._row_of = {int(i): r for r, i in enumerate(lex._row_iids.tolist())}
+        lex._terms = list(terms)
+        lex._vocab = None
+        docs = [tokens[offsets[j] : offsets[j + 1]].astype(np.int32) for j in range(len(iids))]
+        lex._pending = dict(zip(np.asarray(iids).tolist(), docs, strict=True))
+        lex._count(docs, +1)
         return lex

@@ -1,27 +1,35 @@
 """Saving and loading an IndexStore: a directory, written atomically, no pickle.
 
-Layout of ``path/``:
+Layout of ``path/`` (format 3):
 
 ``index.faiss``     the FAISS index (``faiss.write_index``/``write_index_binary``);
                     absent for an IVF store that is not trained yet.
-``docstore.jsonl``  one JSON object per document, in insertion order:
-                    ``{"id", "iid" (internal FAISS id), "text", "metadata"}``.
-``vectors.npy``     float32 (count, dim), rows in docstore order, written with
-                    ``allow_pickle=False``; present when the kind keeps float vectors
+``vectors.npy``     float32 (count, dim), rows in ascending internal-id order, written
+                    with ``allow_pickle=False``; present when the kind keeps float vectors
                     (binary, ivf_sq8/ivf_pq with keep_vectors, untrained IVF).
-``lexical_vocab.json``, ``lexical.npz``
-                    the BM25 part (format 2; absent for a store made with
-                    ``lexical=False``): the token vocabulary (a JSON list, id order) and
-                    arrays (``np.savez``, read with ``allow_pickle=False``): the
-                    internal ids (ascending), each one's token ids (``tokens``/``offsets``)
-                    and bm25s's score matrix (``data``/``indices``/``indptr``).
+``seg-*.docs.arr``  the documents, one file per segment (`docstore`): internal ids, places
+                    in insertion order, string ids, JSON records and metadata, in the
+                    array-file format of `segments` (read memory-mapped).
+``seg-*.lex.arr``   the BM25 part of each segment (`lexical`: token ids and postings);
+                    absent for a store made with ``lexical=False``.
+``vocab-*.json``    the BM25 vocabulary, one JSON list per part, in token-id order.
+``deleted.arr``     the internal ids of segment documents deleted since (absent when none).
 ``manifest.json``   ``format_version``, ``kind``, ``metric``, ``dim``, ``count``,
                     ``params``, ``state``, ``fingerprint``, ``lexical`` (the BM25
-                    settings, or null), ``extra`` (the caller's metadata:
-                    ``save(path, extra=...)``), ``created_at``, library and
+                    settings, or null), ``segments`` (each one's ``name`` and ``count``),
+                    ``vocab`` (each part's ``name`` and ``count``), ``extra`` (the caller's
+                    metadata: ``save(path, extra=...)``), ``created_at``, library and
                     faiss versions, ``files`` (sha256 and size of every other file) and
                     ``manifest_sha256`` (of the manifest itself, canonical JSON, without
                     that key).
+
+Segments and vocabulary parts never change once written: a save writes the documents
+added since the last one as a new segment (and merges segments as
+`segments.merge_plan` says), and hard-links the files it already has from the directory
+it replaces, reusing their checksums (computed when they were written). So a commit
+costs the new documents, the FAISS index and the manifest, not the whole docstore.
+Format 2 (``docstore.jsonl``, ``lexical_vocab.json``, ``lexical.npz``) still loads; the
+next save writes it as format 3.
 
 Atomic save (``llm2vec_retrieval._io.staged_dir``): everything is written and fsynced in a
 sibling ``.<name>.tmp-<pid>-<rand>`` directory (manifest last); then the old directory is
@@ -39,12 +47,17 @@ Other files in the directory (a user's own, say) are carried over
 into the new directory (hard links, else copies); a directory that is not a saved
 index and has sub-directories is refused, so a mistyped path cannot swap a big tree.
 
-Load verifies the manifest checksum, then every file's size and sha256 *before* any
-bytes reach FAISS (FAISS can crash on garbage), then the consistency between index,
-docstore and vectors. Any failure raises ``IndexCorruptedError`` naming the file. An
-expected fingerprint whose ``dim`` differs from the saved vectors' raises
-``DimensionMismatchError``, even with ``allow_fingerprint_mismatch``: such vectors cannot
-be searched at all.
+Integrity: every file's sha256 is computed when it is written. Load verifies the
+manifest checksum, every file's size, the sha256 of the small files it reads whole (the
+vocabulary, the deletion marks) and the structure of the segment files, which it
+memory-maps instead of reading (a search reads the records of its hits only, and a
+damaged record is reported when read). It opens the FAISS index and float vectors and
+reads them on first use (a lexical search never does), their sha256 verified *before*
+any byte reaches FAISS, which can crash on garbage. ``verify_store`` (``llm2vec-retrieval info
+--verify``) checks the sha256 of every file. Any failure raises ``IndexCorruptedError``
+naming the file. An expected fingerprint whose ``dim`` differs from the saved vectors'
+raises ``DimensionMismatchError``, even with ``allow_fingerprint_mismatch``: such vectors
+cannot be searched at all.
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -73,38 +87,36 @@ from .._io import (
 )
 from ..fingerprint import as_saved, check_fingerprint
 from ._faiss import get_faiss
+from .docstore import DocStore
+from .docstore import check_segment as check_docs_segment
 from .errors import IndexCorruptedError
-from .kinds import KINDS, METRICS, make_backend, resolve_params
-from .snapshot import StoredDoc, StoreSnapshot
+from .kinds import KINDS, METRICS, Backend, make_backend, resolve_params
+from .segments import ArrayFileError, Segment, locate, map_arrays, parse_arrays, write_arrays
+from .snapshot import StoreSnapshot
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 2  # 2: the lexical (BM25) part; format 1 (vectors only) still loads
+FORMAT_VERSION = 3  # 3: segments; 2 (one docstore.jsonl and lexical.npz) still loads
 INDEX_FILE = "index.faiss"
-DOCSTORE_FILE = "docstore.jsonl"
 VECTORS_FILE = "vectors.npy"
+DELETED_FILE = "deleted.arr"
+MANIFEST_FILE = "manifest.json"
+DOCS_SUFFIX = ".docs.arr"
+LEX_SUFFIX = ".lex.arr"
+# format 2
+DOCSTORE_FILE = "docstore.jsonl"
 LEXICAL_VOCAB_FILE = "lexical_vocab.json"
 LEXICAL_FILE = "lexical.npz"
-MANIFEST_FILE = "manifest.json"
-LEXICAL_ARRAYS = ("iids", "tokens", "offsets", "data", "indices", "indptr")
-
-# Test hook: "stage[,stage...]:seconds" or "*:seconds" makes save() print
-# "llm2vec-save-stage: <stage>" to stderr and sleep at those stages
-# (index_written, files_written, before_swap, backed_up, swapped; the `index` command
-# adds its own around a commit's save, see `ingest.indexer`).
-PAUSE_ENV = "LLM2VEC_RETRIEVAL_SAVE_PAUSE"
+_SEGMENT_NAME = re.compile(r"seg-[0-9]{6,}-[0-9a-f]{8}")
+_VOCAB_NAME = re.compile(r"vocab-[0-9]{6,}-[0-9a-f]{8}\.json")
+_SEGMENT_FILE = re.compile(_SEGMENT_NAME.pattern + r"\.(docs|lex)\.arr")
 
 
 def pause_stage(stage: str) -> None:
-    """The `PAUSE_ENV` test hook at ``stage`` (a no-op unless the variable names it)."""
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec:
-        return
-    stages, _, seconds = spec.rpartition(":")
-    if stages == "*" or stage in stages.split(","):
-        sys.stderr.write(f"llm2vec-save-stage: {stage}\n")
-        sys.stderr.flush()
-        time.sleep(float(seconds or 0))
+    """A named point of a save (``index_written``, ``files_written``, ``before_swap``,
+    ``backed_up``, ``swapped``; the `index` command marks its own around a commit's save):
+    it does nothing. Tests that must act at a stage (kill the process, read beside it)
+    replace this function in the process they start."""
 
 
 def _library_version() -> str:
@@ -173,25 +185,48 @@ class _DirReader:
         mine = os.fstat(self.fd)
         return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino)
 
-    def read(self, name: str) -> bytes | None:
-        """The file's bytes, or None when it does not exist (or is not a file)."""
+    def open(self, name: str) -> int | None:
+        """A read-only descriptor of the file, or None when it does not exist (or is not
+        a regular file)."""
         try:
             if self.fd is None:
-                return (self.d / name).read_bytes()
-            fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
+                fd = os.open(self.d / name, os.O_RDONLY)
+            else:
+                fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             if self.gone():
                 raise _Moved() from None
             return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
+    def read(self, name: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist (or is not a file)."""
+        fd = self.open(name)
+        if fd is None:
+            return None
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
             return f.read()
 
 
 OWN_FILES = frozenset(
-    {INDEX_FILE, DOCSTORE_FILE, VECTORS_FILE, LEXICAL_VOCAB_FILE, LEXICAL_FILE, MANIFEST_FILE}
+    {
+        INDEX_FILE,
+        VECTORS_FILE,
+        DELETED_FILE,
+        MANIFEST_FILE,
+        DOCSTORE_FILE,
+        LEXICAL_VOCAB_FILE,
+        LEXICAL_FILE,
+    }
 )
+
+
+def is_own_file(name: str) -> bool:
+    """True for the names of the files a saved store is made of."""
+    return name in OWN_FILES or bool(_SEGMENT_FILE.fullmatch(name) or _VOCAB_NAME.fullmatch(name))
 
 
 def _link_or_copy(src: str | Path, dst: str | Path) -> None:
@@ -204,7 +239,7 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
 def _carry_foreign(src: Path, dst: Path) -> None:
     """Bring files that are not ours into the new directory."""
     for entry in src.iterdir():
-        if entry.name in OWN_FILES or (dst / entry.name).exists():
+        if is_own_file(entry.name) or (dst / entry.name).exists():
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.copytree(entry, dst / entry.name, symlinks=True, copy_function=_link_or_copy)
@@ -214,7 +249,9 @@ def _carry_foreign(src: Path, dst: Path) -> None:
 
 def save_store(snap: StoreSnapshot, path: str | Path) -> None:
     """Write a store's state into directory `path` atomically (the module docstring says how).
-    The caller keeps the state unchanged meanwhile (`IndexStore.save` holds its lock)."""
+    The caller keeps the state unchanged meanwhile (`IndexStore.save` holds its lock); once
+    the save is committed, the segments and vocabulary parts record where their files are,
+    for the next save to link them."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     restore_backup(path, MANIFEST_FILE)
@@ -225,50 +262,97 @@ def save_store(snap: StoreSnapshot, path: str | Path) -> None:
             raise ValueError(
                 f"refusing to save into {path}: it has sub-directories and is not a saved index"
             )
+    committed: list[tuple[Any, dict[str, Any]]] = []
     with staged_dir(path, marker=MANIFEST_FILE, on_stage=pause_stage) as tmp:
-        _write_files(snap, path, tmp)
+        _write_files(snap, path, tmp, committed)
+    for obj, info in committed:
+        if isinstance(obj, Segment):
+            obj.info, obj.source = info, path
+        else:
+            obj["info"], obj["source"] = info, path
 
 
-def _write_files(snap: StoreSnapshot, path: Path, tmp: Path) -> None:
+def _put(
+    obj: Any, name: str, tmp: Path, write: Callable[[Any], None], committed: list
+) -> dict[str, Any]:
+    """Put an immutable file into the new directory: linked from where it was committed
+    (its checksum reused) when that file is still there, else written; its file entry."""
+    info = obj.info if isinstance(obj, Segment) else obj["info"]
+    source = obj.source if isinstance(obj, Segment) else obj["source"]
+    if info is not None and source is not None:
+        src = Path(source) / name
+        try:
+            if src.stat().st_size == info["bytes"]:
+                _link_or_copy(src, tmp / name)
+                return info
+        except OSError:
+            pass
+    with open(tmp / name, "wb") as f:
+        write(f)
+    fsync_file(tmp / name)
+    digest, size = sha256_and_size(tmp / name)
+    info = {"sha256": digest, "bytes": size}
+    committed.append((obj, info))
+    return info
+
+
+def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) -> None:
     """Every file of the store into the empty directory `tmp` (the manifest last), and the
     foreign files of the current `path`."""
-    files: list[str] = []
+    files: dict[str, dict[str, Any]] = {}
+    fresh: list[str] = []
     backend = snap.backend
     if backend is not None and backend.write(str(tmp / INDEX_FILE)):
-        files.append(INDEX_FILE)
+        fresh.append(INDEX_FILE)
     pause_stage("index_written")
-    with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8", newline="\n") as f:
-        for d in snap.docs:
-            f.write(
-                json.dumps(
-                    {"id": d.id, "iid": d.iid, "text": d.text, "metadata": d.metadata},
-                    ensure_ascii=True,  # lone surrogates in texts survive too
-                )
-            )
-            f.write("\n")
-    files.append(DOCSTORE_FILE)
+    docs = snap.docs
+    if docs.has_pending:
+        raise RuntimeError("documents not sealed into a segment before the save")
     if backend is not None and backend.keeps_vectors:
-        iids = snap.iids
         with open(tmp / VECTORS_FILE, "wb") as f:
             np.save(
                 f,
-                np.ascontiguousarray(backend.fs.get(iids), dtype=np.float32),
+                np.ascontiguousarray(backend.fs.get(snap.iids), dtype=np.float32),
                 allow_pickle=False,
             )
-        files.append(VECTORS_FILE)
+        fresh.append(VECTORS_FILE)
+    for seg in docs.segments:
+        name = seg.name + DOCS_SUFFIX
+        files[name] = _put(seg, name, tmp, lambda f, a=seg.arrays: write_arrays(f, a), committed)
     lexical = snap.lexical
+    vocab: list[dict[str, Any]] = []
     if lexical is not None:
-        vocab, arrays = lexical.snapshot()
-        with open(tmp / LEXICAL_VOCAB_FILE, "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=True)
-        with open(tmp / LEXICAL_FILE, "wb") as f:
-            np.savez(f, **arrays)
-        files += [LEXICAL_VOCAB_FILE, LEXICAL_FILE]
-    file_info = {}
-    for name in files:
+        for seg in lexical.segments:
+            name = seg.name + LEX_SUFFIX
+            files[name] = _put(
+                seg, name, tmp, lambda f, a=seg.arrays: write_arrays(f, a), committed
+            )
+        parts, start = lexical.vocab_parts, 0
+        have = sum(p["count"] for p in parts)
+        if lexical.n_terms > have:
+            name = f"vocab-{snap.next_iid:06d}-{os.urandom(4).hex()}.json"
+            parts.append(
+                {"name": name, "count": lexical.n_terms - have, "info": None, "source": None}
+            )
+        for part in parts:
+            terms = lexical.terms[start : start + part["count"]]
+            start += part["count"]
+            files[part["name"]] = _put(
+                part,
+                part["name"],
+                tmp,
+                lambda f, t=terms: f.write(json.dumps(t, ensure_ascii=True).encode()),
+                committed,
+            )
+            vocab.append({"name": part["name"], "count": part["count"]})
+    if docs.dead:
+        with open(tmp / DELETED_FILE, "wb") as f:
+            write_arrays(f, {"iids": np.sort(np.fromiter(docs.dead, np.int64, len(docs.dead)))})
+        fresh.append(DELETED_FILE)
+    for name in fresh:
         fsync_file(tmp / name)
         digest, size = sha256_and_size(tmp / name)
-        file_info[name] = {"sha256": digest, "bytes": size}
+        files[name] = {"sha256": digest, "bytes": size}
     pause_stage("files_written")
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -279,13 +363,15 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path) -> None:
         "kind": snap.kind,
         "metric": snap.metric,
         "dim": snap.dim,
-        "count": len(snap.docs),
+        "count": len(docs),
         "params": snap.params,
         "state": {"next_iid": snap.next_iid, **(backend.state() if backend is not None else {})},
         "fingerprint": snap.fingerprint,
         "lexical": None if lexical is None else lexical.settings,
+        "segments": [{"name": s.name, "count": len(s)} for s in docs.segments],
+        "vocab": vocab,
         "extra": snap.extra,
-        "files": file_info,
+        "files": files,
     }
     manifest["manifest_sha256"] = manifest_checksum(manifest)
     with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
@@ -303,6 +389,17 @@ def _json_error(exc: Exception) -> str:
     return "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
 
 
+def _named_list(v: Any, pattern: re.Pattern) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("name"), str)
+        and pattern.fullmatch(e["name"])
+        and isinstance(e.get("count"), int)
+        and e["count"] >= 0
+        for e in v
+    )
+
+
 def _read_manifest(d: Path, reader: _DirReader) -> dict[str, Any]:
     mpath = d / MANIFEST_FILE
     raw = reader.read(MANIFEST_FILE)
@@ -317,9 +414,11 @@ def _read_manifest(d: Path, reader: _DirReader) -> dict[str, Any]:
     if manifest_checksum(manifest) != manifest["manifest_sha256"]:
         raise _corrupt(mpath, "checksum mismatch (corrupted or edited)")
     fv = manifest.get("format_version")
-    if not isinstance(fv, int) or fv > FORMAT_VERSION or fv < 1:
+    if not isinstance(fv, int) or fv > FORMAT_VERSION or fv < 2:
         raise _corrupt(
-            mpath, f"unsupported format_version {fv!r} (this library reads {FORMAT_VERSION})"
+            mpath,
+            f"unsupported format_version {fv!r} (this library reads 2 to {FORMAT_VERSION}; "
+            "index the folder again with --rebuild)",
         )
     checks = {
         "kind": lambda v: v in KINDS,
@@ -328,12 +427,14 @@ def _read_manifest(d: Path, reader: _DirReader) -> dict[str, Any]:
         "count": lambda v: isinstance(v, int) and v >= 0,
         "params": lambda v: isinstance(v, dict),
         "state": lambda v: isinstance(v, dict) and isinstance(v.get("next_iid"), int),
-        "files": lambda v: isinstance(v, dict) and DOCSTORE_FILE in v,
+        "files": lambda v: isinstance(v, dict) and (fv > 2 or DOCSTORE_FILE in v),
         "fingerprint": lambda v: v is None or isinstance(v, dict),
         "lexical": lambda v: v is None or isinstance(v, dict),
         "extra": lambda v: isinstance(v, dict),
     }
-    manifest.setdefault("lexical", None)  # format 1 had no lexical part
+    if fv > 2:
+        checks["segments"] = lambda v: _named_list(v, _SEGMENT_NAME)
+        checks["vocab"] = lambda v: _named_list(v, _VOCAB_NAME)
     manifest.setdefault("extra", {})  # saved before save(extra=...) existed
     for key, ok in checks.items():
         if key not in manifest or not ok(manifest[key]):
@@ -343,24 +444,55 @@ def _read_manifest(d: Path, reader: _DirReader) -> dict[str, Any]:
     return manifest
 
 
-def _read_verified(d: Path, reader: _DirReader, name: str, info: Any) -> bytes:
-    fpath = d / name
+def _file_info(d: Path, name: str, info: Any) -> dict[str, Any]:
     if (
         not isinstance(info, dict)
         or not isinstance(info.get("sha256"), str)
         or not isinstance(info.get("bytes"), int)
     ):
         raise _corrupt(d / MANIFEST_FILE, f"bad file entry for {name}")
+    return info
+
+
+def _check_size(d: Path, name: str, size: int, info: dict[str, Any]) -> None:
+    if size != info["bytes"]:
+        raise _corrupt(
+            d / name, f"truncated or extended: {size} bytes, manifest says {info['bytes']}"
+        )
+
+
+def _read_verified(d: Path, reader: _DirReader, name: str, info: Any) -> bytes:
+    info = _file_info(d, name, info)
     data = reader.read(name)
     if data is None:
-        raise _corrupt(fpath, "missing")
-    if len(data) != info["bytes"]:
-        raise _corrupt(
-            fpath, f"truncated or extended: {len(data)} bytes, manifest says {info['bytes']}"
-        )
+        raise _corrupt(d / name, "missing")
+    _check_size(d, name, len(data), info)
     if hashlib.sha256(data).hexdigest() != info["sha256"]:
-        raise _corrupt(fpath, "checksum mismatch (corrupted)")
+        raise _corrupt(d / name, "checksum mismatch (corrupted)")
     return data
+
+
+def _map_segment(d: Path, reader: _DirReader, name: str, info: Any) -> Segment:
+    """A segment file, memory-mapped after its size and header are checked (its checksum
+    is `verify_store`'s)."""
+    info = _file_info(d, name, info)
+    fd = reader.open(name)
+    if fd is None:
+        raise _corrupt(d / name, "missing")
+    try:
+        size = os.fstat(fd).st_size
+        _check_size(d, name, size, info)
+        arrays = map_arrays(fd, size)
+    except ArrayFileError as exc:
+        raise _corrupt(d / name, f"unreadable ({exc})") from None
+    finally:
+        os.close(fd)
+    return Segment(name.split(".", 1)[0], arrays, info)
+
+
+def _is_streamed(name: str) -> bool:
+    """Files that load memory-maps instead of reading whole."""
+    return bool(_SEGMENT_FILE.fullmatch(name))
 
 
 def load_store(
@@ -368,11 +500,11 @@ def load_store(
     fingerprint: dict[str, Any] | None = None,
     allow_fingerprint_mismatch: bool = False,
 ) -> StoreSnapshot:
-    """The state saved at `path`, every file verified (see the module docstring); the
+    """The state saved at `path` (see the module docstring for what is verified); the
     fingerprint compared by `check_fingerprint` (the same embedder: its fingerprint as
     written now is kept, so newer digest spellings replace older ones)."""
     path = Path(path).absolute()
-    d, manifest, blobs = _read_files(path)
+    d, manifest, blobs, segments, deferred = _read_files(path)
     stored_fp = check_fingerprint(
         manifest["fingerprint"],
         fingerprint,
@@ -383,12 +515,226 @@ def load_store(
     )
     if stored_fp is None and fingerprint is not None:  # an index saved without one takes it
         stored_fp = as_saved(fingerprint)
+    count, dim = manifest["count"], manifest["dim"]
+    next_iid = manifest["state"]["next_iid"]
+    if manifest["format_version"] == 2:
+        docs, vec_iids, lexical = _read_format2(d, manifest, blobs)
+    else:
+        docs, lexical = _read_segments(d, path, manifest, blobs, segments)
+        vec_iids = docs.live_iids()
+    if count and (vec_iids.min() < 0 or vec_iids.max() >= next_iid):
+        raise _corrupt(d / MANIFEST_FILE, "internal ids out of range")
 
-    # docstore
+    kind, metric = manifest["kind"], manifest["metric"]
+    open_backend = None
+    if dim is not None:
+        try:
+            params = resolve_params(kind, dim, manifest["params"])
+        except ValueError as exc:
+            raise _corrupt(d / MANIFEST_FILE, f"invalid parameters ({exc})") from None
+        if INDEX_FILE not in deferred and (
+            kind in ("flat", "hnsw", "binary") or manifest["state"].get("trained")
+        ):
+            raise _corrupt(d / INDEX_FILE, "missing from the manifest")
+
+        def open_backend() -> Backend:
+            return _read_backend(d, manifest, params, deferred, vec_iids)
+
+    elif deferred:
+        raise _corrupt(d / MANIFEST_FILE, "vector files listed but no vector dimension")
+    return StoreSnapshot(
+        dim=dim,
+        kind=kind,
+        metric=metric,
+        params=manifest["params"],
+        fingerprint=stored_fp,
+        next_iid=next_iid,
+        docs=docs,
+        backend=None,
+        lexical=lexical,
+        extra=manifest["extra"],
+        open_backend=open_backend,
+    )
+
+
+class _Deferred:
+    """A file of the directory version being loaded: opened (and its size checked) now,
+    read and checksummed when first needed, whatever happened to the directory since."""
+
+    def __init__(self, d: Path, name: str, fd: int, info: dict[str, Any]):
+        self.path, self.fd, self.info = d / name, fd, info
+        _check_size(d, name, os.fstat(fd).st_size, info)
+
+    def read(self) -> bytes:
+        with os.fdopen(os.dup(self.fd), "rb") as f:
+            f.seek(0)
+            data = f.read()
+        _check_size(self.path.parent, self.path.name, len(data), self.info)
+        if hashlib.sha256(data).hexdigest() != self.info["sha256"]:
+            raise _corrupt(self.path, "checksum mismatch (corrupted)")
+        return data
+
+    def __del__(self) -> None:
+        os.close(self.fd)
+
+
+def _read_backend(
+    d: Path,
+    manifest: dict[str, Any],
+    params: dict[str, Any],
+    deferred: dict[str, _Deferred],
+    iids: np.ndarray,
+) -> Backend:
+    """The FAISS side of a loaded store (``iids``: the live documents, the rows of the
+    float vectors): every byte verified before FAISS reads it, then checked against the
+    documents."""
+    count, dim = manifest["count"], manifest["dim"]
+    kind, metric = manifest["kind"], manifest["metric"]
+    vectors = None
+    if VECTORS_FILE in deferred:
+        vpath = d / VECTORS_FILE
+        data = deferred[VECTORS_FILE].read()
+        try:
+            vectors = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            raise _corrupt(vpath, f"unreadable .npy ({type(exc).__name__})") from None
+        if vectors.dtype != np.float32 or vectors.shape != (count, dim):
+            raise _corrupt(
+                vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32"
+            )
+    backend = make_backend(kind, dim, metric, params)
+    index = None
+    if INDEX_FILE in deferred:
+        data = deferred[INDEX_FILE].read()
+        try:
+            index = backend.read(np.frombuffer(data, dtype=np.uint8))
+        except Exception as exc:  # checksum matched, so this is a version/format problem
+            raise _corrupt(
+                d / INDEX_FILE, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})"
+            ) from None
+    try:
+        backend.restore(index, manifest["state"])
+    except Exception as exc:
+        raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
+    needs_floats = kind == "binary" or (
+        kind.startswith("ivf_") and (backend.params.get("keep_vectors") or index is None)
+    )
+    if needs_floats and count and vectors is None:
+        raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")
+    if vectors is not None:
+        backend.fs.add(iids, vectors)
+    msg = backend.validate(iids)
+    if msg:
+        raise _corrupt(d / INDEX_FILE, msg)
+    return backend
+
+
+def _read_segments(
+    d: Path,
+    path: Path,
+    manifest: dict[str, Any],
+    blobs: dict[str, bytes],
+    segments: dict[str, Segment],
+) -> tuple[DocStore, Any]:
+    """The docstore and lexical index of a format-3 save."""
+    mpath = d / MANIFEST_FILE
+    dead: set[int] = set()
+    if DELETED_FILE in blobs:
+        try:
+            marks = parse_arrays(blobs.pop(DELETED_FILE))["iids"]
+            if marks.ndim != 1 or marks.dtype != np.int64:
+                raise ArrayFileError("not int64 internal ids")
+        except (ArrayFileError, KeyError) as exc:
+            raise _corrupt(d / DELETED_FILE, f"unreadable ({exc})") from None
+        dead = set(marks.tolist())
+    docsegs = []
+    for entry in manifest["segments"]:
+        name = entry["name"] + DOCS_SUFFIX
+        seg = segments.get(name)
+        if seg is None:
+            raise _corrupt(d / name, "missing from the manifest's files")
+        msg = check_docs_segment(seg)
+        if not msg and len(seg) != entry["count"]:
+            msg = f"{len(seg)} documents, manifest says {entry['count']}"
+        if not msg and docsegs and len(seg) and docsegs[-1].iids[-1] >= seg.iids[0]:
+            msg = "internal ids overlap the previous segment's"
+        if msg:
+            raise _corrupt(d / name, msg)
+        seg.source = path
+        docsegs.append(seg)
+    if dead:
+        where, _ = locate(docsegs, np.fromiter(dead, np.int64, len(dead)))
+        if (where < 0).any():
+            raise _corrupt(d / DELETED_FILE, "marks documents no segment holds")
+    docs = DocStore.opened(docsegs, dead, lambda name: str(d / (name + DOCS_SUFFIX)))
+    if len(docs) != manifest["count"]:
+        raise _corrupt(mpath, f"{len(docs)} live documents, manifest says {manifest['count']}")
+    lexical = None
+    if manifest["lexical"] is not None:
+        lexical = _read_lexical_segments(d, path, manifest, blobs, segments, docs)
+    elif any(n.endswith(LEX_SUFFIX) for n in segments) or manifest["vocab"]:
+        raise _corrupt(mpath, "lexical files listed but no lexical settings")
+    return docs, lexical
+
+
+def _read_lexical_segments(
+    d: Path,
+    path: Path,
+    manifest: dict[str, Any],
+    blobs: dict[str, bytes],
+    segments: dict[str, Segment],
+    docs: DocStore,
+):
+    from .lexical import LexicalIndex
+
+    terms: list[str] = []
+    parts = []
+    for entry in manifest["vocab"]:
+        name = entry["name"]
+        if name not in blobs:
+            raise _corrupt(d / name, "missing from the manifest's files")
+        try:
+            part = json.loads(blobs.pop(name).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise _corrupt(d / name, f"not valid JSON ({_json_error(exc)})") from None
+        if (
+            not isinstance(part, list)
+            or len(part) != entry["count"]
+            or not all(isinstance(t, str) for t in part)
+        ):
+            raise _corrupt(d / name, "not the list of tokens the manifest names")
+        terms += part
+        info = manifest["files"][name]
+        parts.append({"name": name, "count": len(part), "info": info, "source": path})
+    lexsegs = []
+    live, _ = docs.parts()
+    for dseg in docs.segments:
+        name = dseg.name + LEX_SUFFIX
+        seg = segments.get(name)
+        if seg is None:
+            raise _corrupt(d / name, "missing from the manifest's files")
+        seg.source = path
+        lexsegs.append(seg)
+    try:
+        lex = LexicalIndex.opened(manifest["lexical"], terms, parts, lexsegs, docs.dead)
+    except ImportError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(d / MANIFEST_FILE, f"inconsistent lexical index ({exc})") from None
+    for seg, dlive in zip(lexsegs, live, strict=True):
+        mine = seg.iids[~np.isin(seg.iids, np.fromiter(lex.dead, np.int64, len(lex.dead)))]
+        if not np.array_equal(mine, dlive):
+            raise _corrupt(d / (seg.name + LEX_SUFFIX), "its documents are not the docstore's")
+    return lex
+
+
+def _read_format2(d: Path, manifest: dict[str, Any], blobs: dict[str, bytes]):
+    """(docstore, iids in docstore order, lexical index) of a format-2 save: one
+    ``docstore.jsonl`` and ``lexical.npz``, read whole (the next save converts them)."""
     dpath = d / DOCSTORE_FILE
     docs: list[tuple[str, int, str | None, dict[str, Any]]] = []
     try:
-        lines = blobs[DOCSTORE_FILE].decode("utf-8").splitlines()
+        lines = blobs.pop(DOCSTORE_FILE).decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise _corrupt(dpath, "not UTF-8") from None
     for n, line in enumerate(lines, 1):
@@ -405,84 +751,54 @@ def load_store(
         ):
             raise _corrupt(dpath, f"line {n} is not a document record")
         docs.append((rec["id"], rec["iid"], rec["text"], rec["metadata"]))
-    count, dim = manifest["count"], manifest["dim"]
+    count = manifest["count"]
     if len(docs) != count:
         raise _corrupt(dpath, f"{len(docs)} documents, manifest says {count}")
-    next_iid = manifest["state"]["next_iid"]
     iids = np.asarray([x[1] for x in docs], dtype=np.int64)
     if len({x[0] for x in docs}) != count or len(set(iids.tolist())) != count:
         raise _corrupt(dpath, "duplicate ids")
-    if count and (iids.min() < 0 or iids.max() >= next_iid):
-        raise _corrupt(dpath, "internal ids out of range")
-
-    # vectors
-    vectors = None
-    if VECTORS_FILE in blobs:
-        vpath = d / VECTORS_FILE
-        try:
-            vectors = np.load(io.BytesIO(blobs.pop(VECTORS_FILE)), allow_pickle=False)
-        except Exception as exc:
-            raise _corrupt(vpath, f"unreadable .npy ({type(exc).__name__})") from None
-        if vectors.dtype != np.float32 or vectors.shape != (count, dim):
-            raise _corrupt(
-                vpath, f"shape {vectors.shape} {vectors.dtype}, expected ({count}, {dim}) float32"
-            )
-
     lexical = None
-    if manifest["lexical"] is not None:
-        lexical = _read_lexical(d, manifest["lexical"], blobs, iids)
+    if manifest.get("lexical") is not None:
+        lexical = _read_lexical2(d, manifest["lexical"], blobs, iids)
     elif LEXICAL_FILE in blobs or LEXICAL_VOCAB_FILE in blobs:
         raise _corrupt(d / MANIFEST_FILE, "lexical files listed but no lexical settings")
+    return DocStore.from_records(docs), iids, lexical
 
-    kind, metric = manifest["kind"], manifest["metric"]
-    backend = None
-    if dim is not None:
-        try:
-            backend = make_backend(kind, dim, metric, resolve_params(kind, dim, manifest["params"]))
-        except ValueError as exc:
-            raise _corrupt(d / MANIFEST_FILE, f"invalid parameters ({exc})") from None
-    elif INDEX_FILE in blobs or VECTORS_FILE in blobs:
-        raise _corrupt(d / MANIFEST_FILE, "vector files listed but no vector dimension")
-    index = None
-    if INDEX_FILE in blobs:
-        ipath = d / INDEX_FILE
-        try:
-            index = backend.read(np.frombuffer(blobs.pop(INDEX_FILE), dtype=np.uint8))
-        except Exception as exc:  # checksum matched, so this is a version/format problem
+
+def _read_lexical2(d: Path, settings: dict[str, Any], blobs: dict[str, bytes], iids: np.ndarray):
+    from .lexical import LexicalIndex
+
+    vpath, apath = d / LEXICAL_VOCAB_FILE, d / LEXICAL_FILE
+    for name in (LEXICAL_VOCAB_FILE, LEXICAL_FILE):
+        if name not in blobs:
             raise _corrupt(
-                ipath, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})"
-            ) from None
-    elif dim is not None and (
-        kind in ("flat", "hnsw", "binary") or manifest["state"].get("trained")
-    ):
-        raise _corrupt(d / INDEX_FILE, "missing from the manifest")
-    if backend is not None:
-        try:
-            backend.restore(index, manifest["state"])
-        except Exception as exc:
-            raise _corrupt(d / INDEX_FILE, f"unusable index ({exc})") from None
-        needs_floats = kind == "binary" or (
-            kind.startswith("ivf_") and (backend.params.get("keep_vectors") or index is None)
-        )
-        if needs_floats and count and vectors is None:
-            raise _corrupt(d / VECTORS_FILE, "missing: this kind keeps float vectors")
-        if vectors is not None:
-            backend.fs.add(iids, vectors)
-        msg = backend.validate(iids)
-        if msg:
-            raise _corrupt(d / INDEX_FILE, msg)
-    return StoreSnapshot(
-        dim=dim,
-        kind=kind,
-        metric=metric,
-        params=manifest["params"],
-        fingerprint=stored_fp,
-        next_iid=next_iid,
-        docs=[StoredDoc(id_, iid, text, meta) for id_, iid, text, meta in docs],
-        backend=backend,
-        lexical=lexical,
-        extra=manifest["extra"],
-    )
+                d / name, "missing from the manifest (the manifest names lexical settings)"
+            )
+    try:
+        vocab = json.loads(blobs.pop(LEXICAL_VOCAB_FILE).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _corrupt(vpath, f"not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+        raise _corrupt(vpath, "not a list of tokens")
+    try:
+        with np.load(io.BytesIO(blobs.pop(LEXICAL_FILE)), allow_pickle=False) as npz:
+            arrays = {
+                name: npz[name] for name in ("iids", "tokens", "offsets") if name in npz.files
+            }
+    except Exception as exc:
+        raise _corrupt(apath, f"unreadable .npz ({type(exc).__name__})") from None
+    for name in ("iids", "tokens", "offsets"):
+        if name not in arrays or arrays[name].ndim != 1 or arrays[name].dtype.kind != "i":
+            raise _corrupt(apath, f"array {name!r} missing or not a 1-D integer array")
+    saved = arrays["iids"]
+    try:
+        if saved.shape != iids.shape or not np.array_equal(saved, np.sort(iids)):
+            raise ValueError("its documents are not the docstore's")
+        return LexicalIndex.from_tokens(settings, vocab, saved, arrays["tokens"], arrays["offsets"])
+    except ImportError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(apath, f"inconsistent lexical index ({exc})") from None
 
 
 _READ_ATTEMPTS = 5
@@ -517,20 +833,38 @@ def _read_one_version(path: Path, read: Callable[[Path, _DirReader], T]) -> T:
     )
 
 
-def _read_files(path: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
-    """(directory read, its checked manifest, the verified bytes of every file it lists),
-    all from one directory version."""
+def _read_files(path: Path):
+    """(directory read, its checked manifest, the verified bytes of every small file it
+    lists, the segments memory-mapped, the FAISS files opened as `_Deferred`), all from one
+    directory version."""
 
-    def read(d: Path, reader: _DirReader) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
+    def read(d: Path, reader: _DirReader):
         manifest = _read_manifest(d, reader)
         files = manifest["files"]
-        unknown = set(files) - (OWN_FILES - {MANIFEST_FILE})
+        unknown = [n for n in files if not is_own_file(n) or n == MANIFEST_FILE]
         if unknown:
             raise _corrupt(
                 d / MANIFEST_FILE, f"unknown file(s) listed: {', '.join(sorted(unknown))}"
             )
-        blobs = {name: _read_verified(d, reader, name, info) for name, info in files.items()}
-        return d, manifest, blobs
+        segments = {
+            name: _map_segment(d, reader, name, info)
+            for name, info in files.items()
+            if _is_streamed(name)
+        }
+        deferred = {}
+        for name in (INDEX_FILE, VECTORS_FILE):
+            if name in files:
+                info = _file_info(d, name, files[name])
+                fd = reader.open(name)
+                if fd is None:
+                    raise _corrupt(d / name, "missing")
+                deferred[name] = _Deferred(d, name, fd, info)
+        blobs = {
+            name: _read_verified(d, reader, name, info)
+            for name, info in files.items()
+            if not _is_streamed(name) and name not in deferred
+        }
+        return d, manifest, blobs, segments, deferred
 
     return _read_one_version(path, read)
 
@@ -546,32 +880,31 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     return _read_one_version(Path(path).absolute(), _read_manifest)
 
 
-def _read_lexical(d: Path, settings: dict[str, Any], blobs: dict[str, bytes], iids: np.ndarray):
-    from .lexical import LexicalIndex
+def verify_store(path: str | Path) -> dict[str, int]:
+    """Check every file of the store saved at `path` against its sha256 and size in the
+    manifest, then load it (which checks how the files fit together); ``{"files", "bytes"}``
+    checked. Raises ``IndexCorruptedError`` naming the first bad file (the CLI's ``info
+    --verify``)."""
+    path = Path(path).absolute()
 
-    vpath, apath = d / LEXICAL_VOCAB_FILE, d / LEXICAL_FILE
-    for name in (LEXICAL_VOCAB_FILE, LEXICAL_FILE):
-        if name not in blobs:
-            raise _corrupt(
-                d / name, "missing from the manifest (the manifest names lexical settings)"
-            )
-    try:
-        vocab = json.loads(blobs.pop(LEXICAL_VOCAB_FILE).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _corrupt(vpath, f"not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
-        raise _corrupt(vpath, "not a list of tokens")
-    try:
-        with np.load(io.BytesIO(blobs.pop(LEXICAL_FILE)), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files if name in LEXICAL_ARRAYS}
-    except Exception as exc:
-        raise _corrupt(apath, f"unreadable .npz ({type(exc).__name__})") from None
-    for name in ("iids", "tokens", "offsets"):
-        if name not in arrays or arrays[name].ndim != 1 or arrays[name].dtype.kind != "i":
-            raise _corrupt(apath, f"array {name!r} missing or not a 1-D integer array")
-    try:
-        return LexicalIndex.restore(settings, vocab, arrays, iids)
-    except ImportError:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _corrupt(apath, f"inconsistent lexical index ({exc})") from None
+    def read(d: Path, reader: _DirReader) -> dict[str, int]:
+        manifest = _read_manifest(d, reader)
+        total = 0
+        for name, info in sorted(manifest["files"].items()):
+            info = _file_info(d, name, info)
+            fd = reader.open(name)
+            if fd is None:
+                raise _corrupt(d / name, "missing")
+            h = hashlib.sha256()
+            with os.fdopen(fd, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+                    total += len(block)
+                _check_size(d, name, f.tell(), info)
+            if h.hexdigest() != info["sha256"]:
+                raise _corrupt(d / name, "checksum mismatch (corrupted)")
+        return {"files": len(manifest["files"]), "bytes": total}
+
+    checked = _read_one_version(path, read)
+    load_store(path, allow_fingerprint_mismatch=True)
+    return checked

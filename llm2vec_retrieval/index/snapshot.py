@@ -7,31 +7,24 @@ builds it from verified files). Neither side reads the other's attributes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from .docstore import DocStore
     from .kinds import Backend
     from .lexical import LexicalIndex
 
 
 @dataclass(frozen=True)
-class StoredDoc:
-    """One document: its string id, internal (FAISS) id, text and JSON metadata."""
-
-    id: str
-    iid: int
-    text: str | None
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class StoreSnapshot:
     """A store's whole state. ``dim`` is None for a store that has had no vector yet
-    (then ``backend`` is None too). ``docs`` come in insertion order; ``next_iid`` is the
-    internal id the next added vector gets. ``backend`` is the FAISS side (its
+    (then ``backend`` is None too). ``docs``: the documents (`docstore.DocStore`: sealed
+    segments and those added since); ``next_iid`` is the internal id the next added vector
+    gets. ``backend`` is the FAISS side (its
     ``write``/``state``/``keeps_vectors``), ``lexical`` the BM25 part or None. ``extra``:
     the caller's metadata saved with the store (`IndexStore.save(extra=...)`).
 
@@ -44,12 +37,15 @@ class StoreSnapshot:
     params: dict[str, Any]
     fingerprint: dict[str, Any] | None
     next_iid: int
-    docs: list[StoredDoc]
+    docs: DocStore
     backend: Backend | None
     lexical: LexicalIndex | None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a loaded store's FAISS side, still on disk (``backend`` is then None): reads,
+    #: verifies and returns it; `IndexStore` calls it on first use
+    open_backend: Callable[[], Backend] | None = None
 
     @property
     def iids(self) -> np.ndarray:
-        """The documents' internal ids, in ``docs`` order."""
-        return np.fromiter((d.iid for d in self.docs), np.int64, len(self.docs))
+        """The live documents' internal ids, ascending (the rows of a saved vectors file)."""
+        return self.docs.live_iids()

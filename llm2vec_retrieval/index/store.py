@@ -17,13 +17,15 @@ import numpy as np
 from .._io import l2_normalize
 from ..text import check_query
 from ._faiss import get_faiss
+from .docstore import DocStore, json_copy
 from .filters import compile_filter
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, FUSIONS, fuse
 from .kinds import KINDS, METRICS, Backend, IVFBackend, make_backend, resolve_params
 from .lexical import LexicalIndex
 from .mmr import mmr_select
 from .persistence import load_store, save_store
-from .snapshot import StoredDoc, StoreSnapshot
+from .segments import merge_plan, new_name
+from .snapshot import StoreSnapshot
 
 #: Search modes: vectors only, BM25 over the texts only, or both fused.
 MODES = ("dense", "lexical", "hybrid")
@@ -66,24 +68,6 @@ class Record:
     text: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     vector: np.ndarray | None = None
-
-
-class _Doc:
-    __slots__ = ("iid", "text", "metadata")
-
-    def __init__(self, iid: int, text: str | None, metadata: dict[str, Any]):
-        self.iid = iid
-        self.text = text
-        self.metadata = metadata
-
-
-def _json_copy(obj: Any) -> Any:
-    """Copy of JSON-shaped data (dicts, lists, scalars): fast and deep."""
-    if isinstance(obj, dict):
-        return {k: _json_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_copy(v) for v in obj]
-    return obj
 
 
 def _check_json(what: str, value: Any) -> Any:
@@ -157,18 +141,33 @@ class IndexStore:
         self._fingerprint: dict[str, Any] | None = fingerprint
         self._given_params = dict(params)  # resolved again when the first add fixes dim
         self._params = resolve_params(kind, self._dim, params)
-        self._backend: Backend | None = None
+        self._backend_obj: Backend | None = None
+        self._open_backend: Callable[[], Backend] | None = None  # a loaded store's, until used
         if self._dim is not None:
             self._backend = make_backend(kind, self._dim, metric, self._params)
         self._extra: dict[str, Any] = {}
-        self._docs: dict[str, _Doc] = {}
-        self._by_iid: dict[int, str] = {}
+        self._docs = DocStore()
         self._next_iid = 0
         self._live_cache: np.ndarray | None = None
         self._lexical: LexicalIndex | None = LexicalIndex() if lexical else None
         self._lock = threading.RLock()
 
     # -- properties ---------------------------------------------------------------
+    @property
+    def _backend(self) -> Backend | None:
+        """The FAISS side; a loaded store reads it from disk on first use (a lexical search
+        never does)."""
+        if self._open_backend is not None:
+            with self._lock:
+                if self._open_backend is not None:
+                    self._backend_obj = self._open_backend()
+                    self._open_backend = None
+        return self._backend_obj
+
+    @_backend.setter
+    def _backend(self, backend: Backend | None) -> None:
+        self._backend_obj = backend
+
     @property
     def dim(self) -> int | None:
         """The vector dimension; None until the first add when the store was made without."""
@@ -184,7 +183,7 @@ class IndexStore:
 
     @property
     def fingerprint(self) -> dict[str, Any] | None:
-        return None if self._fingerprint is None else _json_copy(self._fingerprint)
+        return None if self._fingerprint is None else json_copy(self._fingerprint)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -195,7 +194,7 @@ class IndexStore:
     def ids(self) -> list[str]:
         """Ids in insertion order (an upsert keeps the id's first position)."""
         with self._lock:
-            return list(self._docs)
+            return self._docs.ids()
 
     @property
     def has_lexical(self) -> bool:
@@ -214,13 +213,14 @@ class IndexStore:
     def extra(self) -> dict[str, Any]:
         """The caller's metadata saved with the store (``save(path, extra=...)``), as last
         saved or loaded; {} when none."""
-        return _json_copy(self._extra)
+        return json_copy(self._extra)
 
     def __len__(self) -> int:
         return len(self._docs)
 
     def __contains__(self, id: object) -> bool:
-        return id in self._docs
+        with self._lock:
+            return id in self._docs
 
     def __repr__(self) -> str:
         return f"IndexStore(dim={self._dim}, kind={self._kind!r}, metric={self._metric!r}, count={len(self)})"
@@ -305,21 +305,21 @@ class IndexStore:
         with self._lock:
             self._fix_dim(x.shape[1])
             new_iids = np.arange(self._next_iid, self._next_iid + n, dtype=np.int64)
-            old = [self._docs[i].iid for i in ids if i in self._docs]
+            self._docs.id_map  # noqa: B018 (read the ids before anything changes)
             self._backend.add(new_iids, x)
             if self._lexical is not None:
                 self._lexical.add(new_iids.tolist(), tokens)
             self._next_iid += n
             self._live_cache = None
+            old = [
+                o
+                for i, iid, t, m in zip(ids, new_iids.tolist(), texts, metas, strict=True)
+                if (o := self._docs.put(i, iid, t, m)) is not None
+            ]
             if old:
                 self._backend.remove(np.asarray(old, dtype=np.int64))
                 if self._lexical is not None:
                     self._lexical.remove(old)
-                for iid in old:
-                    del self._by_iid[iid]
-            for i, iid, t, m in zip(ids, new_iids.tolist(), texts, metas, strict=True):
-                self._docs[i] = _Doc(iid, t, m)
-                self._by_iid[iid] = i
         return ids
 
     def _fix_dim(self, dim: int) -> None:
@@ -338,13 +338,10 @@ class IndexStore:
             found = list(dict.fromkeys(i for i in ids if i in self._docs))
             if not found:
                 return 0
-            iids = np.asarray([self._docs[i].iid for i in found], dtype=np.int64)
+            iids = np.asarray([self._docs.pop(i) for i in found], dtype=np.int64)
             self._backend.remove(iids)
             if self._lexical is not None:
                 self._lexical.remove(iids.tolist())
-            for i, iid in zip(found, iids.tolist(), strict=True):
-                del self._docs[i]
-                del self._by_iid[iid]
             self._live_cache = None
             return len(found)
 
@@ -353,8 +350,13 @@ class IndexStore:
         hybrid search existed. Vectors are untouched; save the store to keep it."""
         with self._lock:
             lexical = LexicalIndex()
-            iids = [d.iid for d in self._docs.values()]
-            lexical.add(iids, lexical.tokenize([d.text for d in self._docs.values()]))
+            sealed, pending = self._docs.parts()
+            for seg, iids in zip(self._docs.segments, sealed, strict=True):
+                texts = [text for _, text, _ in self._docs.records(iids.tolist())]
+                lexical.add(iids.tolist(), lexical.tokenize(texts))
+                lexical.seal(seg.name)  # one lexical segment per docstore segment
+            texts = [text for _, text, _ in self._docs.records(pending.tolist())]
+            lexical.add(pending.tolist(), lexical.tokenize(texts))
             self._lexical = lexical
 
     def drop_lexical(self) -> None:
@@ -372,21 +374,23 @@ class IndexStore:
     def get(self, ids: Iterable[str], include_vectors: bool = True) -> list[Record]:
         """Records for the ids that exist, in the order asked (missing ids skipped)."""
         with self._lock:
-            found = [i for i in ids if i in self._docs]
+            idmap = self._docs.id_map
+            found = [(i, idmap[i]) for i in ids if i in idmap]
+            iids = np.asarray([iid for _, iid in found], dtype=np.int64)
             vecs = None
             if include_vectors and found:
-                vecs = self._backend.vectors(
-                    np.asarray([self._docs[i].iid for i in found], dtype=np.int64)
-                )
-            out = []
-            for j, i in enumerate(found):
-                d = self._docs[i]
-                out.append(
-                    Record(
-                        i, d.text, _json_copy(d.metadata), None if vecs is None else vecs[j].copy()
-                    )
-                )
-            return out
+                vecs = self._backend.vectors(iids)
+            return [
+                Record(i, text, meta, None if vecs is None else vecs[j].copy())
+                for j, (i, text, meta) in enumerate(self._docs.records(iids.tolist()))
+            ]
+
+    def metadata(self) -> dict[str, dict[str, Any]]:
+        """Every document's metadata by id, without the texts: what a caller that scans
+        the whole store (e.g. which chunks each source file has) needs, read faster than
+        ``get(ids)`` (one JSON parse per segment instead of one per document)."""
+        with self._lock:
+            return dict(self._docs.metadata_items())
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors (n, dim) for ids, in order; KeyError for a missing id.
@@ -400,21 +404,19 @@ class IndexStore:
             if self._backend is None:  # no vector yet, so ids is empty
                 return np.empty((0, 0), np.float32)
             return self._backend.vectors(
-                np.asarray([self._docs[i].iid for i in ids], dtype=np.int64)
+                np.asarray([self._docs.iid(i) for i in ids], dtype=np.int64)
             )
 
     def _live_iids(self) -> np.ndarray:
         if self._live_cache is None:
-            self._live_cache = np.fromiter(
-                (d.iid for d in self._docs.values()), np.int64, len(self._docs)
-            )
+            self._live_cache = self._docs.live_iids()
         return self._live_cache
 
     def _allowed(self, pred: Callable[[Mapping[str, Any]], bool] | None) -> np.ndarray | None:
         """iids matching the filter, or None when every document may be returned."""
-        if pred is None or not self._docs:
+        if pred is None or not len(self._docs):
             return None
-        allowed = np.fromiter((d.iid for d in self._docs.values() if pred(d.metadata)), np.int64)
+        allowed = self._docs.matching(pred)
         return None if len(allowed) == len(self._docs) else allowed
 
     def _search_iids(
@@ -446,18 +448,12 @@ class IndexStore:
             s = np.clip(s, -1.0, 1.0)
         return s, i
 
-    def _hit(
-        self, iid: int, score: float, dense: float | None = None, lexical: float | None = None
-    ) -> SearchHit:
-        id_ = self._by_iid[iid]
-        d = self._docs[id_]
-        return SearchHit(id_, float(score), d.text, _json_copy(d.metadata), dense, lexical)
-
     def _hits(self, s_row: np.ndarray, i_row: np.ndarray) -> list[SearchHit]:
+        ok = i_row >= 0
+        recs = self._docs.records(i_row[ok].tolist())
         return [
-            self._hit(iid, score)
-            for score, iid in zip(s_row.tolist(), i_row.tolist(), strict=True)
-            if iid >= 0
+            SearchHit(id_, float(score), text, meta)
+            for score, (id_, text, meta) in zip(s_row[ok].tolist(), recs, strict=True)
         ]
 
     def _lexical_iids(
@@ -605,7 +601,12 @@ class IndexStore:
             dense = self._search_iids(q, depth, allowed)
             lexical = self._lexical_iids(texts, depth, allowed)
             return [
-                [self._hit(iid, score, d, lx) for iid, score, d, lx in row]
+                [
+                    SearchHit(id_, float(score), text, meta, d, lx)
+                    for (_, score, d, lx), (id_, text, meta) in zip(
+                        row, self._docs.records([r[0] for r in row]), strict=True
+                    )
+                ]
                 for row in fuse(
                     dense,
                     lexical,
@@ -657,11 +658,29 @@ class IndexStore:
             if not isinstance(extra, Mapping):
                 raise ValueError(f"extra must be a dict or None, got {type(extra).__name__}")
             extra = _check_json("extra", dict(extra))
-        with self.snapshot() as snap:
-            if extra is not None:
-                snap = replace(snap, extra=extra)
-            save_store(snap, path)
-            self._extra = snap.extra
+        with self._lock:
+            self._commit_segments()
+            with self.snapshot() as snap:
+                if extra is not None:
+                    snap = replace(snap, extra=extra)
+                save_store(snap, path)
+                self._extra = snap.extra
+
+    def _commit_segments(self) -> None:
+        """Seal the documents added since the last save into a new segment, then merge
+        segments as `segments.merge_plan` says; caller holds the lock."""
+        docs, lexical = self._docs, self._lexical
+        if docs.has_pending:
+            name = new_name(self._next_iid)
+            docs.seal(name)
+            if lexical is not None:
+                lexical.seal(name)
+        for start, end in merge_plan(*docs.counts()):
+            name = new_name(self._next_iid)
+            kept = docs.merge(start, end, name)
+            if lexical is not None:
+                lexical.merge(start, end, name if kept else None)
+        self._live_cache = None
 
     @contextmanager
     def snapshot(self) -> Iterator[StoreSnapshot]:
@@ -675,7 +694,7 @@ class IndexStore:
                 params=dict(self._params),
                 fingerprint=self._fingerprint,
                 next_iid=self._next_iid,
-                docs=[StoredDoc(i, d.iid, d.text, d.metadata) for i, d in self._docs.items()],
+                docs=self._docs,
                 backend=self._backend,
                 lexical=self._lexical,
                 extra=self._extra,
@@ -684,17 +703,19 @@ class IndexStore:
     @classmethod
     def from_snapshot(cls, snap: StoreSnapshot) -> IndexStore:
         """A store holding ``snap``'s state (what `load` builds from verified files); its
-        backend and lexical index are taken over, not copied."""
+        backend, documents and lexical index are taken over, not copied."""
         # made without a dimension, so no empty FAISS index is built only to be replaced
         store = cls(None, snap.kind, snap.metric, snap.fingerprint, lexical=False, **snap.params)
         if snap.dim is not None:
             store._dim = snap.dim
             store._params = resolve_params(snap.kind, snap.dim, snap.params)
-            store._backend = snap.backend or make_backend(
-                snap.kind, snap.dim, snap.metric, store._params
-            )
-        store._docs = {d.id: _Doc(d.iid, d.text, d.metadata) for d in snap.docs}
-        store._by_iid = {d.iid: d.id for d in snap.docs}
+            if snap.open_backend is not None:
+                store._open_backend = snap.open_backend
+            else:
+                store._backend = snap.backend or make_backend(
+                    snap.kind, snap.dim, snap.metric, store._params
+                )
+        store._docs = snap.docs
         store._next_iid = snap.next_iid
         store._lexical = snap.lexical
         store._extra = dict(snap.extra)
@@ -707,8 +728,11 @@ class IndexStore:
         fingerprint: dict[str, Any] | None = None,
         allow_fingerprint_mismatch: bool = False,
     ) -> IndexStore:
-        """Load a saved store. Checksums are verified before FAISS reads anything:
-        missing, truncated, corrupted or inconsistent files raise ``IndexCorruptedError``.
+        """Open a saved store (lazily: the documents and BM25 postings are memory-mapped,
+        the FAISS index is read on first use; see :mod:`.persistence`). Missing, truncated,
+        corrupted or inconsistent files raise ``IndexCorruptedError`` naming the file, at
+        load or when the damaged part is first read (checksums are verified before FAISS
+        reads anything; ``persistence.verify_store`` checks every file).
         If ``fingerprint`` and the saved one are both given and differ:
         ``FingerprintMismatchError`` (unless ``allow_fingerprint_mismatch``: then a
         warning, and the store keeps the saved fingerprint)."""

@@ -79,9 +79,18 @@ def index_folder_reason(folder: Path) -> str | None:
 
     if (folder / MANIFEST_FILE).is_file():
         return "an llm2vec-retrieval index folder: its files are not indexed"
-    if (folder / "manifest.json").is_file() and (folder / "docstore.jsonl").is_file():
+    if _is_saved_store(folder):
         return "a saved index store: its files are not indexed"
     return None
+
+
+def _is_saved_store(folder: Path) -> bool:
+    """True when ``folder`` holds a saved IndexStore (its manifest says so)."""
+    try:
+        m = json.loads((folder / "manifest.json").read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(m, dict) and m.get("library") == "llm2vec-retrieval" and "files" in m
 
 
 BAD_NAME = "file name is not valid UTF-8; rename it to index it"

@@ -250,10 +250,8 @@ class IndexRun:
     @staticmethod
     def _stored_by_source(store: IndexStore) -> Stored:
         by_source: Stored = {}
-        for rec in store.get(store.ids, include_vectors=False):
-            by_source.setdefault(str(rec.metadata.get("source")), []).append(
-                (rec.id, rec.metadata.get("sha256"))
-            )
+        for cid, meta in store.metadata().items():  # no texts: one parse per segment
+            by_source.setdefault(str(meta.get("source")), []).append((cid, meta.get("sha256")))
         return by_source
 
     # ------------------------------------------------------------ the files

@@ -303,7 +303,7 @@ async def test_async_matches_sync(emb: LLM2VecEmbeddings) -> None:
 def test_save_load_keeps_hybrid_results(store: LLM2VecVectorStore, emb, tmp_path) -> None:
     store.search_mode = "lexical"
     store.save_local(tmp_path / "idx")
-    assert (tmp_path / "idx" / "lexical.npz").exists()
+    assert list((tmp_path / "idx").glob("*.lex.arr"))  # the BM25 part is saved
     loaded = LLM2VecVectorStore.load_local(tmp_path / "idx", emb)
     assert loaded.store.has_lexical and loaded.search_mode == "lexical"
     for q in QUERIES:

@@ -327,7 +327,7 @@ def test_index_retriever_and_persist_round_trip(embed: LLM2VecEmbedding, tmp_pat
     )
     assert forced == rrf
     ctx.persist(persist_dir=str(tmp_path / "storage"))
-    assert (tmp_path / "storage" / "default__vector_store.json.index" / "lexical.npz").exists()
+    assert list((tmp_path / "storage" / "default__vector_store.json.index").glob("*.lex.arr"))
     loaded = LLM2VecVectorStore.from_persist_dir(str(tmp_path / "storage"), embed_model=embed)
     assert loaded.store.has_lexical
     ctx2 = StorageContext.from_defaults(persist_dir=str(tmp_path / "storage"), vector_store=loaded)
