@@ -11,7 +11,7 @@ from .chunking import Span, chunk_spans
 from .folder import IndexFolder, IndexFolderError
 from .indexer import EmptyCorpusError, Indexer, IndexReport, IndexSettings
 from .readers import SUPPORTED_SUFFIXES, SkipFile, discover, read_segments
-from .searcher import Result, Searcher, snippet
+from .searcher import Searcher, snippet
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -21,7 +21,6 @@ __all__ = [
     "IndexReport",
     "IndexSettings",
     "Indexer",
-    "Result",
     "Searcher",
     "SkipFile",
     "Span",
