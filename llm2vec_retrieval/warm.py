@@ -67,6 +67,10 @@ OFF_VALUES = ("0", "off", "false", "no")
 EXIT_ANOTHER = 3  # the helper found another one holding its lock
 
 
+class HelperGoneError(ServerUnavailableError):
+    """Nothing listens on the helper's socket (it exited, or was killed and left it)."""
+
+
 def enabled(no_warm: bool = False) -> bool:
     """Whether searches use a warm helper: not with ``--no-warm`` or ``$LLM2VEC_RETRIEVAL_WARM``
     set to 0/off/false/no."""
@@ -195,6 +199,8 @@ class WarmEncoder:
                 answer = _recv(sock)
         except TimeoutError:
             raise self._broken(f"no answer within {self.timeout:g} s") from None
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise HelperGoneError(f"the warm encoder at {self.path} is gone") from None
         except (OSError, ValueError, struct.error, RecursionError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise self._broken(reason) from None
@@ -234,8 +240,15 @@ class WarmEncoder:
 
     def stop(self) -> None:
         """Ask the helper to exit (best effort: a helper already gone is fine)."""
-        with contextlib.suppress(ServerUnavailableError):
-            self._call({"op": "stop"})
+        with contextlib.suppress(ServerUnavailableError, OSError):
+            _stop(self.path)
+
+
+def _stop(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5.0)
+        sock.connect(str(path))
+        _send(sock, {"op": "stop"})
 
 
 def connect(
@@ -254,9 +267,15 @@ def connect(
         sock, lock, log = _paths(key)
     except OSError as exc:
         raise ServerUnavailableError(f"no folder for the warm encoder's socket ({exc})") from None
-    with contextlib.suppress(ServerUnavailableError):
-        if sock.exists():
+    if sock.exists():
+        try:
             return WarmEncoder(sock, key, dtype)
+        except HelperGoneError:  # killed: its socket stayed behind; a new one replaces it
+            pass
+        except ServerUnavailableError:
+            with contextlib.suppress(ServerUnavailableError, OSError):
+                _stop(sock)  # it answers nonsense: the next search starts a new one
+            raise
     if not start:
         raise ServerUnavailableError(f"no warm encoder at {sock}")
     proc = _spawn(sock, lock, log, spec, dtype, threads)
@@ -308,7 +327,8 @@ def _spawn(
             stderr=fd,
             start_new_session=True,  # not killed by the shell's Ctrl-C aimed at `search`
             close_fds=True,
-            cwd="/",
+            # the folder holding this package: the helper imports the same code as its client
+            cwd=str(Path(__file__).resolve().parents[1]),
         )
     finally:
         os.close(fd)

@@ -204,6 +204,8 @@ def warm_searcher(args: argparse.Namespace, manifest: dict) -> Searcher | None:
     searcher = remote_searcher(args, encoder, manifest)
     if searcher is None:
         encoder.stop()  # its model changed since it started: the next search starts a new one
+    else:
+        eprint(f"encoding the query in the warm encoder (pid {encoder.pid}, {encoder.dtype})")
     return searcher
 
 
