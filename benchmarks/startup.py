@@ -24,7 +24,17 @@ the machine change least. A `phases` child process times the parts of a warm sta
 load, index load, first and second query). The load average is recorded before every run;
 other processes on the machine slow every number down. For priority over them, start it
 from a shell that ran `echo -15 > /proc/$$/autogroup` (the file records the autogroup).
-Writes benchmarks/results/startup_<stamp>.json.
+Writes benchmarks/results/startup_<stamp>.json. These runs pass `--no-warm`: they time a
+search that loads the model itself.
+
+Warm searches (issue 26.5), a separate run that writes benchmarks/results/warm_search_<stamp>.json:
+
+    python -m benchmarks.startup --warm-search --index DIR      # an index (default model: demo)
+    python -m benchmarks.startup --warm-search --tiny           # a tiny random model, seconds
+
+`search --no-warm` (the model loaded here), the first `search` (it starts the warm encoder and
+waits for it) and later `search`es (the warm encoder answers), each a fresh process with a
+private runtime folder; the helper is stopped at the end.
 """
 
 from __future__ import annotations
@@ -100,12 +110,20 @@ def env_for(cache: Path) -> dict[str, str]:
     }
 
 
-def time_search(index: Path, cache: Path, query: str, extra: tuple[str, ...] = ()) -> dict:
-    cmd = [*CLI, "search", str(index), query, "-k", "5", *extra]
+def time_search(
+    index: Path,
+    cache: Path,
+    query: str,
+    extra: tuple[str, ...] = ("--no-warm",),
+    env: dict[str, str] | None = None,
+) -> dict:
+    cmd = [*CLI, "search", "--index", str(index), query, "-k", "5", *extra]
     before = loadavg()
     cpu0 = child_cpu()
     t0 = time.perf_counter()
-    run = subprocess.run(cmd, env=env_for(cache), capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        cmd, env={**env_for(cache), **(env or {})}, capture_output=True, text=True, cwd=ROOT
+    )
     wall = time.perf_counter() - t0
     if run.returncode != 0 or "[1]" not in run.stdout:
         raise SystemExit(
@@ -115,7 +133,54 @@ def time_search(index: Path, cache: Path, query: str, extra: tuple[str, ...] = (
         "seconds": round(wall, 3),
         "cpu_s": round(child_cpu() - cpu0, 3),
         "loadavg_before": before,
+        "stderr": run.stderr.strip().splitlines()[:3],
     }
+
+
+def warm_search(args: argparse.Namespace, out: dict, tmp: Path) -> dict:
+    """Cold and warm `search` wall times with the warm encoder, beside `--no-warm`."""
+    import re
+    import signal
+
+    from llm2vec_retrieval.loading import cache_dir
+
+    cache = cache_dir()  # the user's: the model's own caches are warm, as after one search
+    index = args.index
+    if args.tiny:
+        from llm2vec_retrieval.testing import make_small_corpus, make_tiny_checkpoint
+
+        model = make_tiny_checkpoint(tmp / "model")
+        corpus = make_small_corpus(tmp)
+        index = tmp / "index"
+        cmd = [*CLI, "index", str(corpus), "--index", str(index), "--model", str(model)]
+        subprocess.run(cmd + ["--no-progress"], env=env_for(cache), check=True, cwd=ROOT)
+        out["model"] = "tiny random llama (llm2vec_retrieval.testing)"
+    elif index is None:
+        raise SystemExit("--warm-search needs --index DIR (e.g. the demo index) or --tiny")
+    out["index"] = str(index)
+    run_dir = Path(tempfile.mkdtemp(prefix="l2v-bench-")).resolve()
+    env = {"XDG_RUNTIME_DIR": str(run_dir), "LLM2VEC_RETRIEVAL_WARM": "1"}
+    results: dict = {}
+    time_search(index, cache, args.query)  # untimed: fills the OS file cache
+    runs = [time_search(index, cache, args.query) for _ in range(args.repeats)]
+    print(f"search --no-warm: {[r['seconds'] for r in runs]}", flush=True)
+    results["search_no_warm"] = summary(runs)
+    first = time_search(index, cache, args.query, (), env)
+    print(f"first search (starts the warm encoder): {first['seconds']} s", flush=True)
+    results["search_first_starts_helper"] = first
+    pid = re.search(r"warm encoder \(pid (\d+)", " ".join(first["stderr"]))
+    try:
+        runs = [time_search(index, cache, args.query, (), env) for _ in range(args.repeats)]
+        print(f"search, warm encoder running: {[r['seconds'] for r in runs]}", flush=True)
+        if not all("in the warm encoder" in " ".join(r["stderr"]) for r in runs):
+            raise SystemExit("a search did not use the warm encoder: " + repr(runs[-1]["stderr"]))
+        results["search_warm"] = summary(runs)
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid.group(1)), signal.SIGTERM)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return results
 
 
 def _post(host: str, port: int, body: dict, timeout: float = 120) -> int:
@@ -278,16 +343,28 @@ def main(argv=None) -> int:
         action="store_true",
         help="skip the cold runs (they dequantize the GGUF base twice)",
     )
+    p.add_argument(
+        "--warm-search",
+        action="store_true",
+        help="only the warm-encoder runs (writes warm_search_<stamp>.json)",
+    )
+    p.add_argument("--tiny", action="store_true", help="--warm-search on a tiny random model")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
 
     started = _dt.datetime.now()
+    name = "warm_search" if args.warm_search else "startup"
     out: dict = {
         **result_header("startup", argv, started),
         "autogroup": autogroup(),
         "query": args.query,
         "dtype": "auto (the CLI default)",
     }
+    if args.warm_search:
+        out["loadavg_at_start"] = loadavg()
+        with tempfile.TemporaryDirectory(prefix="warm-bench-") as tmp:
+            out["results"] = warm_search(args, out, Path(tmp))
+        return write(out, args, started, name)
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp:
         tmp = Path(tmp)
         user_cache = cache_dir()
@@ -334,16 +411,20 @@ def main(argv=None) -> int:
         results["search_lexical_warm"] = summary(runs)  # loads no model: the cache state is moot
         with running_serve(args.index, warm, args.query) as (url, _):
             runs = [
-                time_search(args.index, warm, args.query, ("--server", url))
+                time_search(args.index, warm, args.query, ("--server", url, "--no-warm"))
                 for _ in range(args.repeats)
             ]
         print(f"search --server (a running serve) warm: {[r['seconds'] for r in runs]}", flush=True)
         results["search_server_warm"] = summary(runs)
         out["phases_warm"] = phases(args.index, warm, args.query)
         out["results"] = results
+    return write(out, args, started, name)
+
+
+def write(out: dict, args: argparse.Namespace, started: _dt.datetime, name: str) -> int:
     out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     out["loadavg_at_end"] = loadavg()
-    path = args.output or RESULTS / f"startup_{started.strftime('%Y%m%d-%H%M%S')}.json"
+    path = args.output or RESULTS / f"{name}_{started.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(

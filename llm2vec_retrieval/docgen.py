@@ -187,7 +187,7 @@ PROSE_DEFAULTS: tuple[ProseDefault, ...] = (
     ProseDefault(
         "docs/cli.md",
         r"`k` from 1 to \d+ \(default (\d+)\)",
-        lambda: _attr(f"{_SERVER}.schemas:SearchRequest").model_fields["k"].default,
+        lambda: _attr(f"{_SERVER}.schemas:SearchBody").model_fields["k"].default,
     ),
     ProseDefault(
         "docs/cli.md",

@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `search` starts no warm encoder process unless a test asks for one (tests/test_warm.py)
+os.environ.setdefault("LLM2VEC_RETRIEVAL_WARM", "0")
 
 
 @pytest.fixture(scope="session")

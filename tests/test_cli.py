@@ -1067,13 +1067,13 @@ def test_other_value_errors_in_search_are_not_a_bad_filter(monkeypatch, tmp_path
         query_instruction = None
         hybrid_default = {"fusion": "rrf", "alpha": 0.5}
 
-        def check_mode(self, mode):
-            return "dense"
+        def prepare(self, request):
+            return request.resolve("dense", self.hybrid_default)
 
         def search(self, *args, **kwargs):
             raise ValueError("query must have shape (1, 32)")
 
-    monkeypatch.setattr(search_command, "open_searcher", lambda args: Searcher())
+    monkeypatch.setattr(search_command, "open_searcher", lambda args, manifest=None: Searcher())
     monkeypatch.setattr(IndexFolder, "read_manifest", lambda self: {})
     capsys.readouterr()
     assert cli.main(["search", "--index", str(tmp_path / "idx"), "q", "--filter", "chunk>=2"]) == 1

@@ -174,9 +174,9 @@ def print_results(results: list[Any]) -> None:
         print(f"    {snippet(r.text)}")
 
 
-def open_searcher(args: argparse.Namespace) -> Searcher:
-    """The `Searcher` of index `args.dir` with the model flags; one-line errors for an index
-    the model cannot search."""
+def open_searcher(args: argparse.Namespace, manifest: dict | None = None) -> Searcher:
+    """The `Searcher` of index `args.dir` with the model flags (``manifest``: the index
+    manifest when already read); one-line errors for an index the model cannot search."""
     from ..index import DimensionMismatchError, FingerprintMismatchError
     from ..ingest import Searcher
 
@@ -188,6 +188,7 @@ def open_searcher(args: argparse.Namespace) -> Searcher:
                 adapter=args.adapter,
                 allow_fingerprint_mismatch=args.allow_mismatch,
                 dtype=args.encoder_dtype,
+                manifest=manifest,
             )
     except DimensionMismatchError as exc:
         raise UserError(

@@ -9,6 +9,8 @@ loading an ``IndexStore`` then raises ``ImportError`` with the install hint.
     store.add(ids, vectors, texts, metadatas)
     hits = store.search(query_vector, k=10, filter={"lang": "en", "year": {"$gte": 2020}})
     hits = store.search(query_vector, text="query words", mode="hybrid")   # + BM25, fused
+    req = SearchRequest("query words", k=5, mode="hybrid", filter={"lang": "en"})  # checked once
+    hits = store.search(query_vector, request=req)
     store.save("my_index"); store = IndexStore.load("my_index", fingerprint=embedder_fp)
 """
 
@@ -21,6 +23,7 @@ from .errors import IndexCorruptedError
 from .filters import compile_filter
 from .fusion import DEFAULT_RRF_K, FUSIONS
 from .kinds import DEFAULT_PARAMS, KINDS, METRICS, check_index_config
+from .request import SearchRequest, SearchRequestError
 from .store import (
     DEFAULT_ALPHA,
     DEFAULT_FUSION,
@@ -51,5 +54,7 @@ __all__ = [
     "UnverifiedEmbedderError",
     "Record",
     "SearchHit",
+    "SearchRequest",
+    "SearchRequestError",
     "compile_filter",
 ]

@@ -19,45 +19,40 @@ from ..text import check_query
 from ._faiss import get_faiss
 from .docstore import DocStore, json_copy
 from .filters import compile_filter
-from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, FUSIONS, fuse
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, fuse
 from .kinds import KINDS, METRICS, Backend, IVFBackend, make_backend, resolve_params
 from .lexical import LexicalIndex
 from .mmr import mmr_select
 from .persistence import load_store, save_store
+from .request import (
+    DEFAULT_HYBRID_CANDIDATES,
+    DEFAULT_TEXT_MODE,
+    MODES,
+    SearchHit,
+    SearchRequest,
+    SearchRequestError,
+    number,
+)
 from .segments import merge_plan, new_name
 from .snapshot import StoreSnapshot
 
-#: Search modes: vectors only, BM25 over the texts only, or both fused.
-MODES = ("dense", "lexical", "hybrid")
-#: What a text search (Searcher, CLI, server, LangChain, LlamaIndex) uses unless told
-#: otherwise; ``IndexStore.search`` itself defaults to ``dense``, the one mode that needs no
-#: text. Chosen with the fusion (``fusion.DEFAULT_FUSION``) by ``python -m
-#: benchmarks.fusion_select`` on out-of-domain sets (docs/hybrid.md).
-DEFAULT_TEXT_MODE = "hybrid"
-#: Candidates taken from each list before hybrid fusion (at least k).
-DEFAULT_HYBRID_CANDIDATES = 100
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_FUSION",
+    "DEFAULT_HYBRID_CANDIDATES",
+    "DEFAULT_TEXT_MODE",
+    "MODES",
+    "NO_LEXICAL_MESSAGE",
+    "IndexStore",
+    "Record",
+    "SearchHit",
+]
 
 NO_LEXICAL_MESSAGE = (
     "this index has no lexical (BM25) part: it was saved before hybrid search existed or made "
     "with lexical=False. Add it from the stored texts with store.build_lexical() and save "
     "(command line: run `llm2vec-retrieval index` on the folder again; nothing is re-embedded)"
 )
-
-
-@dataclass
-class SearchHit:
-    """One search result. ``score``: larger is closer (see ``IndexStore.search``).
-
-    Hybrid hits also carry the two parts: ``dense_score`` and ``lexical_score`` (the
-    cosine/ip/l2 score and the BM25 score; None where the document was not among that
-    list's candidates)."""
-
-    id: str
-    score: float
-    text: str | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    dense_score: float | None = None
-    lexical_score: float | None = None
 
 
 @dataclass
@@ -481,6 +476,7 @@ class IndexStore:
         alpha: float = DEFAULT_ALPHA,
         rrf_k: float = DEFAULT_RRF_K,
         candidates: int = DEFAULT_HYBRID_CANDIDATES,
+        request: SearchRequest | None = None,
     ) -> list[SearchHit]:
         """The nearest documents to one query, best first (`search_batch`: several).
 
@@ -488,6 +484,9 @@ class IndexStore:
         (BM25 over the texts; needs ``text``, a str) or ``hybrid`` (both, fused; needs both).
         ``filter``: None, a dict in the filter language of
         :mod:`llm2vec_retrieval.index.filters`, or ``callable(metadata) -> bool``.
+        ``request``: a `SearchRequest` made (and checked) by the caller, in place of ``k``,
+        ``filter``, ``text`` (its ``query``), ``mode`` (None: dense), ``fusion``, ``alpha``,
+        ``rrf_k`` and ``candidates``, which are then left out.
 
         Filtering happens before the search in every mode (matching ids are passed to FAISS
         as an id selector, and BM25 scores only the matching documents), so a dense or
@@ -506,28 +505,31 @@ class IndexStore:
         constant ``rrf_k``; ``wrrf`` weights the dense list by ``alpha``) or ``alpha`` /
         ``tmm`` / ``zscore`` (``alpha * dense + (1 - alpha) * lexical`` over min-max,
         theoretical-min-max or z-score normalized scores); hits carry ``dense_score`` and
-        ``lexical_score`` too.
+        ``lexical_score`` too. Hits are numbered (``rank``) from 1.
         """
         if query is not None and np.ndim(query) != 1:
             raise ValueError(
                 f"query must be one vector (dim,), got shape {np.shape(query)}; "
                 "for several queries use search_batch"
             )
-        if text is not None and not isinstance(text, str):
-            raise ValueError("text must be a str (one query); for several queries use search_batch")
+        if request is None:
+            if text is not None and not isinstance(text, str):
+                raise ValueError(
+                    "text must be a str (one query); for several queries use search_batch"
+                )
+            try:  # a blank text is refused here, once
+                request = SearchRequest(text, k, mode, filter, fusion, alpha, rrf_k, candidates)
+            except SearchRequestError as exc:
+                if exc.field != "query":
+                    raise
+                raise SearchRequestError(  # in this method's words: the argument is `text`
+                    "query", f"the query text is {exc.reason}: give the words to search for"
+                ) from None
+        elif text is not None:
+            raise ValueError("give the query text in the request (request.query), not as text=")
         queries = None if query is None else np.asarray(query)[None, :]
-        texts = None if text is None else [text]
-        return self.search_batch(
-            queries,
-            k,
-            filter,
-            texts=texts,
-            mode=mode,
-            fusion=fusion,
-            alpha=alpha,
-            rrf_k=rrf_k,
-            candidates=candidates,
-        )[0]
+        texts = None if request.query is None else [request.query]
+        return self._search(queries, texts, request)[0]
 
     def search_batch(
         self,
@@ -541,30 +543,29 @@ class IndexStore:
         alpha: float = DEFAULT_ALPHA,
         rrf_k: float = DEFAULT_RRF_K,
         candidates: int = DEFAULT_HYBRID_CANDIDATES,
+        request: SearchRequest | None = None,
     ) -> list[list[SearchHit]]:
         """`search` for several queries at once: ``queries`` a matrix (nq, dim), ``texts``
-        a list of nq str (as the mode needs them); one hit list per query, in order."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if mode not in MODES:
-            raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
-        if mode == "hybrid":
-            if fusion not in FUSIONS:
-                raise ValueError(f"unknown fusion {fusion!r}; valid fusions: {', '.join(FUSIONS)}")
-            if (
-                isinstance(alpha, bool)
-                or not isinstance(alpha, (int, float))
-                or not 0.0 <= alpha <= 1.0
-            ):
-                raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-            if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not rrf_k >= 0:
-                raise ValueError(f"rrf_k must be a number >= 0, got {rrf_k!r}")
-            if (
-                isinstance(candidates, bool)
-                or not isinstance(candidates, (int, np.integer))
-                or candidates < 1
-            ):
-                raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
+        a list of nq str (as the mode needs them); one hit list per query, in order.
+        ``request``: as in `search` (its ``query`` unused: the texts are ``texts``)."""
+        if request is None:
+            request = SearchRequest(None, k, mode, filter, fusion, alpha, rrf_k, candidates)
+        if texts is not None:
+            if isinstance(texts, str):
+                raise ValueError("texts must be a list of str (one per query), not a str")
+            texts = list(texts)
+            if not all(isinstance(t, str) for t in texts):
+                raise ValueError("texts must be a list of str")
+            for r, t in enumerate(texts):
+                check_query(t, "the query text" if len(texts) == 1 else f"query text {r}")
+        return self._search(queries, texts, request)
+
+    def _search(
+        self, queries: Any, texts: list[str] | None, request: SearchRequest
+    ) -> list[list[SearchHit]]:
+        """Hits for checked texts and a checked request, numbered from 1."""
+        req = request.resolve("dense")
+        mode = req.mode
         q = None
         if mode != "lexical":
             if queries is None:
@@ -573,22 +574,22 @@ class IndexStore:
                 raise ValueError(
                     f"queries must be a matrix (nq, dim), got shape {np.shape(queries)}"
                 )
-            q = self._as_matrix(queries, "query")
+            q = self._as_matrix(queries, "query")  # the one normalization of a query vector
         if mode != "dense":
             if texts is None:
                 raise ValueError(f"{mode} search needs the query text (one per query)")
-            if isinstance(texts, str):
-                raise ValueError("texts must be a list of str (one per query), not a str")
-            texts = list(texts)
-            if not all(isinstance(t, str) for t in texts):
-                raise ValueError("texts must be a list of str")
-            for r, t in enumerate(texts):
-                check_query(t, "the query text" if len(texts) == 1 else f"query text {r}")
             if q is not None and len(texts) != len(q):
                 raise ValueError(f"got {len(q)} query vectors but {len(texts)} query texts")
             if self._lexical is None:
                 raise ValueError(NO_LEXICAL_MESSAGE)
-        pred = compile_filter(filter)
+        return [number(hits) for hits in self._search_hits(q, texts, req)]
+
+    def _search_hits(
+        self, q: np.ndarray | None, texts: list[str] | None, req: SearchRequest
+    ) -> list[list[SearchHit]]:
+        """The hit lists of a resolved request (unnumbered)."""
+        mode, k, fusion, alpha = req.mode, req.k, req.fusion, req.alpha
+        rrf_k, candidates, pred = req.rrf_k, req.candidates, req.predicate
         with self._lock:
             allowed = self._allowed(pred)
             if mode == "dense":

@@ -14,7 +14,7 @@ from .folder import IndexFolder, IndexFolderError
 from .indexer import Indexer, IndexReport, IndexSettings
 from .readers import SUPPORTED_SUFFIXES, SkipFile, discover, read_segments
 from .run import EmptyCorpusError
-from .searcher import Result, Searcher, snippet
+from .searcher import Searcher, snippet
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -24,7 +24,6 @@ __all__ = [
     "IndexReport",
     "IndexSettings",
     "Indexer",
-    "Result",
     "Searcher",
     "SkipFile",
     "Span",

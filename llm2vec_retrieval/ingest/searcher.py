@@ -9,41 +9,25 @@ a word with the query, and ``Searcher.shortfall`` says why a result holds fewer 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from ..index.fusion import default_hybrid, recorded_hybrid, resolve_fusion
-from ..index.store import DEFAULT_TEXT_MODE, MODES
-from ..text import check_query
+from ..index.fusion import default_hybrid, recorded_hybrid
+from ..index.request import DEFAULT_TEXT_MODE, SearchHit, SearchRequest
 from .folder import REBUILD_KEY, IndexFolder, IndexFolderError, embedder_spec, encoder_from_spec
 
 
-@dataclass
-class Result:
-    rank: int
-    id: str
-    score: float
-    source: str | None
-    chunk: int | None
-    text: str
-    metadata: dict[str, Any]
-    dense_score: float | None = None
-    lexical_score: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "id": self.id,
-            "score": self.score,
-            "source": self.source,
-            "chunk": self.chunk,
-            "start": self.metadata.get("start"),
-            "end": self.metadata.get("end"),
-            "text": self.text,
-            "metadata": self.metadata,
-            "dense_score": self.dense_score,
-            "lexical_score": self.lexical_score,
-        }
+def search_embedder(
+    manifest: dict[str, Any], model: str | None = None, adapter: str | None = None
+) -> dict[str, Any]:
+    """The embedder spec (`folder.embedder_spec`) a search of an index uses: the one its
+    ``manifest`` records, with ``model`` / ``adapter`` in place of the recorded ones."""
+    spec = dict(manifest["embedder"])
+    if model is None and adapter is None:
+        return spec
+    return embedder_spec(
+        model if model is not None else spec.get("model"),
+        adapter if adapter is not None else spec.get("adapter"),
+    )
 
 
 class Searcher:
@@ -70,13 +54,15 @@ class Searcher:
         encoder: Any = None,
         dtype: Any = None,
         lexical_only: bool = False,
+        manifest: dict[str, Any] | None = None,
     ):
         import warnings
 
         from ..index import DimensionMismatchError, FingerprintMismatchError, IndexStore
 
         self.folder = IndexFolder(path)
-        self.manifest = self.folder.read_manifest()
+        # read here unless the caller read it already (the CLI, before loading anything)
+        self.manifest = manifest if manifest is not None else self.folder.read_manifest()
         if not self.folder.check_store():
             raise IndexFolderError(
                 f"index {self.folder.path} has no committed chunks yet; run `llm2vec-retrieval index` on it"
@@ -86,13 +72,11 @@ class Searcher:
             self.encoder = None
             self.store = IndexStore.load(self.folder.store_path)
             return
-        spec = dict(self.manifest["embedder"])
-        if model is not None or adapter is not None:
-            spec = embedder_spec(
-                model if model is not None else spec.get("model"),
-                adapter if adapter is not None else spec.get("adapter"),
-            )
-        self.encoder = encoder if encoder is not None else encoder_from_spec(spec, dtype)
+        self.encoder = (
+            encoder
+            if encoder is not None
+            else encoder_from_spec(search_embedder(self.manifest, model, adapter), dtype)
+        )
         with warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore"
@@ -144,10 +128,9 @@ class Searcher:
         )
 
     def check_mode(self, mode: str | None) -> str:
-        """The mode to run (None: the default); ValueError for one this index cannot run."""
+        """The mode to run (None: the default); ValueError for one this index cannot run.
+        (Whether ``mode`` is a mode at all is `SearchRequest`'s check.)"""
         mode = self.default_mode if mode is None else mode
-        if mode not in MODES:
-            raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
         if self.lexical_only and mode != "lexical":
             raise ValueError(
                 f"{self.folder.path} was opened for lexical search only (no embedder loaded), "
@@ -161,70 +144,59 @@ class Searcher:
             )
         return mode
 
+    def prepare(self, request: SearchRequest) -> SearchRequest:
+        """``request`` with what it leaves to this index filled in: the mode (`check_mode`:
+        ValueError for one this index cannot run) and the fusion (`hybrid_default`)."""
+        return request.resolve(self.check_mode(request.mode), self.hybrid_default)
+
     def encode_query(self, query: str, instruction: str | None = None):
+        """The query's vector as the store takes it: a cosine store normalizes it (the one
+        place a query vector is normalized), so the encoder leaves it raw there."""
         return self.encoder.encode_queries(
-            [query], instruction=self.query_instruction if instruction is None else instruction
+            [query],
+            instruction=self.query_instruction if instruction is None else instruction,
+            normalize=False if self.store.metric == "cosine" else None,
         )[0]
 
-    def search_vector(
-        self,
-        vector,
-        k: int = 5,
-        filter: Any = None,
-        *,
-        text: str | None = None,
-        mode: str = "dense",
-        fusion: str | None = None,
-        alpha: float | None = None,
-    ) -> list[Result]:
-        """Results for an encoded query (``vector``; None in lexical mode) and its ``text``.
-        ``fusion``/``alpha`` None: the index's (`hybrid_default`)."""
-        fusion, alpha = resolve_fusion(fusion, alpha, self.hybrid_default)
-        hits = self.store.search(
-            vector, k=k, filter=filter, text=text, mode=mode, fusion=fusion, alpha=alpha
-        )
-        return [
-            Result(
-                rank,
-                h.id,
-                h.score,
-                h.metadata.get("source"),
-                h.metadata.get("chunk"),
-                h.text or "",
-                h.metadata,
-                h.dense_score,
-                h.lexical_score,
-            )
-            for rank, h in enumerate(hits, 1)
-        ]
+    def search_vector(self, vector: Any, request: SearchRequest) -> list[SearchHit]:
+        """Hits for a prepared request (`prepare`) and its encoded query (``vector``, from
+        `encode_query`; None in lexical mode)."""
+        return self.store.search(vector, request=request)
 
     def search(
         self,
-        query: str,
+        query: str | SearchRequest,
         k: int = 5,
         filter: Any = None,
         instruction: str | None = None,
         mode: str | None = None,
         fusion: str | None = None,
         alpha: float | None = None,
-    ) -> list[Result]:
-        """Results for a query text; ``mode`` None runs ``default_mode``, ``fusion``/``alpha``
-        None the index's (`hybrid_default`). Lexical mode encodes nothing. ValueError for an
-        empty or whitespace-only query."""
-        from ..index import compile_filter
-
-        check_query(query)
-        mode = self.check_mode(mode)
-        compile_filter(filter)  # a bad filter fails before the query is encoded
-        vector = None if mode == "lexical" else self.encode_query(query, instruction)
-        return self.search_vector(
-            vector, k=k, filter=filter, text=query, mode=mode, fusion=fusion, alpha=alpha
+    ) -> list[SearchHit]:
+        """Hits for a query text, or for a `SearchRequest` (then the other arguments are left
+        out); ``mode`` None runs ``default_mode``, ``fusion``/``alpha`` None the index's
+        (`hybrid_default`). Lexical mode encodes nothing. ValueError (`SearchRequestError`)
+        for an empty or whitespace-only query or a bad k, mode, fusion, alpha or filter, before
+        anything is encoded."""
+        if isinstance(query, SearchRequest):
+            request = query
+        else:
+            request = SearchRequest(query, k, mode, filter, fusion, alpha, instruction=instruction)
+        if request.query is None:
+            raise ValueError("Searcher.search needs the query text (request.query)")
+        request = self.prepare(request)
+        vector = (
+            None
+            if request.mode == "lexical"
+            else self.encode_query(request.query, request.instruction)
         )
+        return self.search_vector(vector, request)
 
-    def shortfall(self, found: int, k: int, mode: str, filtered: bool) -> str | None:
-        """Why a search for ``k`` results found only ``found`` (None when it found k): in
-        lexical mode only chunks that share a word with the query count; otherwise the
-        filter or the index holds fewer chunks."""
+    def shortfall(self, found: int, request: SearchRequest) -> str | None:
+        """Why a prepared request for ``k`` results found only ``found`` (None when it found
+        k): in lexical mode only chunks that share a word with the query count; otherwise
+        the filter or the index holds fewer chunks."""
+        k, mode, filtered = request.k, request.mode, request.filter is not None
         if found >= k:
             return None
         filter_part = " and match the filter" if filtered else ""

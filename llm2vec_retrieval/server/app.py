@@ -77,7 +77,7 @@ from .schemas import (
     Info,
     Model,
     ModelList,
-    SearchRequest,
+    SearchBody,
     SearchResponse,
 )
 from .service import ApiError, EmbeddingService
@@ -362,7 +362,7 @@ def create_app(
         search,
         response_model=SearchResponse,
         summary="Search the served index",
-        openapi_extra=_body_schema(SearchRequest),
+        openapi_extra=_body_schema(SearchBody),
         **post,
     )
     app.add_api_route("/v1/search", search, include_in_schema=False, **post)

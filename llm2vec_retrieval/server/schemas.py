@@ -87,7 +87,7 @@ class EmbedRequest(BaseModel):
     )
 
 
-class SearchRequest(BaseModel):
+class SearchBody(BaseModel):
     """Body of ``POST /search``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from .._io import l2_normalize
 from ..hardware import compute_dtype
-from ..index.fusion import WEIGHTED_FUSIONS, resolve_fusion
+from ..index.request import SearchRequest, SearchRequestError
 from ..text import blank_reason, repair_texts, warn_repaired
 from . import (
     DEFAULT_BATCH_TOKENS,
@@ -48,7 +48,7 @@ from . import (
 from .batcher import MicroBatcher
 from .live import IndexUnavailable, LiveIndex
 from .metrics import ServerMetrics
-from .schemas import EmbeddingRequest, EmbedRequest, SearchRequest, describe
+from .schemas import EmbeddingRequest, EmbedRequest, SearchBody, describe
 
 if TYPE_CHECKING:
     from ..encoder import LLM2Vec
@@ -124,9 +124,8 @@ class EmbeddingJob:
 
 @dataclass
 class SearchJob:
-    request: SearchRequest
+    request: SearchRequest  # checked once and resolved for the searcher's index
     searcher: Searcher  # the commit this request searches, from validation to response
-    mode: str
     pairs: list[tuple[str, str]]  # empty for lexical mode (nothing to encode)
     tokens: list[int]
     prompt_tokens: int = 0  # the query's own tokens (0 in lexical mode)
@@ -591,83 +590,77 @@ class EmbeddingService:
 
     # -- search
     def prepare_search(self, body: Any) -> SearchJob:
+        """A ``/search`` body as a job: the body's types checked by `SearchBody`, the search
+        itself by `SearchRequest` (once) and the served index (`Searcher.prepare`)."""
         if self.index is None:
             raise ApiError(
                 400,
                 "no index loaded: start the server with --index DIR to use /search",
                 code="no_index",
             )
-        req: SearchRequest = _validate(SearchRequest, body)
-        reason = blank_reason(req.query)
-        if reason is not None:  # a search for nothing has no right answer
-            raise ApiError(
-                422,
-                f"'query' must not be empty: query is {reason}",
-                param="query",
-                code="invalid_value",
-            )
-        from ..index import compile_filter
-
+        body_: SearchBody = _validate(SearchBody, body)
+        fields = [body_.query] + ([body_.instruction] if body_.instruction is not None else [])
+        fixed, repaired = repair_texts(fields)
         try:
-            compile_filter(req.filter)
-        except ValueError as exc:
-            raise ApiError(422, f"invalid 'filter': {exc}", param="filter") from None
+            request = SearchRequest(
+                fixed[0],
+                body_.k,
+                body_.mode,
+                body_.filter,
+                body_.fusion,
+                body_.alpha,
+                instruction=fixed[1] if body_.instruction is not None else None,
+            )
+        except SearchRequestError as exc:
+            if exc.field == "query":  # a search for nothing has no right answer
+                message = f"'query' must not be empty: query is {exc.reason}"
+            elif exc.field == "filter":
+                message = f"invalid 'filter': {exc}"
+            else:
+                message = str(exc)
+            raise ApiError(422, message, param=exc.field, code="invalid_value") from None
+        warn_repaired(repaired, stacklevel=2, what="request field(s)")
         searcher = self._current_searcher()
         try:
-            mode = searcher.check_mode(req.mode)
+            request = searcher.prepare(request)
         except ValueError as exc:
             raise ApiError(422, str(exc), param="mode", code="invalid_value") from None
-        fields = [req.query] + ([req.instruction] if req.instruction is not None else [])
-        fixed, repaired = repair_texts(fields)
-        warn_repaired(repaired, stacklevel=2, what="request field(s)")
-        req.query = fixed[0]
-        instruction = fixed[1] if req.instruction is not None else searcher.query_instruction
         pairs: list[tuple[str, str]] = []
         tokens: list[int] = []
         prompt_tokens = 0
-        if mode != "lexical":  # BM25 alone needs no encoding
-            texts, counts = self._check_lengths([req.query], "query")
+        if request.mode != "lexical":  # BM25 alone needs no encoding
+            instruction = (
+                request.instruction
+                if request.instruction is not None
+                else searcher.query_instruction
+            )
+            texts, counts = self._check_lengths([request.query], "query")
             pairs = [(instruction, texts[0])]
             prompt_tokens = counts[0]
             tokens = [counts[0] + self._instruction_tokens(instruction) + 2]
         return SearchJob(
-            request=req,
+            request=request,
             searcher=searcher,
-            mode=mode,
             pairs=pairs,
             tokens=tokens,
             prompt_tokens=prompt_tokens,
         )
 
     def search_response(self, job: SearchJob, vectors: np.ndarray | None) -> dict[str, Any]:
-        req = job.request
-        vector = None
+        req, vector = job.request, None
         if vectors is not None:
             self.metrics.embedded(len(vectors), job.prompt_tokens)
-            vector = self.finish_vectors(vectors)[0]
-        fusion, alpha = resolve_fusion(
-            req.fusion,
-            None if req.alpha is None else float(req.alpha),
-            job.searcher.hybrid_default,
-        )
-        results = job.searcher.search_vector(
-            vector,
-            k=req.k,
-            filter=req.filter,
-            text=req.query,
-            mode=job.mode,
-            fusion=fusion,
-            alpha=alpha,
-        )
-        hybrid = {}
-        if job.mode == "hybrid":  # say what was fused, as the CLI's --json does
-            hybrid = {"fusion": fusion, **({"alpha": alpha} if fusion in WEIGHTED_FUSIONS else {})}
+            # raw from the batcher: a cosine store normalizes it (the one normalization);
+            # another metric gets what the encoder's config says, as a local search does
+            cosine = job.searcher.store.metric == "cosine"
+            vector = (vectors if cosine else self.finish_vectors(vectors))[0]
+        results = job.searcher.search_vector(vector, req)
         return {
             "object": "search",
             "query": req.query,
             "model": self.model_name,
-            "mode": job.mode,
-            **hybrid,
+            "mode": req.mode,
+            **req.fused(),  # say what was fused, as the CLI's --json does
             "results": [r.to_dict() for r in results],
         }
 

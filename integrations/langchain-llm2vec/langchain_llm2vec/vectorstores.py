@@ -23,10 +23,9 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from llm2vec_retrieval.fingerprint import embedder_fingerprint
 from llm2vec_retrieval.index import (
     DEFAULT_TEXT_MODE,
-    MODES,
     NO_LEXICAL_MESSAGE,
+    SearchRequest,
 )
-from llm2vec_retrieval.index.fusion import resolve_fusion
 from llm2vec_retrieval.shared import check_dimension, load_store
 from llm2vec_retrieval.text import check_query, repair_texts, warn_repaired
 
@@ -72,9 +71,7 @@ _RELEVANCE_DENSE_ONLY = (
 
 
 def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
-    return mode
+    return SearchRequest(mode=mode).mode  # the one check of a mode's name
 
 
 def _dense_only(kwargs: dict[str, Any], what: str) -> None:
@@ -306,14 +303,12 @@ class LLM2VecVectorStore(VectorStore):
         return Document(id=hit.id, page_content=hit.text or "", metadata=dict(hit.metadata or {}))
 
     # -- search modes ------------------------------------------------------------------
-    def _resolve_mode(self, mode: str | None) -> str:
-        """The mode a text search runs in: `mode`, else `search_mode`, else the default."""
-        if mode is None:
-            mode = self.search_mode
-        if mode is None:
-            store = self._store
-            return DEFAULT_TEXT_MODE if store is None or store.has_lexical else "dense"
-        return _check_mode(mode)
+    def _default_mode(self) -> str:
+        """The mode of a text search that names none: `search_mode`, else the default."""
+        if self.search_mode is not None:
+            return self.search_mode
+        store = self._store
+        return DEFAULT_TEXT_MODE if store is None or store.has_lexical else "dense"
 
     def _searchable(self, mode: str) -> bool:
         """False for an empty store; ValueError for lexical/hybrid without a BM25 part."""
@@ -323,33 +318,6 @@ class LLM2VecVectorStore(VectorStore):
         if mode != "dense" and not store.has_lexical:
             raise ValueError(_NO_LEXICAL)
         return True
-
-    def _text_search(
-        self,
-        query: str,
-        vector: list[float] | None,
-        k: int,
-        filter: Any,
-        mode: str,
-        fusion: str | None,
-        alpha: float | None,
-    ) -> list[tuple[Document, float]]:
-        """Lexical or hybrid search (`vector` is None for lexical)."""
-        fusion, alpha = resolve_fusion(fusion, alpha)
-        q = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(-1)
-        with self._lock:
-            if not self._searchable(mode):
-                return []
-            hits = self._store.search(
-                q,
-                k,
-                filter=filter,
-                text=query,
-                mode=mode,
-                fusion=fusion,
-                alpha=alpha,
-            )
-        return [(self._hit_to_doc(h), float(h.score)) for h in hits]
 
     # -- similarity search -------------------------------------------------------------
     def similarity_search_with_score_by_vector(
@@ -384,18 +352,23 @@ class LLM2VecVectorStore(VectorStore):
         """Best documents for a query with their scores (larger is closer).
 
         `mode`: "dense", "lexical" or "hybrid" (default: `search_mode`, see the class doc).
-        Hybrid only: `fusion` "rrf" or "alpha" (default "rrf"; "alpha" when only `alpha`
-        is given) and `alpha` in [0, 1] (weight of the dense part, default 0.5).
+        Hybrid only: `fusion` (`llm2vec_retrieval.index.FUSIONS`; default: the package's,
+        a weighted one when only `alpha` is given) and `alpha` in [0, 1] (weight of the
+        dense part). All of it is checked as one `SearchRequest`.
         """
-        check_query(query)
-        mode = self._resolve_mode(mode)
-        if k <= 0 or not self._searchable(mode):
+        # query, mode, fusion, alpha and filter checked once, here (k <= 0 finds nothing)
+        request = SearchRequest(query, max(k, 1), mode, filter, fusion, alpha)
+        request = request.resolve(self._default_mode())
+        if k <= 0 or not self._searchable(request.mode):
             return []
-        if mode == "dense":
-            vector = self.embedding.embed_query(query)
-            return self.similarity_search_with_score_by_vector(vector, k, filter=filter, **kwargs)
-        vector = None if mode == "lexical" else self.embedding.embed_query(query)
-        return self._text_search(query, vector, k, filter, mode, fusion, alpha)
+        vector = None
+        if request.mode != "lexical":
+            vector = np.asarray(self.embedding.embed_query(query), dtype=np.float32).reshape(-1)
+        with self._lock:
+            if not self._searchable(request.mode):
+                return []
+            hits = self._store.search(vector, request=request)
+        return [(self._hit_to_doc(h), float(h.score)) for h in hits]
 
     def similarity_search(
         self,

@@ -25,8 +25,7 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from llm2vec_retrieval.fingerprint import embedder_fingerprint
 from llm2vec_retrieval.index import NO_LEXICAL_MESSAGE
-from llm2vec_retrieval.index.fusion import resolve_fusion
-from llm2vec_retrieval.index.store import DEFAULT_HYBRID_CANDIDATES
+from llm2vec_retrieval.index.request import DEFAULT_HYBRID_CANDIDATES
 from llm2vec_retrieval.shared import (
     check_dimension,
     load_store,
@@ -433,6 +432,7 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
             if needs_text and not store.has_lexical:
                 raise ValueError(_NO_LEXICAL)
+            # the store makes the one SearchRequest of each search (and checks it there)
             if mode == VectorStoreQueryMode.MMR:
                 lambda_mult = 0.5 if query.mmr_threshold is None else float(query.mmr_threshold)
                 fetch_k = int(kwargs.get("mmr_prefetch_k") or max(20, 4 * k))
@@ -442,15 +442,14 @@ class LLM2VecVectorStore(BasePydanticVectorStore):
             elif mode == VectorStoreQueryMode.DEFAULT:
                 hits = store.search(vector, k, filter=where)
             elif mode == VectorStoreQueryMode.HYBRID:
-                fusion, alpha = resolve_fusion(kwargs.get("fusion"), query.alpha)
                 hits = store.search(
                     vector,
                     int(query.hybrid_top_k or k),
                     filter=where,
                     text=query.query_str,
                     mode="hybrid",
-                    fusion=fusion,
-                    alpha=alpha,
+                    fusion=kwargs.get("fusion"),  # None: the package default
+                    alpha=query.alpha,
                     # LlamaIndex's per-list depths, never below the store's default
                     candidates=max(DEFAULT_HYBRID_CANDIDATES, k, int(query.sparse_top_k or 0)),
                 )
