@@ -142,7 +142,7 @@ def warm_search(args: argparse.Namespace, out: dict, tmp: Path) -> dict:
     import re
     import signal
 
-    from llm2vec_retrieval.loading import cache_dir
+    from llm2vec_retrieval.cachedir import cache_dir
 
     cache = cache_dir()  # the user's: the model's own caches are warm, as after one search
     index = args.index
