@@ -276,7 +276,8 @@ class LLM2Vec(torch.nn.Module):
             self.model = self.model.merge_and_unload()
         output_path = Path(output_path)
         output_path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(output_path)
+        model: Any = self.model  # a transformers or peft model (nn.Module's typing says Tensor)
+        model.save_pretrained(output_path)
         self.tokenizer.save_pretrained(output_path)
         if save_config:
             self.config.save(output_path)
@@ -544,7 +545,7 @@ class LLM2Vec(torch.nn.Module):
                 f"{list(prompts)!r}) nor a task of llm2vec_retrieval.INSTRUCTIONS"
             ) from None
 
-    def _side_instruction(self, side, instruction, task, prompt, prompt_name) -> str:
+    def _side_instruction(self, side, instruction, task, prompt, prompt_name) -> str | None:
         """One side's instruction: given text (`instruction` or `prompt`) beats a name
         (`task` / `prompt_name`), which beats ``prompts[side]``."""
         if instruction is not None and prompt is not None and instruction != prompt:

@@ -359,8 +359,8 @@ def check_fingerprint(
     diff = fingerprint_diff(saved, given)
     if not diff:
         return given
-    err = FingerprintMismatchError(saved, given, diff)
+    mismatch = FingerprintMismatchError(saved, given, diff)
     if not allow_fingerprint_mismatch:
-        raise err
-    warnings.warn(f"loading anyway: {err}", stacklevel=stacklevel)
+        raise mismatch
+    warnings.warn(f"loading anyway: {mismatch}", stacklevel=stacklevel)
     return saved

@@ -123,7 +123,7 @@ def _package_file(distribution: str, relpath: str, model: EmbeddedModel) -> Path
         raise ModelNotInstalledError(
             f"The embedded model {model.name} needs the package {install!r}: pip install {model.install_flags}{install}"
         ) from None
-    path = Path(dist.locate_file(relpath))
+    path = Path(str(dist.locate_file(relpath)))
     if not path.is_file():
         raise ModelNotInstalledError(
             f"{distribution} is installed but {relpath} is missing; reinstall: "

@@ -118,8 +118,9 @@ def helper_key(spec: Mapping[str, Any], dtype: str, threads: int | None = None) 
     stamps = {}
     for key in ("model_path", "adapter_path"):
         path = spec.get(key)
-        with contextlib.suppress(OSError, TypeError):
-            stamps[key] = os.stat(path).st_mtime_ns
+        if isinstance(path, str):
+            with contextlib.suppress(OSError):
+                stamps[key] = os.stat(path).st_mtime_ns
     blob = json.dumps(
         [dict(spec), stamps, dtype, threads, __version__, sys.executable], sort_keys=True
     )

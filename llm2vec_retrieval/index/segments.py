@@ -60,7 +60,7 @@ def write_arrays(f, arrays: Mapping[str, np.ndarray]) -> None:
     for name, a in plain.items():
         skip = header[name]["offset"] - pos
         f.write(b"\0" * skip)
-        f.write(memoryview(a).cast("B"))
+        f.write(a.data.cast("B"))
         pos += skip + a.nbytes
 
 

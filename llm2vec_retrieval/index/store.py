@@ -5,11 +5,11 @@ atomic persistence."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -649,7 +649,7 @@ class IndexStore:
             return self._hits(s_row[picked], cand[picked])
 
     # -- persistence --------------------------------------------------------------
-    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+    def save(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
         """Save into directory ``path`` atomically (see :mod:`.persistence`).
 
         ``extra``: the caller's metadata (a JSON-serializable dict, e.g. an integration's
@@ -725,7 +725,7 @@ class IndexStore:
     @classmethod
     def load(
         cls,
-        path: str | Path,
+        path: str | os.PathLike[str],
         fingerprint: dict[str, Any] | None = None,
         allow_fingerprint_mismatch: bool = False,
     ) -> IndexStore:

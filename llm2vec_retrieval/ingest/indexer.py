@@ -134,7 +134,7 @@ class IndexSettings:
 
 
 #: What None means for a new index.
-DEFAULTS = {"kind": DEFAULT_KIND, **CHUNKING_DEFAULTS}
+DEFAULTS: dict[str, Any] = {"kind": DEFAULT_KIND, **CHUNKING_DEFAULTS}
 
 
 @dataclass

@@ -143,6 +143,7 @@ class FileEntry:
         sha, chunks, tokens = data.get("sha256"), data.get("chunks"), data.get("tokens", 0)
         if not isinstance(sha, str) or not _is_count(chunks) or not _is_count(tokens):
             return None
+        assert isinstance(chunks, int) and isinstance(tokens, int)  # what _is_count checked
         partial = None
         if "partial" in data:
             partial = Position.from_dict(data["partial"])

@@ -38,6 +38,7 @@ from .committer import Committer
 from .folder import FILES_FILE, IndexFolder, IndexFolderError
 from .manifest import FileEntry
 from .plan import (
+    DEFAULT_KIND,
     Candidate,
     Plan,
     Stored,
@@ -227,7 +228,7 @@ class IndexRun:
         encoder = self.encoder()
         self.store = IndexStore(
             encoder.embedding_dim,
-            kind=self.manifest.kind,
+            kind=self.manifest.kind or DEFAULT_KIND,
             metric="cosine",
             fingerprint=encoder.fingerprint(),
             lexical=self.manifest.lexical,
@@ -427,8 +428,8 @@ class IndexRun:
             batch = self.buffer[:ENCODE_BATCH]
             del self.buffer[:ENCODE_BATCH]
             encoder = self.encoder()
-            if self.on_encode is not None:
-                self.on_encode, said = None, self.on_encode
+            said, self.on_encode = self.on_encode, None
+            if said is not None:
                 said()
             vectors = encoder.encode_documents([t for _, t, _ in batch])
             self.store.add(
