@@ -220,6 +220,7 @@ def child_open(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    from llm2vec_retrieval.index import SearchRequest
     from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
 
     t = time.perf_counter()
@@ -241,7 +242,8 @@ def child_open(args: argparse.Namespace) -> dict:
         lat = []
         for q, v in zip(queries, vectors, strict=True):
             t = time.perf_counter()
-            searcher.search_vector(None if mode == "lexical" else v, k=args.k, text=q, mode=mode)
+            request = searcher.prepare(SearchRequest(query=q, k=args.k, mode=mode))
+            searcher.search_vector(None if mode == "lexical" else v, request)
             lat.append(time.perf_counter() - t)
         out["search"][mode] = percentiles(lat)
     return out

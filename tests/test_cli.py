@@ -497,11 +497,22 @@ def test_pdf_pages_with_pypdf(tmp_path, model, capsys):
 
 
 def test_demo_indexes_docs(tmp_path, model, capsys):
+    from llm2vec_retrieval.cli import demo
+
     if not any((ROOT / "docs").glob("*.md")):
         pytest.skip("no docs/ folder")
     assert cli.main(["demo", "--model", model, "--index", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert out.count("search: ") == 2 and "[1]" in out and "docs/" in out
+    # --json: one JSON document on stdout (the run's lines go to stderr), the same searches
+    assert cli.main(["demo", "--model", model, "--index", str(tmp_path / "demo"), "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert [s["query"] for s in doc["searches"]] == demo.DEMO_SEARCHES
+    assert all(1 <= len(s["results"]) <= 3 for s in doc["searches"])
+    assert all(r["source"].startswith("docs/") for s in doc["searches"] for r in s["results"])
+    assert doc["indexed"] == 0 and doc["unchanged"] > 0  # the second run reuses the index
+    assert "indexing " in captured.err
     shutil.rmtree(tmp_path / "demo")
 
 

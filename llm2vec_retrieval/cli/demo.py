@@ -17,6 +17,7 @@ from .common import (
     Subparsers,
     add_dtype_arg,
     eprint,
+    print_json,
     print_results,
     reading_inputs,
     say_dtype,
@@ -79,6 +80,12 @@ def register(sub: Subparsers) -> None:
         "cache folder)",
     )
     demo.add_argument("--rebuild", action="store_true", help="re-index from scratch")
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (the index run and both searches' results); notes go to "
+        "stderr",
+    )
     add_dtype_arg(demo)
     demo.set_defaults(func=run)
 
@@ -92,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     docs, root, default_index = demo_sources()
     index_dir = Path(args.index) if args.index else default_index
     folder = IndexFolder(index_dir)
-    print(f"indexing {docs} into {folder.path}")
+    say = eprint if args.json else print  # with --json, stdout holds the JSON document only
+    say(f"indexing {docs} into {folder.path}")
     settings = IndexSettings(model=args.model, root=str(root), rebuild=args.rebuild)
     options = {"dtype": args.encoder_dtype, "on_encode": lambda: say_dtype(args)}
     with reading_inputs():
@@ -103,16 +111,41 @@ def run(args: argparse.Namespace) -> int:
             report = Indexer(folder, settings, **options).run([docs])
     for src, reason in report.skipped:
         eprint(f"skipped {src}: {reason}")
-    print(summary(report, folder))
+    say(summary(report, folder))
     with reading_inputs():
         searcher = Searcher(folder.path, model=args.model, dtype=args.encoder_dtype)
     say_dtype(args)  # next: the queries are encoded
     enc = searcher.encoder
     assert enc is not None  # opened with a model (not lexical-only)
+    instruction = args.instruction or searcher.query_instruction
+    if args.json:
+        print_json(
+            {
+                "index": str(folder.path),
+                "indexed": len(report.indexed),
+                "unchanged": report.unchanged,
+                "chunks": report.total_chunks,
+                "model": enc.source.get("model"),
+                "dim": enc.embedding_dim,
+                "query_instruction": instruction,
+                "mode": searcher.default_mode,
+                "searches": [
+                    {
+                        "query": query,
+                        "results": [
+                            hit.to_dict()
+                            for hit in searcher.search(query, k=3, instruction=args.instruction)
+                        ],
+                    }
+                    for query in DEMO_SEARCHES
+                ],
+            }
+        )
+        return 0
     print(
         f"model: {enc.source.get('model')}  dim: {enc.embedding_dim}  pooling: {enc.config.pooling_mode}"
     )
-    print(f"query instruction: {args.instruction or searcher.query_instruction!r}")
+    print(f"query instruction: {instruction!r}")
     print(f"search mode: {searcher.default_mode} (--mode of `search` picks another)")
     for query in DEMO_SEARCHES:
         print(f"\nsearch: {query}")
