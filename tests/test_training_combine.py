@@ -138,3 +138,17 @@ def test_cli_combine(chain, capsys):
     out = capsys.readouterr().out
     assert "rank 4" in out and "float16" in out
     assert (work / "cli" / "combined_from.json").is_file()
+
+
+def test_cli_combine_json(chain, capsys):
+    """Issue 25.4: --json prints the result as one JSON document (what the line says, typed)."""
+    import json
+
+    from llm2vec_retrieval.cli import main
+
+    base, adapters, work = chain
+    args = ["combine", "--adapter", *adapters, "--output", str(work / "cli-json")]
+    assert main([*args, "--rank", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rank"] == 4 and doc["output"] == str(work / "cli-json")
+    assert doc["adapters"] == list(adapters) and doc["relative_error"]["max"] >= 0

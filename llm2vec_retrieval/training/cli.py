@@ -90,6 +90,7 @@ def register(subparsers: Any) -> None:
             help="JSON or YAML file with any of the settings below (flags override it)",
         )
         _add_config_flags(p, cls)
+        _add_json_flag(p)
         p.set_defaults(func=cmd_train, train_stage=stage)
 
     export = subparsers.add_parser(
@@ -120,6 +121,7 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty output folder"
     )
+    _add_json_flag(export)
     export.set_defaults(func=cmd_export)
 
     combine = subparsers.add_parser(
@@ -153,7 +155,24 @@ def register(subparsers: Any) -> None:
     combine.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty output folder"
     )
+    _add_json_flag(combine)
     combine.set_defaults(func=cmd_combine)
+
+
+def _add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON document on stdout"
+    )
+
+
+def _report(args: argparse.Namespace, data: dict[str, Any], line: str) -> None:
+    """What a command prints at its end: ``line``, or ``data`` as JSON with --json."""
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(line)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -170,9 +189,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = train(cfg)
     loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
-    print(
-        f"{cfg.stage}: step {result.step}/{cfg.max_steps}, last loss {loss}; adapter in {result.output_dir}"
-    )
+    data = {
+        "stage": cfg.stage,
+        "step": result.step,
+        "max_steps": cfg.max_steps,
+        "loss": result.loss,
+        "output_dir": str(result.output_dir),
+    }
+    line = f"{cfg.stage}: step {result.step}/{cfg.max_steps}, last loss {loss}; adapter in {result.output_dir}"
+    _report(args, data, line)
     return 0
 
 
@@ -182,7 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export_model(
         args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite
     )
-    print(f"exported to {out}")
+    _report(args, {"output": str(out)}, f"exported to {out}")
     return 0
 
 
@@ -198,10 +223,11 @@ def cmd_combine(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     err = info["relative_error"]
-    print(
+    line = (
         f"combined {len(args.adapter)} adapter(s) into {args.output}: rank {info['rank']}, {info['dtype']}, "
         f"{info['bytes'] / 1e6:.1f} MB, relative error max {err['max']:.4f} mean {err['mean']:.4f}"
     )
+    _report(args, {"adapters": list(args.adapter), "output": str(args.output), **info}, line)
     return 0
 
 
