@@ -1076,6 +1076,7 @@ def test_other_value_errors_in_search_are_not_a_bad_filter(monkeypatch, tmp_path
     class Searcher:
         notice = None
         query_instruction = None
+        encoder = None  # no local model: the search prints no dtype line
         hybrid_default = {"fusion": "rrf", "alpha": 0.5}
 
         def prepare(self, request):

@@ -158,6 +158,11 @@ def test_integration_wheels_ship_py_typed_and_license(project, tmp_path):
     assert (ROOT / project / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
 
 
+# The lint tools are pinned in the dev extra (pyproject says why): their findings and format
+# change between releases, and `make lint` must give the same verdict on every machine.
+LINT_TOOLS = ("ruff", "mypy")
+
+
 @pytest.mark.parametrize("project", PROJECTS)
 def test_extras_are_real_and_pin_nothing_exactly(project):
     meta = pyproject(project)["project"]
@@ -166,6 +171,8 @@ def test_extras_are_real_and_pin_nothing_exactly(project):
         assert requirements, f"extra {name!r} installs nothing"
         for req in requirements:
             # a pin needs its reason in a comment, and this test told about it
+            if name == "dev" and req.split("==")[0] in LINT_TOOLS:
+                continue
             assert "==" not in req, f"extra {name!r} pins {req!r} exactly"
 
 
