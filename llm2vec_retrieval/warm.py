@@ -374,8 +374,8 @@ class _Handler(socketserver.BaseRequestHandler):
             elif op == "encode":
                 _send(self.request, {"ok": True, "vectors": _encode(srv.encoder, req)})
             elif op == "stop":
+                srv.stopping.set()  # first: the asker may close before it reads the reply
                 _send(self.request, {"ok": True})
-                srv.stopping.set()
             else:
                 _send(self.request, {"ok": False, "error": f"unknown op {str(op)[:40]!r}"})
         except (OSError, ValueError, struct.error) as exc:
