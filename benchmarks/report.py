@@ -1365,12 +1365,50 @@ STARTUP_NOTES = {
 }
 
 
+def warm_search_lines(files) -> list[str]:
+    """The newest `python -m benchmarks.startup --warm-search` run: a local `search` without
+    the warm helper, the first one (starts it) and the later ones (use it)."""
+    if not files:
+        return []
+    path, d = files[-1]
+    r = d.get("results") or {}
+    rows = []
+    for key, label in (
+        ("search_no_warm", "`search --no-warm` (loads the model)"),
+        ("search_first_starts_helper", "first `search` (starts the warm helper)"),
+        ("search_warm", "later `search` (the helper encodes the query)"),
+    ):
+        x = r.get(key)
+        if isinstance(x, dict):
+            rows.append(
+                [
+                    label,
+                    len(x.get("runs") or [x]),
+                    _fmt(x.get("median_s", x.get("seconds")), ".2f"),
+                    _fmt(x.get("median_cpu_s", x.get("cpu_s")), ".2f"),
+                ]
+            )
+    load = (d.get("loadavg_at_start") or [None])[0]
+    lines = [
+        "### Warm search helper",
+        "",
+        source_line(path, d),
+        "",
+        f"Index `{d.get('index', '?')}`; load average at the start {_fmt(load, '.1f')} (the machine "
+        "was shared: compare CPU s).",
+        "",
+    ]
+    return lines + _table(["search", "runs", "median s", "median CPU s"], rows) + [""]
+
+
 def startup_section(files, base: Path) -> list[str]:
     """Each (command, cache state) row from the newest startup file that has it (a run with
     --no-cold adds no cold rows); every file used is cited, phases from the newest."""
     lines = ["## Start-up time of search and serve", ""]
+    warm = [f for f in files if "search_no_warm" in (f[1].get("results") or {})]
+    files = [f for f in files if f not in warm]  # `--warm-search` runs: their own table below
     if not files:
-        return lines + ["No start-up results.", ""]
+        return lines + ["No start-up results.", ""] + warm_search_lines(warm)
     path, d = files[-1]
     lines += [
         "Wall time of a fresh process with the default model in the CLI's dtype, on a warm OS page "
@@ -1442,7 +1480,7 @@ def startup_section(files, base: Path) -> list[str]:
     rest = [p.name for i, (p, _) in enumerate(files) if i not in used]
     if rest:
         lines += ["Earlier start-up runs: " + ", ".join(f"`{n}`" for n in rest), ""]
-    return lines
+    return lines + warm_search_lines(warm)
 
 
 # ------------------------------------------------------------------------- dtype per CPU
