@@ -194,39 +194,24 @@ def test_demo_from_an_installed_wheel_finds_the_right_pages(tmp_path):
     ).stdout
     assert where.startswith(purelib), where  # the wheel, not this checkout
     index = tmp_path / "demo-index"
-    out = subprocess.run(
-        [str(venv / "bin" / "llm2vec-retrieval"), "demo", "--index", str(index)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+
+    def installed(*args: str) -> subprocess.CompletedProcess:
+        """The installed command line, run from the empty folder with the wheel's package."""
+        cmd = [str(venv / "bin" / "llm2vec-retrieval"), *args]
+        return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
+
+    out = installed("demo", "--index", str(index))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "demo_corpus/" in out.stdout and "best: doc" not in out.stdout
     expected = ["demo_corpus/indexing.md", "demo_corpus/pooling.md"]
     for query, source in zip(DEMO_SEARCHES, expected, strict=True):
         assert f"search: {query}" in out.stdout
-        top = subprocess.run(
-            [str(venv / "bin" / "llm2vec-retrieval"), "search", str(index), query, "--json"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        top = installed("search", str(index), query, "--json")
         assert top.returncode == 0, top.stderr[-2000:]
         assert json.loads(top.stdout)["results"][0]["source"] == source, query
 
     # `--version` names the wheel's version
-    version = subprocess.run(
-        [str(venv / "bin" / "llm2vec-retrieval"), "--version"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    version = installed("--version")
     assert version.returncode == 0, version.stderr[-2000:]
     assert wheel.name.split("-")[1] in version.stdout, version.stdout
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import peak_memory_gb, timed  # noqa: E402
+from timing import peak_memory_gb, read_spec, timed  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -26,14 +26,10 @@ def main(argv=None) -> int:
     from llm2vec.models import MistralBiModel
     from transformers import AutoConfig, AutoTokenizer
 
-    args = sys.argv[1:] if argv is None else argv
-    spec = json.loads(Path(args[0]).read_text())
-    device = spec["device"]
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: no CUDA device visible to torch {torch.__version__}", file=sys.stderr)
+    spec = read_spec(argv)
+    if spec is None:
         return 2
+    device = spec["device"]
     given = json.loads(Path(spec["mistral_texts"]).read_text())
     shape, texts = Path(given["shape"]), given["texts"]
     config = AutoConfig.from_pretrained(shape)

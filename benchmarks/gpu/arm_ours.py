@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 from benchmarks.gpu.shapes import TINY_SHAPES, write_tiny_shape
-from benchmarks.gpu.timing import peak_memory_gb, timed
+from benchmarks.gpu.timing import peak_memory_gb, read_spec, timed
 from benchmarks.speed import prepare_texts
 
 
@@ -122,14 +121,10 @@ def _bare(spec, model, tok, texts, batch_size):
 def main(argv=None) -> int:
     import torch
 
-    args = sys.argv[1:] if argv is None else argv
-    spec = json.loads(Path(args[0]).read_text())
-    device = spec["device"]
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: no CUDA device visible to torch {torch.__version__}", file=sys.stderr)
+    spec = read_spec(argv)
+    if spec is None:
         return 2
+    device = spec["device"]
     if spec["sentences"] is None:  # --tiny
         from llm2vec_retrieval.testing import HYBRID_CORPUS
 

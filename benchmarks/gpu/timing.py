@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
+
+
+def read_spec(argv: list[str] | None) -> dict | None:
+    """An arm's spec (the JSON file its first argument names), with torch's threads set from
+    it; None (after a one-line error) when it asks for CUDA and torch sees none."""
+    import torch
+
+    args = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(args[0]).read_text())
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    if spec["device"].startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: no CUDA device visible to torch {torch.__version__}", file=sys.stderr)
+        return None
+    return spec
 
 
 def sync(device: str) -> None:
