@@ -636,6 +636,28 @@ def test_loads_beside_a_saving_process_always_see_one_version(tmp_path):
                 child.wait()
 
 
+def test_a_load_that_looks_between_a_saves_renames_reads_again(tmp_path, monkeypatch):
+    """CI saw it once: the reader found neither the directory nor its backup because a save
+    renamed them between its looks. A directory that is there again on a second look is read,
+    not reported missing; a directory that is nowhere still is."""
+    from llm2vec_retrieval.index import persistence
+
+    s = IndexStore(DIM)
+    s.add(["a", "b"], np.eye(2, DIM, dtype=np.float32), ["x", "y"])
+    s.save(tmp_path / "ix")
+    real, looks = persistence._locate, []
+
+    def between_renames(path):
+        looks.append(path)
+        return tmp_path / "gone" if len(looks) == 1 else real(path)
+
+    monkeypatch.setattr(persistence, "_locate", between_renames)
+    assert len(IndexStore.load(tmp_path / "ix")) == 2
+    assert len(looks) >= 2
+    with pytest.raises(FileNotFoundError, match="no saved index"):
+        IndexStore.load(tmp_path / "nothing")
+
+
 def test_odd_text_round_trips(tmp_path):
     s = IndexStore(DIM)
     texts = ["line\nbreak", "lone \ud800 surrogate", "日本語 ✓", "", None]

@@ -810,6 +810,10 @@ def _read_one_version(path: Path, read: Callable[[Path, _DirReader], T]) -> T:
     for attempt in range(_READ_ATTEMPTS):
         d = _locate(path)
         if not d.exists():
+            if _locate(path).exists():
+                # a save renamed it between our two looks: it is there again, read again
+                time.sleep(0.02 * (attempt + 1))
+                continue
             raise FileNotFoundError(f"no saved index at {path}")
         if not d.is_dir():
             raise _corrupt(d, "not a directory")
