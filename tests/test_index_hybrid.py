@@ -211,6 +211,50 @@ def test_hybrid_fusions():
     assert [h.id for h in only_lexical] == lexical[:-1]
 
 
+@pytest.mark.parametrize("fusion", ["alpha", "tmm", "zscore"])
+def test_score_fusions_score_each_candidate_on_both_sides(fusion):
+    """Two candidates per side, and the lexical side's best matches are not both among the
+    dense ones: a score fusion still gives every candidate its real cosine (from the stored
+    vectors) and its real BM25 score (None only when it shares no term with the query)."""
+    s = make_store()
+    query = QUERIES[1]
+    q = vectors(1, seed=3)[0]
+    q = q / np.linalg.norm(q)
+    dense = [h.id for h in s.search(q, k=2)]
+    lexical = s.search(text=query, mode="lexical", k=len(TEXTS))
+    bm25 = {h.id: h.score for h in lexical if h.score > 0}
+    assert {h.id for h in lexical[:2]} - set(dense)  # the case this test is about
+    stored = s.vectors([f"d{i}" for i in range(len(TEXTS))])
+    cosine = {f"d{i}": float(v @ q / np.linalg.norm(v)) for i, v in enumerate(stored)}
+    for alpha, expected in ((0.0, [h.id for h in lexical[:2]]), (1.0, dense)):
+        hits = s.search(q, text=query, mode="hybrid", fusion=fusion, alpha=alpha, k=2, candidates=2)
+        assert [h.id for h in hits] == expected
+        for h in hits:
+            assert h.dense_score == pytest.approx(cosine[h.id], abs=1e-5)
+            assert h.lexical_score == (
+                pytest.approx(bm25[h.id], rel=1e-5) if h.id in bm25 else None
+            )
+    # rank fusions keep each side's own list: a lexical-only hit has no dense score
+    rrf = s.search(q, text=query, mode="hybrid", fusion="rrf", k=len(TEXTS))
+    assert all(h.dense_score is not None for h in rrf)  # the dense list holds every document
+    rrf = s.search(q, text=query, mode="hybrid", fusion="wrrf", alpha=0.0, k=2, candidates=2)
+    assert [h.id for h in rrf] == [h.id for h in lexical[:2]]
+    assert any(h.dense_score is None for h in rrf)
+
+
+def test_lexical_scores_of_given_documents_come_from_the_same_pass():
+    s = make_store()
+    s.delete(["d3"])
+    lex = s._lexical
+    iids = np.arange(-1, len(TEXTS) + 2)
+    _, _, (got,) = lex.top_k_and_scores([QUERIES[1]], 3, also=[iids])
+    every = lex.scores(lex.query_ids([QUERIES[1]])[0])
+    by_iid = dict(zip(lex._state()["iids"].tolist(), every.tolist(), strict=True))
+    assert got.tolist() == pytest.approx([by_iid.get(i, 0.0) for i in iids.tolist()])
+    assert got[iids == 3] == 0  # deleted
+    assert (got > 0).any()
+
+
 def test_fuse_alpha_by_hand():
     dense = (np.array([[0.9, 0.5, 0.1]], np.float32), np.array([[1, 2, 3]]))
     lexical = (np.array([[8.0, 4.0, -np.inf]], np.float32), np.array([[3, 4, -1]]))

@@ -24,13 +24,19 @@ candidates by:
 ``zscore``  ``(s - mean) / std`` over the list's candidates (distribution-based; a list of
             one candidate, or of equal scores, normalizes to 0).
 
-A document missing from one list ranked below all of its candidates; for that list it takes
-0 under ``alpha`` and ``tmm`` (the normalized minimum, or floor), the lowest candidate's z
-under ``zscore``, and nothing under RRF. Ties keep the dense order, then the lexical order.
+The store hands the score fusions (``alpha``, ``tmm``, ``zscore``) both scores of every
+candidate: a document found by one side only is scored by the other too (its cosine from the
+stored vector, its BM25 score from the same scoring pass), so a strong lexical match that the
+dense side did not retrieve competes with its real dense score instead of the dense floor.
+A document still missing from one list (the lexical list holds only documents sharing a term
+with the query, and `fuse` may be called with lists that were not completed) takes 0 for that
+list under ``alpha`` and ``tmm`` (the normalized minimum, or floor), the lowest candidate's z
+under ``zscore``, and nothing under RRF, whose lists are each side's own ranking. Ties keep
+the dense order, then the lexical order.
 
 Inputs are (score, iid) rows as the store produces them: best first, iid -1 for padding.
 Not here: which candidates enter (the store takes the ``candidates`` best of each list,
-lexical ones only with a BM25 score above 0) and the choice of the default, which
+lexical ones only with a BM25 score above 0, and completes their scores) and the choice of the default, which
 ``python -m benchmarks.fusion_select`` makes on out-of-domain sets (docs/hybrid.md).
 """
 
@@ -41,6 +47,8 @@ import numpy as np
 FUSIONS = ("rrf", "wrrf", "alpha", "tmm", "zscore")
 #: Fusions whose result depends on ``alpha``.
 WEIGHTED_FUSIONS = ("wrrf", "alpha", "tmm", "zscore")
+#: Fusions that combine scores: the store gives them both scores of every candidate.
+SCORE_FUSIONS = ("alpha", "tmm", "zscore")
 DEFAULT_RRF_K = 60
 #: What hybrid search fuses with unless told otherwise (the Searcher, CLI, server, LangChain
 #: and LlamaIndex). Chosen on out-of-domain sets by ``python -m benchmarks.fusion_select``
@@ -75,6 +83,19 @@ def _parts(
     norm = normalize(scores, fusion, floor)
     missing = float(norm.min()) if fusion == "zscore" and len(norm) else 0.0
     return weight * norm, weight * missing
+
+
+def best_first(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query (iids, scores) of any lengths as (scores, iids) arrays, each row sorted
+    best first (ties in the given order), padded with -inf / -1: a list `fuse` reads."""
+    width = max((len(i) for i, _ in rows), default=0)
+    out_s = np.full((len(rows), width), -np.inf, np.float32)
+    out_i = np.full((len(rows), width), -1, np.int64)
+    for r, (iids, scores) in enumerate(rows):
+        order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+        out_s[r, : len(order)] = np.asarray(scores, np.float32)[order]
+        out_i[r, : len(order)] = np.asarray(iids, np.int64)[order]
+    return out_s, out_i
 
 
 def fuse(

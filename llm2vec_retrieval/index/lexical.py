@@ -300,6 +300,20 @@ class LexicalIndex:
         the order they were added, an upsert counting as new), or not at all with
         ``positive_only``.
         """
+        s, i, _ = self.top_k_and_scores(texts, k, allowed, positive_only)
+        return s, i
+
+    def top_k_and_scores(
+        self,
+        texts: Sequence[str],
+        k: int,
+        allowed: np.ndarray | None = None,
+        positive_only: bool = False,
+        also: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """`top_k`, plus the BM25 score of each iid in ``also[r]`` for query r (0 for an
+        iid that shares no term with it, is deleted or unknown), from the same scoring
+        pass: what hybrid search needs to score the dense side's candidates lexically."""
         st = self._state()
         all_iids, live = st["iids"], ~st["dead"]
         rows = np.flatnonzero(live)
@@ -307,8 +321,12 @@ class LexicalIndex:
             rows = rows[np.isin(all_iids[rows], np.asarray(allowed, np.int64))]
         out_s = np.full((len(texts), k), -np.inf, np.float32)
         out_i = np.full((len(texts), k), -1, np.int64)
+        extra: list[np.ndarray] = []
         for r, qids in enumerate(self.query_ids(texts)):
-            s = self.scores(qids)[rows]
+            every = self.scores(qids)
+            if also is not None:
+                extra.append(self._scores_of(every, np.asarray(also[r], np.int64)))
+            s = every[rows]
             hit = np.flatnonzero(s > 0)
             if len(hit) > k:
                 hit = hit[np.argpartition(-s[hit], k - 1)[:k]]
@@ -317,7 +335,22 @@ class LexicalIndex:
                 hit = np.concatenate([hit, np.flatnonzero(s <= 0)[: k - len(hit)]])
             out_s[r, : len(hit)] = s[hit]
             out_i[r, : len(hit)] = all_iids[rows[hit]]
-        return out_s, out_i
+        return out_s, out_i, extra
+
+    def _scores_of(self, every: np.ndarray, iids: np.ndarray) -> np.ndarray:
+        """The entries of a `scores` vector for the given iids (0 where unknown)."""
+        st = self._state()
+        if "order" not in st:
+            st["order"] = np.argsort(st["iids"], kind="stable")
+        order, all_iids = st["order"], st["iids"]
+        out = np.zeros(len(iids), np.float32)
+        if not len(all_iids) or not len(iids):
+            return out
+        pos = np.minimum(np.searchsorted(all_iids, iids, sorter=order), len(order) - 1)
+        rows = order[pos]
+        found = all_iids[rows] == iids
+        out[found] = every[rows[found]]
+        return out
 
     # -- segments -----------------------------------------------------------------------
     def seal(self, name: str) -> None:

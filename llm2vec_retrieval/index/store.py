@@ -19,8 +19,23 @@ from ..text import check_query
 from ._faiss import get_faiss
 from .docstore import DocStore, json_copy
 from .filters import compile_filter
-from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, fuse
-from .kinds import KINDS, METRICS, Backend, IVFBackend, make_backend, resolve_params
+from .fusion import (
+    DEFAULT_ALPHA,
+    DEFAULT_FUSION,
+    DEFAULT_RRF_K,
+    SCORE_FUSIONS,
+    best_first,
+    fuse,
+)
+from .kinds import (
+    KINDS,
+    METRICS,
+    Backend,
+    IVFBackend,
+    exact_scores,
+    make_backend,
+    resolve_params,
+)
 from .lexical import LexicalIndex
 from .mmr import mmr_select
 from .persistence import load_store, save_store
@@ -464,6 +479,39 @@ class IndexStore:
         # a match, and listing it would present an arbitrary document as one
         return self._lexical.top_k(texts, k, allowed, positive_only=True)
 
+    def _scored_candidates(
+        self, q: np.ndarray, texts: list[str], depth: int, allowed: np.ndarray | None
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The dense and lexical lists of a score fusion, each over the candidates of both:
+        the ``depth`` best of each side, the lexical-only ones scored by their stored vectors
+        and the dense-only ones by BM25 (kept in the lexical list when they share a term
+        with the query). Caller holds the lock."""
+        ds, di = self._search_iids(q, depth, allowed)
+        if self._lexical is None:
+            raise ValueError(NO_LEXICAL_MESSAGE)
+        if allowed is not None and len(allowed) == 0:
+            return (ds, di), self._lexical_iids(texts, depth, allowed)
+        found = [row[row >= 0] for row in di]
+        ls, li, lex_of_dense = self._lexical.top_k_and_scores(
+            texts, depth, allowed, positive_only=True, also=found
+        )
+        dense_rows, lexical_rows = [], []
+        for r, d_ids in enumerate(found):
+            d_s = ds[r][di[r] >= 0]
+            l_ids, l_s = li[r][li[r] >= 0], ls[r][li[r] >= 0]
+            new = l_ids[~np.isin(l_ids, d_ids)]
+            new_s = np.empty(0, np.float32)
+            if len(new):
+                new_s = exact_scores(self._metric, q[r : r + 1], self._backend.vectors(new))[0]
+                if self._metric == "cosine":
+                    new_s = np.clip(new_s, -1.0, 1.0)
+            dense_rows.append((np.concatenate([d_ids, new]), np.concatenate([d_s, new_s])))
+            add = (lex_of_dense[r] > 0) & ~np.isin(d_ids, l_ids)
+            lexical_rows.append(
+                (np.concatenate([l_ids, d_ids[add]]), np.concatenate([l_s, lex_of_dense[r][add]]))
+            )
+        return best_first(dense_rows), best_first(lexical_rows)
+
     def search(
         self,
         query: Any = None,
@@ -599,8 +647,11 @@ class IndexStore:
                 s, i = self._lexical_iids(texts, int(k), allowed)
                 return [self._hits(s[r], i[r]) for r in range(len(texts))]
             depth = max(int(k), int(candidates))
-            dense = self._search_iids(q, depth, allowed)
-            lexical = self._lexical_iids(texts, depth, allowed)
+            if fusion in SCORE_FUSIONS:
+                dense, lexical = self._scored_candidates(q, texts, depth, allowed)
+            else:
+                dense = self._search_iids(q, depth, allowed)
+                lexical = self._lexical_iids(texts, depth, allowed)
             return [
                 [
                     SearchHit(id_, float(score), text, meta, d, lx)
