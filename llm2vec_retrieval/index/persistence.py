@@ -258,11 +258,11 @@ def _carry_foreign(src: Path, dst: Path) -> None:
             _link_or_copy(entry, dst / entry.name)
 
 
-def save_store(snap: StoreSnapshot, path: str | Path) -> None:
-    """Write a store's state into directory `path` atomically (the module docstring says how).
-    The caller keeps the state unchanged meanwhile (`IndexStore.save` holds its lock); once
-    the save is committed, the segments and vocabulary parts record where their files are,
-    for the next save to link them."""
+def save_store(snap: StoreSnapshot, path: str | Path) -> str:
+    """Write a store's state into directory `path` atomically (the module docstring says how);
+    the ``manifest_sha256`` of the version written. The caller keeps the state unchanged
+    meanwhile (`IndexStore.save` holds its lock); once the save is committed, the segments
+    and vocabulary parts record where their files are, for the next save to link them."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     restore_backup(path, MANIFEST_FILE)
@@ -275,12 +275,13 @@ def save_store(snap: StoreSnapshot, path: str | Path) -> None:
             )
     committed: list[tuple[Any, dict[str, Any]]] = []
     with staged_dir(path, marker=MANIFEST_FILE, on_stage=pause_stage) as tmp:
-        _write_files(snap, path, tmp, committed)
+        version = _write_files(snap, path, tmp, committed)
     for obj, info in committed:
         if isinstance(obj, Segment):
             obj.info, obj.source = info, path
         else:
             obj["info"], obj["source"] = info, path
+    return version
 
 
 def _put(
@@ -307,9 +308,9 @@ def _put(
     return info
 
 
-def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) -> None:
+def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) -> str:
     """Every file of the store into the empty directory `tmp` (the manifest last), and the
-    foreign files of the current `path`."""
+    foreign files of the current `path`; the manifest's checksum."""
     files: dict[str, dict[str, Any]] = {}
     fresh: list[str] = []
     backend, vecs = snap.backend, snap.vectors
@@ -400,6 +401,7 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) ->
         f.write("\n")
     if path.exists():
         _carry_foreign(path, tmp)
+    return str(manifest["manifest_sha256"])
 
 
 def _corrupt(file: Path, msg: str) -> IndexCorruptedError:
@@ -583,6 +585,7 @@ def load_store(
         lexical=lexical,
         extra=manifest["extra"],
         vectors=vectors,
+        version=manifest["manifest_sha256"],
         open_backend=open_backend,
     )
 

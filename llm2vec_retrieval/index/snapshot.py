@@ -46,6 +46,8 @@ class StoreSnapshot:
     lexical: LexicalIndex | None
     extra: dict[str, Any] = field(default_factory=dict)
     vectors: VectorSegments | None = None
+    #: the ``manifest_sha256`` of the saved version a load read (None otherwise)
+    version: str | None = None
     #: a loaded store's FAISS side, still on disk (``backend`` is then None): reads,
     #: verifies and returns it; `IndexStore` calls it on first use
     open_backend: Callable[[], Backend] | None = None

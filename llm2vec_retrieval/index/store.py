@@ -161,6 +161,7 @@ class IndexStore:
             if kind == "flat":
                 self._vecs = VectorSegments(self._dim)
         self._extra: dict[str, Any] = {}
+        self._version: str | None = None
         self._docs = DocStore()
         self._next_iid = 0
         self._live_cache: np.ndarray | None = None
@@ -250,6 +251,14 @@ class IndexStore:
         """The caller's metadata saved with the store (``save(path, extra=...)``), as last
         saved or loaded; {} when none."""
         return json_copy(self._extra)
+
+    @property
+    def version(self) -> str | None:
+        """The saved version this store was loaded from or last saved as (its manifest's
+        checksum), None when neither; it does not change with edits until the next save.
+        A caller that records it beside its own state after a save can tell, at the next
+        load, that the store holds what it saved then."""
+        return self._version
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -750,7 +759,7 @@ class IndexStore:
             with self.snapshot() as snap:
                 if extra is not None:
                     snap = replace(snap, extra=extra)
-                save_store(snap, path)
+                self._version = save_store(snap, path)
                 self._extra = snap.extra
 
     def _commit_segments(self) -> None:
@@ -826,6 +835,7 @@ class IndexStore:
         store._next_iid = snap.next_iid
         store._lexical = snap.lexical
         store._extra = dict(snap.extra)
+        store._version = snap.version
         return store
 
     @classmethod
