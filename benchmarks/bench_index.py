@@ -15,7 +15,8 @@ Metric: cosine. For each kind it measures
 - recall@k against exact search (FAISS IndexFlatIP), unfiltered, with a filter
   matching 5% of the documents (at this size the store searches the matches exactly)
   and with one matching 50% (the FAISS IDSelector path);
-- bytes per vector: index.faiss / N, the kept float vectors (vectors.npy) / N, and
+- bytes per vector: index.faiss / N (for ``flat``: its vector segments, ``seg-*.vec.arr``,
+  from which the index is built), the kept float vectors (vectors.npy) / N, and
   their sum (the docstore JSON is left out: it depends on texts and metadata);
 - save_s / load_s of ``IndexStore.save`` / ``IndexStore.load``.
 
@@ -154,6 +155,7 @@ def bench_kind(kind: str, x, q, truth, truth_f, truth_h, bucket, args, tmp: Path
     store.save(path)
     save_s = time.perf_counter() - t0
     index_bytes = (path / "index.faiss").stat().st_size if (path / "index.faiss").exists() else 0
+    index_bytes += sum(f.stat().st_size for f in path.glob("seg-*.vec.arr"))  # flat
     float_bytes = (path / "vectors.npy").stat().st_size if (path / "vectors.npy").exists() else 0
     docstore_bytes = sum(f.stat().st_size for f in path.glob("seg-*.docs.arr"))
     params = store.params

@@ -493,7 +493,10 @@ def build_index_from_shards(
             raise ShardError(f"another process is indexing {p}") from None
         folder.save_manifest(manifest)
         store.save(folder.store_path)
-        folder.save_files(files)
+        # the entries describe every chunk (ids "<source>#<n>", as `index` numbers them)
+        # except those of parquet tables ("<id>#<n>"): then files.json records no version
+        exact = not any(src.lower().endswith(".parquet") for src in files)
+        folder.save_files(files, store.version if exact else None)
     return manifest
 
 

@@ -177,7 +177,7 @@ def _truncate(path: Path, where: float):
 
 
 CORRUPTIONS = [  # a file name, or how the name of one file ends / begins
-    ("flat", "index.faiss"),
+    ("flat", ".vec.arr"),
     ("flat", ".docs.arr"),
     ("flat", "manifest.json"),
     ("hnsw", "index.faiss"),

@@ -101,7 +101,14 @@ def test_a_commit_writes_the_new_segment_and_links_the_others(tmp_path):
     kept = [n for n in before if n.endswith(".arr") or n.startswith("vocab-")]
     assert kept and all(after[n] == before[n] for n in kept)  # the same files, linked
     new = sorted(set(after) - set(before))
-    assert sorted(n.split(".", 1)[1] for n in new) == ["arr", "docs.arr", "json", "lex.arr"]
+    assert sorted(n.split(".", 1)[1] for n in new) == [
+        "arr",
+        "docs.arr",
+        "json",
+        "lex.arr",
+        "vec.arr",
+    ]
+    assert "index.faiss" not in after  # a flat store's vectors are in its segments
     assert "deleted.arr" in new and any(n.startswith("vocab-") for n in new)
     t = IndexStore.load(tmp_path / "ix")
     assert len(t) == 500 and "d7" not in t and t.get(["new"])[0].text == "pear tart"
@@ -139,7 +146,7 @@ def test_the_format_2_store_of_the_previous_release_loads_and_converts(tmp_path)
     old.save(tmp_path / "ix")  # the next commit writes format 3
     names = {p.name for p in (tmp_path / "ix").iterdir()}
     assert not names & {"docstore.jsonl", "lexical.npz", "lexical_vocab.json"}
-    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["format_version"] == 3
+    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["format_version"] == 4
     new = IndexStore.load(tmp_path / "ix")
     assert new.ids == [*old.ids] and new.ids[-1] == "extra"
     assert_same_scores(new, texts)

@@ -1,9 +1,12 @@
 """Saving and loading an IndexStore: a directory, written atomically, no pickle.
 
-Layout of ``path/`` (format 3):
+Layout of ``path/`` (format 4):
 
 ``index.faiss``     the FAISS index (``faiss.write_index``/``write_index_binary``);
-                    absent for an IVF store that is not trained yet.
+                    absent for an IVF store that is not trained yet, and for a ``flat``
+                    store, whose index is built from its vector segments when first used.
+``seg-*.vec.arr``   a ``flat`` store's vectors, one file per segment (`vectors`: internal
+                    ids and float32 vectors, read memory-mapped).
 ``vectors.npy``     float32 (count, dim), rows in ascending internal-id order, written
                     with ``allow_pickle=False``; present when the kind keeps float vectors
                     (binary, ivf_sq8/ivf_pq with keep_vectors, untrained IVF).
@@ -24,12 +27,14 @@ Layout of ``path/`` (format 3):
                     that key).
 
 Segments and vocabulary parts never change once written: a save writes the documents
-added since the last one as a new segment (and merges segments as
-`segments.merge_plan` says), and hard-links the files it already has from the directory
-it replaces, reusing their checksums (computed when they were written). So a commit
-costs the new documents, the FAISS index and the manifest, not the whole docstore.
-Format 2 (``docstore.jsonl``, ``lexical_vocab.json``, ``lexical.npz``) still loads; the
-next save writes it as format 3.
+(and a flat store's vectors) added since the last one as a new segment (and merges
+segments as `segments.merge_plan` says), and hard-links the files it already has from the
+directory it replaces, reusing their checksums (computed when they were written). So a
+commit of a flat store costs the new documents and the manifest, not the whole index;
+the other kinds write their FAISS index (and ``vectors.npy``) whole, as FAISS writes an
+HNSW graph or IVF lists. Format 3 (a flat store's vectors in ``index.faiss``) and format 2
+(``docstore.jsonl``, ``lexical_vocab.json``, ``lexical.npz``) still load; the next save
+writes them as format 4.
 
 Atomic save (``llm2vec_retrieval._io.staged_dir``): everything is written and fsynced in a
 sibling ``.<name>.tmp-<pid>-<rand>`` directory (manifest last); then the old directory is
@@ -53,7 +58,8 @@ vocabulary, the deletion marks) and the structure of the segment files, which it
 memory-maps instead of reading (a search reads the records of its hits only, and a
 damaged record is reported when read). It opens the FAISS index and float vectors and
 reads them on first use (a lexical search never does), their sha256 verified *before*
-any byte reaches FAISS, which can crash on garbage. ``verify_store`` (``llm2vec-retrieval info
+any byte reaches FAISS, which can crash on garbage; a flat store's vector segments are
+checked (shapes, ids) when its index is built from them. ``verify_store`` (``llm2vec-retrieval info
 --verify``) checks the sha256 of every file. Any failure raises ``IndexCorruptedError``
 naming the file. An expected fingerprint whose ``dim`` differs from the saved vectors'
 raises ``DimensionMismatchError``, even with ``allow_fingerprint_mismatch``: such vectors
@@ -93,23 +99,28 @@ from .errors import IndexCorruptedError
 from .kinds import KINDS, METRICS, Backend, make_backend, resolve_params
 from .segments import ArrayFileError, Segment, locate, map_arrays, parse_arrays, write_arrays
 from .snapshot import StoreSnapshot
+from .vectors import VectorSegments
 
 T = TypeVar("T")
 
-FORMAT_VERSION = 3  # 3: segments; 2 (one docstore.jsonl and lexical.npz) still loads
+# 4: a flat store's vectors in segments; 3 (segments, flat vectors in index.faiss) and 2
+# (one docstore.jsonl and lexical.npz) still load
+FORMAT_VERSION = 4
+VECTOR_SEGMENTS_SINCE = 4
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"
 DELETED_FILE = "deleted.arr"
 MANIFEST_FILE = "manifest.json"
 DOCS_SUFFIX = ".docs.arr"
 LEX_SUFFIX = ".lex.arr"
+VEC_SUFFIX = ".vec.arr"
 # format 2
 DOCSTORE_FILE = "docstore.jsonl"
 LEXICAL_VOCAB_FILE = "lexical_vocab.json"
 LEXICAL_FILE = "lexical.npz"
 _SEGMENT_NAME = re.compile(r"seg-[0-9]{6,}-[0-9a-f]{8}")
 _VOCAB_NAME = re.compile(r"vocab-[0-9]{6,}-[0-9a-f]{8}\.json")
-_SEGMENT_FILE = re.compile(_SEGMENT_NAME.pattern + r"\.(docs|lex)\.arr")
+_SEGMENT_FILE = re.compile(_SEGMENT_NAME.pattern + r"\.(docs|lex|vec)\.arr")
 
 
 def pause_stage(stage: str) -> None:
@@ -247,11 +258,11 @@ def _carry_foreign(src: Path, dst: Path) -> None:
             _link_or_copy(entry, dst / entry.name)
 
 
-def save_store(snap: StoreSnapshot, path: str | Path) -> None:
-    """Write a store's state into directory `path` atomically (the module docstring says how).
-    The caller keeps the state unchanged meanwhile (`IndexStore.save` holds its lock); once
-    the save is committed, the segments and vocabulary parts record where their files are,
-    for the next save to link them."""
+def save_store(snap: StoreSnapshot, path: str | Path) -> str:
+    """Write a store's state into directory `path` atomically (the module docstring says how);
+    the ``manifest_sha256`` of the version written. The caller keeps the state unchanged
+    meanwhile (`IndexStore.save` holds its lock); once the save is committed, the segments
+    and vocabulary parts record where their files are, for the next save to link them."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     restore_backup(path, MANIFEST_FILE)
@@ -264,12 +275,13 @@ def save_store(snap: StoreSnapshot, path: str | Path) -> None:
             )
     committed: list[tuple[Any, dict[str, Any]]] = []
     with staged_dir(path, marker=MANIFEST_FILE, on_stage=pause_stage) as tmp:
-        _write_files(snap, path, tmp, committed)
+        version = _write_files(snap, path, tmp, committed)
     for obj, info in committed:
         if isinstance(obj, Segment):
             obj.info, obj.source = info, path
         else:
             obj["info"], obj["source"] = info, path
+    return version
 
 
 def _put(
@@ -296,19 +308,29 @@ def _put(
     return info
 
 
-def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) -> None:
+def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) -> str:
     """Every file of the store into the empty directory `tmp` (the manifest last), and the
-    foreign files of the current `path`."""
+    foreign files of the current `path`; the manifest's checksum."""
     files: dict[str, dict[str, Any]] = {}
     fresh: list[str] = []
-    backend = snap.backend
-    if backend is not None and backend.write(str(tmp / INDEX_FILE)):
+    backend, vecs = snap.backend, snap.vectors
+    if vecs is None and backend is not None and backend.write(str(tmp / INDEX_FILE)):
         fresh.append(INDEX_FILE)
     pause_stage("index_written")
     docs = snap.docs
     if docs.has_pending:
         raise RuntimeError("documents not sealed into a segment before the save")
-    if backend is not None and backend.keeps_vectors:
+    if vecs is not None:
+        if vecs.has_pending or len(vecs.segments) != len(docs.segments):
+            raise RuntimeError("vectors not sealed into segments before the save")
+        for vseg, dseg in zip(vecs.segments, docs.segments, strict=True):
+            if vseg is None or vseg.name != dseg.name:
+                raise RuntimeError("vector segments do not match the document segments")
+            name = vseg.name + VEC_SUFFIX
+            files[name] = _put(
+                vseg, name, tmp, lambda f, a=vseg.arrays: write_arrays(f, a), committed
+            )
+    if vecs is None and backend is not None and backend.keeps_vectors:
         with open(tmp / VECTORS_FILE, "wb") as f:
             np.save(
                 f,
@@ -379,6 +401,7 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) ->
         f.write("\n")
     if path.exists():
         _carry_foreign(path, tmp)
+    return str(manifest["manifest_sha256"])
 
 
 def _corrupt(file: Path, msg: str) -> IndexCorruptedError:
@@ -527,7 +550,15 @@ def load_store(
 
     kind, metric = manifest["kind"], manifest["metric"]
     open_backend = None
-    if dim is not None:
+    vectors = None
+    in_segments = kind == "flat" and manifest["format_version"] >= VECTOR_SEGMENTS_SINCE
+    if any(n.endswith(VEC_SUFFIX) for n in segments) and (not in_segments or dim is None):
+        raise _corrupt(d / MANIFEST_FILE, "vector segments listed for a store without them")
+    if dim is not None and in_segments:
+        if deferred:
+            raise _corrupt(d / MANIFEST_FILE, "a flat store lists a FAISS file")
+        vectors = _read_vector_segments(d, path, dim, docs, segments)
+    elif dim is not None:
         try:
             params = resolve_params(kind, dim, manifest["params"])
         except ValueError as exc:
@@ -553,8 +584,26 @@ def load_store(
         backend=None,
         lexical=lexical,
         extra=manifest["extra"],
+        vectors=vectors,
+        version=manifest["manifest_sha256"],
         open_backend=open_backend,
     )
+
+
+def _read_vector_segments(
+    d: Path, path: Path, dim: int, docs: DocStore, segments: dict[str, Segment]
+) -> VectorSegments:
+    """A flat store's vector segments, one per docstore segment, memory-mapped (their
+    shapes and ids are checked when the FAISS index is built from them)."""
+    vsegs = []
+    for dseg in docs.segments:
+        name = dseg.name + VEC_SUFFIX
+        seg = segments.get(name)
+        if seg is None:
+            raise _corrupt(d / name, "missing from the manifest's files")
+        seg.source = path
+        vsegs.append(seg)
+    return VectorSegments.opened(dim, vsegs, lambda name: str(d / (name + VEC_SUFFIX)))
 
 
 class _Deferred:

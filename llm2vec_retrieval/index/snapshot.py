@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .docstore import DocStore
     from .kinds import Backend
     from .lexical import LexicalIndex
+    from .vectors import VectorSegments
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class StoreSnapshot:
     gets. ``backend`` is the FAISS side (its
     ``write``/``state``/``keeps_vectors``), ``lexical`` the BM25 part or None. ``extra``:
     the caller's metadata saved with the store (`IndexStore.save(extra=...)`).
+    ``vectors``: a ``flat`` store's vectors in segments (`vectors.VectorSegments`), from
+    which its FAISS index is built; its ``backend`` is then None until a search built it,
+    and is not saved. None for the other kinds.
 
     Taken with `IndexStore.snapshot()`, the live objects are shared, not copied: read it
     inside that block only."""
@@ -41,6 +45,9 @@ class StoreSnapshot:
     backend: Backend | None
     lexical: LexicalIndex | None
     extra: dict[str, Any] = field(default_factory=dict)
+    vectors: VectorSegments | None = None
+    #: the ``manifest_sha256`` of the saved version a load read (None otherwise)
+    version: str | None = None
     #: a loaded store's FAISS side, still on disk (``backend`` is then None): reads,
     #: verifies and returns it; `IndexStore` calls it on first use
     open_backend: Callable[[], Backend] | None = None

@@ -50,6 +50,7 @@ from .request import (
 )
 from .segments import merge_plan, new_name
 from .snapshot import StoreSnapshot
+from .vectors import VectorSegments
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -153,9 +154,14 @@ class IndexStore:
         self._params = resolve_params(kind, self._dim, params)
         self._backend_obj: Backend | None = None
         self._open_backend: Callable[[], Backend] | None = None  # a loaded store's, until used
+        #: a flat store's vectors in segments (the FAISS index is built from them)
+        self._vecs: VectorSegments | None = None
         if self._dim is not None:
             self._backend = make_backend(kind, self._dim, metric, self._params)
+            if kind == "flat":
+                self._vecs = VectorSegments(self._dim)
         self._extra: dict[str, Any] = {}
+        self._version: str | None = None
         self._docs = DocStore()
         self._next_iid = 0
         self._live_cache: np.ndarray | None = None
@@ -177,6 +183,27 @@ class IndexStore:
     @_backend.setter
     def _backend(self, backend: Backend | None) -> None:
         self._backend_obj = backend
+
+    @property
+    def _deferred(self) -> bool:
+        """True while the FAISS side is not built and the vector segments hold every vector:
+        adds and deletes then change the segments only (a commit reads no index)."""
+        return self._open_backend is not None and self._vecs is not None and self._vecs.complete
+
+    def _backend_from_segments(self) -> Backend:
+        """A flat store's FAISS index, built from its vector segments (live vectors only)."""
+        assert self._dim is not None and self._vecs is not None
+        backend = make_backend(self._kind, self._dim, self._metric, self._params)
+        sealed, pending = self._docs.parts()
+        self._vecs.fill(backend.add, sealed, pending)
+        return backend
+
+    def _fetch_vectors(self, iids: np.ndarray) -> np.ndarray:
+        """Vectors the segments do not hold, from the FAISS side (a store from an older
+        save, or vectors added after the index was built)."""
+        backend = self._backend
+        assert backend is not None
+        return np.asarray(backend.vectors(iids), np.float32)
 
     @property
     def dim(self) -> int | None:
@@ -214,16 +241,24 @@ class IndexStore:
     @property
     def is_trained(self) -> bool:
         """False only for an IVF store that has not reached its training threshold."""
+        if not self._kind.startswith("ivf_"):
+            return True
         b = self._backend
-        if b is None:
-            return not self._kind.startswith("ivf_")
-        return b.trained if isinstance(b, IVFBackend) else True
+        return b.trained if isinstance(b, IVFBackend) else False
 
     @property
     def extra(self) -> dict[str, Any]:
         """The caller's metadata saved with the store (``save(path, extra=...)``), as last
         saved or loaded; {} when none."""
         return json_copy(self._extra)
+
+    @property
+    def version(self) -> str | None:
+        """The saved version this store was loaded from or last saved as (its manifest's
+        checksum), None when neither; it does not change with edits until the next save.
+        A caller that records it beside its own state after a save can tell, at the next
+        load, that the store holds what it saved then."""
+        return self._version
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -316,7 +351,12 @@ class IndexStore:
             self._fix_dim(x.shape[1])
             new_iids = np.arange(self._next_iid, self._next_iid + n, dtype=np.int64)
             self._docs.id_map  # noqa: B018 (read the ids before anything changes)
-            self._backend.add(new_iids, x)
+            deferred = self._deferred
+            if deferred:
+                assert self._vecs is not None
+                self._vecs.add(new_iids, x)
+            else:
+                self._backend.add(new_iids, x)
             if self._lexical is not None:
                 self._lexical.add(new_iids.tolist(), tokens)
             self._next_iid += n
@@ -327,20 +367,23 @@ class IndexStore:
                 if (o := self._docs.put(i, iid, t, m)) is not None
             ]
             if old:
-                self._backend.remove(np.asarray(old, dtype=np.int64))
+                if not deferred:  # else the docstore's marks say they are gone
+                    self._backend.remove(np.asarray(old, dtype=np.int64))
                 if self._lexical is not None:
                     self._lexical.remove(old)
         return ids
 
     def _fix_dim(self, dim: int) -> None:
         """The first vectors of a store made without a dimension fix it; caller holds the lock."""
-        if self._backend is not None:
+        if self._dim is not None:  # its FAISS side exists, or is built on first use
             if dim != self._dim:  # another thread's first add fixed another one meanwhile
                 raise ValueError(f"vectors must have shape (n, {self._dim}), got (n, {dim})")
             return
         params = resolve_params(self._kind, dim, self._given_params)
         self._backend = make_backend(self._kind, dim, self._metric, params)
         self._dim, self._params = dim, params
+        if self._kind == "flat":
+            self._vecs = VectorSegments(dim)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove documents; returns how many existed. Missing ids are ignored."""
@@ -349,7 +392,8 @@ class IndexStore:
             if not found:
                 return 0
             iids = np.asarray([self._docs.pop(i) for i in found], dtype=np.int64)
-            self._backend.remove(iids)
+            if not self._deferred:  # else the docstore's marks say they are gone
+                self._backend.remove(iids)
             if self._lexical is not None:
                 self._lexical.remove(iids.tolist())
             self._live_cache = None
@@ -715,23 +759,36 @@ class IndexStore:
             with self.snapshot() as snap:
                 if extra is not None:
                     snap = replace(snap, extra=extra)
-                save_store(snap, path)
+                self._version = save_store(snap, path)
                 self._extra = snap.extra
 
     def _commit_segments(self) -> None:
         """Seal the documents added since the last save into a new segment, then merge
         segments as `segments.merge_plan` says; caller holds the lock."""
-        docs, lexical = self._docs, self._lexical
+        docs, lexical, vecs = self._docs, self._lexical, self._vecs
+        fetch = self._fetch_vectors
         if docs.has_pending:
             name = new_name(self._next_iid)
             docs.seal(name)
             if lexical is not None:
                 lexical.seal(name)
+            if vecs is not None:
+                vecs.seal(name, docs.segments[-1].iids, fetch)
+        elif vecs is not None:
+            vecs.discard_pending()  # vectors of documents deleted before any save
         for start, end in merge_plan(*docs.counts()):
             name = new_name(self._next_iid)
             kept = docs.merge(start, end, name)
             if lexical is not None:
                 lexical.merge(start, end, name if kept else None)
+            if vecs is not None:
+                iids = docs.segments[start].iids if kept else np.empty(0, np.int64)
+                vecs.merge(start, end, name if kept else None, iids, fetch)
+        if vecs is not None and not vecs.complete:  # from an older save: written once
+            live, _ = docs.parts()
+            vecs.fill_missing([s.name for s in docs.segments], live, fetch)
+            if self._open_backend is not None:  # never read: build it from the segments
+                self._open_backend = self._backend_from_segments
         self._live_cache = None
 
     @contextmanager
@@ -747,9 +804,11 @@ class IndexStore:
                 fingerprint=self._fingerprint,
                 next_iid=self._next_iid,
                 docs=self._docs,
-                backend=self._backend,
+                # a flat store's vectors are in segments: its FAISS index is not saved
+                backend=self._backend_obj if self._vecs is not None else self._backend,
                 lexical=self._lexical,
                 extra=self._extra,
+                vectors=self._vecs,
             )
 
     @classmethod
@@ -761,16 +820,22 @@ class IndexStore:
         if snap.dim is not None:
             store._dim = snap.dim
             store._params = resolve_params(snap.kind, snap.dim, snap.params)
+            store._vecs = snap.vectors
             if snap.open_backend is not None:
                 store._open_backend = snap.open_backend
+            elif snap.vectors is not None and snap.backend is None and snap.vectors.complete:
+                store._open_backend = store._backend_from_segments
             else:
                 store._backend = snap.backend or make_backend(
                     snap.kind, snap.dim, snap.metric, store._params
                 )
+            if store._vecs is None and snap.kind == "flat":  # saved before vector segments
+                store._vecs = VectorSegments.legacy(snap.dim, len(snap.docs.segments))
         store._docs = snap.docs
         store._next_iid = snap.next_iid
         store._lexical = snap.lexical
         store._extra = dict(snap.extra)
+        store._version = snap.version
         return store
 
     @classmethod

@@ -4,6 +4,11 @@ A file being indexed has an entry with ``partial`` (where its chunking continues
 it is done; a commit inside a large file records that, so that the next run continues
 there. Entries count only when the store holds exactly their chunks (see :mod:`.plan`).
 
+``files.json`` records the version of the store saved with it (`IndexStore.version`) when
+its entries describe every chunk of the store (the run started from such a state): the
+next run then takes the chunks of each file from its entry instead of reading the metadata
+of every chunk. A run killed between the two writes leaves versions that differ.
+
 When: after ``commit_every`` chunks, or ``commit_seconds`` after the last commit when
 something changed; the run asks (`due`) at file boundaries and inside large files.
 
@@ -55,6 +60,9 @@ class Committer:
         self.last = time.monotonic()
         self.manifest_written = False
         self.rebuilding = False  # the manifest says REBUILD_KEY until the first commit ends
+        #: the entries describe every chunk of the store (`plan.Plan.exact`): files.json
+        #: then records the store version it matches
+        self.exact = False
 
     def has(self, src: str) -> bool:
         return src in self.state
@@ -99,7 +107,7 @@ class Committer:
             self.manifest_written = True
             pause_stage("manifest_written")
         self.store.save(self.folder.store_path)
-        self.folder.save_files(self.state)
+        self.folder.save_files(self.state, self.store.version if self.exact else None)
         if self.rebuilding:  # the new store and its files.json are in place
             pause_stage("files_json_written")
             self._write_manifest()

@@ -7,7 +7,10 @@ Layout of ``DIR/``::
                          ``rebuild_unfinished`` while a --rebuild has not finished its
                          first commit (the next ``index`` run starts that rebuild over)
     files.json           one entry per indexed file: sha256 of its bytes, size,
-                         chunk and token counts (rewritten after every commit)
+                         chunk and token counts (rewritten after every commit), and
+                         ``store_version``: the store version whose chunks are exactly
+                         the entries' (a run that finds that version skips reading every
+                         chunk's metadata; see ``ingest.plan.SourceChunks``)
     store/               the IndexStore (vectors, texts, metadata, manifest with
                          the embedder fingerprint), saved atomically
     .lock                held by a running ``index`` (one writer at a time)
@@ -35,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 from .._io import atomic_write_json
 from ..errors import UserError
 from .manifest import REBUILD_KEY as REBUILD_KEY  # the searcher reads it from here
-from .manifest import FileEntry, IndexManifest, files_from_json, files_to_json
+from .manifest import (
+    FileEntry,
+    IndexManifest,
+    files_from_json,
+    files_to_json,
+    store_version_from_json,
+)
 
 if TYPE_CHECKING:
     from ..encoder import LLM2Vec
@@ -177,22 +186,27 @@ class IndexFolder:
     def load_files(self) -> dict[str, FileEntry]:
         """The usable entries of files.json ({} when missing); IndexFolderError when
         unreadable."""
+        return self.load_files_and_version()[0]
+
+    def load_files_and_version(self) -> tuple[dict[str, FileEntry], str | None]:
+        """`load_files`, and the store version files.json records (None when none)."""
         if not self.files_path.is_file():
-            return {}
-        return files_from_json(
-            _read_json(
-                self.files_path,
-                "the store is intact: run `llm2vec-retrieval index` on this folder again to "
-                "rebuild it from the store (files whose chunks are all stored are not "
-                "re-embedded)",
-            )
+            return {}, None
+        data = _read_json(
+            self.files_path,
+            "the store is intact: run `llm2vec-retrieval index` on this folder again to "
+            "rebuild it from the store (files whose chunks are all stored are not "
+            "re-embedded)",
         )
+        return files_from_json(data), store_version_from_json(data)
 
     def write_files(self, files: dict[str, dict[str, Any]]) -> None:
         write_json_atomic(self.files_path, {"files": dict(sorted(files.items()))})
 
-    def save_files(self, files: dict[str, FileEntry]) -> None:
-        write_json_atomic(self.files_path, files_to_json(files))
+    def save_files(self, files: dict[str, FileEntry], store_version: str | None = None) -> None:
+        """Write files.json; ``store_version``: the version of the store just saved, when
+        the entries describe exactly its chunks."""
+        write_json_atomic(self.files_path, files_to_json(files, store_version))
 
     def read_store_manifest(self) -> dict[str, Any] | None:
         """The store's own manifest.json (kind, count, fingerprint...) without loading FAISS."""

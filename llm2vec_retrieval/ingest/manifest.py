@@ -185,5 +185,16 @@ def files_from_json(data: Any) -> dict[str, FileEntry]:
     return {src: e for src, e in entries.items() if e is not None}
 
 
-def files_to_json(files: dict[str, FileEntry]) -> dict[str, Any]:
-    return {"files": {src: files[src].to_json() for src in sorted(files)}}
+def files_to_json(files: dict[str, FileEntry], store_version: str | None = None) -> dict[str, Any]:
+    """A ``files.json`` body; ``store_version``: the store version (`IndexStore.version`)
+    whose chunks are exactly those of the entries, when the writer knows it."""
+    body: dict[str, Any] = {"files": {src: files[src].to_json() for src in sorted(files)}}
+    if store_version is not None:
+        body["store_version"] = store_version
+    return body
+
+
+def store_version_from_json(data: Any) -> str | None:
+    """The ``store_version`` a ``files.json`` body records (None when none)."""
+    v = data.get("store_version") if isinstance(data, dict) else None
+    return v if isinstance(v, str) else None

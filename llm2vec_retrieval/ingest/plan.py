@@ -14,10 +14,10 @@ Nothing here reads a file's contents, loads a model or writes anything.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from ..index.fusion import default_hybrid, recorded_hybrid
 from .folder import MANIFEST_FILE, IndexFolderError, embedder_spec, now
@@ -28,7 +28,41 @@ if TYPE_CHECKING:
 
 DEFAULT_KIND = "flat"
 #: (chunk id, the sha256 its metadata records) of each stored chunk, per source
-Stored = dict[str, list[tuple[str, "str | None"]]]
+Stored = dict[str, Sequence[tuple[str, "str | None"]]]
+
+
+class SourceChunks(Sequence[tuple[str, "str | None"]]):
+    """The chunks the store holds of one source as its ``files.json`` entry says, when
+    files.json records the store version found (`IndexStore.version`): ``"<src>#<n>"``
+    for n from 0 to ``count - 1`` (`records.chunk_record`'s ids), each with the entry's
+    sha256. Made on demand: a run that adds a file to a large index reads no chunk's
+    metadata."""
+
+    def __init__(self, src: str, sha256: str, count: int):
+        self.src, self.sha256, self.n = src, sha256, count
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, str | None]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[str, str | None]]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return f"{self.src}#{i % self.n}", self.sha256
+
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        return ((f"{self.src}#{n}", self.sha256) for n in range(self.n))
+
+
+def _sha256s(chunks: Sequence[tuple[str, str | None]]) -> set[str | None]:
+    if isinstance(chunks, SourceChunks):
+        return {chunks.sha256} if len(chunks) else set()
+    return {sha for _, sha in chunks}
 
 
 def relative_source(path: Path, root: Path) -> str:
@@ -133,7 +167,7 @@ class Candidate:
     src: str
     size: int  # from stat: progress and the choice of how to read it
     entry: FileEntry | None  # its files.json entry, when that still counts
-    stored: list[tuple[str, str | None]]  # its chunks in the store
+    stored: Sequence[tuple[str, str | None]]  # its chunks in the store
 
 
 @dataclass
@@ -144,6 +178,9 @@ class Plan:
     removed: list[str]
     candidates: list[Candidate]
     recorded: set[str]  # sources files.json or the store knows
+    #: every stored chunk belongs to an entry that counts (so files.json, kept by the
+    #: run's commits, describes the store exactly and may record its version)
+    exact: bool = False
 
 
 def entries_from_store(stored: Stored) -> dict[str, FileEntry]:
@@ -151,7 +188,7 @@ def entries_from_store(stored: Stored) -> dict[str, FileEntry]:
     checked against the file when it is read (``derived``)."""
     state = {}
     for src, chunks in stored.items():
-        shas = {sha for _, sha in chunks}
+        shas = _sha256s(chunks)
         if len(shas) == 1 and None not in shas:
             state[src] = FileEntry(sha256=str(shas.pop()), chunks=len(chunks), derived=True)
     return state
@@ -171,8 +208,7 @@ def plan_changes(
     state = {
         src: e
         for src, e in state.items()
-        if e.chunks == len(stored.get(src, ()))
-        and all(sha == e.sha256 for _, sha in stored.get(src, ()))
+        if e.chunks == len(stored.get(src, ())) and _sha256s(stored.get(src, ())) <= {e.sha256}
     }
     # Removed files: recorded but gone, or under a given folder but no longer found.
     source_roots = [Path(os.path.abspath(os.path.expanduser(os.fspath(s)))) for s in sources]
@@ -192,7 +228,16 @@ def plan_changes(
         except OSError:
             size = 0  # reading it says why
         candidates.append(Candidate(p, src, size, state.get(src), stored.get(src, [])))
-    return Plan(state, removed, candidates, recorded)
+    exact = set(stored) <= set(state) and all(_numbered(src, c) for src, c in stored.items())
+    return Plan(state, removed, candidates, recorded, exact=exact)
+
+
+def _numbered(src: str, chunks: Sequence[tuple[str, str | None]]) -> bool:
+    """Whether the chunk ids are ``"<src>#0"`` to ``"<src>#<n-1>"`` (as `SourceChunks`
+    makes them back)."""
+    if isinstance(chunks, SourceChunks):
+        return True
+    return {cid for cid, _ in chunks} == {f"{src}#{n}" for n in range(len(chunks))}
 
 
 def unchanged(entry: FileEntry | None, sha: str, rechunk_all: bool) -> bool:

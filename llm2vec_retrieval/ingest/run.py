@@ -41,6 +41,7 @@ from .plan import (
     DEFAULT_KIND,
     Candidate,
     Plan,
+    SourceChunks,
     Stored,
     plan_changes,
     relative_source,
@@ -127,6 +128,7 @@ class IndexRun:
         self.store: IndexStore | None = None
         self.buffer: list[tuple[str, str, dict[str, Any]]] = []  # (id, text, metadata)
         self.stored: Stored = {}  # the chunks the store holds, per source
+        self.files_version: str | None = None  # the store version files.json records
         self._encoder: LLM2Vec | None = None
         self.tokens_done = 0
         self.done_bytes = 0
@@ -152,11 +154,12 @@ class IndexRun:
         store = self.store
         assert store is not None
         lexical_changed = self._match_lexical(store)
-        self.stored = self._stored_by_source(store)
+        self.stored = self._stored_by_source(store, state)
         plan = plan_changes(files, sources, root, state, self.stored)
         self.committer = Committer(
             self.folder, store, self.manifest, recorded, plan.state, report, self.settings
         )
+        self.committer.exact = plan.exact
         # Starting over in an existing index: until this run's first commit is complete,
         # the manifest (written first) says so, and a run after a kill starts over again.
         self.committer.rebuilding = config.fresh and self.folder.exists()
@@ -211,7 +214,8 @@ class IndexRun:
             if not self.folder.files_path.is_file():
                 return None
             try:
-                return self.folder.load_files()
+                state, self.files_version = self.folder.load_files_and_version()
+                return state
             except IndexFolderError as exc:  # the store is intact: rebuild files.json from it
                 self.report.notes.append(
                     (
@@ -248,12 +252,21 @@ class IndexRun:
             store.drop_lexical()
         return True
 
-    @staticmethod
-    def _stored_by_source(store: IndexStore) -> Stored:
-        by_source: Stored = {}
+    def _stored_by_source(self, store: IndexStore, state: dict[str, FileEntry] | None) -> Stored:
+        """The chunks the store holds, per source: as files.json says when it records the
+        store version loaded (its last commit wrote both), else read from every chunk's
+        metadata (files.json lost, or a run killed between the two writes)."""
+        if state is not None and self.files_version is not None:
+            if self.files_version == store.version:
+                return {
+                    src: SourceChunks(src, e.sha256, e.chunks)
+                    for src, e in state.items()
+                    if e.chunks
+                }
+        by_source: dict[str, list[tuple[str, str | None]]] = {}
         for cid, meta in store.metadata().items():  # no texts: one parse per segment
             by_source.setdefault(str(meta.get("source")), []).append((cid, meta.get("sha256")))
-        return by_source
+        return dict(by_source)
 
     # ------------------------------------------------------------ the files
     def _index(self, plan: Plan, fresh: bool) -> None:
@@ -346,7 +359,7 @@ class IndexRun:
         yield sha, size, [s.text for s in segments], [s.meta for s in segments]
 
     def _resume_at(
-        self, entry: FileEntry | None, sha: str, stored: list
+        self, entry: FileEntry | None, sha: str, stored: Sequence
     ) -> tuple[Position | None, int]:
         """(where chunking continues, how many stored chunks to check) for a file whose
         entry is ``entry``: a file committed part way continues; a derived entry's
@@ -365,7 +378,7 @@ class IndexRun:
         texts: list[Any],
         metas: list[dict[str, Any]],
         entry: FileEntry | None,
-        stored: list[tuple[str, str | None]],
+        stored: Sequence[tuple[str, str | None]],
     ) -> None:
         """Chunk one file and queue its chunks for embedding (committing inside a large
         file, and at its end when due)."""
