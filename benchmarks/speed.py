@@ -70,7 +70,6 @@ OFFICIAL_PACKAGES = ("llm2vec==0.2.3", "transformers==4.44.2", "peft")
 
 IMPLS = ("ours", "official", "sentence-transformers", "hf-bare")
 INDEX_IMPLS = ("ours-indexstore", "ours-langchain", "langchain-hf-faiss")
-DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_N_DOCS = 32
 DOC_MAX_LENGTH = 400
 MAX_LENGTH = 512
@@ -583,15 +582,26 @@ def parse_args(argv=None):
         "--keep-logs", action="store_true", help="keep the workers' logs (their folder is printed)"
     )
     args = p.parse_args(argv)
+    dtypes = float_dtypes()
     try:
         args.impls = _split(args.impls, IMPLS, "implementation")
-        args.dtypes = _split(args.dtypes, DTYPES, "dtype")
+        args.dtypes = _split(args.dtypes, dtypes, "dtype")
         args.index_impls = _split(args.index_impls, INDEX_IMPLS, "index implementation")
     except argparse.ArgumentTypeError as e:
         p.error(str(e))
-    if args.index_dtype not in DTYPES:
-        p.error(f"--index-dtype must be one of {', '.join(DTYPES)}")
+    if args.index_dtype not in dtypes:
+        p.error(f"--index-dtype must be one of {', '.join(dtypes)}")
     return args
+
+
+def float_dtypes() -> tuple[str, ...]:
+    """The dtypes this benchmark runs: the float ones of the one dtype table
+    (`llm2vec_retrieval.hardware.DTYPES`). int8 quantizes our encoder only (the other
+    implementations have no int8 path): benchmarks/int8.py measures it. Imported here, not
+    at the top: the GPU scripts import this module without the package (tests/test_gpu_scripts.py)."""
+    from llm2vec_retrieval.hardware import DTYPES
+
+    return tuple(name for name in DTYPES if name != "int8")
 
 
 def _median(xs):

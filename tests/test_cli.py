@@ -370,7 +370,8 @@ def test_kill_during_index_then_resume(tmp_path, model):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [
-            *HOOKED_INDEX_COMMIT,
+            *HOOKED_CLI,
+            "index-commit",
             "0.3",  # seconds paused after each commit
             "index",
             str(corpus),
@@ -496,11 +497,19 @@ def test_pdf_pages_with_pypdf(tmp_path, model, capsys):
     }
 
 
-def test_demo_indexes_docs(tmp_path, model, capsys):
+def test_demo_indexes_docs(tmp_path, model, monkeypatch, capsys):
+    """In a source checkout the demo indexes the checkout's docs/ folder. The checkout is
+    made here (this project's pyproject.toml, and the demo's own pages as its docs/) so that
+    the test does not embed the whole of the real docs/ (tens of seconds)."""
     from llm2vec_retrieval.cli import demo
 
-    if not any((ROOT / "docs").glob("*.md")):
-        pytest.skip("no docs/ folder")
+    checkout = tmp_path / "checkout"
+    (checkout / "docs").mkdir(parents=True)
+    shutil.copy(ROOT / "pyproject.toml", checkout)
+    for page in demo.DEMO_CORPUS.glob("*.md"):
+        shutil.copy(page, checkout / "docs")
+    monkeypatch.setattr(demo, "PROJECT_ROOT", checkout)
+    assert demo.demo_sources()[:2] == (checkout / "docs", checkout)
     assert cli.main(["demo", "--model", model, "--index", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert out.count("search: ") == 2 and "[1]" in out and "docs/" in out
@@ -771,8 +780,8 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-# the CLI paused SECONDS after each commit, printing "llm2vec-index-commit: ..." first
-HOOKED_INDEX_COMMIT = [sys.executable, str(Path(__file__).parent / "hooked_cli.py"), "index-commit"]
+# the CLI with a pause at a save stage or after each commit (see tests/hooked_cli.py)
+HOOKED_CLI = [sys.executable, str(Path(__file__).parent / "hooked_cli.py")]
 
 
 def _popen_index(
@@ -784,15 +793,16 @@ def _popen_index(
     pause_after_commit: float | None = None,
 ) -> subprocess.Popen:
     """`index` in a subprocess; ``pause``: ``STAGE:SECONDS``, ``until``: a file that ends
-    the pause (see tests/pause_at_stage.py); ``pause_after_commit``: seconds to pause after
-    each commit (tests/hooked_cli.py)."""
+    the pause; ``pause_after_commit``: seconds to pause after each commit (printing
+    "llm2vec-index-commit: ..." first; see tests/hooked_cli.py)."""
     if pause_after_commit is not None:
-        head = [*HOOKED_INDEX_COMMIT, str(pause_after_commit)]
+        head = [*HOOKED_CLI, "index-commit", str(pause_after_commit)]
+    elif pause is not None:
+        head = [*HOOKED_CLI, "stage", pause]
     else:
-        wrap = [] if pause is None else [str(ROOT / "tests" / "pause_at_stage.py"), pause]
-        if until is not None:
-            wrap += ["--until", str(until)]
-        head = [sys.executable, *wrap, "-m", "llm2vec_retrieval"]
+        head = [sys.executable, "-m", "llm2vec_retrieval"]
+    if until is not None:
+        head += ["--until", str(until)]
     return subprocess.Popen(
         [*head, "index", *args],
         cwd=cwd,

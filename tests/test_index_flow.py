@@ -169,8 +169,9 @@ def test_each_file_is_read_and_hashed_once(tiny_llama, tmp_path, opens):
         p.write_text(f"Small file {i}. " + "Cells make proteins. " * 8)
     (corpus / "r.jsonl").write_text(json.dumps({"text": "A record about rivers."}) + "\n")
     big = corpus / "big.txt"
-    big.write_text("Rivers flood after heavy rain. " * 400)  # > the window below
-    common = dict(root=str(tmp_path), chunk_tokens=16, overlap=4, window_chars=4096)
+    big.write_text("Rivers flood after heavy rain. " * 100)  # > the window below
+    common = dict(root=str(tmp_path), chunk_tokens=16, overlap=4, window_chars=1024)
+    assert max(p.stat().st_size for p in small) < 1024 < 2 * 1024 < big.stat().st_size
     files = [*small, corpus / "r.jsonl", big]
 
     def reads() -> dict[str, int]:
@@ -184,7 +185,7 @@ def test_each_file_is_read_and_hashed_once(tiny_llama, tmp_path, opens):
     report = run_index(tmp_path / "idx", [corpus], **common).report
     assert report.indexed == ["c/s1.txt"] and report.unchanged == 4
     assert reads() == {"s0.txt": 1, "s1.txt": 1, "s2.txt": 1, "r.jsonl": 1, "big.txt": 1}
-    big.write_text("Cells make proteins from genes. " * 400)
+    big.write_text("Cells make proteins from genes. " * 100)
     opens.clear()
     report = run_index(tmp_path / "idx", [corpus], **common).report
     assert report.indexed == ["c/big.txt"] and reads()["big.txt"] == 2

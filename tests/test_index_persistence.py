@@ -435,8 +435,8 @@ CHILD = textwrap.dedent(
             v += 1
     else:  # pause (then get killed) at one stage of the next save
         sys.path.insert(0, "tests")
-        from pause_at_stage import install
-        install(mode + ":60")
+        from hooked_cli import pause_at_stages
+        pause_at_stages(mode + ":60")
         add_version(1, 10, prefix="x")
         store.save(path)
         print("saved 1", flush=True)

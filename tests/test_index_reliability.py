@@ -2,9 +2,8 @@
 and special files among the sources, a damaged store, the memory of chunking a large file.
 
 Real subprocesses killed with SIGKILL at the save stages of `index.persistence` and the
-indexer (made to pause there by ``tests/pause_at_stage.py``) and right after a commit
-(tests/hooked_cli.py), real files, links,
-FIFOs and index folders on the tiny random model.
+indexer (made to pause there, and right after a commit, by tests/hooked_cli.py), real
+files, links, FIFOs and index folders on the tiny random model.
 """
 
 from __future__ import annotations
@@ -40,15 +39,16 @@ def popen_index(
     pause: str | None = None,
     pause_after_commit: float | None = None,
 ) -> subprocess.Popen:
-    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS`` (see tests/pause_at_stage.py);
-    ``pause_after_commit``: seconds to pause after each commit (tests/hooked_cli.py, which
-    prints "llm2vec-index-commit: ..." first)."""
+    """`index` in a subprocess; ``pause``: ``STAGE:SECONDS``; ``pause_after_commit``: seconds
+    to pause after each commit (printing "llm2vec-index-commit: ..." first; see
+    tests/hooked_cli.py)."""
+    hooked = [sys.executable, str(Path(__file__).parent / "hooked_cli.py")]
     if pause_after_commit is not None:
-        head = [sys.executable, str(Path(__file__).parent / "hooked_cli.py"), "index-commit"]
-        head.append(str(pause_after_commit))
+        head = [*hooked, "index-commit", str(pause_after_commit)]
+    elif pause is not None:
+        head = [*hooked, "stage", pause]
     else:
-        wrap = [] if pause is None else [str(ROOT / "tests" / "pause_at_stage.py"), pause]
-        head = [sys.executable, *wrap, "-m", "llm2vec_retrieval"]
+        head = [sys.executable, "-m", "llm2vec_retrieval"]
     return subprocess.Popen(
         [*head, "index", *args],
         cwd=cwd,

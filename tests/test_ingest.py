@@ -61,7 +61,7 @@ def test_windowed_chunking_equals_whole_text(tokenizers, tmp_path, name):
     """Issue 14.6: tokenizing a window at a time gives the chunks of the whole text at once,
     from a file or a string, and continues exactly at any chunk's `next` position."""
     tok = tokenizers[name]
-    text = corpus_text(12000, seed=1)
+    text = corpus_text(6000, seed=1)
     (tmp_path / "t.txt").write_text(text, encoding="utf-8", newline="")
     ref = chunk_spans(tok, [text], 16, 4)[0]
     for window in (512, 1500):
@@ -71,7 +71,7 @@ def test_windowed_chunking_equals_whole_text(tokenizers, tmp_path, name):
         assert [c.span for c in got] == ref
         assert all(c.text == text[c.span.start : c.span.end] for c in got)
         assert got == list(iter_chunks(tok, [text], 16, 4, window_chars=window))
-        for k in range(0, len(got) - 1, 211):
+        for k in range(0, len(got) - 1, 107):  # resumed at some 20 positions across the text
             with open_text(tmp_path / "t.txt") as f:
                 rest = list(iter_chunks(tok, [f], 16, 4, window_chars=window, start=got[k].next))
             assert [c.span for c in rest] == ref[k + 1 :], k
@@ -168,23 +168,18 @@ def test_large_file_is_streamed_and_committed_inside(tiny_llama, tmp_path):
     identical (ids, offsets, texts) to the whole-file way; the progress is in bytes."""
     corpus = tmp_path / "c"
     corpus.mkdir()
-    (corpus / "big.txt").write_text(corpus_text(30000, seed=4), encoding="utf-8")
+    # 12 k characters, about 390 chunks: 12 windows of 1 Ki characters, 6 groups of 64 chunks
+    (corpus / "big.txt").write_text(corpus_text(2000, seed=4), encoding="utf-8")
     (corpus / "small.md").write_text("A small file about rivers.\n")
-    common = dict(root=str(tmp_path), chunk_tokens=32, overlap=8)
-    streamed = run_index(
-        tmp_path / "a",
-        [corpus],
-        tiny_llama,
-        window_chars=4096,
-        commit_every=200,  # one commit every 200 chunks
-        **common,
-    )
+    common = dict(root=str(tmp_path), chunk_tokens=32, overlap=8, commit_every=64)
+    streamed = run_index(tmp_path / "a", [corpus], tiny_llama, window_chars=1024, **common)
     whole = run_index(tmp_path / "b", [corpus], tiny_llama, window_chars=10**9, **common)
+    assert (corpus / "big.txt").stat().st_size > 10 * 1024
     assert streamed.report.commits > 3 and whole.report.commits == 2  # after each file
     assert index_chunks(tmp_path / "a") == index_chunks(tmp_path / "b")
     files = json.loads((tmp_path / "a" / "files.json").read_text())["files"]
     assert all("partial" not in e for e in files.values())
-    again = run_index(tmp_path / "a", [corpus], window_chars=4096, **common)
+    again = run_index(tmp_path / "a", [corpus], window_chars=1024, **common)
     assert again.report.unchanged == 2 and not again.report.indexed
 
 
@@ -193,8 +188,9 @@ def test_unfinished_large_file_continues_where_it_stopped(tiny_llama, tmp_path):
     the file leaves them) continues at the recorded position, embedding only the rest."""
     corpus = tmp_path / "c"
     corpus.mkdir()
-    (corpus / "big.txt").write_text(corpus_text(20000, seed=5), encoding="utf-8")
-    common = dict(root=str(tmp_path), chunk_tokens=32, overlap=8, window_chars=4096)
+    # 12 k characters, about 390 chunks: the cut after 150 of them is windows deep inside it
+    (corpus / "big.txt").write_text(corpus_text(2000, seed=5), encoding="utf-8")
+    common = dict(root=str(tmp_path), chunk_tokens=32, overlap=8, window_chars=1024)
     full = run_index(tmp_path / "a", [corpus], tiny_llama, **common)
     total = full.report.chunks_added
     # Cut the index back to its first 150 chunks, as a commit inside the file records them.
@@ -207,9 +203,10 @@ def test_unfinished_large_file_continues_where_it_stopped(tiny_llama, tmp_path):
             [(corpus / "big.txt").read_text(encoding="utf-8")],
             32,
             8,
-            window_chars=4096,
+            window_chars=1024,
         )
     )
+    assert chunks[149].next.char > 3 * 1024 and len(chunks) > 300
     store.delete([f"c/big.txt#{n}" for n in range(150, total)])
     store.save(tmp_path / "a" / "store")
     folder = IndexFolder(tmp_path / "a")

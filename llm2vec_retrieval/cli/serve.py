@@ -24,18 +24,6 @@ from .common import (
 
 
 def register(sub: Subparsers) -> None:
-    from ..server import (
-        API_KEY_ENV,
-        DEFAULT_BATCH_TOKENS,
-        DEFAULT_BATCH_WAIT_MS,
-        DEFAULT_KEEP_ALIVE,
-        DEFAULT_MAX_BODY_BYTES,
-        DEFAULT_MAX_CONNECTIONS,
-        DEFAULT_MAX_INPUTS,
-        DEFAULT_READ_TIMEOUT,
-        DEFAULT_REQUEST_TIMEOUT,
-    )
-
     sv = sub.add_parser(
         "serve",
         formatter_class=Formatter,
@@ -49,6 +37,17 @@ def register(sub: Subparsers) -> None:
         '  curl -s localhost:8000/v1/embeddings -d \'{"input": ["hello"], "input_type": "query"}\'',
     )
     sv.error = _serve_error
+    _add_serving_args(sv)
+    _add_access_args(sv)
+    _add_request_limits(sv)
+    _add_batching_args(sv)
+    _add_connection_args(sv)
+    sv.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    sv.set_defaults(func=run, says_dtype=False)
+
+
+def _add_serving_args(sv: argparse.ArgumentParser) -> None:
+    """What is served and where: the index, the model, host and port, the reported name."""
     sv.add_argument(
         "--index",
         default=None,
@@ -74,6 +73,12 @@ def register(sub: Subparsers) -> None:
         default=None,
         help="model name reported by the API (default: the model's)",
     )
+
+
+def _add_access_args(sv: argparse.ArgumentParser) -> None:
+    """Who may call: the API key and the CORS origins."""
+    from ..server import API_KEY_ENV
+
     sv.add_argument(
         "--api-key",
         type=_nonempty,
@@ -89,6 +94,12 @@ def register(sub: Subparsers) -> None:
         metavar="ORIGIN",
         help="allow browser calls from this origin (repeatable; '*' for any; default: CORS off)",
     )
+
+
+def _add_request_limits(sv: argparse.ArgumentParser) -> None:
+    """How large one request may be."""
+    from ..server import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INPUTS
+
     sv.add_argument(
         "--max-body-bytes",
         type=_int_in(1),
@@ -112,6 +123,12 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="cut long inputs to the limit instead of refusing them",
     )
+
+
+def _add_batching_args(sv: argparse.ArgumentParser) -> None:
+    """The micro-batcher's wait and token budget."""
+    from ..server import DEFAULT_BATCH_TOKENS, DEFAULT_BATCH_WAIT_MS
+
     sv.add_argument(
         "--batch-wait-ms",
         type=_seconds(0.0, inclusive=True),
@@ -125,6 +142,17 @@ def register(sub: Subparsers) -> None:
         help="token budget of one model batch; large requests are encoded in pieces of this "
         "size, interleaved with the others",
     )
+
+
+def _add_connection_args(sv: argparse.ArgumentParser) -> None:
+    """Timeouts and the connection cap."""
+    from ..server import (
+        DEFAULT_KEEP_ALIVE,
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_READ_TIMEOUT,
+        DEFAULT_REQUEST_TIMEOUT,
+    )
+
     sv.add_argument(
         "--read-timeout",
         type=_seconds(0.0, inclusive=False),
@@ -152,8 +180,6 @@ def register(sub: Subparsers) -> None:
         metavar="S",
         help="seconds a request may wait for the model (503 after)",
     )
-    sv.add_argument("--access-log", action="store_true", help="log every request to stderr")
-    sv.set_defaults(func=run, says_dtype=False)
 
 
 def run(args: argparse.Namespace) -> int:

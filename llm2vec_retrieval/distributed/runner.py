@@ -110,6 +110,7 @@ def encode_corpus(
     """Encode ``sources`` into the shard folder ``out`` (see the module docstring)."""
     from ..ingest.chunking import check_chunking
     from ..ingest.folder import embedder_spec, encoder_from_spec
+    from ..ingest.manifest import Chunking
 
     s = settings or CorpusSettings()
     t0 = time.perf_counter()
@@ -136,12 +137,12 @@ def encode_corpus(
             f"--chunk-tokens {s.chunk_tokens} is more than the model's doc_max_length "
             f"({encoder.config.doc_max_length})"
         )
-    chunking = {
-        "chunk_tokens": s.chunk_tokens,
-        "overlap": s.overlap,
-        "text_field": s.text_field,
-        "text_column": s.text_column,
-    }
+    chunking = Chunking(
+        chunk_tokens=s.chunk_tokens,
+        overlap=s.overlap,
+        text_field=s.text_field,
+        text_column=s.text_column,
+    ).to_json()  # the index manifest's typed chunking, as ingest writes it
     header = {
         "embedder": spec,
         "fingerprint": encoder.fingerprint(),

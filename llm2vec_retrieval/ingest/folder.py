@@ -28,14 +28,13 @@ there (`store_manifest_path`), only the next save moves it back.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import atomic_write_json
+from .._io import JSONReadError, atomic_write_json, read_json
 from ..errors import UserError
 from .manifest import REBUILD_KEY as REBUILD_KEY  # the searcher reads it from here
 from .manifest import (
@@ -73,11 +72,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path, fix: str = "re-create the index with --rebuild") -> Any:
+    """The JSON in ``path`` (`_io.read_json`); IndexFolderError saying why and ``fix``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
-        raise IndexFolderError(f"{path} is unreadable ({reason}); {fix}") from None
+        return read_json(path)
+    except OSError as exc:
+        reason = type(exc).__name__
+    except JSONReadError as exc:
+        reason = exc.reason
+    raise IndexFolderError(f"{path} is unreadable ({reason}); {fix}") from None
 
 
 class IndexFolder:

@@ -184,6 +184,17 @@ def create_app(
     only that the server is up, and a 404 does not list the routes (nothing about the host
     without the key). ``cors_origins``: origins allowed by CORS (none: no CORS headers at
     all)."""
+    app = _new_app(cors_origins)
+    auth = _ApiKey(api_key)
+    _add_error_handlers(app, list_routes=api_key is None)
+    _add_job_routes(app, service, auth.dependencies, max_body_bytes)
+    _add_read_routes(app, service, auth)
+    app.add_middleware(_MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+def _new_app(cors_origins: list[str] | tuple[str, ...]) -> FastAPI:
+    """The bare app, with CORS for ``cors_origins`` (none: no CORS headers at all)."""
     from .. import __version__
 
     app = FastAPI(
@@ -200,69 +211,57 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    return app
 
-    dependencies: list[Any] = []
-    bearer = HTTPBearer(auto_error=False, description="the key given to `serve --api-key`")
-    expected = (api_key or "").encode("utf-8")
 
-    def key_ok(credentials: HTTPAuthorizationCredentials | None) -> bool:
-        if api_key is None:
+class _ApiKey:
+    """The API key check: ``dependencies`` of every route that needs the key (none without
+    a key), and `allows` for ``/health``, which answers without it."""
+
+    def __init__(self, api_key: str | None):
+        self.api_key = api_key
+        self.bearer = HTTPBearer(auto_error=False, description="the key given to `serve --api-key`")
+        self.expected = (api_key or "").encode("utf-8")
+        self.dependencies: list[Any] = []
+        if api_key is not None:
+
+            async def authorize(
+                credentials: HTTPAuthorizationCredentials | None = Depends(self.bearer),  # noqa: B008
+            ) -> None:
+                if not self.key_ok(credentials):
+                    raise ApiError(
+                        401,
+                        "missing or incorrect API key: send the header 'Authorization: Bearer <key>'",
+                        code="invalid_api_key",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+
+            self.dependencies = [Depends(authorize)]
+
+    def key_ok(self, credentials: HTTPAuthorizationCredentials | None) -> bool:
+        if self.api_key is None:
             return True
         given = (credentials.credentials if credentials is not None else "").encode(
             "utf-8", "replace"
         )
-        return hmac.compare_digest(given, expected)
+        return hmac.compare_digest(given, self.expected)
 
-    if api_key is not None:
+    async def allows(self, request: Request) -> bool:
+        """Whether ``request`` may see what the key guards (always, without a key)."""
+        return self.api_key is None or self.key_ok(await self.bearer(request))
 
-        async def authorize(
-            credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-        ) -> None:
-            if not key_ok(credentials):
-                raise ApiError(
-                    401,
-                    "missing or incorrect API key: send the header 'Authorization: Bearer <key>'",
-                    code="invalid_api_key",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
 
-        dependencies = [Depends(authorize)]
+def _add_error_handlers(app: FastAPI, list_routes: bool) -> None:
+    """Every error in OpenAI's {"error": {...}} shape; a 404 lists the routes only with
+    ``list_routes`` (with a key, a caller who may not have it learns nothing beyond /docs)."""
 
-    # -- errors: every one in OpenAI's {"error": {...}} shape
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return _error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        method, path = request.method, request.url.path
-        headers = dict(exc.headers or {})
-        if exc.status_code == 404:
-            routes = ", ".join(
-                f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path.replace(':path', '')}"
-                for r in app.routes
-                if isinstance(r, Route) and r.include_in_schema and r.methods
-            )
-            # with a key, a caller who may not have it learns nothing beyond /docs
-            hint = f"routes: {routes}" if api_key is None else "see /docs"
-            err = ApiError(
-                404,
-                f"unknown route {method} {path}; {hint}",
-                code="not_found",
-                type_="not_found_error",
-                headers=headers,
-            )
-        elif exc.status_code == 405:
-            allow = headers.get("Allow") or headers.get("allow") or ""
-            err = ApiError(
-                405,
-                f"method {method} not allowed on {path}; use {allow}",
-                code="method_not_allowed",
-                headers=headers,
-            )
-        else:
-            err = ApiError(exc.status_code, str(exc.detail), headers=headers)
-        return _error(err)
+        return _error(_http_api_error(app, request, exc, list_routes))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -270,83 +269,124 @@ def create_app(
         field = str(loc[-1]) if loc else None
         return _error(ApiError(422, f"invalid '{field}'", param=field, code="invalid_value"))
 
-    async def guarded(work, tei: bool = False) -> Response:
-        """``work()``'s response, or its error in OpenAI's shape (TEI's with ``tei``)."""
-        try:
-            return await work()
-        except _Disconnected:
-            return Response(status_code=400)  # nobody is listening any more
-        except Exception as exc:
-            if isinstance(exc, ApiError):
-                err = exc
-            else:  # a bug or a model failure: this request fails alone
-                logger.error("request failed: %s: %s", type(exc).__name__, exc)
-                err = ApiError(500, f"internal error: {type(exc).__name__}: {exc}")
-            if tei:
-                return _json(err.tei_body(), err.status, err.headers or None)
-            return _error(err)
 
-    async def wait_for(request: Request, pairs: list[tuple[str, str]], tokens: list[int]):
-        fut = service.submit(pairs, tokens)
-        waiter = asyncio.wrap_future(fut)
-        gone = asyncio.ensure_future(_until_disconnect(request))
-        try:
-            done, _ = await asyncio.wait(
-                {waiter, gone}, timeout=service.request_timeout, return_when=asyncio.FIRST_COMPLETED
+def _http_api_error(
+    app: FastAPI, request: Request, exc: StarletteHTTPException, list_routes: bool
+) -> ApiError:
+    """Starlette's 404, 405 and other HTTP errors as `ApiError`s that say what to do."""
+    method, path = request.method, request.url.path
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        routes = ", ".join(
+            f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path.replace(':path', '')}"
+            for r in app.routes
+            if isinstance(r, Route) and r.include_in_schema and r.methods
+        )
+        hint = f"routes: {routes}" if list_routes else "see /docs"
+        return ApiError(
+            404,
+            f"unknown route {method} {path}; {hint}",
+            code="not_found",
+            type_="not_found_error",
+            headers=headers,
+        )
+    if exc.status_code == 405:
+        allow = headers.get("Allow") or headers.get("allow") or ""
+        return ApiError(
+            405,
+            f"method {method} not allowed on {path}; use {allow}",
+            code="method_not_allowed",
+            headers=headers,
+        )
+    return ApiError(exc.status_code, str(exc.detail), headers=headers)
+
+
+async def _guarded(work, tei: bool = False) -> Response:
+    """``work()``'s response, or its error in OpenAI's shape (TEI's with ``tei``)."""
+    try:
+        return await work()
+    except _Disconnected:
+        return Response(status_code=400)  # nobody is listening any more
+    except Exception as exc:
+        if isinstance(exc, ApiError):
+            err = exc
+        else:  # a bug or a model failure: this request fails alone
+            logger.error("request failed: %s: %s", type(exc).__name__, exc)
+            err = ApiError(500, f"internal error: {type(exc).__name__}: {exc}")
+        if tei:
+            return _json(err.tei_body(), err.status, err.headers or None)
+        return _error(err)
+
+
+async def _wait_for(
+    service: EmbeddingService, request: Request, pairs: list[tuple[str, str]], tokens: list[int]
+):
+    """The vectors of ``pairs`` from the micro-batcher; the job is dropped when the client
+    goes away (`_Disconnected`) or the service's request timeout passes (503)."""
+    fut = service.submit(pairs, tokens)
+    waiter = asyncio.wrap_future(fut)
+    gone = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        done, _ = await asyncio.wait(
+            {waiter, gone}, timeout=service.request_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        gone.cancel()
+    if waiter in done:
+        return waiter.result()
+    fut.cancel()  # the batcher drops a cancelled job before its next piece
+    waiter.cancel()
+    if gone in done:
+        raise _Disconnected
+    raise ApiError(503, "timed out waiting for the model", code="timeout")
+
+
+def _job_route(
+    service: EmbeddingService,
+    max_body_bytes: int,
+    prepare,
+    respond,
+    tei: bool = False,
+    optional_vectors: bool = False,
+):
+    """A POST route: parse the body, ``prepare`` the job (thread pool), wait for its
+    vectors from the micro-batcher, render ``respond(job, vectors)`` (thread pool)."""
+
+    async def route(request: Request) -> Response:
+        async def work() -> Response:
+            body = await _read_json(request, max_body_bytes)
+            job = await run_in_threadpool(prepare, body)
+            vectors = (
+                await _wait_for(service, request, job.pairs, job.tokens)
+                if job.pairs or not optional_vectors
+                else None
             )
-        finally:
-            gone.cancel()
-        if waiter in done:
-            return waiter.result()
-        fut.cancel()  # the batcher drops a cancelled job before its next piece
-        waiter.cancel()
-        if gone in done:
-            raise _Disconnected
-        raise ApiError(503, "timed out waiting for the model", code="timeout")
+            data = await run_in_threadpool(lambda: _json_bytes(respond(job, vectors)))
+            return Response(data, media_type="application/json")
 
-    def job_route(prepare, respond, tei: bool = False, optional_vectors: bool = False):
-        """A POST route: parse the body, ``prepare`` the job (thread pool), wait for its
-        vectors from the micro-batcher, render ``respond(job, vectors)`` (thread pool)."""
+        return await _guarded(work, tei=tei)
 
-        async def route(request: Request) -> Response:
-            async def work() -> Response:
-                body = await _read_json(request, max_body_bytes)
-                job = await run_in_threadpool(prepare, body)
-                vectors = (
-                    await wait_for(request, job.pairs, job.tokens)
-                    if job.pairs or not optional_vectors
-                    else None
-                )
-                data = await run_in_threadpool(lambda: _json_bytes(respond(job, vectors)))
-                return Response(data, media_type="application/json")
+    return route
 
-            return await guarded(work, tei=tei)
 
-        return route
-
-    # -- routes
-    embeddings = job_route(service.prepare_embeddings, service.embeddings_response)
+def _add_job_routes(
+    app: FastAPI, service: EmbeddingService, dependencies: list[Any], max_body_bytes: int
+) -> None:
+    """The POST routes, which encode: /v1/embeddings, /search, /embed (and aliases)."""
+    embeddings = _job_route(
+        service, max_body_bytes, service.prepare_embeddings, service.embeddings_response
+    )
     # lexical search needs no vectors
-    search = job_route(service.prepare_search, service.search_response, optional_vectors=True)
-    embed = job_route(service.prepare_embed, service.embed_response, tei=True)
-
-    async def info() -> Response:
-        return _json(service.info())
-
-    async def metrics() -> Response:
-        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
-
-    async def models() -> Response:
-        return _json(service.models())
-
-    async def model(model_id: str) -> Response:
-        return await guarded(lambda: _async(service.model, model_id))
-
-    async def health(request: Request) -> Response:
-        details = api_key is None or key_ok(await bearer(request))
-        # in the thread pool: a new commit of the index is loaded there first
-        return _json(await run_in_threadpool(service.health, details))
-
+    search = _job_route(
+        service,
+        max_body_bytes,
+        service.prepare_search,
+        service.search_response,
+        optional_vectors=True,
+    )
+    embed = _job_route(
+        service, max_body_bytes, service.prepare_embed, service.embed_response, tei=True
+    )
     post: dict[str, Any] = {"methods": ["POST"], "dependencies": dependencies, "responses": _ERRORS}
     app.add_api_route(
         "/v1/embeddings",
@@ -373,7 +413,29 @@ def create_app(
         openapi_extra=_body_schema(EmbedRequest),
         **post,
     )
-    get: dict[str, Any] = {"methods": ["GET"], "dependencies": dependencies}
+
+
+def _add_read_routes(app: FastAPI, service: EmbeddingService, auth: _ApiKey) -> None:
+    """The GET routes: models, info, metrics (behind the key) and health (open)."""
+
+    async def info() -> Response:
+        return _json(service.info())
+
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def models() -> Response:
+        return _json(service.models())
+
+    async def model(model_id: str) -> Response:
+        return await _guarded(lambda: _async(service.model, model_id))
+
+    async def health(request: Request) -> Response:
+        details = await auth.allows(request)
+        # in the thread pool: a new commit of the index is loaded there first
+        return _json(await run_in_threadpool(service.health, details))
+
+    get: dict[str, Any] = {"methods": ["GET"], "dependencies": auth.dependencies}
     app.add_api_route("/v1/models", models, response_model=ModelList, summary="List models", **get)
     app.add_api_route(
         "/v1/models/{model_id:path}",
@@ -393,8 +455,6 @@ def create_app(
         **get,
     )
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, summary="Health")
-    app.add_middleware(_MetricsMiddleware, metrics=service.metrics)
-    return app
 
 
 async def _async(fn, *args):

@@ -99,6 +99,49 @@ def combine_adapters(
     Returns {"rank", "dtype", "bytes", "relative_error": {"max", "mean"}} (errors are the
     Frobenius norm of the dropped part over the norm of the summed update, per module).
     """
+    saved_dtype = _check_arguments(adapters, output, rank, dtype, overwrite)
+    output = Path(output)
+    folders = [Path(a) for a in adapters]
+    read = [_read_adapter(f) for f in folders]
+    stacked = _stack_updates(read)
+    # one rank for every module (PEFT's config has one r): modules with fewer directions
+    # (targeted by fewer stages) get zero padding, which changes nothing
+    new_rank = rank if rank is not None else max(b.shape[1] for b, _ in stacked.values())
+
+    tensors: dict[str, torch.Tensor] = {}
+    errors: list[float] = []
+    for name, (b_all, a_all) in stacked.items():
+        b_new, a_new, err = _to_rank(b_all, a_all, new_rank)
+        errors.append(err)
+        tensors[f"{name}.lora_A.weight"] = a_new.to(saved_dtype).contiguous()
+        tensors[f"{name}.lora_B.weight"] = b_new.to(saved_dtype).contiguous()
+
+    provenance = {
+        "adapters": [os.fspath(f) for f in folders],
+        "rank": new_rank,
+        "exact": rank is None or all(e == 0.0 for e in errors),
+        "dtype": dtype,
+        "relative_error_max": max(errors),
+        "relative_error_mean": sum(errors) / len(errors),
+    }
+    cfg = _combined_config(read, sorted(stacked), new_rank, base_model)
+    _write_adapter(output, folders[-1], tensors, cfg, provenance)
+    return {
+        "rank": new_rank,
+        "dtype": dtype,
+        "bytes": (output / ADAPTER_WEIGHTS).stat().st_size,
+        "relative_error": {"max": max(errors), "mean": sum(errors) / len(errors)},
+    }
+
+
+def _check_arguments(
+    adapters: list[str | os.PathLike],
+    output: str | os.PathLike,
+    rank: int | None,
+    dtype: str,
+    overwrite: bool,
+) -> torch.dtype:
+    """The dtype to save in, once `combine_adapters`' arguments are checked."""
     if not adapters:
         raise InvalidInputError("combine needs at least one adapter folder")
     try:
@@ -112,10 +155,15 @@ def combine_adapters(
         raise InvalidInputError(
             f"output folder {output} is not empty (pass overwrite=True to replace it)"
         )
-    folders = [Path(a) for a in adapters]
-    read = [_read_adapter(f) for f in folders]
-    names = sorted(set().union(*(set(m) for _, m in read)))
+    return saved_dtype
 
+
+def _stack_updates(
+    read: list[tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]],
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per module (sorted by name), the stages' scaled factors side by side: (B, A) of
+    shapes (out, R) and (R, in) with R the sum of the ranks of the stages that trained it."""
+    names = sorted(set().union(*(set(m) for _, m in read)))
     stacked: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name in names:
         bs, as_ = [], []
@@ -125,39 +173,45 @@ def combine_adapters(
                 bs.append(b * _scale(cfg, name))
                 as_.append(a)
         stacked[name] = (torch.cat(bs, dim=1), torch.cat(as_, dim=0))  # (out, R), (R, in)
-    # one rank for every module (PEFT's config has one r): modules with fewer directions
-    # (targeted by fewer stages) get zero padding, which changes nothing
-    new_rank = rank if rank is not None else max(b.shape[1] for b, _ in stacked.values())
+    return stacked
 
-    tensors: dict[str, torch.Tensor] = {}
-    errors: list[float] = []
-    for name, (b_all, a_all) in stacked.items():
-        if b_all.shape[1] <= new_rank:
-            pad = new_rank - b_all.shape[1]
-            b_new = torch.cat([b_all, b_all.new_zeros(b_all.shape[0], pad)], dim=1)
-            a_new = torch.cat([a_all, a_all.new_zeros(pad, a_all.shape[1])], dim=0)
-            err = 0.0
-        else:
-            # SVD of the product through thin QR factors: never forms the (out, in) matrix
-            qb, rb = torch.linalg.qr(b_all.double())
-            qa, ra = torch.linalg.qr(a_all.double().T)
-            u, s, vh = torch.linalg.svd(rb @ ra.T)
-            root = s[:new_rank].sqrt()
-            b_new = ((qb @ u[:, :new_rank]) * root).float()
-            a_new = (root[:, None] * (vh[:new_rank] @ qa.T)).float()
-            total = float(s.pow(2).sum())
-            err = float(s[new_rank:].pow(2).sum() / total) ** 0.5 if total > 0 else 0.0
-        errors.append(err)
-        tensors[f"{name}.lora_A.weight"] = a_new.to(saved_dtype).contiguous()
-        tensors[f"{name}.lora_B.weight"] = b_new.to(saved_dtype).contiguous()
 
-    last_cfg = read[-1][0]
-    cfg = dict(last_cfg)
+def _to_rank(
+    b_all: torch.Tensor, a_all: torch.Tensor, rank: int
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(B, A, relative error) of rank ``rank`` for the update ``b_all @ a_all``: padded with
+    zeros when it has fewer directions (exact), else its truncated SVD."""
+    if b_all.shape[1] <= rank:
+        pad = rank - b_all.shape[1]
+        b_new = torch.cat([b_all, b_all.new_zeros(b_all.shape[0], pad)], dim=1)
+        a_new = torch.cat([a_all, a_all.new_zeros(pad, a_all.shape[1])], dim=0)
+        return b_new, a_new, 0.0
+    # SVD of the product through thin QR factors: never forms the (out, in) matrix
+    qb, rb = torch.linalg.qr(b_all.double())
+    qa, ra = torch.linalg.qr(a_all.double().T)
+    u, s, vh = torch.linalg.svd(rb @ ra.T)
+    root = s[:rank].sqrt()
+    b_new = ((qb @ u[:, :rank]) * root).float()
+    a_new = (root[:, None] * (vh[:rank] @ qa.T)).float()
+    total = float(s.pow(2).sum())
+    err = float(s[rank:].pow(2).sum() / total) ** 0.5 if total > 0 else 0.0
+    return b_new, a_new, err
+
+
+def _combined_config(
+    read: list[tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]],
+    names: list[str],
+    rank: int,
+    base_model: str | None,
+) -> dict:
+    """The last stage's adapter_config.json for one LoRA of ``rank`` (scale 1) over the
+    modules ``names``; the base model given, else the first stage's."""
+    cfg = dict(read[-1][0])
     targets = sorted({n.rsplit(".", 1)[-1] for n in names})
     cfg.update(
         {
-            "r": new_rank,
-            "lora_alpha": new_rank,
+            "r": rank,
+            "lora_alpha": rank,
             "lora_dropout": 0.0,
             "rank_pattern": {},
             "alpha_pattern": {},
@@ -171,31 +225,24 @@ def combine_adapters(
         first = read[0][0].get("base_model_name_or_path")
         if first is not None:
             cfg["base_model_name_or_path"] = first
+    return cfg
 
+
+def _write_adapter(
+    output: Path,
+    last: Path,
+    tensors: dict[str, torch.Tensor],
+    cfg: dict,
+    provenance: dict,
+) -> None:
+    """The adapter folder: the last stage's other files, the weights, the config and
+    combined_from.json, swapped in at once."""
     from safetensors.torch import save_file
 
     with staged_folder(output) as tmp:
-        for item in folders[-1].iterdir():
+        for item in last.iterdir():
             if item.name not in _SKIP and item.is_file():
                 shutil.copy2(item, tmp / item.name)
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        (tmp / "combined_from.json").write_text(
-            json.dumps(
-                {
-                    "adapters": [os.fspath(f) for f in folders],
-                    "rank": new_rank,
-                    "exact": rank is None or all(e == 0.0 for e in errors),
-                    "dtype": dtype,
-                    "relative_error_max": max(errors),
-                    "relative_error_mean": sum(errors) / len(errors),
-                },
-                indent=2,
-            )
-        )
-    return {
-        "rank": new_rank,
-        "dtype": dtype,
-        "bytes": (output / ADAPTER_WEIGHTS).stat().st_size,
-        "relative_error": {"max": max(errors), "mean": sum(errors) / len(errors)},
-    }
+        (tmp / "combined_from.json").write_text(json.dumps(provenance, indent=2))
