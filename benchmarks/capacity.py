@@ -257,29 +257,23 @@ def child_shards(args: argparse.Namespace) -> dict:
 
     from llm2vec_retrieval.distributed import CorpusSettings
     from llm2vec_retrieval.ingest.folder import embedder_spec, encoder_from_spec
+    from llm2vec_retrieval.ingest.manifest import Chunking
     from llm2vec_retrieval.ingest.readers import ReadOptions
     from llm2vec_retrieval.ingest.records import read_file_records
-    from llm2vec_retrieval.shards import ShardWriter, shard_name
+    from llm2vec_retrieval.shards import ShardWriter, shard_header, shard_name
 
     t0 = time.perf_counter()
     defaults = CorpusSettings()
     spec = embedder_spec(args.model, None)
     encoder = encoder_from_spec(spec, "float32")
     corpus = Path(args.corpus).resolve()
-    chunking = {
-        "chunk_tokens": defaults.chunk_tokens,
-        "overlap": defaults.overlap,
-        "text_field": defaults.text_field,
-        "text_column": defaults.text_column,
-    }
-    header = {
-        "embedder": spec,
-        "fingerprint": encoder.fingerprint(),
-        "dimension": encoder.embedding_dim,
-        "chunking": chunking,
-        "query_instruction": defaults.query_instruction,
-        "source_root": str(corpus),
-    }
+    chunking = Chunking(
+        chunk_tokens=defaults.chunk_tokens,
+        overlap=defaults.overlap,
+        text_field=defaults.text_field,
+        text_column=defaults.text_column,
+    )
+    header = shard_header(spec, encoder, chunking, defaults.query_instruction, corpus)
     rng = np.random.default_rng(0)
     chunks = tokens = 0
     with ShardWriter(args.shards, header) as writer:
@@ -292,9 +286,9 @@ def child_shards(args: argparse.Namespace) -> dict:
                 path,
                 src,
                 encoder.tokenizer,
-                chunking["chunk_tokens"],
-                chunking["overlap"],
-                ReadOptions(chunking["text_field"], chunking["text_column"]),
+                chunking.chunk_tokens,
+                chunking.overlap,
+                ReadOptions(chunking.text_field, chunking.text_column),
             )
             vectors = rng.standard_normal((len(fr.records), encoder.embedding_dim))
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -44,7 +44,7 @@ from .index.errors import IndexCorruptedError
 from .progress import progress_bar
 
 if TYPE_CHECKING:
-    from .ingest.manifest import FileEntry, IndexManifest
+    from .ingest.manifest import Chunking, FileEntry, IndexManifest
 
 FORMAT = "llm2vec-retrieval-shards"
 VERSION = 1
@@ -62,6 +62,26 @@ HEADER_KEYS = (
 )
 
 INSTALL_HINT = "reading and writing shards needs pyarrow: pip install 'llm2vec-retrieval[ray]' (or: pip install pyarrow)"
+
+
+def shard_header(
+    spec: dict[str, Any],
+    encoder: Any,
+    chunking: Chunking,
+    query_instruction: str | None,
+    source_root: str | os.PathLike,
+) -> dict[str, Any]:
+    """What every shard of a folder shares (`HEADER_KEYS`): the embedder's spec, its
+    fingerprint and dimension (from `encoder`), the typed chunking, the query instruction
+    and the root the sources are relative to."""
+    return {
+        "embedder": spec,
+        "fingerprint": encoder.fingerprint(),
+        "dimension": encoder.embedding_dim,
+        "chunking": chunking.to_json(),
+        "query_instruction": query_instruction,
+        "source_root": str(source_root),
+    }
 
 
 class ShardError(UserError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..shards import SHARD_DIR, ShardWriter
+from ..shards import SHARD_DIR, ShardWriter, shard_header
 from .plan import Group, find_sources, plan_groups
 from .work import ShardJob
 
@@ -137,20 +137,19 @@ def encode_corpus(
             f"--chunk-tokens {s.chunk_tokens} is more than the model's doc_max_length "
             f"({encoder.config.doc_max_length})"
         )
-    chunking = Chunking(
-        chunk_tokens=s.chunk_tokens,
-        overlap=s.overlap,
-        text_field=s.text_field,
-        text_column=s.text_column,
-    ).to_json()  # the index manifest's typed chunking, as ingest writes it
-    header = {
-        "embedder": spec,
-        "fingerprint": encoder.fingerprint(),
-        "dimension": encoder.embedding_dim,
-        "chunking": chunking,
-        "query_instruction": s.query_instruction,
-        "source_root": str(root),
-    }
+    header = shard_header(
+        spec,
+        encoder,
+        Chunking(
+            chunk_tokens=s.chunk_tokens,
+            overlap=s.overlap,
+            text_field=s.text_field,
+            text_column=s.text_column,
+        ),
+        s.query_instruction,
+        root,
+    )
+    chunking = header["chunking"]
     with ShardWriter(out, header) as writer:
         _remove_temp_files(out / SHARD_DIR)
         done = set(writer.manifest["files"]) | set(writer.manifest.get("skipped", {}))
