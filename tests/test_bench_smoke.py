@@ -385,3 +385,23 @@ def test_encode_worker_queries_carry_the_instruction(tmp_path, tiny_llama, tiny_
         queries, tiny_encoder.encode_queries(texts, instruction="Find the claim:"), atol=1e-5
     )
     assert not np.allclose(docs, queries, atol=1e-3)
+
+
+def test_committed_results_md_is_what_the_report_makes(tmp_path):
+    """benchmarks/RESULTS.md is regenerated, never edited: built again from the committed
+    result files (plots into a scratch folder, so the links are rewritten to the committed
+    ones) it is byte-identical, and two builds give the same bytes."""
+    root = report.Path(report.__file__).resolve().parents[1]
+    results = root / "benchmarks" / "results"
+    out = root / "benchmarks" / ".RESULTS-check.md"  # beside RESULTS.md: the same links
+    try:
+        text = report.build_report(results, out, tmp_path / "plots")
+        again = report.build_report(results, out, tmp_path / "plots2")
+    finally:
+        out.unlink(missing_ok=True)
+    rel = lambda d: report.os.path.relpath(d, out.parent)  # noqa: E731
+    text = text.replace(rel(tmp_path / "plots"), "results/plots")
+    again = again.replace(rel(tmp_path / "plots2"), "results/plots")
+    assert text == again
+    committed = (root / "benchmarks" / "RESULTS.md").read_text()
+    assert text == committed, "benchmarks/RESULTS.md is stale: run python -m benchmarks.report"
