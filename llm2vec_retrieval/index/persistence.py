@@ -79,8 +79,9 @@ import stat
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -258,7 +259,7 @@ def _carry_foreign(src: Path, dst: Path) -> None:
             _link_or_copy(entry, dst / entry.name)
 
 
-def save_store(snap: StoreSnapshot, path: str | Path) -> str:
+def save_store(snap: StoreSnapshot, path: str | os.PathLike[str]) -> str:
     """Write a store's state into directory `path` atomically (the module docstring says how);
     the ``manifest_sha256`` of the version written. The caller keeps the state unchanged
     meanwhile (`IndexStore.save` holds its lock); once the save is committed, the segments
@@ -285,7 +286,7 @@ def save_store(snap: StoreSnapshot, path: str | Path) -> str:
 
 
 def _put(
-    obj: Any, name: str, tmp: Path, write: Callable[[Any], None], committed: list
+    obj: Any, name: str, tmp: Path, write: Callable[[BinaryIO], object], committed: list
 ) -> dict[str, Any]:
     """Put an immutable file into the new directory: linked from where it was committed
     (its checksum reused) when that file is still there, else written; its file entry."""
@@ -328,7 +329,7 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) ->
                 raise RuntimeError("vector segments do not match the document segments")
             name = vseg.name + VEC_SUFFIX
             files[name] = _put(
-                vseg, name, tmp, lambda f, a=vseg.arrays: write_arrays(f, a), committed
+                vseg, name, tmp, partial(write_arrays, arrays=vseg.arrays), committed
             )
     if vecs is None and backend is not None and backend.keeps_vectors:
         with open(tmp / VECTORS_FILE, "wb") as f:
@@ -340,15 +341,13 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) ->
         fresh.append(VECTORS_FILE)
     for seg in docs.segments:
         name = seg.name + DOCS_SUFFIX
-        files[name] = _put(seg, name, tmp, lambda f, a=seg.arrays: write_arrays(f, a), committed)
+        files[name] = _put(seg, name, tmp, partial(write_arrays, arrays=seg.arrays), committed)
     lexical = snap.lexical
     vocab: list[dict[str, Any]] = []
     if lexical is not None:
         for seg in lexical.segments:
             name = seg.name + LEX_SUFFIX
-            files[name] = _put(
-                seg, name, tmp, lambda f, a=seg.arrays: write_arrays(f, a), committed
-            )
+            files[name] = _put(seg, name, tmp, partial(write_arrays, arrays=seg.arrays), committed)
         parts, start = lexical.vocab_parts, 0
         have = sum(p["count"] for p in parts)
         if lexical.n_terms > have:
@@ -363,7 +362,7 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) ->
                 part,
                 part["name"],
                 tmp,
-                lambda f, t=terms: f.write(json.dumps(t, ensure_ascii=True).encode()),
+                partial(_write_terms, terms=terms),
                 committed,
             )
             vocab.append({"name": part["name"], "count": part["count"]})
@@ -396,12 +395,17 @@ def _write_files(snap: StoreSnapshot, path: Path, tmp: Path, committed: list) ->
         "files": files,
     }
     manifest["manifest_sha256"] = manifest_checksum(manifest)
-    with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
+    with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as mf:
+        json.dump(manifest, mf, indent=2, sort_keys=True)
+        mf.write("\n")
     if path.exists():
         _carry_foreign(path, tmp)
     return str(manifest["manifest_sha256"])
+
+
+def _write_terms(f: BinaryIO, terms: list[str]) -> None:
+    """A vocabulary part: its terms as one ASCII JSON list, into the open binary file."""
+    f.write(json.dumps(terms, ensure_ascii=True).encode())
 
 
 def _corrupt(file: Path, msg: str) -> IndexCorruptedError:
@@ -519,7 +523,7 @@ def _is_streamed(name: str) -> bool:
 
 
 def load_store(
-    path: str | Path,
+    path: str | os.PathLike[str],
     fingerprint: dict[str, Any] | None = None,
     allow_fingerprint_mismatch: bool = False,
 ) -> StoreSnapshot:
@@ -696,7 +700,7 @@ def _read_segments(
         except (ArrayFileError, KeyError) as exc:
             raise _corrupt(d / DELETED_FILE, f"unreadable ({exc})") from None
         dead = set(marks.tolist())
-    docsegs = []
+    docsegs: list[Segment] = []
     for entry in manifest["segments"]:
         name = entry["name"] + DOCS_SUFFIX
         seg = segments.get(name)

@@ -201,9 +201,16 @@ class IndexStore:
     def _fetch_vectors(self, iids: np.ndarray) -> np.ndarray:
         """Vectors the segments do not hold, from the FAISS side (a store from an older
         save, or vectors added after the index was built)."""
+        return np.asarray(self._dense().vectors(iids), np.float32)
+
+    def _dense(self) -> Backend:
+        """The FAISS side of a store that has a dimension (so has vectors or may get them):
+        one is made with the dimension (``__init__``, `_fix_dim`, `from_snapshot`), or opened
+        on first use. For callers that only get here once the store has a document or a
+        vector; caller holds the lock."""
         backend = self._backend
-        assert backend is not None
-        return np.asarray(backend.vectors(iids), np.float32)
+        assert backend is not None, "the store has documents or vectors but no FAISS side"
+        return backend
 
     @property
     def dim(self) -> int | None:
@@ -356,8 +363,10 @@ class IndexStore:
                 assert self._vecs is not None
                 self._vecs.add(new_iids, x)
             else:
-                self._backend.add(new_iids, x)
+                self._dense().add(new_iids, x)
             if self._lexical is not None:
+                if tokens is None:  # another thread built the BM25 index since the tokenizing
+                    tokens = self._lexical.tokenize(texts)
                 self._lexical.add(new_iids.tolist(), tokens)
             self._next_iid += n
             self._live_cache = None
@@ -368,7 +377,7 @@ class IndexStore:
             ]
             if old:
                 if not deferred:  # else the docstore's marks say they are gone
-                    self._backend.remove(np.asarray(old, dtype=np.int64))
+                    self._dense().remove(np.asarray(old, dtype=np.int64))
                 if self._lexical is not None:
                     self._lexical.remove(old)
         return ids
@@ -393,7 +402,7 @@ class IndexStore:
                 return 0
             iids = np.asarray([self._docs.pop(i) for i in found], dtype=np.int64)
             if not self._deferred:  # else the docstore's marks say they are gone
-                self._backend.remove(iids)
+                self._dense().remove(iids)
             if self._lexical is not None:
                 self._lexical.remove(iids.tolist())
             self._live_cache = None
@@ -433,7 +442,7 @@ class IndexStore:
             iids = np.asarray([iid for _, iid in found], dtype=np.int64)
             vecs = None
             if include_vectors and found:
-                vecs = self._backend.vectors(iids)
+                vecs = self._dense().vectors(iids)
             return [
                 Record(i, text, meta, None if vecs is None else vecs[j].copy())
                 for j, (i, text, meta) in enumerate(self._docs.records(iids.tolist()))
@@ -482,20 +491,17 @@ class IndexStore:
         kk = min(k, n)
         if kk == 0:
             return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
-        if (
-            allowed is not None
-            and self._backend.approximate
-            and len(allowed) <= self.exact_filter_max
-        ):
+        backend = self._dense()
+        if allowed is not None and backend.approximate and len(allowed) <= self.exact_filter_max:
             # few matches: exact search over them is cheaper than a filtered ANN search
-            s, i = self._backend.exact_search(q, kk, allowed)
+            s, i = backend.exact_search(q, kk, allowed)
         else:
-            s, i = self._backend.search(q, kk, allowed)
+            s, i = backend.search(q, kk, allowed)
         s, i = np.asarray(s, np.float32)[:, :kk], np.asarray(i, np.int64)[:, :kk]
         short = (i >= 0).sum(axis=1) < kk
         if short.any():  # approximate search fell short: exact over the matching subset
             pool = allowed if allowed is not None else self._live_iids()
-            s2, i2 = self._backend.exact_search(q[short], kk, pool)
+            s2, i2 = backend.exact_search(q[short], kk, pool)
             s, i = s.copy(), i.copy()
             s[short], i[short] = s2, i2
         if self._metric == "cosine":
@@ -546,7 +552,7 @@ class IndexStore:
             new = l_ids[~np.isin(l_ids, d_ids)]
             new_s = np.empty(0, np.float32)
             if len(new):
-                new_s = exact_scores(self._metric, q[r : r + 1], self._backend.vectors(new))[0]
+                new_s = exact_scores(self._metric, q[r : r + 1], self._dense().vectors(new))[0]
                 if self._metric == "cosine":
                     new_s = np.clip(new_s, -1.0, 1.0)
             dense_rows.append((np.concatenate([d_ids, new]), np.concatenate([d_s, new_s])))
@@ -679,17 +685,22 @@ class IndexStore:
     def _search_hits(
         self, q: np.ndarray | None, texts: list[str] | None, req: SearchRequest
     ) -> list[list[SearchHit]]:
-        """The hit lists of a resolved request (unnumbered)."""
+        """The hit lists of a resolved request (unnumbered); `_search` has checked that the
+        mode has what it needs: ``q`` unless lexical, ``texts`` unless dense."""
         mode, k, fusion, alpha = req.mode, req.k, req.fusion, req.alpha
         rrf_k, candidates, pred = req.rrf_k, req.candidates, req.predicate
+        assert fusion is not None and alpha is not None, "the request is not resolved"
         with self._lock:
             allowed = self._allowed(pred)
             if mode == "dense":
+                assert q is not None, "a dense search without query vectors"
                 s, i = self._search_iids(q, int(k), allowed)
                 return [self._hits(s[r], i[r]) for r in range(len(q))]
             if mode == "lexical":
+                assert texts is not None, "a lexical search without query texts"
                 s, i = self._lexical_iids(texts, int(k), allowed)
                 return [self._hits(s[r], i[r]) for r in range(len(texts))]
+            assert q is not None and texts is not None, "a hybrid search without vectors or texts"
             depth = max(int(k), int(candidates))
             if fusion in SCORE_FUSIONS:
                 dense, lexical = self._scored_candidates(q, texts, depth, allowed)
@@ -740,7 +751,7 @@ class IndexStore:
             s_row, cand = s[0][valid], i[0][valid]
             if len(cand) == 0:
                 return []
-            picked = mmr_select(q[0], self._backend.vectors(cand), int(k), float(lambda_mult))
+            picked = mmr_select(q[0], self._dense().vectors(cand), int(k), float(lambda_mult))
             return self._hits(s_row[picked], cand[picked])
 
     # -- persistence --------------------------------------------------------------
@@ -750,15 +761,16 @@ class IndexStore:
         ``extra``: the caller's metadata (a JSON-serializable dict, e.g. an integration's
         settings), saved inside the checksummed manifest and returned by `extra` after
         `load`; None keeps what the store last saved or loaded."""
+        saved_extra: dict[str, Any] | None = None
         if extra is not None:
             if not isinstance(extra, Mapping):
                 raise ValueError(f"extra must be a dict or None, got {type(extra).__name__}")
-            extra = _check_json("extra", dict(extra))
+            saved_extra = _check_json("extra", dict(extra))
         with self._lock:
             self._commit_segments()
             with self.snapshot() as snap:
-                if extra is not None:
-                    snap = replace(snap, extra=extra)
+                if saved_extra is not None:
+                    snap = replace(snap, extra=saved_extra)
                 self._version = save_store(snap, path)
                 self._extra = snap.extra
 

@@ -120,8 +120,9 @@ class Searcher:
     @property
     def notice(self) -> str | None:
         """A one-line hint when the index cannot use the default mode."""
-        if self.store.has_lexical:
-            return None
+        return None if self.store.has_lexical else self._no_lexical_notice()
+
+    def _no_lexical_notice(self) -> str:
         return (
             f"{self.folder.path} has no lexical (BM25) part, so searches are dense only; run "
             "`llm2vec-retrieval index` on it again to add it (nothing is re-embedded)"
@@ -138,7 +139,7 @@ class Searcher:
             )
         if mode != "dense" and not self.store.has_lexical:
             raise ValueError(
-                self.notice.replace(
+                self._no_lexical_notice().replace(
                     "so searches are dense only", f"so it cannot search in {mode} mode"
                 )
             )
@@ -152,6 +153,11 @@ class Searcher:
     def encode_query(self, query: str, instruction: str | None = None):
         """The query's vector as the store takes it: a cosine store normalizes it (the one
         place a query vector is normalized), so the encoder leaves it raw there."""
+        if self.encoder is None:
+            raise ValueError(
+                f"{self.folder.path} was opened for lexical search only (no embedder loaded), "
+                "so it cannot encode a query"
+            )
         return self.encoder.encode_queries(
             [query],
             instruction=self.query_instruction if instruction is None else instruction,
@@ -182,14 +188,11 @@ class Searcher:
             request = query
         else:
             request = SearchRequest(query, k, mode, filter, fusion, alpha, instruction=instruction)
-        if request.query is None:
+        text = request.query
+        if text is None:
             raise ValueError("Searcher.search needs the query text (request.query)")
         request = self.prepare(request)
-        vector = (
-            None
-            if request.mode == "lexical"
-            else self.encode_query(request.query, request.instruction)
-        )
+        vector = None if request.mode == "lexical" else self.encode_query(text, request.instruction)
         return self.search_vector(vector, request)
 
     def shortfall(self, found: int, request: SearchRequest) -> str | None:

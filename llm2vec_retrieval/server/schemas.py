@@ -11,6 +11,7 @@ routes serialise their responses themselves (large float arrays are faster that 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
@@ -249,7 +250,7 @@ class ErrorResponse(BaseModel):
 
 
 # ---------------------------------------------------------------------- validation errors
-def describe(errors: list[dict[str, Any]]) -> tuple[str | None, str]:
+def describe(errors: Sequence[Mapping[str, Any]]) -> tuple[str | None, str]:
     """(field, one-line message) for the first problem in pydantic's ``errors()`` list."""
     err = errors[0]
     loc = err.get("loc") or ()

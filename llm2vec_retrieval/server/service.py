@@ -27,10 +27,10 @@ import contextlib
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .._io import l2_normalize
 from ..hardware import compute_dtype
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from ..ingest import Searcher
 
 __all__ = ["ApiError", "EmbeddingJob", "EmbeddingService", "MicroBatcher", "SearchJob"]
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -99,7 +101,7 @@ class ApiError(Exception):
         return {"error": self.message, "error_type": kind, "param": self.param}
 
 
-def _validate(model: type, body: Any):
+def _validate(model: type[_Body], body: Any) -> _Body:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="bad_json")
     try:
@@ -186,11 +188,12 @@ class EmbeddingService:
         """The ``Searcher`` of the commit loaded last (None without an index)."""
         return self.index.state[0].searcher if self.index is not None else None
 
-    def _current_searcher(self) -> Searcher:
+    @staticmethod
+    def _current_searcher(index: LiveIndex) -> Searcher:
         """The searcher of the commit on disk (reloaded when it changed); 503 when that
         commit cannot be served."""
         try:
-            return self.index.current().searcher
+            return index.current().searcher
         except IndexUnavailable as exc:
             raise ApiError(503, str(exc), code="index_unavailable") from None
 
@@ -207,7 +210,9 @@ class EmbeddingService:
 
     def _decode(self, ids: list[int]) -> str:
         with self._encoder_lock():
-            return self.encoder.tokenizer.decode(ids)
+            # transformers types decode() as str | list[str] for every input, with no
+            # overloads; one sequence of ids decodes to a str
+            return self.encoder.tokenizer.decode(ids)  # type: ignore[return-value]
 
     def _cut(self, text: str, limit: int, keep_end: bool = False) -> str:
         """``text`` cut after its first ``limit`` tokens (``--truncate``), or before its last
@@ -592,7 +597,8 @@ class EmbeddingService:
     def prepare_search(self, body: Any) -> SearchJob:
         """A ``/search`` body as a job: the body's types checked by `SearchBody`, the search
         itself by `SearchRequest` (once) and the served index (`Searcher.prepare`)."""
-        if self.index is None:
+        index = self.index
+        if index is None:
             raise ApiError(
                 400,
                 "no index loaded: start the server with --index DIR to use /search",
@@ -601,9 +607,10 @@ class EmbeddingService:
         body_: SearchBody = _validate(SearchBody, body)
         fields = [body_.query] + ([body_.instruction] if body_.instruction is not None else [])
         fixed, repaired = repair_texts(fields)
+        query = fixed[0]
         try:
             request = SearchRequest(
-                fixed[0],
+                query,
                 body_.k,
                 body_.mode,
                 body_.filter,
@@ -620,7 +627,7 @@ class EmbeddingService:
                 message = str(exc)
             raise ApiError(422, message, param=exc.field, code="invalid_value") from None
         warn_repaired(repaired, stacklevel=2, what="request field(s)")
-        searcher = self._current_searcher()
+        searcher = self._current_searcher(index)
         try:
             request = searcher.prepare(request)
         except ValueError as exc:
@@ -634,7 +641,9 @@ class EmbeddingService:
                 if request.instruction is not None
                 else searcher.query_instruction
             )
-            texts, counts = self._check_lengths([request.query], "query")
+            # None only for a searcher opened lexical_only, whose `prepare` refused other modes
+            assert instruction is not None, "no query instruction for a mode that encodes the query"
+            texts, counts = self._check_lengths([query], "query")
             pairs = [(instruction, texts[0])]
             prompt_tokens = counts[0]
             tokens = [counts[0] + self._instruction_tokens(instruction) + 2]
