@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -1087,6 +1088,28 @@ def test_serve_default_dtype_is_said_at_start(tmp_path, tiny_llama):
     )
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert (cos > 0.99).all(), cos
+
+
+@pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_the_server_cleanly(tmp_path, tiny_llama, sig):
+    """Issue 24.5: uvicorn raises the signal again after its graceful shutdown (Python's
+    default handlers: KeyboardInterrupt, or killed by SIGTERM); `serve` absorbs it with
+    handlers of its own (no uvicorn.Server subclass) and exits 0 saying "server stopped"."""
+    proc, host, port = start_server(
+        ["-m", "llm2vec_retrieval", "--threads", "1", "serve", "--model", tiny_llama]
+        + ["--dtype", "float32", "--port", "0"],
+        tmp_path,
+    )
+    try:
+        status = request((host, port), "GET", "/health").status
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+    finally:
+        log = stop_server(proc)
+    assert status == 200
+    assert code == 0 and log.rstrip().endswith("server stopped"), (code, log)
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
 
 
 @pytest.mark.slow  # subprocesses: tens of seconds; make test runs it, make test-fast skips it

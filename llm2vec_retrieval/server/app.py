@@ -22,7 +22,9 @@ disconnects meanwhile cancels its job.
 
 ``bind`` opens the listening socket before the model is loaded (a port in use fails fast);
 ``run`` serves it with uvicorn's h11 protocol plus what uvicorn lacks: a read deadline per
-request (headers and body; 408 and close) and a cap on open connections (503 and close).
+request (headers and body; 408 and close) and a cap on open connections (503 and close);
+the keep-alive and graceful-shutdown timeouts are uvicorn's options, and SIGINT/SIGTERM stop
+the server with ``run`` returning (signal handlers around a plain ``uvicorn.Server``).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ import hmac
 import http
 import json
 import logging
+import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -543,6 +547,20 @@ def _guarded_protocol(max_connections: int, read_timeout: float) -> type:
         arrive whole (headers and body) within ``read_timeout`` seconds of its first byte (or
         of the connection opening), else it gets a 408 and the connection is closed; a
         connection beyond ``max_connections`` open ones gets a 503 and is closed at once.
+
+        Why a protocol class (uvicorn's supported ``Config(http=<class>)``) and not uvicorn's
+        options or an ASGI middleware (checked against uvicorn 0.55):
+        - no option bounds the time to receive a request: ``timeout_keep_alive`` starts only
+          after a response (not when a connection opens) and stops at the next byte; the
+          request-start/complete timeouts of uvicorn issue #157 were never implemented;
+          ``h11_max_incomplete_event_size`` bounds the size of the headers, not their time.
+        - ``limit_concurrency`` is checked only once a request's headers are complete (then a
+          plain-text 503): connections that send nothing or half the headers, the ones that
+          exhausted threads in issue 14.12, are never counted against it or refused.
+        - an ASGI app or middleware is called only after the headers are parsed, so it cannot
+          see a connection that is still sending them.
+        ``backlog`` and ``limit_max_requests`` are no substitute either (the listen queue of a
+        socket that ``bind`` opens itself; a request count after which the server exits).
         """
 
         _timer: asyncio.TimerHandle | None = None
@@ -615,20 +633,6 @@ def _guarded_protocol(max_connections: int, read_timeout: float) -> type:
     return GuardedH11Protocol
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):
-        # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would kill the
-        # process; `serve` returns normally instead (and says "server stopped").
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                captured = getattr(self, "_captured_signals", None)
-                if isinstance(captured, list):
-                    captured.clear()
-
-
 def run(
     app: FastAPI,
     sock: socket.socket,
@@ -658,4 +662,37 @@ def run(
         handler.setFormatter(logging.Formatter("error: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-    _Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    with _stop_on_signals(server):
+        server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _stop_on_signals(server: uvicorn.Server):
+    """While serving, SIGINT and SIGTERM stop ``server`` gracefully and ``run`` returns
+    (``serve`` then says "server stopped" and exits 0).
+
+    Only public API: ``uvicorn.Server.run`` installs its own handlers while it serves, and
+    once it has shut down it restores the handlers it found and raises the signal it caught
+    again (``signal.raise_signal``; uvicorn's "cooperative signal handling", since 0.29, the
+    `serve` extra's minimum), so that those run too: Python's default ones would raise
+    KeyboardInterrupt (SIGINT) or end the process (SIGTERM). The handlers it finds are these,
+    which only set ``server.should_exit`` (what uvicorn's own handler sets): the signal raised
+    again is absorbed, and one that arrives before uvicorn installs its handlers (during
+    startup) still stops the server. The previous handlers are restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach only the main thread; uvicorn installs none either
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    handled = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):  # Windows' Ctrl+Break, which uvicorn handles too
+        handled.append(signal.SIGBREAK)
+    previous = {sig: signal.signal(sig, stop) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
