@@ -1004,27 +1004,35 @@ def findings(data: dict) -> list[str]:
 
 
 def section(files: list[tuple[Path, dict]]) -> list[str]:
-    """The RESULTS.md section: the newest capacity file's tables and plan, older files listed."""
+    """The RESULTS.md section: for each index kind, the newest capacity file that measured it
+    (its tables and plan), newest first; older files listed."""
     from benchmarks.report import source_line
 
     lines = ["## Capacity of one index (10k to 1M chunks)", ""]
     if not files:
         return lines + ["No capacity results.", ""]
-    path, data = files[-1]
-    lines += [source_line(path, data), ""]
-    lines += tables(data) + [""]
-    lines += [
-        "Capacity plan (marginal cost between the two largest finished sizes; "
-        "`capacity_plan` in benchmarks/capacity.py):",
-        "",
-    ]
-    lines += plan_lines(data) + [""]
-    lines += findings(data) + [""]
-    png = path.with_suffix(".png")
-    if png.exists():
-        lines += [f"![capacity]({os.path.relpath(png, RESULTS_DIR.parent)})", ""]
-    if len(files) > 1:
-        lines += ["Earlier capacity runs: " + ", ".join(f"`{p.name}`" for p, _ in files[:-1]), ""]
+    shown, covered = [], set()
+    for path, data in reversed(files):
+        kinds = {kind for runs in (data.get("runs") or {}).values() for kind in runs}
+        if not shown or kinds - covered:
+            shown.append((path, data))
+            covered |= kinds
+    for path, data in shown:
+        lines += [source_line(path, data), ""]
+        lines += tables(data) + [""]
+        lines += [
+            "Capacity plan (marginal cost between the two largest finished sizes; "
+            "`capacity_plan` in benchmarks/capacity.py):",
+            "",
+        ]
+        lines += plan_lines(data) + [""]
+        lines += findings(data) + [""]
+        png = path.with_suffix(".png")
+        if png.exists():
+            lines += [f"![capacity]({os.path.relpath(png, RESULTS_DIR.parent)})", ""]
+    earlier = [p for p, _ in files if all(p != q for q, _ in shown)]
+    if earlier:
+        lines += ["Earlier capacity runs: " + ", ".join(f"`{p.name}`" for p in earlier), ""]
     return lines
 
 
