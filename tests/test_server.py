@@ -856,10 +856,13 @@ def test_read_timeout_answers_408_and_closes(guarded):
         "headers": head.encode(),
         "nothing": b"",
     }
+    # the three stall at once (each connection has its own timer), so the test waits once
+    started = {}
     for what, data in stalls.items():
         sock = _conn(guarded)
-        t0 = time.monotonic()
+        started[what] = (sock, time.monotonic())
         sock.sendall(data)
+    for what, (sock, t0) in started.items():
         reply = _read_until_closed(sock)
         took = time.monotonic() - t0
         sock.close()

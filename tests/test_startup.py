@@ -159,6 +159,7 @@ def test_only_shipped_adapters_are_cached(tmp_path):
     assert not merge_cache.caches_merge(tmp_path)
 
 
+@pytest.mark.slow  # a second Python process importing torch and transformers (~9 s)
 def test_a_cached_merge_loads_without_peft(tiny_llama, tmp_path, cache):
     """A second process reads the merged weights: peft (and its imports) stay out."""
     folder = _lora_folder(tiny_llama, tmp_path / "adapter")
