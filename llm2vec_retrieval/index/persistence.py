@@ -594,19 +594,28 @@ def load_store(
     )
 
 
+def _segments_beside_docs(
+    d: Path, path: Path, docs: DocStore, segments: dict[str, Segment], suffix: str
+) -> list[Segment]:
+    """The segment named ``<docstore segment><suffix>`` for each docstore segment, in
+    order (a missing one: the directory is corrupted), tagged with the store's path."""
+    out = []
+    for dseg in docs.segments:
+        name = dseg.name + suffix
+        seg = segments.get(name)
+        if seg is None:
+            raise _corrupt(d / name, "missing from the manifest's files")
+        seg.source = path
+        out.append(seg)
+    return out
+
+
 def _read_vector_segments(
     d: Path, path: Path, dim: int, docs: DocStore, segments: dict[str, Segment]
 ) -> VectorSegments:
     """A flat store's vector segments, one per docstore segment, memory-mapped (their
     shapes and ids are checked when the FAISS index is built from them)."""
-    vsegs = []
-    for dseg in docs.segments:
-        name = dseg.name + VEC_SUFFIX
-        seg = segments.get(name)
-        if seg is None:
-            raise _corrupt(d / name, "missing from the manifest's files")
-        seg.source = path
-        vsegs.append(seg)
+    vsegs = _segments_beside_docs(d, path, docs, segments, VEC_SUFFIX)
     return VectorSegments.opened(dim, vsegs, lambda name: str(d / (name + VEC_SUFFIX)))
 
 
@@ -759,15 +768,8 @@ def _read_lexical_segments(
         terms += part
         info = manifest["files"][name]
         parts.append({"name": name, "count": len(part), "info": info, "source": path})
-    lexsegs = []
     live, _ = docs.parts()
-    for dseg in docs.segments:
-        name = dseg.name + LEX_SUFFIX
-        seg = segments.get(name)
-        if seg is None:
-            raise _corrupt(d / name, "missing from the manifest's files")
-        seg.source = path
-        lexsegs.append(seg)
+    lexsegs = _segments_beside_docs(d, path, docs, segments, LEX_SUFFIX)
     try:
         lex = LexicalIndex.opened(manifest["lexical"], terms, parts, lexsegs, docs.dead)
     except ImportError:
