@@ -28,6 +28,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def index_command(
+    pause: str | None = None, pause_after_commit: float | None = None, until: Path | None = None
+) -> list[str]:
+    """The command line that runs ``index`` (append its arguments): through this wrapper
+    when a test asks for a pause (``pause``: ``STAGES:SECONDS``; ``pause_after_commit``:
+    seconds after each commit; ``until``: a file that ends a pause), else the plain CLI."""
+    hooked = [sys.executable, str(Path(__file__).resolve())]
+    if pause_after_commit is not None:
+        head = [*hooked, "index-commit", str(pause_after_commit)]
+    elif pause is not None:
+        head = [*hooked, "stage", pause]
+    else:
+        head = [sys.executable, "-m", "llm2vec_retrieval"]
+    if until is not None:
+        head += ["--until", str(until)]
+    return [*head, "index"]
+
+
 def _announce(line: str, seconds: float, until: str | None = None) -> None:
     """Print ``line`` to stderr, then sleep ``seconds`` (less when ``until`` appears)."""
     sys.stderr.write(line + "\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hooked_cli import index_command
 
 from llm2vec_retrieval import cli
 
@@ -795,16 +796,8 @@ def _popen_index(
     """`index` in a subprocess; ``pause``: ``STAGE:SECONDS``, ``until``: a file that ends
     the pause; ``pause_after_commit``: seconds to pause after each commit (printing
     "llm2vec-index-commit: ..." first; see tests/hooked_cli.py)."""
-    if pause_after_commit is not None:
-        head = [*HOOKED_CLI, "index-commit", str(pause_after_commit)]
-    elif pause is not None:
-        head = [*HOOKED_CLI, "stage", pause]
-    else:
-        head = [sys.executable, "-m", "llm2vec_retrieval"]
-    if until is not None:
-        head += ["--until", str(until)]
     return subprocess.Popen(
-        [*head, "index", *args],
+        [*index_command(pause, pause_after_commit, until), *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})},
         stdout=subprocess.PIPE,

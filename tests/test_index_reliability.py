@@ -13,11 +13,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from hooked_cli import index_command
 
 from llm2vec_retrieval import cli
 
@@ -42,15 +42,8 @@ def popen_index(
     """`index` in a subprocess; ``pause``: ``STAGE:SECONDS``; ``pause_after_commit``: seconds
     to pause after each commit (printing "llm2vec-index-commit: ..." first; see
     tests/hooked_cli.py)."""
-    hooked = [sys.executable, str(Path(__file__).parent / "hooked_cli.py")]
-    if pause_after_commit is not None:
-        head = [*hooked, "index-commit", str(pause_after_commit)]
-    elif pause is not None:
-        head = [*hooked, "stage", pause]
-    else:
-        head = [sys.executable, "-m", "llm2vec_retrieval"]
     return subprocess.Popen(
-        [*head, "index", *args],
+        [*index_command(pause, pause_after_commit), *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env},
         stdout=subprocess.DEVNULL,
